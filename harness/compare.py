@@ -1,0 +1,203 @@
+"""Metrics and the verdict for one output: no deep-learning framework is imported.
+
+An element passes when |got - ref| <= atol + atol_by_max * max|ref| + rtol * |ref|;
+NaN and Inf must sit at the same positions (with the same sign) on both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.specs import Tolerance
+
+
+@dataclass
+class OutputComparison:
+    """The numbers for one output of one example; None where a metric does not apply."""
+
+    name: str
+    passed: bool
+    message: str
+    tolerance: dict[str, float]
+    ref_shape: tuple[int, ...]
+    got_shape: tuple[int, ...]
+    ref_dtype: str
+    got_dtype: str
+    elements: int = 0
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mean_abs: float | None = None
+    rmse: float | None = None
+    cosine: float | None = None
+    max_ulp: float | None = None
+    max_ref: float | None = None
+    normalized_error: float | None = None   # max_abs / max|ref|: error against the output's scale
+    error_ratio: float | None = None        # worst error over its tolerance: <= 1 passes
+    mismatch_fraction: float | None = None
+    nonfinite_mismatches: int = 0
+    worst_index: tuple[int, ...] | None = None
+    worst_ref: float | None = None
+    worst_got: float | None = None
+    needed_atol: float | None = None        # smallest atol (rtol as set) that would have passed
+    needed_rtol: float | None = None        # smallest rtol (atol as set) that would have passed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+
+def _json_number(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tolerance) -> OutputComparison:
+    """Compare one output of the converted model (`got`) against the original's (`ref`)."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    result = OutputComparison(
+        name=name, passed=False, message="", tolerance=asdict(tolerance),
+        ref_shape=tuple(ref.shape), got_shape=tuple(got.shape),
+        ref_dtype=str(ref.dtype), got_dtype=str(got.dtype),
+    )
+    if ref.shape != got.shape:
+        result.message = f"{name}: shape mismatch: original {ref.shape}, converted {got.shape}"
+        return result
+    if ref.dtype != got.dtype:
+        result.message = f"{name}: dtype mismatch: original {ref.dtype}, converted {got.dtype}"
+        return result
+    result.elements = int(ref.size)
+    if ref.size == 0:
+        result.passed, result.message = True, f"{name}: empty output"
+        return result
+    is_float = ref.dtype.kind == "f" or ref.dtype.kind == "V"  # V: bfloat16 and friends
+    _fill_metrics(result, ref, got, tolerance, is_float)
+    return result
+
+
+def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, tol: Tolerance, is_float: bool) -> None:
+    # Work in float32 for float32 and narrower outputs (its rounding is far below any
+    # tolerance worth setting) and in float64 otherwise; accumulate sums in float64.
+    # The comparator runs on every example, so each full pass over the data counts.
+    work = np.float32 if is_float and ref.dtype.itemsize <= 4 else np.float64
+    r = ref.astype(work, copy=False).reshape(-1)
+    g = got.astype(work, copy=False).reshape(-1)
+    nonfinite = None
+    if is_float and not (np.isfinite(r).all() and np.isfinite(g).all()):
+        finite = np.isfinite(r) & np.isfinite(g)
+        same = (np.isnan(r) & np.isnan(g)) | (np.isinf(r) & (r == g))
+        nonfinite = ~finite & ~same
+        result.nonfinite_mismatches = int(nonfinite.sum())
+        r = np.where(finite, r, 0).astype(work, copy=False)
+        g = np.where(finite, g, 0).astype(work, copy=False)
+
+    diff = np.subtract(g, r)
+    np.abs(diff, out=diff)
+    abs_r = np.abs(r)
+    max_ref = float(abs_r.max())
+    atol = tol.atol + tol.atol_by_max * max_ref
+    bound = np.multiply(abs_r, work(tol.rtol))
+    bound += work(atol)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.divide(diff, bound)
+    if atol == 0:
+        np.copyto(ratio, 0, where=diff == 0)  # 0/0: no error where nothing was allowed
+    if nonfinite is not None:
+        ratio[nonfinite] = np.inf
+
+    n = diff.size
+    allowed = int(np.floor(tol.max_mismatch * n))
+    worst = int(np.argmax(ratio))
+    result.error_ratio = _kth_largest(ratio, allowed)
+    result.mismatch_fraction = int(np.count_nonzero(ratio > 1)) / n
+    result.max_abs = float(diff.max())
+    result.mean_abs = float(np.sum(diff, dtype=np.float64)) / n
+    dd = float(np.einsum("i,i->", diff, diff, dtype=np.float64))
+    result.rmse = float(np.sqrt(dd / n))
+    result.max_ref = max_ref
+    result.normalized_error = result.max_abs / max_ref if max_ref > 0 else (0.0 if result.max_abs == 0 else np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.divide(diff, abs_r, out=np.zeros_like(diff), where=abs_r > 0)
+    result.max_rel = float(rel.max())
+    # cos = a.b / (|a||b|), with a.b from |a|^2 + |b|^2 - |a-b|^2 so that the three
+    # sums reuse the error already computed.
+    aa = float(np.einsum("i,i->", r, r, dtype=np.float64))
+    gg = float(np.einsum("i,i->", g, g, dtype=np.float64))
+    result.cosine = (aa + gg - dd) / (2 * np.sqrt(aa * gg)) if aa > 0 and gg > 0 else (1.0 if result.max_abs == 0 else 0.0)
+    if is_float and ref.dtype.kind == "f":
+        result.max_ulp = _max_ulp(ref.reshape(-1), got.reshape(-1), nonfinite is not None)
+    result.worst_index = tuple(int(i) for i in np.unravel_index(worst, ref.shape))
+    result.worst_ref = float(ref.flat[worst])
+    result.worst_got = float(got.flat[worst])
+
+    result.passed = result.nonfinite_mismatches == 0 and result.error_ratio <= 1.0
+    if result.passed:
+        result.message = f"{result.name}: within tolerance"
+        return
+    if not result.nonfinite_mismatches:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            result.needed_atol = max(_kth_largest(diff - work(tol.rtol) * abs_r, allowed), 0.0)
+            excess = np.maximum(diff - work(atol), 0) / abs_r
+            excess[diff <= atol] = 0
+            result.needed_rtol = _kth_largest(excess, allowed)
+    result.message = _describe(result, atol, tol)
+
+
+def _kth_largest(values: np.ndarray, k: int) -> float:
+    """The (k+1)-th largest value: what must pass when k elements may fail."""
+    flat = values.ravel()
+    if k == 0:
+        return float(flat.max())
+    k = min(k, flat.size - 1)
+    return float(np.partition(flat, flat.size - 1 - k)[flat.size - 1 - k])
+
+
+def _max_ulp(ref: np.ndarray, got: np.ndarray, has_nonfinite: bool) -> float:
+    """Largest distance in units in the last place, in the output's own dtype,
+    over the elements finite on both sides (+0 and -0 are 0 apart)."""
+    bits = {2: np.int16, 4: np.int32, 8: np.int64}[ref.dtype.itemsize]
+    a, b = ref.view(bits), got.view(bits)
+    if has_nonfinite:
+        keep = np.isfinite(ref) & np.isfinite(got)
+        a, b = a[keep], b[keep]
+        if a.size == 0:
+            return 0.0
+    # Between floats of one sign the distance is the difference of their magnitude
+    # bits; across zero it is the sum (which may overflow the width: take it wide).
+    magnitude = np.iinfo(bits).max
+    mag_a, mag_b = a & magnitude, b & magnitude
+    opposite = np.flatnonzero((a ^ b) < 0)
+    across = 0.0
+    if opposite.size:
+        across = float((mag_a[opposite].astype(np.float64) + mag_b[opposite]).max())
+    mag_a -= mag_b
+    np.abs(mag_a, out=mag_a)
+    return max(float(mag_a.max()), across)
+
+
+def _describe(result: OutputComparison, atol: float, tol: Tolerance) -> str:
+    idx = list(result.worst_index) if result.worst_index is not None else []
+    parts = [f"{result.name}: "]
+    if result.nonfinite_mismatches:
+        parts.append(f"{result.nonfinite_mismatches} element(s) NaN/Inf on one side only "
+                     f"(first at {idx}: original {result.worst_ref}, converted {result.worst_got}); "
+                     "no tolerance passes that")
+        return "".join(parts)
+    else:
+        parts.append(
+            f"{result.mismatch_fraction:.3%} of {result.elements} elements out of tolerance "
+            f"(allowed {tol.max_mismatch:.3%}); worst at {idx}: original {result.worst_ref:.9g}, "
+            f"converted {result.worst_got:.9g}, |diff| {abs(result.worst_got - result.worst_ref):.3g} "
+            f"> {atol:.3g} + {tol.rtol:.3g}*|ref|; "
+        )
+    parts.append(
+        f"max abs {result.max_abs:.3g}, normalized {result.normalized_error:.3g}; "
+        f"would pass with atol {result.needed_atol:.3g} (rtol {tol.rtol:.3g}) "
+        f"or rtol {result.needed_rtol:.3g} (atol {atol:.3g})"
+    )
+    return "".join(parts)

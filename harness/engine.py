@@ -1,0 +1,225 @@
+"""Runs one case: the reference, the conversion path, the target, the comparison.
+
+`prepare_case` does the once-per-case work (build or load the original, convert
+through the cache, load the artifact, resolve tolerances); `run_example` feeds
+one example's tensors through both sides and compares them. Neither knows pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import adapters
+from harness.cache import ArtifactCache
+from harness.compare import OutputComparison, compare_outputs
+from harness.errors import CaseError, summarize_exception
+from harness.inputs import InputRecipe, make_inputs
+from harness.layouts import convert_layout
+from harness.matrix import Case
+from harness.options import RunOptions
+from harness.specs import ModelSpec, Tolerance
+from harness.tolerances import resolve_tolerance
+
+
+@dataclass
+class PreparedCase:
+    case: Case
+    spec: ModelSpec
+    source: Any                      # the source adapter module
+    model: Any                       # the original, on the case's device
+    model64: Any | None              # its float64 twin, for the noise floor
+    session: Any                     # the target runtime's loaded artifact
+    tolerances: dict[str, Tolerance]
+    provenance: dict[str, Any]
+    versions: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+    input_layouts: dict[str, str | None] = field(default_factory=dict)
+    output_layouts: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class ExampleOutcome:
+    """One example through both sides."""
+
+    comparisons: list[OutputComparison]
+    noise: dict[str, dict[str, float | None]]
+    error: str | None = None         # the converted model raised on these inputs
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(c.passed for c in self.comparisons)
+
+    @property
+    def message(self) -> str:
+        if self.error:
+            return self.error
+        return "\n".join(c.message for c in self.comparisons if not c.passed)
+
+
+def example_recipe(spec: ModelSpec) -> InputRecipe:
+    """The inputs used to export and to check the spec: every symbolic dim >= 2
+    and different from the others where the bounds allow, so that exporters do
+    not specialize a dim to 1 or merge two dims of equal size."""
+    dims: dict[str, int] = {}
+    for name, (low, high) in spec.dim_bounds.items():
+        candidates = [v for v in range(max(low, 2), high + 1) if v not in dims.values()]
+        dims[name] = candidates[len(candidates) // 3] if candidates else low
+    return InputRecipe(dims, {i.name: "normal" for i in spec.inputs}, 0.0, 0)
+
+
+def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> PreparedCase:
+    """Everything a case needs before its examples run; raises CaseError."""
+    spec = case.spec
+    source = adapters.source(case.source)
+    runtime = adapters.runtime(case.target)
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    try:
+        model = source.build(spec.builders[case.source])
+    except CaseError:
+        raise
+    except Exception as error:
+        raise CaseError("load", f"building model {spec.name!r} ({spec.origin}) failed: {summarize_exception(error)}") from None
+    timings["build_s"] = time.perf_counter() - start
+
+    example = [make_inputs(spec, example_recipe(spec))[i.name] for i in spec.inputs]
+    reference = _checked_reference(source, model, spec, example)
+    output_dtypes = {o.name: str(r.dtype) for o, r in zip(spec.outputs, reference)}
+
+    start = time.perf_counter()
+    artifact_path, provenance, cache_hit = _artifact(case, options, cache, source, model, spec, example)
+    timings["convert_s"] = time.perf_counter() - start
+    provenance["cache_hit"] = cache_hit
+
+    device_flags = source.configure_device(case.device, options.strict_cuda)
+    model = source.to_device(model, case.device)
+    model64 = source.float64_copy(model)
+
+    start = time.perf_counter()
+    session = runtime.Session(artifact_path, case.device, opt_level=options.ort_opt_level, strict_cuda=options.strict_cuda)
+    binding = session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
+    timings["load_s"] = time.perf_counter() - start
+
+    provenance = {**provenance, "runtime": session.provenance, "binding": binding,
+                  "reference": {"device": case.device, **device_flags}}
+    versions = {**source.versions(), **runtime.versions()}
+    if "versions" in provenance:
+        versions.update(provenance["versions"])
+    tolerances = {
+        o.name: resolve_tolerance(o, output_dtypes[o.name], case.target, case.device,
+                                  options.strict_cuda, options.tolerance_overrides)
+        for o in spec.outputs
+    }
+    return PreparedCase(
+        case=case, spec=spec, source=source, model=model, model64=model64, session=session,
+        tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
+        input_layouts={i.name: provenance.get("input_layouts", {}).get(i.name, i.layout) for i in spec.inputs},
+        output_layouts={o.name: provenance.get("output_layouts", {}).get(o.name, o.layout) for o in spec.outputs},
+    )
+
+
+def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]) -> list[np.ndarray]:
+    """Run the original on spec-built inputs, so a spec that does not fit the
+    model fails here with a clear message rather than deep in a converter."""
+    try:
+        outputs = source.run(model, example, "cpu")
+    except CaseError:
+        raise
+    except Exception as error:
+        shapes = ", ".join(f"{i.name}: {x.dtype}{list(x.shape)}" for i, x in zip(spec.inputs, example))
+        raise CaseError("inputs", f"the original model {spec.name!r} rejects inputs built from its input spec "
+                                  f"({shapes}): {summarize_exception(error, 3)}\nCheck the input spec "
+                                  "(names, order, shape, dtype): --input-spec or the model's registration.") from None
+    if len(outputs) != len(spec.outputs):
+        raise CaseError("inputs", f"the original model {spec.name!r} returns {len(outputs)} output(s) but its spec "
+                                  f"names {len(spec.outputs)}: {[o.name for o in spec.outputs]}")
+    return outputs
+
+
+def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
+              example: list[np.ndarray]) -> tuple[Path, dict, bool]:
+    if options.converted is not None:
+        return _user_artifact(options.converted)
+    fmt = adapters.target_format(case.target)
+    converter = adapters.converter(case.source, fmt)
+    conversion = options.conversion_options()
+    key = {
+        "model": source.fingerprint(model),
+        "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs]},
+        "converter": converter.NAME,
+        "options": conversion,
+        "versions": converter.versions(),
+    }
+    folder, provenance, hit = cache.get_or_create(
+        key, lambda out: converter.convert(model, spec, example, out, **conversion))
+    return folder / converter.FILENAME, provenance, hit
+
+
+def _user_artifact(path: Path) -> tuple[Path, dict, bool]:
+    if not path.is_file():
+        raise CaseError("convert", f"converted file {path} does not exist")
+    data = path.read_bytes()
+    if not data:
+        raise CaseError("convert", f"converted file {path} is empty (0 bytes): was it written completely?")
+    return path, {"converter": "user", "path": str(path), "sha256": hashlib.sha256(data).hexdigest()}, False
+
+
+def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> ExampleOutcome:
+    """Feed the same tensors through the original and the converted model, and compare."""
+    spec, case = prepared.spec, prepared.case
+    ordered = [tensors[i.name] for i in spec.inputs]
+    timings = prepared.timings
+    start = time.perf_counter()
+    try:
+        reference = prepared.source.run(prepared.model, ordered, case.device)
+    except Exception as error:
+        shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in tensors.items())
+        raise CaseError("inputs", f"the original model {spec.name!r} fails on inputs within its spec ({shapes}): "
+                                  f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds.") from None
+    timings["reference_s"] = timings.get("reference_s", 0.0) + time.perf_counter() - start
+    laid_out = [convert_layout(x, i.layout, prepared.input_layouts[i.name]) for i, x in zip(spec.inputs, ordered)]
+    start = time.perf_counter()
+    try:
+        converted = prepared.session.run(laid_out)
+    except Exception as error:
+        shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in tensors.items())
+        return ExampleOutcome([], {}, error=f"the converted model raised on inputs within the spec ({shapes}): "
+                                            f"{summarize_exception(error, 4)}")
+    timings["target_s"] = timings.get("target_s", 0.0) + time.perf_counter() - start
+    converted = [convert_layout(y, prepared.output_layouts[o.name], o.layout) for o, y in zip(spec.outputs, converted)]
+    comparisons = [compare_outputs(o.name, r, g, prepared.tolerances[o.name])
+                   for o, r, g in zip(spec.outputs, reference, converted)]
+    return ExampleOutcome(comparisons, _noise_floor(prepared, ordered, reference, comparisons))
+
+
+def _noise_floor(prepared: PreparedCase, inputs, reference, comparisons) -> dict[str, dict[str, float | None]]:
+    """The source's own float32 error against its float64 twin on the same inputs,
+    and each output's conversion error as a multiple of it."""
+    if prepared.model64 is None:
+        return {}
+    try:
+        exact = prepared.source.run(prepared.model64, inputs, prepared.case.device, float64=True)
+    except Exception:
+        return {}
+    noise = {}
+    for comparison, ref32, ref64 in zip(comparisons, reference, exact):
+        if ref32.dtype.kind != "f" or ref32.shape != ref64.shape or comparison.max_abs is None:
+            continue
+        finite = np.isfinite(ref32) & np.isfinite(ref64)
+        if not finite.any():
+            continue
+        err = float(np.abs(ref32[finite].astype(np.float64) - ref64[finite]).max())
+        scale = float(np.abs(ref64[finite]).max())
+        noise[comparison.name] = {
+            "noise_max_abs": err,
+            "noise_normalized": err / scale if scale > 0 else None,
+            "error_over_noise": comparison.max_abs / err if err > 0 else (0.0 if comparison.max_abs == 0 else None),
+        }
+    return noise

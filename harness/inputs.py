@@ -1,0 +1,171 @@
+"""Hypothesis strategies that turn input specs into dense numpy tensors.
+
+Hypothesis draws a small *recipe* (concrete dims, a distribution per input, a
+fraction of special values, a seed) and numpy makes the tensors from it. This
+keeps tensors dense and varied (hypothesis' own array strategy yields
+near-constant tensors that hide layout bugs) and generation fast, while
+shrinking still works on the recipe: toward the smallest shapes, the plain
+normal distribution, no special values and seed 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import numpy as np
+from hypothesis import strategies as st
+
+from harness.layouts import DISTINCT_AXES
+from harness.specs import InputSpec, ModelSpec
+
+# Ordered from plain to harsh: hypothesis shrinks toward the first entry.
+DISTRIBUTIONS = ("normal", "uniform", "large", "tiny")
+SPECIAL_FRACTIONS = (0.0, 0.01, 0.1)
+TINY_SCALE = 1e-4
+
+
+@dataclass(frozen=True)
+class InputRecipe:
+    """Everything needed to rebuild one example's tensors bit for bit."""
+
+    dims: Mapping[str, int]
+    distributions: Mapping[str, str]
+    special_fraction: float
+    seed: int
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"dims": dict(self.dims), "distributions": dict(self.distributions)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "InputRecipe":
+        return cls(dict(data["dims"]), dict(data["distributions"]), float(data["special_fraction"]), int(data["seed"]))
+
+
+def _distinct_peers(spec: ModelSpec) -> dict[str, set]:
+    """For each symbolic dim, the other dims (names or fixed sizes) it must differ
+    from: those on C/H/W/D/T axes of the same input, so that no two of them can
+    be swapped by a wrong transpose without changing the shape."""
+    peers: dict[str, set] = {}
+    for inp in spec.inputs:
+        if inp.layout is None:
+            continue
+        guarded = [d for d, axis in zip(inp.shape, inp.layout) if axis in DISTINCT_AXES]
+        for d in guarded:
+            if isinstance(d, str):
+                peers.setdefault(d, set()).update(p for p in guarded if p != d)
+    return peers
+
+
+@st.composite
+def concrete_dims(draw, spec: ModelSpec) -> dict[str, int]:
+    """Values for every symbolic dim, within bounds, keeping layout axes of
+    different roles different in size where the bounds allow it."""
+    peers = _distinct_peers(spec)
+    values: dict[str, int] = {}
+    for dim, (low, high) in spec.dim_bounds.items():
+        taken = {values.get(p, p) for p in peers.get(dim, ())}
+        allowed = [v for v in range(low, high + 1) if v not in taken] or list(range(low, high + 1))
+        values[dim] = allowed[draw(st.integers(0, len(allowed) - 1))]
+    return values
+
+
+def input_recipes(spec: ModelSpec) -> st.SearchStrategy[InputRecipe]:
+    """Recipes for one example of all of `spec`'s inputs."""
+    return st.builds(
+        InputRecipe,
+        dims=concrete_dims(spec),
+        distributions=st.fixed_dictionaries({i.name: st.sampled_from(DISTRIBUTIONS) for i in spec.inputs}),
+        special_fraction=st.sampled_from(SPECIAL_FRACTIONS),
+        seed=st.integers(0, 2**32 - 1),
+    )
+
+
+def make_inputs(spec: ModelSpec, recipe: InputRecipe) -> dict[str, np.ndarray]:
+    """The tensors a recipe stands for, keyed by input name, in the spec's layouts."""
+    tensors = {}
+    for index, inp in enumerate(spec.inputs):
+        rng = np.random.default_rng([recipe.seed, index])
+        shape = inp.example_shape(recipe.dims)
+        tensors[inp.name] = make_tensor(inp, shape, recipe.distributions[inp.name], recipe.special_fraction, rng)
+    return tensors
+
+
+def make_tensor(
+    inp: InputSpec, shape: tuple[int, ...], distribution: str, special_fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    if inp.is_float:
+        return _float_tensor(inp, shape, distribution, special_fraction, rng)
+    return _int_tensor(inp, shape, distribution, special_fraction, rng)
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _float_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray:
+    low, high = (float(v) for v in inp.domain)
+    center, half = (low + high) / 2, (high - low) / 2
+    work = np.float64 if inp.dtype == "float64" else np.float32
+    if distribution == "normal":
+        x = rng.standard_normal(shape, dtype=work)
+        x *= half / 3
+        x += center
+    elif distribution == "uniform":
+        x = rng.random(shape, dtype=work)
+        x *= high - low
+        x += low
+    elif distribution == "large":
+        # Magnitudes in the outer half of the domain, on both sides of its center.
+        x = rng.random(shape, dtype=work)
+        x *= half / 2
+        x += half / 2
+        x *= np.where(rng.random(shape, dtype=work) < 0.5, -1, 1).astype(work)
+        x += center
+    elif distribution == "tiny":
+        x = rng.standard_normal(shape, dtype=work)
+        x *= TINY_SCALE * max(half, 1.0)
+        if not low <= 0 <= high:
+            np.abs(x, out=x)
+            x += low
+    else:
+        raise ValueError(f"unknown distribution {distribution!r}; known: {', '.join(DISTRIBUTIONS)}")
+    np.clip(x, low, high, out=x)
+    if special_fraction:
+        specials = np.array([v for v in (0.0, -0.0, low, high) if low <= v <= high], dtype=work)
+        _sprinkle(x, specials, special_fraction, rng)
+    return x.astype(_numpy_dtype(inp.dtype), copy=False)
+
+
+def _int_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray:
+    if inp.dtype == "bool":
+        x = rng.random(shape) < 0.5
+        if special_fraction:
+            _sprinkle(x, np.array([True, False]), special_fraction, rng)
+        return x
+    low, high = int(np.ceil(inp.domain[0])), int(np.floor(inp.domain[1]))
+    if distribution == "large":
+        span = max((high - low) // 4, 0)
+        x = np.where(rng.random(shape) < 0.5, rng.integers(low, low + span, shape, endpoint=True),
+                     rng.integers(high - span, high, shape, endpoint=True))
+    elif distribution == "tiny" and low <= 0 <= high:
+        x = np.clip(rng.integers(-1, 1, shape, endpoint=True), low, high)
+    else:
+        x = rng.integers(low, high, shape, endpoint=True)
+    x = x.astype(inp.dtype, copy=False)
+    if special_fraction:
+        _sprinkle(x, np.array(sorted({low, high, min(max(0, low), high)}), dtype=x.dtype), special_fraction, rng)
+    return x
+
+
+def _sprinkle(x: np.ndarray, values: np.ndarray, fraction: float, rng: np.random.Generator) -> None:
+    """Overwrite about `fraction` of `x`'s elements, at random places, with `values`."""
+    count = int(round(fraction * x.size))
+    if count == 0 or len(values) == 0:
+        return
+    flat = x.reshape(-1)
+    flat[rng.integers(0, x.size, count)] = values[rng.integers(0, len(values), count)]

@@ -1,0 +1,184 @@
+"""Run options, parsed from command-line strings into plain values.
+
+Knows nothing of pytest: the plugin and `python -m harness` both build a
+`RunOptions` from the strings users typed, and every bad value raises an
+`OptionError` whose message names the option and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
+
+SOURCES = ("torch",)
+TARGETS = ("onnxruntime",)
+DEVICES = ("cpu", "cuda")
+EXPORTERS = ("dynamo", "torchscript")
+ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
+TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch")
+
+
+class OptionError(ValueError):
+    """An option value the harness cannot use; the message says what would do."""
+
+
+@dataclass
+class RunOptions:
+    """Everything that shapes a parity run, besides the cases themselves."""
+
+    sources: tuple[str, ...] = SOURCES
+    targets: tuple[str, ...] = TARGETS
+    devices: tuple[str, ...] = DEVICES
+    models: tuple[str, ...] = ()          # empty: the whole zoo
+    converted: Path | None = None         # a user's own converted artifact
+    input_specs: tuple[InputSpec, ...] = ()
+    output_names: tuple[str, ...] = ()
+    exporter: str = "dynamo"
+    opset: int | None = None
+    ort_opt_level: str = "all"
+    strict_cuda: bool = False
+    tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    trust_model_code: bool = False
+    use_cache: bool = True
+    cache_dir: Path = Path(".parity-cache")
+    reports_dir: Path = Path("reports")
+    examples: int | None = None           # None: the hypothesis profile decides
+
+    def conversion_options(self) -> dict:
+        """What changes a conversion's result, for cache keys and provenance."""
+        return {"exporter": self.exporter, "opset": self.opset}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_specs"] = [asdict(i) for i in self.input_specs]
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RunOptions":
+        values = dict(data)
+        for name in ("sources", "targets", "devices", "models", "output_names"):
+            values[name] = tuple(values.get(name, ()))
+        values["input_specs"] = tuple(InputSpec(**{**i, "shape": tuple(i["shape"]),
+                                                   "dims": {k: tuple(v) for k, v in i["dims"].items()},
+                                                   "domain": tuple(i["domain"])})
+                                      for i in values.get("input_specs", ()))
+        for name in ("cache_dir", "reports_dir", "converted"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def split_list(values: Iterable[str] | str | None) -> tuple[str, ...]:
+    """'a,b' or ['a', 'b,c'] -> ('a', 'b', 'c'), order kept, duplicates dropped."""
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    items: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if item and item not in items:
+                items.append(item)
+    return tuple(items)
+
+
+def parse_choice(option: str, value: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise OptionError(f"{option}: unknown value {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
+def parse_per_output(option: str, values: Iterable[str]) -> dict[str, float]:
+    """Polygraphy's per-output syntax: '1e-4' for every output, 'logits:1e-3' for one.
+
+    Several values may share one argument, separated by spaces or commas.
+    The key "" holds the value for every output.
+    """
+    result: dict[str, float] = {}
+    for value in values:
+        for item in re.split(r"[\s,]+", value.strip()):
+            if not item:
+                continue
+            name, sep, number = item.rpartition(":")
+            try:
+                parsed = float(number)
+            except ValueError:
+                raise OptionError(f"{option}: {item!r} is not NUMBER or OUTPUT:NUMBER (e.g. 1e-4 or logits:1e-3)") from None
+            if not parsed >= 0:
+                raise OptionError(f"{option}: {item!r} must be >= 0")
+            result[name if sep else ""] = parsed
+    return result
+
+
+_DIM = re.compile(r"^(?:(\d+)|([A-Za-z_]\w*)=(\d+)\.\.(\d+)|([A-Za-z_]\w*))$")
+_INPUT_SPEC = re.compile(r"^(?P<name>[^:\[\]]+):(?P<dtype>\w+)\[(?P<shape>[^\]]*)\](?P<rest>.*)$")
+_RANGE = re.compile(r"^(-?[\d.eE+-]+?)\.\.(-?[\d.eE+-]+)$")
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """'NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH]', e.g.
+
+        image:float32[N=1..4,3,H=16..64,W=16..64]:NCHW:-3..3
+        token_ids:int64[N=1..2,T=4..32]::0..999
+
+    A dim is a size (3) or a name with inclusive bounds (N=1..4); a name shared
+    by several inputs is one dim and must carry the same bounds each time.
+    """
+    where = f"--input-spec {text!r}"
+    match = _INPUT_SPEC.match(text.strip())
+    if not match:
+        raise OptionError(f"{where}: expected NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH], e.g. image:float32[N=1..4,3,H=16..64,W=20..64]:NCHW")
+    dtype = match["dtype"]
+    if dtype not in FLOAT_DTYPES + INT_DTYPES:
+        raise OptionError(f"{where}: unknown dtype {dtype!r}; choose from {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
+    shape: list[int | str] = []
+    dims: dict[str, tuple[int, int]] = {}
+    for item in filter(None, (s.strip() for s in match["shape"].split(","))):
+        dim = _DIM.match(item)
+        if not dim:
+            raise OptionError(f"{where}: dim {item!r} is neither a size (3) nor NAME=MIN..MAX (N=1..4)")
+        size, name, low, high, bare = dim.groups()
+        if size:
+            shape.append(int(size))
+        elif name:
+            shape.append(name)
+            dims[name] = (int(low), int(high))
+        else:
+            raise OptionError(f"{where}: dim {bare!r} needs bounds, e.g. {bare}=1..8")
+    rest = match["rest"].split(":")[1:] if match["rest"] else []
+    if match["rest"] and not match["rest"].startswith(":"):
+        raise OptionError(f"{where}: unexpected text {match['rest']!r} after the shape")
+    layout = rest[0] if rest and rest[0] else None
+    kwargs = {}
+    if len(rest) > 1 and rest[1]:
+        bounds = _RANGE.match(rest[1])
+        if not bounds:
+            raise OptionError(f"{where}: value range {rest[1]!r} is not LOW..HIGH (e.g. -1..1 or 0..999)")
+        kwargs["domain"] = (float(bounds[1]), float(bounds[2]))
+    if len(rest) > 2:
+        raise OptionError(f"{where}: too many ':' parts; expected NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH]")
+    try:
+        return InputSpec(match["name"], tuple(shape), dims=dims, dtype=dtype, layout=layout, **kwargs)
+    except (SpecError, ValueError) as error:
+        raise OptionError(f"{where}: {error}") from None
+
+
+def parse_tolerance_overrides(values: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, float]]:
+    """{'atol': ['1e-4', 'logits:1e-3'], ...} -> {'atol': {'': 1e-4, 'logits': 1e-3}}."""
+    overrides = {}
+    for field_name, raw in values.items():
+        if field_name not in TOLERANCE_FIELDS:
+            raise OptionError(f"unknown tolerance field {field_name!r}")
+        if raw:
+            parsed = parse_per_output(f"--{field_name.replace('_', '-')}", raw)
+            if field_name == "max_mismatch" and any(v > 1 for v in parsed.values()):
+                raise OptionError("--max-mismatch: a fraction in [0, 1]")
+            overrides[field_name] = parsed
+    return overrides

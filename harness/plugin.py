@@ -1,0 +1,195 @@
+"""The pytest plugin: options, the parity cases as test items, skips, summary.
+
+Thin on purpose: it turns pytest's world into calls of `matrix` and `runner`,
+which know nothing of pytest. Parity cases are collected when any parity option
+is given (`--target`, `--source`, `--device`, `--model`, `--converted` or
+`--parity`); without paths on the command line only the parity cases run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, OptionError, RunOptions, parse_input_spec,
+                             parse_tolerance_overrides, split_list)
+from harness.profiles import register_profiles
+
+register_profiles()
+
+PARITY_OPTIONS = ("source", "target", "device", "model", "converted", "parity")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("parity", "numerical parity of converted models")
+    add = group.addoption
+    add("--parity", action="store_true", help="run the parity matrix with its defaults (any option below implies it)")
+    add("--source", action="append", metavar="NAMES", help="source frameworks, comma-separated (default: all): torch")
+    add("--target", action="append", metavar="NAMES", help="target runtimes, comma-separated (default: all): onnxruntime")
+    add("--device", action="append", metavar="NAMES", help=f"devices, comma-separated (default: {','.join(DEVICES)})")
+    add("--model", action="append", metavar="MODELS",
+        help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, model.pt")
+    add("--converted", metavar="PATH", help="check your own converted file (.onnx) against --model instead of converting")
+    add("--input-spec", action="append", metavar="SPEC",
+        help="input of a model file without shapes: NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH], "
+             "e.g. 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'; repeat per input")
+    add("--output-names", metavar="NAMES", help="output names of a model file without a spec, comma-separated")
+    add("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default: dynamo)")
+    add("--opset", type=int, default=None, help="ONNX opset to export (default: 18 dynamo, 17 torchscript)")
+    add("--ort-opt-level", choices=ORT_OPT_LEVELS, default="all", help="ONNX Runtime graph optimization level")
+    add("--strict-cuda", action="store_true", help="turn TF32 off on CUDA and hold it to CPU tolerances")
+    for name, help_text in (("atol", "absolute tolerance"), ("rtol", "relative tolerance"),
+                            ("atol-by-max", "absolute tolerance as a fraction of max|ref|"),
+                            ("max-mismatch", "fraction of elements allowed out of tolerance")):
+        add(f"--{name}", action="append", metavar="[OUTPUT:]VALUE",
+            help=f"{help_text}: VALUE for every output or OUTPUT:VALUE for one (Polygraphy syntax); repeatable")
+    add("--trust-model-code", action="store_true",
+        help="allow loading model files that run code when loaded (whole pickled torch modules)")
+    add("--parity-examples", type=int, default=None, metavar="N", help="hypothesis examples per case (default: the profile's)")
+    add("--parity-reports", default="reports", metavar="DIR", help="where parity.json, parity.html and failures/ go")
+    add("--parity-cache-dir", default=".parity-cache", metavar="DIR", help="converted-artifact cache")
+    add("--no-parity-cache", action="store_true", help="convert again even where the cache holds the artifact")
+
+
+def parity_requested(config: pytest.Config) -> bool:
+    return any(config.getoption(name.replace("-", "_")) for name in PARITY_OPTIONS)
+
+
+def run_options(config: pytest.Config) -> RunOptions:
+    """The command line as RunOptions; a malformed value stops the run with its message."""
+    get = config.getoption
+    try:
+        defaults = RunOptions()
+        return RunOptions(
+            sources=split_list(get("source")) or defaults.sources,
+            targets=split_list(get("target")) or defaults.targets,
+            devices=split_list(get("device")) or defaults.devices,
+            models=split_list(get("model")),
+            converted=Path(get("converted")) if get("converted") else None,
+            input_specs=tuple(parse_input_spec(s) for s in get("input_spec") or ()),
+            output_names=split_list(get("output_names")),
+            exporter=get("exporter"),
+            opset=get("opset"),
+            ort_opt_level=get("ort_opt_level"),
+            strict_cuda=get("strict_cuda"),
+            tolerance_overrides=parse_tolerance_overrides({f: get(f) for f in ("atol", "rtol", "atol_by_max", "max_mismatch")}),
+            trust_model_code=get("trust_model_code"),
+            use_cache=not get("no_parity_cache"),
+            cache_dir=Path(get("parity_cache_dir")),
+            reports_dir=Path(get("parity_reports")),
+            examples=get("parity_examples"),
+        )
+    except OptionError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "parity: a numerical-parity case of the model matrix")
+    if parity_requested(config):
+        config.pluginmanager.register(ParityRun(config, run_options(config)), "parity-run")
+
+
+class ParityGroup(pytest.Collector):
+    """The parent of the parity items, so their ids read parity::test_parity[...]."""
+
+    def collect(self):
+        return []
+
+
+class ParityItem(pytest.Item):
+    def __init__(self, *, case, run: "ParityRun", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.case = case
+        self.run = run
+        self.record: dict[str, Any] | None = None
+        self._prepared = None
+        self.add_marker("parity")
+        for part in (case.model, case.source, case.target, case.device, case.variant):
+            if part:
+                self.keywords[part] = True
+
+    def setup(self) -> None:
+        from harness.runner import start_case
+
+        self.record, self._prepared = start_case(self.case, self.run.options, self.run.cache)
+        if self._prepared is None:
+            self.run.add(self.record)
+            if self.record["status"] == "skipped":
+                pytest.skip(self.record["message"])
+            pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
+
+    def runtest(self) -> None:
+        from harness.runner import finish_case
+
+        prepared, self._prepared = self._prepared, None
+        self.record = finish_case(self.record, prepared, self.run.options)
+        self.run.add(self.record)
+        if self.record["status"] == "error":
+            pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
+        if self.record["status"] == "failed":
+            pytest.fail(f"{self.case.id}: {self.record['message']}", pytrace=False)
+
+    def reportinfo(self):
+        return self.path, None, f"parity {self.case.id}"
+
+
+class ParityRun:
+    """The plugin's state for one pytest run with parity cases."""
+
+    def __init__(self, config: pytest.Config, options: RunOptions):
+        from harness.cache import ArtifactCache
+
+        self.config = config
+        self.options = options
+        self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
+        self.records: list[dict[str, Any]] = []
+        self._writer = None
+
+    @property
+    def results_path(self) -> Path:
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        name = f"parity.{worker}.json" if worker else "parity.json"
+        return self.options.reports_dir / name
+
+    def add(self, record: dict[str, Any]) -> None:
+        from harness.results import ResultsWriter
+
+        if self._writer is None:
+            self._writer = ResultsWriter(self.results_path, {"options": self.options.to_json()})
+        self.records.append(record)
+        self._writer.add(record)
+
+    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+        # `pytest --target=onnxruntime` with no paths runs the parity matrix alone,
+        # not every test file under the current folder.
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            return True
+        return None
+
+    @pytest.hookimpl(tryfirst=True)  # before -k and -m deselect
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
+        from harness.matrix import build_cases
+
+        group = ParityGroup.from_parent(session, name="parity", nodeid="parity")
+        for case in build_cases(self.options):
+            items.append(ParityItem.from_parent(group, name=f"test_parity[{case.id}]", case=case, run=self))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._writer is None or os.environ.get("PYTEST_XDIST_WORKER"):
+            return
+        from harness.report.html import write_html_report
+
+        write_html_report(self._writer.data, self.options.reports_dir / "parity.html")
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+        from harness.report.summary import summary_lines
+
+        if not self.records:
+            return
+        terminalreporter.section("parity")
+        for line in summary_lines(self.records):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"results: {self.results_path}  report: {self.options.reports_dir / 'parity.html'}")

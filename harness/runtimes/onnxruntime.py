@@ -1,0 +1,103 @@
+"""ONNX Runtime as a target: the CPU provider, and the CUDA provider where
+onnxruntime-gpu and a CUDA device are present.
+
+On CUDA the provider uses TF32 by default; strict mode passes `use_tf32=0`.
+ORT falls back to the CPU silently when the CUDA provider cannot load, so the
+session's providers are checked after creation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from harness.errors import CaseError, summarize_exception
+
+NAME = "onnxruntime"
+FORMATS = ("onnx",)
+OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+              "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
+              "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def missing(device: str) -> str | None:
+    try:
+        import onnxruntime as ort
+    except ImportError as error:
+        return f"onnxruntime is not installed ({error}); pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+    if device == "cuda":
+        providers = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in providers:
+            return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (available: {', '.join(providers)}); "
+                    "install onnxruntime-gpu on a machine with a CUDA device")
+    elif device != "cpu":
+        return f"onnxruntime target does not know device {device!r}"
+    return None
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime as ort
+
+    return {"onnxruntime": ort.__version__}
+
+
+class Session:
+    """A loaded artifact, with the names that map the spec's inputs and outputs onto it."""
+
+    def __init__(self, path: Path, device: str, opt_level: str = "all", strict_cuda: bool = False):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
+        options.log_severity_level = 3
+        if device == "cuda":
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": "0" if strict_cuda else "1"}),
+                                    "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as error:
+            raise CaseError("runtime", f"onnxruntime could not load {path}: {summarize_exception(error, 4)}") from None
+        active = self.session.get_providers()
+        if device == "cuda" and active[0] != "CUDAExecutionProvider":
+            raise CaseError("runtime", f"onnxruntime fell back to {active[0]} instead of CUDA for {path}: "
+                                       "the CUDA provider could not load (check the CUDA and cuDNN libraries)")
+        self.providers = active
+        self.inputs = self.session.get_inputs()
+        self.outputs = self.session.get_outputs()
+        self.provenance = {"providers": active, "graph_optimization_level": opt_level}
+        if device == "cuda":
+            self.provenance["use_tf32"] = not strict_cuda
+
+    def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
+        """Match the spec's inputs and outputs to the artifact's, by name, or by
+        position when no name matches and the counts agree; return what was done."""
+        self._input_names = _match("input", input_names, [i.name for i in self.inputs])
+        self._output_names = _match("output", output_names, [o.name for o in self.outputs])
+        for spec_name, name, dtype in zip(input_names, self._input_names, input_dtypes):
+            expected = _ORT_TYPES.get(next(i.type for i in self.inputs if i.name == name))
+            if expected is not None and expected != dtype:
+                raise CaseError("runtime", f"the converted model's input {name!r} takes {expected} but the spec's "
+                                           f"input {spec_name!r} is {dtype}: fix the input spec or the conversion")
+        by_position = list(self._input_names) != list(input_names) or list(self._output_names) != list(output_names)
+        return {"matched_by": "position" if by_position else "name",
+                "inputs": dict(zip(input_names, self._input_names)),
+                "outputs": dict(zip(output_names, self._output_names))}
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = dict(zip(self._input_names, inputs))
+        return self.session.run(list(self._output_names), feed)
+
+
+def _match(kind: str, wanted: Sequence[str], present: Sequence[str]) -> list[str]:
+    if set(wanted) <= set(present):
+        return list(wanted)
+    if not set(wanted) & set(present) and len(wanted) == len(present):
+        return list(present)
+    raise CaseError("runtime", f"the converted model's {kind}s {list(present)} do not match the spec's {list(wanted)}: "
+                               f"name them alike, or give the same number of {kind}s in the same order")

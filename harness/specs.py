@@ -1,0 +1,157 @@
+"""What a model is to the harness: plain dataclasses, no framework imports.
+
+A `ModelSpec` names a model, holds one builder per source framework, and declares
+its inputs and outputs. Symbolic dimensions carry bounds so that inputs can vary
+within them; layouts are declared, never guessed from shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+Dim = int | str
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+INT_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "bool")
+
+
+class SpecError(ValueError):
+    """A model or input spec that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An element passes when |got - ref| <= atol + atol_by_max * max|ref| + rtol * |ref|.
+
+    `atol_by_max` scales the absolute tolerance with the output's magnitude: on
+    CUDA (TF32) the error grows with the size of the values, and a fixed atol
+    would be either meaningless for large outputs or impossible for small ones.
+    `max_mismatch` is the fraction of elements allowed outside the bound.
+    """
+
+    atol: float = 0.0
+    rtol: float = 0.0
+    atol_by_max: float = 0.0
+    max_mismatch: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol", "atol_by_max", "max_mismatch"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise SpecError(f"tolerance {name} must be >= 0, got {value!r}")
+        if self.max_mismatch > 1:
+            raise SpecError(f"max_mismatch is a fraction in [0, 1], got {self.max_mismatch}")
+
+    def merged(self, **overrides: float | None) -> "Tolerance":
+        """A copy with the given fields replaced; None leaves a field as it is."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Tolerance(**{**self.__dict__, **values})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input.
+
+    shape: ints for fixed dims, names for symbolic ones, e.g. ("N", 3, "H", "W").
+    dims: bounds (inclusive) of each symbolic dim used in `shape`.
+    layout: a name from `harness.layouts` (NCHW, NHWC, NTC, ...) or None.
+    domain: the inclusive range of valid values (token ids: (0, vocab - 1)).
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dims: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    dtype: str = "float32"
+    layout: str | None = None
+    domain: tuple[float, float] = (-4.0, 4.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "dims", dict(self.dims))
+        if self.dtype not in FLOAT_DTYPES + INT_DTYPES:
+            raise SpecError(f"input {self.name!r}: unknown dtype {self.dtype!r}")
+        for dim in self.shape:
+            if isinstance(dim, str):
+                if dim not in self.dims:
+                    raise SpecError(f"input {self.name!r}: symbolic dim {dim!r} has no bounds")
+                low, high = self.dims[dim]
+                if not 1 <= low <= high:
+                    raise SpecError(f"input {self.name!r}: bounds of {dim!r} must satisfy 1 <= min <= max, got {low}..{high}")
+            elif not (isinstance(dim, int) and dim >= 1):
+                raise SpecError(f"input {self.name!r}: dim {dim!r} is neither a positive int nor a name")
+        low, high = self.domain
+        if not low <= high:
+            raise SpecError(f"input {self.name!r}: domain {self.domain} is empty")
+        if self.layout is not None:
+            from harness.layouts import check_layout
+
+            check_layout(self.layout, len(self.shape), where=f"input {self.name!r}")
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def example_shape(self, values: Mapping[str, int]) -> tuple[int, ...]:
+        """The concrete shape for given values of the symbolic dims."""
+        return tuple(values[d] if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One model output; `tolerance` overrides the dtype/device default for it,
+    `target_tolerances` overrides per target runtime (e.g. {"tensorrt": Tolerance(...)})."""
+
+    name: str
+    tolerance: Tolerance | None = None
+    target_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    layout: str | None = None
+
+
+@dataclass
+class ModelSpec:
+    """One model of the zoo or of a user's file.
+
+    builders: source framework name -> zero-argument callable returning the model.
+    origin: where it came from ("zoo", a user file path, ...), for messages.
+    """
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    builders: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    description: str = ""
+    origin: str = "zoo"
+
+    def __post_init__(self) -> None:
+        self.inputs = tuple(self.inputs)
+        self.outputs = tuple(OutputSpec(o) if isinstance(o, str) else o for o in self.outputs)
+        if not self.inputs:
+            raise SpecError(f"model {self.name!r} declares no inputs")
+        if not self.outputs:
+            raise SpecError(f"model {self.name!r} declares no outputs")
+        for kind, names in (("input", [i.name for i in self.inputs]), ("output", [o.name for o in self.outputs])):
+            if len(set(names)) != len(names):
+                raise SpecError(f"model {self.name!r}: duplicate {kind} names {names}")
+        bounds: dict[str, tuple[int, int]] = {}
+        for spec in self.inputs:
+            for dim, bound in spec.dims.items():
+                if bounds.setdefault(dim, tuple(bound)) != tuple(bound):
+                    raise SpecError(f"model {self.name!r}: dim {dim!r} has different bounds on different inputs")
+
+    @property
+    def dim_bounds(self) -> dict[str, tuple[int, int]]:
+        """Every symbolic dim of every input with its bounds; a dim shared by
+        two inputs is one dim (one value per example)."""
+        bounds: dict[str, tuple[int, int]] = {}
+        for spec in self.inputs:
+            for dim in spec.shape:
+                if isinstance(dim, str):
+                    bounds[dim] = tuple(spec.dims[dim])
+        return bounds
+
+    def output(self, name: str) -> OutputSpec:
+        for out in self.outputs:
+            if out.name == name:
+                return out
+        raise KeyError(name)

@@ -1,0 +1,66 @@
+"""Default tolerances and the order in which overrides apply.
+
+Defaults depend on the output's dtype and the device's arithmetic. The figures
+behind them (2026-11, H100, error over max|ref| against a float64 reference on
+the zoo's CNN, depthwise CNN, MLP, transformer block and LSTM):
+- CPU float32, torch and ONNX Runtime: at most 1.3e-6.
+- CUDA with TF32 on (torch's cuDNN default; ORT's CUDA provider default): 1.8e-4
+  to 4.1e-4, and elementwise relative errors up to 9e-2 on small elements; so
+  the CUDA default scales atol with the output's magnitude (`atol_by_max`).
+- CUDA with TF32 off: at most 2.7e-6, so strict CUDA mode uses the CPU figures.
+Each default leaves about 5x headroom over the worst figure seen.
+
+Override order, later wins: default -> the model spec's output tolerance ->
+the spec's per-target tolerance -> the command line (field by field).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from harness.specs import OutputSpec, Tolerance
+
+CPU_FLOAT = Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=1e-5)
+CUDA_TF32_FLOAT = Tolerance(atol=1e-6, rtol=1e-3, atol_by_max=2e-3)
+HALF = Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=1e-2)
+BFLOAT16 = Tolerance(atol=1e-3, rtol=5e-2, atol_by_max=5e-2)
+EXACT = Tolerance()
+
+
+def default_tolerance(dtype: str, device: str, strict_cuda: bool = False) -> Tolerance:
+    """The default for an output of `dtype` computed on `device`."""
+    if dtype in ("float16",):
+        return HALF
+    if dtype in ("bfloat16",):
+        return BFLOAT16
+    if dtype in ("float32", "float64"):
+        return CUDA_TF32_FLOAT if device == "cuda" and not strict_cuda else CPU_FLOAT
+    return EXACT
+
+
+def resolve_tolerance(
+    output: OutputSpec,
+    dtype: str,
+    target: str,
+    device: str,
+    strict_cuda: bool = False,
+    overrides: Mapping[str, Mapping[str, float]] | None = None,
+) -> Tolerance:
+    """The tolerance one output is held to in one case.
+
+    overrides: command-line values by field ("atol", "rtol", ...), each a mapping
+    from output name to value, where the key "" applies to every output.
+    """
+    tolerance = output.tolerance or default_tolerance(dtype, device, strict_cuda)
+    for key in (f"{target}:{device}", target):
+        if key in output.target_tolerances:
+            tolerance = output.target_tolerances[key]
+            break
+    if overrides:
+        fields = {}
+        for field_name, per_output in overrides.items():
+            value = per_output.get(output.name, per_output.get(""))
+            if value is not None:
+                fields[field_name] = value
+        tolerance = tolerance.merged(**fields)
+    return tolerance
