@@ -63,7 +63,8 @@ def concrete_dims(draw, spec: ModelSpec) -> dict[str, int]:
     different roles different in size where the bounds allow it."""
     peers = _distinct_peers(spec)
     values: dict[str, int] = {}
-    for dim, (low, high) in spec.dim_bounds.items():
+    # Narrowest ranges first: they have the fewest values to avoid clashes with.
+    for dim, (low, high) in sorted(spec.dim_bounds.items(), key=lambda item: item[1][1] - item[1][0]):
         taken = {values.get(p, p) for p in peers.get(dim, ())}
         allowed = [v for v in range(low, high + 1) if v not in taken] or list(range(low, high + 1))
         values[dim] = allowed[draw(st.integers(0, len(allowed) - 1))]
@@ -128,9 +129,14 @@ def _float_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray
         x += center
     elif distribution == "tiny":
         x = rng.standard_normal(shape, dtype=work)
-        x *= TINY_SCALE * max(half, 1.0)
-        if not low <= 0 <= high:
+        if low <= 0 <= high:
+            x *= TINY_SCALE * max(half, 1.0)
+        else:
+            # Small offsets from the domain's edge, but wide enough to stay distinct
+            # once rounded to a narrow dtype (float16 steps by 2e-3 at 2.0).
+            step = float(np.spacing(np.array(low, dtype=_numpy_dtype(inp.dtype))).astype(np.float64))
             np.abs(x, out=x)
+            x *= max(TINY_SCALE * half, 16 * abs(step))
             x += low
     else:
         raise ValueError(f"unknown distribution {distribution!r}; known: {', '.join(DISTRIBUTIONS)}")

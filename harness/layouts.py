@@ -40,7 +40,10 @@ def convert_layout(array: np.ndarray, src: str | None, dst: str | None) -> np.nd
 
     None on either side means "no declared layout": the array passes unchanged.
     """
-    if src is None or dst is None or src == dst:
+    if src is None or dst is None:
         return array
     check_layout(src, array.ndim)
+    check_layout(dst, array.ndim)
+    if src == dst:
+        return array
     return np.ascontiguousarray(np.transpose(array, permutation(src, dst)))

@@ -60,8 +60,9 @@ class RunOptions:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "RunOptions":
         values = dict(data)
+        defaults = cls()
         for name in ("sources", "targets", "devices", "models", "output_names"):
-            values[name] = tuple(values.get(name, ()))
+            values[name] = tuple(values.get(name, getattr(defaults, name)))
         values["input_specs"] = tuple(InputSpec(**{**i, "shape": tuple(i["shape"]),
                                                    "dims": {k: tuple(v) for k, v in i["dims"].items()},
                                                    "domain": tuple(i["domain"])})
@@ -149,7 +150,8 @@ def parse_input_spec(text: str) -> InputSpec:
             shape.append(int(size))
         elif name:
             shape.append(name)
-            dims[name] = (int(low), int(high))
+            if dims.setdefault(name, (int(low), int(high))) != (int(low), int(high)):
+                raise OptionError(f"{where}: dim {name!r} is given two different bounds")
         else:
             raise OptionError(f"{where}: dim {bare!r} needs bounds, e.g. {bare}=1..8")
     rest = match["rest"].split(":")[1:] if match["rest"] else []
@@ -159,9 +161,10 @@ def parse_input_spec(text: str) -> InputSpec:
     kwargs = {}
     if len(rest) > 1 and rest[1]:
         bounds = _RANGE.match(rest[1])
-        if not bounds:
-            raise OptionError(f"{where}: value range {rest[1]!r} is not LOW..HIGH (e.g. -1..1 or 0..999)")
-        kwargs["domain"] = (float(bounds[1]), float(bounds[2]))
+        try:
+            kwargs["domain"] = (float(bounds[1]), float(bounds[2]))
+        except (TypeError, ValueError):
+            raise OptionError(f"{where}: value range {rest[1]!r} is not LOW..HIGH (e.g. -1..1 or 0..999)") from None
     if len(rest) > 2:
         raise OptionError(f"{where}: too many ':' parts; expected NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH]")
     try:

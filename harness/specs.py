@@ -83,6 +83,13 @@ class InputSpec:
         low, high = self.domain
         if not low <= high:
             raise SpecError(f"input {self.name!r}: domain {self.domain} is empty")
+        if self.dtype in INT_DTYPES and self.dtype != "bool":
+            import numpy as np
+
+            info = np.iinfo(self.dtype)
+            if low < info.min or high > info.max:
+                raise SpecError(f"input {self.name!r}: domain {self.domain} does not fit {self.dtype} "
+                                f"({info.min}..{info.max}); give domain=(low, high) within it")
         if self.layout is not None:
             from harness.layouts import check_layout
 

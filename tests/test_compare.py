@@ -1,0 +1,565 @@
+"""compare.compare_outputs: every metric against a hand-computed value, the verdict
+at its boundaries, and every failure mode beside the case that passes.
+
+House rule: a check that cannot fail is a defect, so each feature is exercised
+with a planted difference that must fail next to the one that passes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from harness.compare import OutputComparison, compare_outputs
+from harness.specs import Tolerance
+from harness.tolerances import CPU_FLOAT, CUDA_TF32_FLOAT
+
+FLOATS = [np.float16, np.float32, np.float64]
+
+
+def cmp(ref, got, tol=CPU_FLOAT, name="out") -> OutputComparison:
+    return compare_outputs(name, np.asarray(ref), np.asarray(got), tol)
+
+
+# --------------------------------------------------------------------------- identical
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_identical_arrays_pass_with_zero_error(dtype):
+    ref = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(dtype)
+    r = cmp(ref, ref.copy())
+    assert r.passed, r.message
+    assert r.max_abs == 0 and r.mean_abs == 0 and r.rmse == 0 and r.max_rel == 0
+    assert r.cosine == pytest.approx(1.0, abs=1e-12)
+    assert r.max_ulp == 0
+    assert r.mismatch_fraction == 0 and r.error_ratio == 0
+    assert r.elements == 105
+    assert r.needed_atol is None and r.needed_rtol is None
+    assert r.message == "out: within tolerance"
+    # ...and one ulp planted anywhere makes the same call see it.
+    got = ref.copy()
+    got[1, 2, 3] = np.nextafter(got[1, 2, 3], dtype(np.inf))
+    r2 = cmp(ref, got)
+    assert r2.max_ulp == 1 and r2.max_abs > 0
+
+
+def test_identical_arrays_with_exact_tolerance_pass_including_zeros():
+    # atol == 0: 0/0 must count as no error, not NaN.
+    ref = np.array([0.0, 1.0, -2.0, 0.0], np.float32)
+    r = cmp(ref, ref.copy(), Tolerance())
+    assert r.passed and r.error_ratio == 0
+    got = ref.copy()
+    got[0] = 1e-30
+    r2 = cmp(ref, got, Tolerance())
+    assert not r2.passed and r2.error_ratio == math.inf and r2.worst_index == (0,)
+
+
+# --------------------------------------------------------------------------- metrics by hand
+
+REF = [1.0, -2.0, 4.0, 0.0]
+GOT = [1.5, -2.0, 3.0, 0.25]
+# diff = [0.5, 0, 1, 0.25]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_metrics_against_hand_computed_values(dtype):
+    tol = Tolerance(atol=0.3, rtol=0.1)
+    r = cmp(np.array(REF, dtype), np.array(GOT, dtype), tol)
+    assert r.max_abs == pytest.approx(1.0)
+    assert r.max_rel == pytest.approx(0.5)  # 0.5/1 beats 1/4; the zero ref is skipped
+    assert r.mean_abs == pytest.approx(1.75 / 4)
+    assert r.rmse == pytest.approx(math.sqrt((0.25 + 0 + 1 + 0.0625) / 4))
+    dot = 1 * 1.5 + (-2) * (-2) + 4 * 3 + 0 * 0.25
+    cos = dot / math.sqrt((1 + 4 + 16) * (2.25 + 4 + 9 + 0.0625))
+    assert r.cosine == pytest.approx(cos, rel=1e-6)
+    assert r.max_ref == pytest.approx(4.0)
+    assert r.normalized_error == pytest.approx(1.0 / 4.0)
+    # bounds 0.3 + 0.1*|ref| = [0.4, 0.5, 0.7, 0.3]; ratios [1.25, 0, 1.4286, 0.8333]
+    assert r.mismatch_fraction == pytest.approx(0.5)
+    assert r.error_ratio == pytest.approx(1.0 / 0.7, rel=1e-6)
+    assert r.worst_index == (2,)
+    assert r.worst_ref == 4.0 and r.worst_got == 3.0
+    assert not r.passed
+
+
+def test_error_ratio_and_mismatch_fraction_with_atol_only():
+    r = cmp(np.array(REF), np.array(GOT), Tolerance(atol=0.3))
+    assert r.error_ratio == pytest.approx(1.0 / 0.3)
+    assert r.mismatch_fraction == pytest.approx(0.5)
+    assert r.worst_index == (2,)
+    r = cmp(np.array(REF), np.array(GOT), Tolerance(atol=1.0))
+    assert r.passed and r.error_ratio == pytest.approx(1.0) and r.mismatch_fraction == 0
+
+
+def test_cosine_of_opposite_vectors_is_minus_one_and_orthogonal_zero():
+    a = np.array([1.0, 2.0, 3.0], np.float32)
+    assert cmp(a, -a).cosine == pytest.approx(-1.0, abs=1e-6)
+    assert cmp(np.array([1.0, 0.0]), np.array([0.0, 1.0])).cosine == pytest.approx(0.0, abs=1e-12)
+    # all-zero on both sides: cosine 1 (nothing differs); zero against nonzero: 0
+    z = np.zeros(4, np.float32)
+    assert cmp(z, z).cosine == 1.0
+    assert cmp(z, z + 1).cosine == 0.0
+
+
+def test_normalized_error_of_all_zero_reference():
+    z = np.zeros(3)
+    assert cmp(z, z).normalized_error == 0.0
+    assert cmp(z, z + 0.5).normalized_error == math.inf
+
+
+# --------------------------------------------------------------------------- ulp
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_max_ulp_adjacent_floats_is_one(dtype):
+    ref = np.array([1.0, -3.5, 1e-3, 100.0], dtype)
+    got = ref.copy()
+    got[2] = np.nextafter(ref[2], dtype(np.inf))
+    assert cmp(ref, got).max_ulp == 1
+    got[2] = np.nextafter(np.nextafter(ref[2], dtype(np.inf)), dtype(np.inf))
+    assert cmp(ref, got).max_ulp == 2
+    # toward zero on the negative side too
+    got = ref.copy()
+    got[1] = np.nextafter(ref[1], dtype(0))
+    assert cmp(ref, got).max_ulp == 1
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_max_ulp_signed_zeros_are_zero_apart(dtype):
+    r = cmp(np.array([0.0, 1.0], dtype), np.array([-0.0, 1.0], dtype))
+    assert r.max_ulp == 0 and r.passed
+    # the smallest subnormal either side of zero is 2 apart (via zero)
+    tiny = np.nextafter(dtype(0), dtype(1))
+    assert cmp(np.array([tiny]), np.array([-tiny])).max_ulp == 2
+
+
+@pytest.mark.parametrize("dtype,one_bits", [(np.float16, 0x3C00), (np.float32, 0x3F800000),
+                                             (np.float64, 0x3FF0000000000000)])
+def test_max_ulp_across_zero_is_sum_of_magnitudes(dtype, one_bits):
+    r = cmp(np.array([1.0], dtype), np.array([-1.0], dtype))
+    assert r.max_ulp == float(2 * one_bits)
+    # and it is the distance to the *largest* element pair
+    r2 = cmp(np.array([1.0, 2.0], dtype), np.array([1.0, -1.0], dtype))
+    two_bits = int(np.array(2.0, dtype).view({2: np.int16, 4: np.int32, 8: np.int64}[np.dtype(dtype).itemsize]))
+    assert r2.max_ulp == float(two_bits + one_bits)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_max_ulp_float32_extremes_do_not_overflow():
+    big = np.finfo(np.float32).max
+    r = cmp(np.array([big], np.float32), np.array([-big], np.float32))
+    assert r.max_ulp == float(2 * int(np.array(big, np.float32).view(np.int32)))
+
+
+def test_max_ulp_ignores_matching_nonfinite_elements():
+    ref = np.array([np.nan, np.inf, 1.0], np.float32)
+    got = np.array([np.nan, np.inf, np.nextafter(np.float32(1), np.float32(2))], np.float32)
+    r = cmp(ref, got)
+    assert r.passed and r.max_ulp == 1
+
+
+def test_max_ulp_not_computed_for_integers():
+    assert cmp(np.array([1, 2]), np.array([1, 2]), Tolerance()).max_ulp is None
+
+
+# --------------------------------------------------------------------------- verdict boundary
+
+def _just_above(x, dtype):
+    return np.nextafter(dtype(x), dtype(np.inf))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_boundary_atol(dtype):
+    tol = Tolerance(atol=0.5)
+    ref = np.array([0.0, 1.0], dtype)
+    inside = cmp(ref, np.array([0.5, 1.0], dtype), tol)
+    assert inside.passed and inside.error_ratio == pytest.approx(1.0)
+    outside = cmp(ref, np.array([_just_above(0.5, dtype), 1.0], dtype), tol)
+    assert not outside.passed and outside.worst_index == (0,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_boundary_atol_by_max(dtype):
+    # max|ref| = 4, atol_by_max = 1/8: every element may be 0.5 off, even where ref is 0.
+    tol = Tolerance(atol_by_max=0.125)
+    ref = np.array([4.0, 0.0], dtype)
+    assert cmp(ref, np.array([4.0, 0.5], dtype), tol).passed
+    assert cmp(ref, np.array([4.5, 0.0], dtype), tol).passed
+    out = cmp(ref, np.array([4.0, _just_above(0.5, dtype)], dtype), tol)
+    assert not out.passed and out.worst_index == (1,)
+    # the term really scales with max|ref|: halve the max and the same error fails
+    assert not cmp(np.array([2.0, 0.0], dtype), np.array([2.0, 0.5], dtype), tol).passed
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_boundary_rtol(dtype):
+    tol = Tolerance(rtol=0.125)
+    ref = np.array([8.0, -8.0, 0.0], dtype)
+    assert cmp(ref, np.array([9.0, -7.0, 0.0], dtype), tol).passed
+    assert not cmp(ref, np.array([_just_above(9.0, dtype), -7.0, 0.0], dtype), tol).passed
+    assert not cmp(ref, np.array([9.0, np.nextafter(dtype(-7.0), dtype(0)), 0.0], dtype), tol).passed
+    # rtol allows nothing where ref is 0
+    r = cmp(ref, np.array([8.0, -8.0, 1e-20], dtype), tol)
+    assert not r.passed and r.worst_index == (2,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_boundary_all_three_terms_add_up(dtype):
+    tol = Tolerance(atol=0.25, atol_by_max=0.0625, rtol=0.125)
+    ref = np.array([4.0, 2.0], dtype)
+    # bound at ref=2: 0.25 + 0.0625*4 + 0.125*2 = 0.75
+    inside = cmp(ref, np.array([4.0, 2.75], dtype), tol)
+    assert inside.passed and inside.error_ratio == pytest.approx(1.0)
+    assert not cmp(ref, np.array([4.0, _just_above(2.75, dtype)], dtype), tol).passed
+    # drop any one term and the same error fails
+    for weaker in (tol.merged(atol=0.0), Tolerance(atol=0.25, rtol=0.125), tol.merged(rtol=0.0)):
+        assert not cmp(ref, np.array([4.0, 2.75], dtype), weaker).passed
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_boundary_with_relative_margins(scale):
+    tol = Tolerance(atol=1e-6 * scale, rtol=1e-3, atol_by_max=1e-4)
+    ref = np.array([1.0, -3.0, 0.5], np.float64) * scale
+    bound = tol.atol + tol.atol_by_max * 3 * scale + tol.rtol * abs(ref[2])
+    got = ref.copy()
+    got[2] = ref[2] + 0.999 * bound
+    assert cmp(ref, got, tol).passed
+    got[2] = ref[2] + 1.001 * bound
+    assert not cmp(ref, got, tol).passed
+    got[2] = ref[2] - 1.001 * bound  # the sign of the error does not matter
+    assert not cmp(ref, got, tol).passed
+
+
+# --------------------------------------------------------------------------- max_mismatch
+
+@pytest.mark.parametrize("fraction,n", [(0.2, 10), (0.25, 10), (0.1, 30), (0.5, 7), (0.01, 100)])
+def test_max_mismatch_allows_exactly_floor_fraction_times_n(fraction, n):
+    allowed = math.floor(fraction * n)
+    tol = Tolerance(atol=0.1, max_mismatch=fraction)
+    ref = np.zeros(n, np.float32)
+    got = ref.copy()
+    got[:allowed] = 1.0
+    r = cmp(ref, got, tol)
+    assert r.passed, r.message
+    assert r.mismatch_fraction == pytest.approx(allowed / n)
+    got[allowed] = 1.0
+    r = cmp(ref, got, tol)
+    assert not r.passed
+    assert r.mismatch_fraction == pytest.approx((allowed + 1) / n)
+
+
+def test_max_mismatch_error_ratio_is_the_first_one_not_allowed():
+    ref = np.zeros(10)
+    got = np.array([5.0, 4.0, 3.0, 2.0, 0.5, 0, 0, 0, 0, 0])
+    r = cmp(ref, got, Tolerance(atol=1.0, max_mismatch=0.2))  # 2 may fail
+    assert r.error_ratio == pytest.approx(3.0) and not r.passed
+    assert r.worst_index == (0,)  # the worst element is still reported
+    r = cmp(ref, got, Tolerance(atol=1.0, max_mismatch=0.4))  # 4 may fail
+    assert r.error_ratio == pytest.approx(0.5) and r.passed
+
+
+def test_max_mismatch_does_not_excuse_nonfinite():
+    ref = np.zeros(10, np.float32)
+    got = ref.copy()
+    got[3] = np.nan
+    r = cmp(ref, got, Tolerance(atol=1.0, max_mismatch=0.5))
+    assert not r.passed and r.nonfinite_mismatches == 1
+
+
+def test_max_mismatch_one_lets_every_element_fail():
+    r = cmp(np.zeros(2, np.float32), np.ones(2, np.float32), Tolerance(max_mismatch=1.0))
+    assert r.passed
+
+
+# --------------------------------------------------------------------------- NaN / Inf
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_nan_at_same_positions_passes_and_metrics_use_finite_rest(dtype):
+    ref = np.array([np.nan, 1.0, 2.0], dtype)
+    got = np.array([np.nan, 1.0, 2.0], dtype)
+    r = cmp(ref, got)
+    assert r.passed and r.nonfinite_mismatches == 0 and r.max_abs == 0
+    got[2] = 2.5
+    r = cmp(ref, got)
+    assert not r.passed and r.max_abs == pytest.approx(0.5) and r.nonfinite_mismatches == 0
+    assert r.worst_index == (2,)
+
+
+@pytest.mark.parametrize("side", ["ref", "got"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_on_one_side_fails(side, bad):
+    clean = np.array([1.0, 2.0, 3.0], np.float32)
+    dirty = clean.copy()
+    dirty[1] = bad
+    ref, got = (dirty, clean) if side == "ref" else (clean, dirty)
+    # even with a tolerance that would swallow any finite error
+    r = cmp(ref, got, Tolerance(atol=1e30, rtol=1.0))
+    assert not r.passed
+    assert r.nonfinite_mismatches == 1
+    assert "NaN/Inf on one side" in r.message
+    assert r.worst_index == (1,)
+    assert r.error_ratio == math.inf
+
+
+def test_opposite_infinities_fail_same_infinities_pass():
+    ref = np.array([np.inf, -np.inf, 0.0], np.float32)
+    assert cmp(ref, ref.copy()).passed
+    r = cmp(ref, np.array([-np.inf, -np.inf, 0.0], np.float32))
+    assert not r.passed and r.nonfinite_mismatches == 1 and "NaN/Inf on one side" in r.message
+    r = cmp(ref, np.array([np.inf, np.inf, 0.0], np.float32))
+    assert not r.passed and r.worst_index == (1,)
+
+
+def test_nan_against_inf_fails():
+    r = cmp(np.array([np.nan], np.float32), np.array([np.inf], np.float32))
+    assert not r.passed and r.nonfinite_mismatches == 1
+
+
+def test_all_nonfinite_matching_passes():
+    a = np.array([np.nan, np.inf, -np.inf], np.float64)
+    r = cmp(a, a.copy())
+    assert r.passed and r.max_ulp == 0
+
+
+# --------------------------------------------------------------------------- shape / dtype
+
+def test_shape_mismatch_fails_and_names_both_shapes():
+    r = cmp(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))
+    assert not r.passed
+    assert "shape mismatch" in r.message and "(2, 3)" in r.message and "(3, 2)" in r.message
+    assert r.ref_shape == (2, 3) and r.got_shape == (3, 2)
+    assert r.max_abs is None  # nothing to measure
+    # same element count, broadcastable shape: still a mismatch
+    assert not cmp(np.zeros((1, 4)), np.zeros((4,))).passed
+    assert cmp(np.zeros((1, 4)), np.zeros((1, 4))).passed
+
+
+def test_dtype_mismatch_fails():
+    r = cmp(np.ones(3, np.float32), np.ones(3, np.float64))
+    assert not r.passed
+    assert "dtype mismatch" in r.message and "float32" in r.message and "float64" in r.message
+    assert not cmp(np.ones(3, np.int32), np.ones(3, np.int64), Tolerance()).passed
+    assert cmp(np.ones(3, np.int64), np.ones(3, np.int64), Tolerance()).passed
+
+
+# --------------------------------------------------------------------------- integers
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64, np.bool_])
+def test_integer_outputs_compared_exactly(dtype):
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, 2 if dtype is np.bool_ else 100, (4, 25)).astype(dtype)
+    r = cmp(ref, ref.copy(), Tolerance())
+    assert r.passed and r.max_abs == 0
+    got = ref.copy()
+    got[2, 7] = not got[2, 7] if dtype is np.bool_ else got[2, 7] + 1
+    r = cmp(ref, got, Tolerance())
+    assert not r.passed
+    assert r.mismatch_fraction == pytest.approx(1 / 100)
+    assert r.worst_index == (2, 7)
+    assert r.max_abs == 1
+
+
+def test_unsigned_difference_does_not_wrap():
+    r = cmp(np.array([0], np.uint8), np.array([255], np.uint8), Tolerance())
+    assert r.max_abs == 255 and not r.passed
+
+
+def test_int64_beyond_float64_precision_compared_exactly():
+    ref = np.array([2**53 + 1], np.int64)
+    got = np.array([2**53], np.int64)
+    assert not cmp(ref, got, Tolerance()).passed
+
+
+# --------------------------------------------------------------------------- message
+
+def test_failure_message_names_output_index_ref_and_got():
+    ref = np.arange(12, dtype=np.float32).reshape(3, 4) / 8
+    got = ref.copy()
+    got[1, 2] = 7.25  # ref there is 0.75
+    got[2, 3] += 1e-3  # a smaller error elsewhere
+    r = cmp(ref, got, CPU_FLOAT, name="logits")
+    assert not r.passed
+    assert r.message.startswith("logits: ")
+    assert "[1, 2]" in r.message
+    assert "original 0.75" in r.message and "converted 7.25" in r.message
+    assert r.worst_index == (1, 2) and r.worst_ref == 0.75 and r.worst_got == 7.25
+    assert "would pass with atol" in r.message
+
+
+def test_nonfinite_message_names_position_and_values():
+    ref = np.zeros((2, 2), np.float32)
+    got = ref.copy()
+    got[1, 0] = np.nan
+    r = cmp(ref, got, name="probs")
+    assert r.message.startswith("probs: 1 element(s) NaN/Inf on one side only")
+    assert "[1, 0]" in r.message and "converted nan" in r.message
+
+
+# --------------------------------------------------------------------------- needed_atol / needed_rtol
+
+def _random_case(seed, dtype):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 200))
+    ref = (rng.standard_normal(n) * 10 ** rng.uniform(-2, 2)).astype(dtype)
+    got = (ref.astype(np.float64) + rng.standard_normal(n) * 10 ** rng.uniform(-5, -1)).astype(dtype)
+    return ref, got
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tol", [Tolerance(atol=1e-6, rtol=1e-4), CPU_FLOAT,
+                                 Tolerance(atol=1e-7, rtol=1e-5, max_mismatch=0.05)],
+                         ids=["plain", "cpu_float", "mismatch"])
+def test_needed_atol_is_sufficient_and_tight(seed, dtype, tol):
+    ref, got = _random_case(seed, dtype)
+    r = cmp(ref, got, tol)
+    assert not r.passed
+    assert r.needed_atol is not None and r.needed_atol > 0
+    keep = dict(rtol=tol.rtol, max_mismatch=tol.max_mismatch)
+    ok = cmp(ref, got, Tolerance(atol=r.needed_atol, **keep))
+    assert ok.passed, ok.message
+    assert not cmp(ref, got, Tolerance(atol=r.needed_atol * 0.9, **keep)).passed
+
+
+@pytest.mark.parametrize("seed", range(9))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_needed_rtol_is_sufficient_and_tight(seed, dtype):
+    ref, got = _random_case(seed, dtype)
+    ref = np.where(ref == 0, 1, ref).astype(dtype)  # rtol cannot help where ref is 0
+    tol = Tolerance(atol=1e-7, rtol=1e-6)
+    r = cmp(ref, got, tol)
+    assert not r.passed
+    assert r.needed_rtol is not None and 0 < r.needed_rtol < math.inf
+    assert cmp(ref, got, tol.merged(rtol=r.needed_rtol)).passed
+    assert not cmp(ref, got, tol.merged(rtol=r.needed_rtol * 0.9)).passed
+
+
+def test_needed_values_by_hand():
+    ref = np.array([1.0, 10.0, 0.0])
+    got = np.array([1.5, 10.0, 0.1])
+    tol = Tolerance(atol=0.05, rtol=0.1)
+    r = cmp(ref, got, tol)
+    # needed atol: max(|d| - 0.1|ref|) = max(0.4, 0, 0.1) = 0.4
+    assert r.needed_atol == pytest.approx(0.4)
+    # needed rtol: the zero ref needs 0.1 > atol 0.05 -> no rtol helps
+    assert r.needed_rtol == math.inf
+    r = cmp(ref[:2], got[:2], tol)
+    assert r.needed_rtol == pytest.approx(0.45)  # (0.5 - 0.05) / 1
+    assert cmp(ref[:2], got[:2], tol.merged(rtol=0.45 * 1.0001)).passed
+    assert not cmp(ref[:2], got[:2], tol.merged(rtol=0.45 * 0.9)).passed
+
+
+def test_needed_atol_includes_atol_by_max_share():
+    # With atol_by_max, needed_atol is the *total* absolute allowance.
+    ref = np.array([100.0, 0.0])
+    got = np.array([100.0, 2.0])
+    r = cmp(ref, got, Tolerance(atol_by_max=0.01))  # allows 1.0
+    assert not r.passed and r.needed_atol == pytest.approx(2.0)
+    assert cmp(ref, got, Tolerance(atol=r.needed_atol)).passed
+
+
+@pytest.mark.parametrize("case", ["float32_by_hand", "float64_seed4"])
+def test_needed_rtol_sufficient_when_quotient_rounds_down(case):
+    if case == "float32_by_hand":
+        ref = np.array([0.1], np.float32)
+        got = np.array([0.1 + 26 / 7], np.float32)
+        tol = Tolerance()
+    else:
+        ref, got = _random_case(4, np.float64)
+        tol = Tolerance(atol=1e-7, rtol=1e-6)
+    r = cmp(ref, got, tol)
+    assert not r.passed
+    rerun = cmp(ref, got, tol.merged(rtol=r.needed_rtol))
+    assert rerun.passed, (r.needed_rtol, rerun.error_ratio)
+
+
+# --------------------------------------------------------------------------- JSON
+
+def test_to_json_is_standard_json_including_inf_and_nan():
+    ref = np.array([[0.0, 1.0], [np.nan, 2.0]], np.float32)
+    got = np.array([[1.0, 1.0], [np.nan, 2.0]], np.float32)
+    r = cmp(ref, got)  # a zero ref that differs: needed_rtol is inf
+    assert r.needed_rtol == math.inf
+    data = r.to_json()
+    text = json.dumps(data, allow_nan=False)
+    back = json.loads(text)
+    assert back["needed_rtol"] == "inf"
+    assert back["worst_index"] == [0, 0] and back["ref_shape"] == [2, 2]
+    assert back["passed"] is False and back["max_abs"] == 1.0
+    assert back["tolerance"] == {"atol": 1e-7, "rtol": 1e-5, "atol_by_max": 1e-5, "max_mismatch": 0.0}
+
+    r = cmp(np.array([1.0], np.float32), np.array([np.nan], np.float32))
+    back = json.loads(json.dumps(r.to_json(), allow_nan=False))
+    assert back["worst_got"] == "nan" and back["error_ratio"] == "inf"
+
+
+def test_to_json_of_shape_mismatch_and_empty():
+    for r in (cmp(np.zeros(2), np.zeros(3)), cmp(np.zeros((0, 3)), np.zeros((0, 3)))):
+        back = json.loads(json.dumps(r.to_json(), allow_nan=False))
+        assert back["max_abs"] is None and back["name"] == "out"
+
+
+def test_to_json_with_infinite_tolerance_is_standard_json():
+    r = cmp(np.array([1.0]), np.array([2.0]), Tolerance(atol=math.inf))
+    json.dumps(r.to_json(), allow_nan=False)
+
+
+# --------------------------------------------------------------------------- 0-d and empty
+
+def test_scalar_output():
+    r = cmp(np.float32(1.5), np.float32(1.5))
+    assert r.passed and r.elements == 1 and r.ref_shape == () and r.worst_index == ()
+    r = cmp(np.float32(1.5), np.float32(2.0))
+    assert not r.passed and r.max_abs == 0.5 and r.worst_index == ()
+    assert r.worst_ref == 1.5 and r.worst_got == 2.0
+    assert "original 1.5" in r.message
+    assert cmp(np.array(3, np.int64), np.array(3, np.int64), Tolerance()).passed
+    assert not cmp(np.array(3, np.int64), np.array(4, np.int64), Tolerance()).passed
+
+
+def test_empty_output():
+    r = cmp(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+    assert r.passed and r.elements == 0 and "empty" in r.message
+    assert not cmp(np.zeros((0, 4), np.float32), np.zeros((0, 5), np.float32)).passed
+    assert not cmp(np.zeros((0,), np.float32), np.zeros((1,), np.float32)).passed
+
+
+# --------------------------------------------------------------------------- narrow floats
+
+def test_float16_comparison():
+    ref = np.array([1.0, 2.0, 1000.0], np.float16)
+    got = ref.copy()
+    got[2] = 1001.0  # float16 spacing at 1000 is 0.5
+    r = cmp(ref, got, Tolerance(atol=1e-3, rtol=1e-2))
+    assert r.passed and r.max_ulp == 2 and r.max_abs == 1.0
+    assert not cmp(ref, got, Tolerance(atol=1e-3, rtol=1e-4)).passed
+
+
+def test_bfloat16_comparison():
+    bf = np.dtype(ml_dtypes.bfloat16)
+    ref = np.array([1.0, 2.0, 3.0], bf)
+    r = cmp(ref, ref.copy(), Tolerance())
+    assert r.passed and r.max_abs == 0
+    got = np.array([1.0, 2.0, 3.5], bf)
+    r = cmp(ref, got, Tolerance(rtol=0.1))
+    assert not r.passed and r.max_abs == 0.5 and r.worst_index == (2,)
+    assert cmp(ref, got, Tolerance(rtol=0.2)).passed
+
+
+def test_cuda_default_passes_what_cpu_default_fails():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(1000).astype(np.float32)
+    got = (ref + np.float32(1e-4) * rng.standard_normal(1000).astype(np.float32)).astype(np.float32)
+    assert not cmp(ref, got, CPU_FLOAT).passed
+    assert cmp(ref, got, CUDA_TF32_FLOAT).passed
+    assert not cmp(ref, got + np.float32(0.1), CUDA_TF32_FLOAT).passed
+
+
+def test_metrics_for_huge_opposite_values_stay_finite():
+    with np.errstate(over="ignore"):
+        r = cmp(np.array([-3e38], np.float32), np.array([3e38], np.float32))
+    assert not r.passed
+    assert r.max_abs == pytest.approx(6e38, rel=1e-6)
+    assert -1.0 <= r.cosine <= 1.0

@@ -1,0 +1,258 @@
+"""options: parsing of command-line strings (input specs, per-output tolerances,
+lists), RunOptions JSON round trip; specs: InputSpec / ModelSpec validation."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.layouts import LayoutError
+from harness.options import (
+    OptionError,
+    RunOptions,
+    parse_choice,
+    parse_input_spec,
+    parse_per_output,
+    parse_tolerance_overrides,
+    split_list,
+)
+from harness.specs import InputSpec, ModelSpec, OutputSpec, SpecError, Tolerance
+
+# --------------------------------------------------------------------------- parse_input_spec: good
+
+
+def test_parse_image_spec():
+    spec = parse_input_spec("image:float32[N=1..4,3,H=16..64,W=16..64]:NCHW:-3..3")
+    assert spec == InputSpec("image", ("N", 3, "H", "W"), {"N": (1, 4), "H": (16, 64), "W": (16, 64)},
+                             dtype="float32", layout="NCHW", domain=(-3.0, 3.0))
+
+
+def test_parse_token_spec_without_layout():
+    spec = parse_input_spec("token_ids:int64[N=1..2,T=4..32]::0..999")
+    assert spec.name == "token_ids" and spec.dtype == "int64" and spec.layout is None
+    assert spec.shape == ("N", "T") and spec.dims == {"N": (1, 2), "T": (4, 32)}
+    assert spec.domain == (0.0, 999.0)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("x:float16[2,3]", dict(shape=(2, 3), dims={}, dtype="float16", layout=None, domain=(-4.0, 4.0))),
+    ("x:float32[]", dict(shape=(), dims={})),
+    ("x:bool[N=1..3]", dict(shape=("N",), dtype="bool")),
+    (" x:float32[ N=1..2 , 5 ] ", dict(shape=("N", 5), dims={"N": (1, 2)})),
+    ("seq:float32[N=1..2,T=3..9,8]:NTC", dict(layout="NTC", shape=("N", "T", 8))),
+    ("x:float32[4]::0.5..1.5", dict(domain=(0.5, 1.5))),
+    ("x:float32[4]::-1e-3..1e+2", dict(domain=(-1e-3, 100.0))),
+    ("x:float64[4]::-2..-1", dict(domain=(-2.0, -1.0), dtype="float64")),
+    ("x:float32[4]:", dict(layout=None)),
+    ("my.input/0:uint8[3]::0..255", dict(domain=(0.0, 255.0), dtype="uint8")),
+])
+def test_parse_input_spec_good(text, expected):
+    spec = parse_input_spec(text)
+    for key, value in expected.items():
+        assert getattr(spec, key) == value, key
+
+
+# --------------------------------------------------------------------------- parse_input_spec: bad
+
+BAD_SPECS = [
+    ("image", "expected NAME:DTYPE[DIMS]"),
+    ("image:float32", "expected NAME:DTYPE[DIMS]"),
+    ("image:float32(1,3)", "expected NAME:DTYPE[DIMS]"),
+    (":float32[3]", "expected NAME:DTYPE[DIMS]"),
+    ("image:float33[3]", "unknown dtype 'float33'"),
+    ("image:float32[N]", "dim 'N' needs bounds, e.g. N=1..8"),
+    ("image:float32[N=1-4]", "dim 'N=1-4' is neither a size"),
+    ("image:float32[-3]", "dim '-3' is neither a size"),
+    ("image:float32[0]", "neither a positive int"),
+    ("image:float32[N=4..1]", "1 <= min <= max"),
+    ("image:float32[N=0..2]", "1 <= min <= max"),
+    ("image:float32[3]junk", "unexpected text 'junk' after the shape"),
+    ("image:float32[3]:NCHW", "layout NCHW has 4 axes but the shape has 1"),
+    ("image:float32[1,3,4,5]:CHWN", "unknown layout 'CHWN'"),
+    ("image:float32[3]::a..b", "value range 'a..b' is not LOW..HIGH"),
+    ("image:float32[3]::1-2", "value range '1-2' is not LOW..HIGH"),
+    ("image:float32[3]::3..-3", "domain (3.0, -3.0) is empty"),
+    ("image:float32[3]::0..1:x", "too many ':' parts"),
+]
+
+
+@pytest.mark.parametrize("text,fragment", BAD_SPECS)
+def test_parse_input_spec_bad(text, fragment):
+    with pytest.raises(OptionError) as info:
+        parse_input_spec(text)
+    message = str(info.value)
+    assert f"--input-spec {text!r}" in message  # quotes the offending text
+    assert fragment in message
+
+
+@pytest.mark.parametrize("text", ["x:float32[3]::1e..2", "x:float32[3]::-..1"])
+def test_parse_input_spec_malformed_number_in_range(text):
+    with pytest.raises(OptionError, match=re.escape(repr(text))):
+        parse_input_spec(text)
+
+
+def test_parse_input_spec_same_dim_two_bounds():
+    with pytest.raises(OptionError):
+        parse_input_spec("x:float32[N=1..4,N=2..3]")
+
+
+def test_parse_input_spec_same_dim_same_bounds_is_one_dim():
+    spec = parse_input_spec("x:float32[N=2..3,N=2..3]")
+    assert spec.shape == ("N", "N") and spec.dims == {"N": (2, 3)}
+
+
+# --------------------------------------------------------------------------- per-output values
+
+def test_parse_per_output_polygraphy_syntax():
+    assert parse_per_output("--atol", ["1e-4"]) == {"": 1e-4}
+    assert parse_per_output("--atol", ["logits:1e-3"]) == {"logits": 1e-3}
+    assert parse_per_output("--atol", ["1e-4 logits:1e-3,probs:0.5"]) == {"": 1e-4, "logits": 1e-3, "probs": 0.5}
+    assert parse_per_output("--atol", ["1e-4", "logits:1e-3"]) == {"": 1e-4, "logits": 1e-3}
+    # the last number names the value; earlier colons belong to the output name
+    assert parse_per_output("--atol", ["scope:out:2"]) == {"scope:out": 2.0}
+    # later wins
+    assert parse_per_output("--atol", ["1", "2", "a:1", "a:3"]) == {"": 2.0, "a": 3.0}
+    assert parse_per_output("--atol", ["  ", ""]) == {}
+    assert parse_per_output("--atol", ["0"]) == {"": 0.0}
+
+
+@pytest.mark.parametrize("text,item", [("abc", "abc"), ("logits:", "logits:"), ("logits:x", "logits:x"),
+                                       ("-1e-4", "-1e-4"), ("a:-1", "a:-1"), ("nan", "nan"),
+                                       ("1e-4 logits:oops", "logits:oops")])
+def test_parse_per_output_bad(text, item):
+    with pytest.raises(OptionError) as info:
+        parse_per_output("--rtol", [text])
+    assert str(info.value).startswith("--rtol: ")
+    assert repr(item) in str(info.value)
+
+
+def test_parse_tolerance_overrides():
+    got = parse_tolerance_overrides({"atol": ["1e-4", "logits:1e-3"], "rtol": None, "atol_by_max": [],
+                                     "max_mismatch": ["probs:0.25"]})
+    assert got == {"atol": {"": 1e-4, "logits": 1e-3}, "max_mismatch": {"probs": 0.25}}
+    assert parse_tolerance_overrides({}) == {}
+
+
+def test_parse_tolerance_overrides_bad():
+    with pytest.raises(OptionError, match="unknown tolerance field 'btol'"):
+        parse_tolerance_overrides({"btol": ["1"]})
+    with pytest.raises(OptionError, match=r"--max-mismatch: a fraction in \[0, 1\]"):
+        parse_tolerance_overrides({"max_mismatch": ["logits:1.5"]})
+    assert parse_tolerance_overrides({"max_mismatch": ["1"]}) == {"max_mismatch": {"": 1.0}}
+    with pytest.raises(OptionError, match=r"^--atol-by-max: 'x' is not NUMBER"):
+        parse_tolerance_overrides({"atol_by_max": ["x"]})
+
+
+def test_split_list():
+    assert split_list(None) == ()
+    assert split_list("") == ()
+    assert split_list("a,b") == ("a", "b")
+    assert split_list(["a", "b,c"]) == ("a", "b", "c")
+    assert split_list([" b , a ", "b", "c,,a"]) == ("b", "a", "c")  # order kept, duplicates dropped
+
+
+def test_parse_choice():
+    assert parse_choice("--exporter", "dynamo", ("dynamo", "torchscript")) == "dynamo"
+    with pytest.raises(OptionError, match=r"--exporter: unknown value 'onnx'; choose from dynamo, torchscript"):
+        parse_choice("--exporter", "onnx", ("dynamo", "torchscript"))
+
+
+# --------------------------------------------------------------------------- RunOptions JSON
+
+def test_run_options_json_round_trip():
+    opts = RunOptions(
+        devices=("cpu",), models=("mlp", "cnn"), converted=Path("/tmp/model.onnx"),
+        input_specs=(parse_input_spec("image:float32[N=1..4,3,H=16..64,W=16..64]:NCHW:-3..3"),
+                     parse_input_spec("ids:int64[N=1..4,T=2..8]::0..99")),
+        output_names=("logits",), exporter="torchscript", opset=17, ort_opt_level="basic", strict_cuda=True,
+        tolerance_overrides={"atol": {"": 1e-4, "logits": 1e-3}}, trust_model_code=True, use_cache=False,
+        cache_dir=Path("some/cache"), reports_dir=Path("out/reports"), examples=7,
+    )
+    data = opts.to_json()
+    text = json.dumps(data, allow_nan=False)
+    assert data["converted"] == "/tmp/model.onnx" and data["cache_dir"] == "some/cache"
+    assert data["input_specs"][0]["shape"] == ("N", 3, "H", "W")
+    back = RunOptions.from_json(json.loads(text))
+    assert back == opts
+    assert isinstance(back.cache_dir, Path) and isinstance(back.converted, Path)
+    assert isinstance(back.input_specs[0], InputSpec) and back.input_specs[0].dims["H"] == (16, 64)
+    # not vacuous: a changed field breaks equality
+    changed = json.loads(text)
+    changed["input_specs"][1]["dims"]["T"] = [2, 9]
+    assert RunOptions.from_json(changed) != opts
+
+
+def test_run_options_defaults_round_trip_and_unknown_keys():
+    opts = RunOptions()
+    data = json.loads(json.dumps(opts.to_json()))
+    assert data["converted"] is None and data["cache_dir"] == ".parity-cache"
+    assert RunOptions.from_json(data) == opts
+    assert RunOptions.from_json(data | {"from_the_future": 1}) == opts  # unknown keys are dropped
+    assert RunOptions.from_json(data | {"opset": 18}) == RunOptions(opset=18)
+    assert opts.conversion_options() == {"exporter": "dynamo", "opset": None}
+
+
+def test_run_options_from_partial_json_keeps_defaults():
+    assert RunOptions.from_json({"opset": 18}) == RunOptions(opset=18)
+
+
+# --------------------------------------------------------------------------- specs validation
+
+def test_input_spec_valid_and_example_shape():
+    spec = InputSpec("x", ["N", 3, "H"], {"N": (1, 4), "H": (8, 8)})
+    assert spec.shape == ("N", 3, "H") and spec.is_float
+    assert spec.example_shape({"N": 2, "H": 8}) == (2, 3, 8)
+    assert not InputSpec("i", (3,), dtype="int64").is_float
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(shape=("N", 3)), "symbolic dim 'N' has no bounds"),
+    (dict(shape=(3,), dtype="float8"), "unknown dtype 'float8'"),
+    (dict(shape=("N",), dims={"N": (4, 2)}), "1 <= min <= max, got 4..2"),
+    (dict(shape=("N",), dims={"N": (0, 2)}), "1 <= min <= max, got 0..2"),
+    (dict(shape=(3, 0)), "dim 0 is neither a positive int nor a name"),
+    (dict(shape=(3, 2.5)), "dim 2.5 is neither"),
+    (dict(shape=(3,), domain=(1.0, -1.0)), "domain (1.0, -1.0) is empty"),
+])
+def test_input_spec_errors(kwargs, fragment):
+    with pytest.raises(SpecError) as info:
+        InputSpec("x", **kwargs)
+    assert "input 'x'" in str(info.value) and fragment in str(info.value)
+
+
+def test_input_spec_layout_errors_are_layout_errors():
+    with pytest.raises(LayoutError, match="input 'x': layout NCHW has 4 axes but the shape has 2"):
+        InputSpec("x", (2, 3), layout="NCHW")
+    with pytest.raises(LayoutError, match="unknown layout 'XY'"):
+        InputSpec("x", (2, 3), layout="XY")
+
+
+def test_model_spec_valid():
+    m = ModelSpec("m", [InputSpec("a", ("N", "T"), {"N": (1, 2), "T": (3, 5)}),
+                        InputSpec("b", ("N", 4), {"N": (1, 2)})], ["y", OutputSpec("z", Tolerance(atol=1))])
+    assert m.outputs[0] == OutputSpec("y") and m.output("z").tolerance == Tolerance(atol=1)
+    assert m.dim_bounds == {"N": (1, 2), "T": (3, 5)}
+    with pytest.raises(KeyError):
+        m.output("nope")
+
+
+@pytest.mark.parametrize("inputs,outputs,fragment", [
+    ((), ("y",), "declares no inputs"),
+    ((InputSpec("a", (1,)),), (), "declares no outputs"),
+    ((InputSpec("a", (1,)), InputSpec("a", (2,))), ("y",), "duplicate input names ['a', 'a']"),
+    ((InputSpec("a", (1,)),), ("y", OutputSpec("y")), "duplicate output names ['y', 'y']"),
+    ((InputSpec("a", ("N",), {"N": (1, 4)}), InputSpec("b", ("N",), {"N": (1, 8)})), ("y",),
+     "dim 'N' has different bounds on different inputs"),
+])
+def test_model_spec_errors(inputs, outputs, fragment):
+    with pytest.raises(SpecError) as info:
+        ModelSpec("m", inputs, outputs)
+    assert "model 'm'" in str(info.value) and fragment in str(info.value)
+
+
+def test_model_spec_same_bounds_as_list_or_tuple_is_fine():
+    m = ModelSpec("m", (InputSpec("a", ("N",), {"N": [1, 4]}), InputSpec("b", ("N",), {"N": (1, 4)})), ("y",))
+    assert m.dim_bounds == {"N": (1, 4)}
