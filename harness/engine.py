@@ -184,7 +184,7 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> Examp
         raise CaseError("inputs", f"the original model {spec.name!r} fails on inputs within its spec ({shapes}): "
                                   f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds.") from None
     timings["reference_s"] = timings.get("reference_s", 0.0) + time.perf_counter() - start
-    laid_out = [convert_layout(x, i.layout, prepared.input_layouts[i.name]) for i, x in zip(spec.inputs, ordered)]
+    laid_out = [_relaid(x, i.layout, prepared.input_layouts[i.name]) for i, x in zip(spec.inputs, ordered)]
     start = time.perf_counter()
     try:
         converted = prepared.session.run(laid_out)
@@ -193,10 +193,18 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> Examp
         return ExampleOutcome([], {}, error=f"the converted model raised on inputs within the spec ({shapes}): "
                                             f"{summarize_exception(error, 4)}")
     timings["target_s"] = timings.get("target_s", 0.0) + time.perf_counter() - start
-    converted = [convert_layout(y, prepared.output_layouts[o.name], o.layout) for o, y in zip(spec.outputs, converted)]
+    converted = [_relaid(y, prepared.output_layouts[o.name], o.layout) for o, y in zip(spec.outputs, converted)]
     comparisons = [compare_outputs(o.name, r, g, prepared.tolerances[o.name])
                    for o, r, g in zip(spec.outputs, reference, converted)]
     return ExampleOutcome(comparisons, _noise_floor(prepared, ordered, reference, comparisons))
+
+
+def _relaid(array: np.ndarray, src: str | None, dst: str | None) -> np.ndarray:
+    """`array` moved from layout `src` to `dst`. A tensor whose rank does not fit
+    `src` is left as it is, for the comparator to report as a shape mismatch."""
+    if src is None or dst is None or src == dst or array.ndim != len(src):
+        return array
+    return convert_layout(array, src, dst)
 
 
 def _noise_floor(prepared: PreparedCase, inputs, reference, comparisons) -> dict[str, dict[str, float | None]]:

@@ -44,6 +44,15 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.]+", "_", text).strip("_") or "model"
 
 
+def model_name(ref: str) -> str:
+    """The name a model reference goes by in case ids: a zoo name as it is, a
+    file by its stem, ARCH=PATH as ARCH.STEM."""
+    arch, sep, path = ref.partition("=")
+    if sep:
+        return _safe_name(f"{arch}.{Path(path).stem}")
+    return _safe_name(Path(ref).stem if Path(ref).suffix else ref)
+
+
 def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str | None]]:
     """(model_ref, spec, error) for each model asked for; the whole zoo when none is."""
     refs = options.models or tuple(zoo_models())
@@ -71,8 +80,7 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
         if not Path(path).is_file():
             raise SpecError(f"model file {path} (for architecture {arch_name!r}) does not exist")
         loader = partial(torch_source.load_file, Path(path), arch.builders.get("torch"), options.trust_model_code)
-        name = _safe_name(f"{arch_name}.{Path(path).stem}")
-        return [replace(arch, name=name, builders={"torch": loader}, origin=path)]
+        return [replace(arch, name=model_name(ref), builders={"torch": loader}, origin=path)]
     if ref.endswith(TORCH_FILE_SUFFIXES) or Path(ref).is_file():
         if not Path(ref).is_file():
             raise SpecError(f"model file {ref} does not exist")
@@ -82,7 +90,7 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
                             "or name a zoo architecture with --model ARCH=PATH")
         outputs = options.output_names or ("output",)
         loader = partial(torch_source.load_file, Path(ref), None, options.trust_model_code)
-        return [ModelSpec(name=_safe_name(Path(ref).stem), inputs=options.input_specs, outputs=outputs,
+        return [ModelSpec(name=model_name(ref), inputs=options.input_specs, outputs=outputs,
                           builders={"torch": loader}, origin=ref)]
     return [get_model(ref)]
 
@@ -114,7 +122,7 @@ def build_cases(options: RunOptions) -> list[Case]:
 
     for ref, spec, error in resolve_models(options):
         if error is not None:
-            cases.append(Case(_safe_name(Path(ref).stem if "/" in ref else ref), "", "", "", ref, error=error))
+            cases.append(Case(model_name(ref), "", "", "", ref, error=error))
             continue
         for source in sources:
             for target in targets:

@@ -6,6 +6,7 @@ TorchScript-based one on request. Symbolic dims of the spec become dynamic axes
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +17,9 @@ from harness.errors import CaseError, summarize_exception
 from harness.specs import ModelSpec
 
 NAME = "torch->onnx"
+# The ONNX protobuf limit is 2 GiB; below this the weights stay inside the file
+# rather than in a "model.onnx.data" sidecar that would have to travel with it.
+EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 FILENAME = "model.onnx"
 
@@ -37,21 +41,29 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     import onnx
     import torch
 
+    requested = exporter
+    if isinstance(model, torch.jit.ScriptModule):
+        exporter = "torchscript"  # torch.export cannot trace a ScriptModule; the TorchScript-based exporter can
     opset = opset or DEFAULT_OPSET[exporter]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / FILENAME
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in example)
     input_names = [i.name for i in spec.inputs]
     output_names = [o.name for o in spec.outputs]
     dynamic_axes = {i.name: {axis: d for axis, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs}
     kwargs: dict[str, Any] = dict(input_names=input_names, output_names=output_names, opset_version=opset)
+    guards = contextlib.nullcontext()
     if exporter == "dynamo":
         dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in spec.dim_bounds.items()}
         kwargs["dynamic_shapes"] = tuple({axis: dims[d] for axis, d in axes.items()} or None
                                          for axes in dynamic_axes.values())
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        kwargs["external_data"] = size > EXTERNAL_DATA_ABOVE_BYTES
+        guards = _rnn_export_guards()
     else:
         kwargs["dynamic_axes"] = {name: axes for name, axes in dynamic_axes.items() if axes}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), guards:
             warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(path), dynamo=(exporter == "dynamo"), **kwargs)
     except Exception as error:
@@ -69,9 +81,48 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "converter": NAME,
         "tool": "torch.onnx.export",
         "exporter": exporter,
+        "exporter_requested": requested,
         "opset_requested": opset,
         "opset": max((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "ir_version": written.ir_version,
         "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in dynamic_axes.items()},
         "versions": versions(),
     }
+
+
+def _clear_rnn_dispatch_caches() -> None:
+    import torch
+
+    for packet in (torch.ops.aten.lstm, torch.ops.aten.gru):
+        for overload in packet.overloads():
+            cache = getattr(getattr(packet, overload), "_dispatch_cache", None)
+            if cache is not None:
+                cache.clear()
+
+
+@contextlib.contextmanager
+def _rnn_export_guards():
+    """Work around two torch 2.13 dynamo-exporter bugs with LSTM/GRU (both seen
+    here, both silent):
+    - torch's while_loop LSTM/GRU decompositions are active only while the graph
+      is captured, not while it is decomposed afterwards, so the example's T is
+      baked into the declared output shape ([N, 3, 20] instead of [N, T, 20]);
+      keeping them active for the whole call avoids it;
+    - that swap edits the ops' kernels without clearing their dispatch caches, so
+      the next LSTM/GRU export in the same process comes out with T fixed on the
+      inputs too; clearing the caches around each export keeps exports independent.
+    Uses private torch API: where it is missing the export runs unguarded.
+    tests/test_zoo.py keeps a canary that says when torch no longer needs this."""
+    try:
+        from torch.export._patches import (register_gru_while_loop_decomposition,
+                                           register_lstm_while_loop_decomposition)
+    except ImportError:
+        yield
+        return
+    _clear_rnn_dispatch_caches()
+    try:
+        with register_lstm_while_loop_decomposition(), register_gru_while_loop_decomposition():
+            _clear_rnn_dispatch_caches()  # so that the new kernels are the ones dispatched to
+            yield
+    finally:
+        _clear_rnn_dispatch_caches()

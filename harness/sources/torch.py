@@ -148,7 +148,7 @@ def fingerprint(model: Any) -> str:
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         array = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{array.dtype}:{tuple(array.shape)}".encode())
-        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+        digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
     return digest.hexdigest()
 
 

@@ -1,0 +1,37 @@
+"""The built-in model zoo.
+
+Importing this package registers every zoo model with `harness.register_model`;
+it never imports a deep-learning framework: builders are given as
+"module:function" strings, resolved only when a model is built.
+
+Layout:
+    basic.py        simple, mlp, two_outputs
+    vision.py       cnn, depthwise
+    sequence.py     lstm, gru, transformer, embedding
+    torch_models.py the nn.Module classes and their `build_*` functions
+
+To add a model:
+ 1. Write its nn.Module and a `build_<name>()` in `torch_models.py` that returns
+    `_seeded("<name>", <Module>)`, and give it its own seed in `SEEDS` (weights
+    must be deterministic, and building must not disturb the global RNG;
+    `_seeded` takes care of both, of eval mode and of BatchNorm statistics).
+ 2. Register it in the family module (or a new one imported below), with no
+    framework import at module level:
+
+        register_model(
+            "<name>",
+            inputs=[InputSpec("x", ("N", 16), dims={"N": (1, 4)}, layout="NC")],
+            outputs=["y"],
+            description="...",
+            torch="model_zoo.torch_models:build_<name>",
+        )
+
+    Give every symbolic dim bounds, keep bounds of different dims different
+    (so that a transposed axis shows up as a shape error), declare layouts
+    rather than letting anything guess them, and set `domain` for inputs
+    whose valid values are restricted (token ids: (0, vocab - 1)).
+ 3. Run `pytest tests/test_zoo.py`: it builds, exports (both ONNX exporters)
+    and checks every zoo model.
+"""
+
+from model_zoo import basic, sequence, vision  # noqa: F401  (registrations)

@@ -1,0 +1,36 @@
+"""Zoo: small fully connected models."""
+
+from harness import InputSpec, OutputSpec, register_model
+
+_BATCH = {"N": (1, 4)}
+
+register_model(
+    "simple",
+    inputs=[InputSpec("input", ("N", 3), dims=_BATCH, layout="NC")],
+    outputs=["output"],
+    description="One Linear(3, 1): the seed project's SimpleModel.",
+    torch="model_zoo.torch_models:build_simple",
+)
+
+register_model(
+    "mlp",
+    inputs=[InputSpec("x", ("N", 16), dims=_BATCH, layout="NC")],
+    outputs=[OutputSpec("logits", layout="NC")],
+    description="Linear(16,64)-ReLU-Linear(64,32)-GELU-Linear(32,10).",
+    torch="model_zoo.torch_models:build_mlp",
+)
+
+register_model(
+    "two_outputs",
+    inputs=[InputSpec("x", ("N", 8), dims=_BATCH, layout="NC")],
+    outputs=[
+        # float32, magnitudes ~100: the default float tolerance applies.
+        OutputSpec("logits", layout="NC"),
+        # int64 argmax of the logits: compared exactly (integer default).
+        OutputSpec("label"),
+    ],
+    description="A 5-class classifier with float logits scaled to ~100 and their int64 argmax, "
+    "two outputs of different scale and dtype; the logits are well separated so that float noise "
+    "cannot flip the argmax.",
+    torch="model_zoo.torch_models:build_two_outputs",
+)

@@ -1,0 +1,41 @@
+"""Zoo: recurrent, attention and embedding models on sequences."""
+
+from harness import InputSpec, OutputSpec, register_model
+
+_SEQ_DIMS = {"N": (1, 4), "T": (2, 16)}
+
+register_model(
+    "lstm",
+    inputs=[InputSpec("sequence", ("N", "T", 12), dims=_SEQ_DIMS, layout="NTC")],
+    outputs=[OutputSpec("hidden_states", layout="NTC")],
+    description="One-layer batch-first LSTM(12 -> 20); every step's hidden state [N,T,20].",
+    torch="model_zoo.torch_models:build_lstm",
+)
+
+register_model(
+    "gru",
+    inputs=[InputSpec("sequence", ("N", "T", 12), dims=_SEQ_DIMS, layout="NTC")],
+    outputs=[OutputSpec("hidden_states", layout="NTC")],
+    description="Two-layer batch-first GRU(12 -> 20); the last layer's hidden states [N,T,20].",
+    torch="model_zoo.torch_models:build_gru",
+)
+
+register_model(
+    "transformer",
+    inputs=[InputSpec("tokens", ("N", "T", 32), dims=_SEQ_DIMS, layout="NTC")],
+    outputs=[OutputSpec("encoded", layout="NTC")],
+    description="One post-norm transformer encoder block (d_model 32, 4 heads, feed-forward 64, "
+    "GELU, LayerNorm, softmax attention), written out explicitly; [N,T,32].",
+    torch="model_zoo.torch_models:build_transformer",
+)
+
+register_model(
+    "embedding",
+    inputs=[
+        InputSpec("token_ids", ("N", "T"), dims=_SEQ_DIMS, dtype="int64", layout="NT", domain=(0, 99)),
+    ],
+    outputs=[OutputSpec("embedded", layout="NTC")],
+    description="Embedding(100, 16) over int64 token ids, then a per-token GELU MLP with a "
+    "residual; [N,T,16].",
+    torch="model_zoo.torch_models:build_embedding",
+)

@@ -1,0 +1,63 @@
+"""Shared fixtures for the harness's own tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One artifact cache for the integration tests that are not about caching,
+    so that each zoo model is exported once per test session."""
+    return tmp_path_factory.mktemp("parity-cache")
+
+
+class ParityRun:
+    def __init__(self, result: pytest.RunResult, path: Path):
+        self.result = result
+        self.path = path
+        self.output = "\n".join(result.outlines)
+        # Read now: the next run in the same folder rewrites the file.
+        report = path / "reports" / "parity.json"
+        self.json = json.loads(report.read_text()) if report.is_file() else {}
+
+    @property
+    def cases(self) -> dict:
+        return self.json["cases"]
+
+
+@pytest.fixture
+def parity_dir(tmp_path) -> Path:
+    """The folder a parity run works in, as a user's project folder."""
+    return tmp_path
+
+
+@pytest.fixture
+def run_parity(parity_dir, shared_cache):
+    """Run `pytest` with the plugin in a fresh process in `parity_dir`, with quick
+    settings; extra args win. A subprocess, not pytester: pytester restores
+    sys.modules after each test, and torch's C extensions break when re-imported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
+    env["PYTHONPATH"] = str(REPO)  # user model files here import tests.planted
+
+    def run(*args: str, examples: int = 4, cache: Path | None = None) -> ParityRun:
+        command = [sys.executable, "-m", "pytest", f"--parity-examples={examples}",
+                   f"--parity-cache-dir={cache or shared_cache}", "-p", "no:cacheprovider"]
+        if not any(a.startswith("--device") for a in args):
+            command.append("--device=cpu")
+        start = time.perf_counter()
+        done = subprocess.run([*command, *args], cwd=parity_dir, env=env, capture_output=True, text=True, timeout=600)
+        result = pytest.RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(),
+                                  time.perf_counter() - start)
+        return ParityRun(result, parity_dir)
+
+    return run

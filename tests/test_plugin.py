@@ -1,0 +1,128 @@
+"""The plugin end to end on real models: pytest -> matrix -> torch -> ONNX -> ORT -> verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import sys
+
+import pytest
+
+
+def test_zoo_model_passes_and_is_recorded(run_parity):
+    run = run_parity("--model=simple,mlp")
+    run.result.assert_outcomes(passed=2)
+    assert "simple-torch-onnxruntime-cpu" in run.output  # the terminal summary lists the case
+    record = run.cases["mlp-torch-onnxruntime-cpu"]
+    assert record["status"] == "passed"
+    assert record["examples"] == 4
+    out = record["outputs"]["logits"]
+    assert out["passed"] and 0 <= out["error_ratio"] <= 1
+    assert out["max_abs"] < 1e-4 and out["cosine"] > 0.9999
+    assert out["noise"]["noise_max_abs"] >= 0  # the float64 noise floor was measured
+    assert record["provenance"]["exporter"] == "dynamo" and record["provenance"]["opset"] == 18
+    assert record["versions"]["torch"].startswith("2.") and "onnxruntime" in record["versions"]
+    assert (run.path / "reports" / "parity.html").read_text().count("mlp-torch-onnxruntime-cpu") >= 2
+
+
+def test_case_ids_work_with_k(run_parity):
+    run = run_parity("--model=simple,mlp", "-k", "mlp and cpu")
+    run.result.assert_outcomes(passed=1, deselected=1)
+    assert list(run.cases) == ["mlp-torch-onnxruntime-cpu"]
+
+
+def test_missing_cuda_is_a_skip_that_names_what_is_missing(run_parity):
+    run = run_parity("--model=simple", "--device=cpu,cuda")
+    run.result.assert_outcomes(passed=1, skipped=1)
+    assert "CUDA" in run.cases["simple-torch-onnxruntime-cuda"]["message"]
+
+
+def test_unknown_names_error_while_other_cases_run(run_parity):
+    run = run_parity("--model=simple,no_such_model", "--target=onnxruntime,tensorrtx", "--device=cpu,tpu",
+                     "--source=torch,jax")
+    run.result.assert_outcomes(passed=1, errors=4)
+    messages = {k: v["message"] for k, v in run.cases.items() if v["status"] == "error"}
+    assert "unknown model 'no_such_model'" in messages["no_such_model"]
+    assert "unknown target 'tensorrtx'" in messages["unknown-target-tensorrtx"]
+    assert "unknown device 'tpu'" in messages["unknown-device-tpu"]
+    assert "unknown source 'jax'" in messages["unknown-source-jax"]
+    assert "Traceback" not in run.output
+
+
+def test_no_paths_means_only_parity_cases(parity_dir, run_parity):
+    (parity_dir / "test_unrelated.py").write_text("def test_unrelated():\n    assert False\n")
+    run = run_parity("--model=simple")
+    run.result.assert_outcomes(passed=1)
+
+
+def test_bad_tolerance_value_is_a_usage_error(run_parity):
+    run = run_parity("--model=simple", "--atol=logits:abc")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--atol" in "\n".join(run.result.errlines) and "logits:abc" in "\n".join(run.result.errlines)
+
+
+def test_cache_skips_conversion_on_second_run(run_parity, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    first = run_parity("--model=simple", cache=cache)
+    second = run_parity("--model=simple", cache=cache)
+    bypass = run_parity("--model=simple", "--no-parity-cache", cache=cache)
+    assert first.cases["simple-torch-onnxruntime-cpu"]["provenance"]["cache_hit"] is False
+    assert second.cases["simple-torch-onnxruntime-cpu"]["provenance"]["cache_hit"] is True
+    assert bypass.cases["simple-torch-onnxruntime-cpu"]["provenance"]["cache_hit"] is False
+
+
+def test_torchscript_exporter_and_opset_are_selectable(run_parity):
+    run = run_parity("--model=cnn", "--exporter=torchscript", "--opset=16")
+    run.result.assert_outcomes(passed=1)
+    provenance = run.cases["cnn-torch-onnxruntime-cpu"]["provenance"]
+    assert provenance["exporter"] == "torchscript" and provenance["opset"] == 16
+
+
+def test_export_failure_is_a_clear_error(parity_dir, run_parity):
+    (parity_dir / "branchy.py").write_text(textwrap.dedent('''
+        import torch
+        from harness import InputSpec, register_model
+
+        class Branchy(torch.nn.Module):
+            def forward(self, x):
+                if x.sum() > 0:  # data-dependent control flow: torch.export refuses it
+                    return x * 2
+                return x - 1
+
+        register_model("branchy", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 3)})], outputs=["y"],
+                       torch=Branchy)
+    '''))
+    run = run_parity("--model=branchy.py,simple")
+    run.result.assert_outcomes(passed=1, errors=1)
+    message = run.cases["branchy-torch-onnxruntime-cpu"]["message"]
+    assert "torch.onnx.export (dynamo exporter" in message and "--exporter=torchscript" in message
+    assert "Traceback" not in run.output
+
+
+def test_failure_saves_shrunk_input_that_replays(run_parity, tmp_path_factory):
+    """A planted bug found by the run is saved and replays to the same verdict outside pytest."""
+    from tests.planted import perturbed_weight_onnx
+
+    bad = perturbed_weight_onnx("simple", tmp_path_factory.mktemp("planted"))
+    run = run_parity("--model=simple", f"--converted={bad}", examples=10)
+    run.result.assert_outcomes(failed=1)
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    record = run.cases["simple-torch-onnxruntime-cpu-converted"]
+    failure = record["failure"]
+    npz = run.path / failure["npz"]
+    assert npz.is_file() and failure["replay"].startswith("python -m harness replay")
+    # Hypothesis shrinks toward the smallest shape and plain inputs.
+    assert failure["shapes"]["input"] == [1, 3] and failure["recipe"]["distributions"]["input"] == "normal"
+    replay = subprocess.run([sys.executable, "-m", "harness", "replay", str(npz)], cwd=run.path,
+                            capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 1, replay.stderr
+    assert "FAILED" in replay.stdout and "output:" in replay.stdout
+
+
+def test_json_survives_as_valid_after_each_case(run_parity):
+    run = run_parity("--model=simple,mlp")
+    data = run.json
+    assert data["schema"] == 1 and set(data["cases"]) == {"simple-torch-onnxruntime-cpu", "mlp-torch-onnxruntime-cpu"}
+    assert data["environment"]["versions"]["numpy"]
+    json.dumps(data)  # plain JSON throughout
