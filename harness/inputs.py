@@ -121,11 +121,13 @@ def _float_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray
         x *= high - low
         x += low
     elif distribution == "large":
-        # Magnitudes in the outer half of the domain, on both sides of its center.
+        # Magnitudes in the outer half of the domain, on both sides of its center:
+        # one uniform draw in [-1, 1) gives both the sign and the magnitude.
         x = rng.random(shape, dtype=work)
+        x *= 2
+        x -= 1
         x *= half / 2
-        x += half / 2
-        x *= np.where(rng.random(shape, dtype=work) < 0.5, -1, 1).astype(work)
+        x += np.copysign(work(half / 2), x)
         x += center
     elif distribution == "tiny":
         x = rng.standard_normal(shape, dtype=work)

@@ -16,9 +16,6 @@ import pytest
 
 from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, OptionError, RunOptions, parse_input_spec,
                              parse_tolerance_overrides, split_list)
-from harness.profiles import register_profiles
-
-register_profiles()
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "converted", "parity")
 
@@ -86,8 +83,16 @@ def run_options(config: pytest.Config) -> RunOptions:
         raise pytest.UsageError(str(error)) from None
 
 
+@pytest.hookimpl(tryfirst=True)  # before hypothesis' own plugin loads --hypothesis-profile
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "parity: a numerical-parity case of the model matrix")
+    from harness.profiles import PROFILES
+
+    # Importing hypothesis costs most of a second: only when it will be used.
+    if parity_requested(config) or config.getoption("hypothesis_profile", None) in PROFILES:
+        from harness.profiles import register_profiles
+
+        register_profiles()
     if parity_requested(config):
         config.pluginmanager.register(ParityRun(config, run_options(config)), "parity-run")
 
@@ -174,8 +179,11 @@ class ParityRun:
         from harness.matrix import build_cases
 
         group = ParityGroup.from_parent(session, name="parity", nodeid="parity")
-        for case in build_cases(self.options):
-            items.append(ParityItem.from_parent(group, name=f"test_parity[{case.id}]", case=case, run=self))
+        cases = [ParityItem.from_parent(group, name=f"test_parity[{case.id}]", case=case, run=self)
+                 for case in build_cases(self.options)]
+        items.extend(cases)
+        # Tell the terminal (and other listeners) what was collected, as for files.
+        config.hook.pytest_collectreport(report=pytest.CollectReport(group.nodeid, "passed", None, cases))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self._writer is None or os.environ.get("PYTEST_XDIST_WORKER"):

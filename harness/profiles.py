@@ -4,8 +4,6 @@ Select one with `--hypothesis-profile=NAME` or HYPOTHESIS_PROFILE."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
-
 PROFILES = {
     "dev": dict(max_examples=10),
     "ci": dict(max_examples=25, derandomize=True, print_blob=True),
@@ -14,6 +12,8 @@ PROFILES = {
 
 
 def register_profiles() -> None:
+    from hypothesis import HealthCheck, settings
+
     for name, values in PROFILES.items():
         settings.register_profile(name, deadline=None,
                                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
