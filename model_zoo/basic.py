@@ -1,6 +1,6 @@
 """Zoo: small fully connected models."""
 
-from harness import InputSpec, OutputSpec, register_model
+from harness import InputSpec, OutputSpec, Tolerance, register_model
 
 _BATCH = {"N": (1, 4)}
 
@@ -26,8 +26,11 @@ register_model(
     outputs=[
         # float32, magnitudes ~100: the default float tolerance applies.
         OutputSpec("logits", layout="NC"),
-        # int64 argmax of the logits: compared exactly (integer default).
-        OutputSpec("label"),
+        # int64 argmax of the logits: compared exactly (integer default), except
+        # under TF32 on CUDA, whose logit error (~2e-3 of max|logit|, ~0.4 here)
+        # can legitimately flip the rare near-tie (1% of rows have a top-2 gap
+        # under 0.4): one row of a batch of up to 4 may differ there.
+        OutputSpec("label", target_tolerances={"onnxruntime:cuda": Tolerance(max_mismatch=0.25)}),
     ],
     description="A 5-class classifier with float logits scaled to ~100 and their int64 argmax, "
     "two outputs of different scale and dtype; the logits are well separated so that float noise "

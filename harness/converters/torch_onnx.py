@@ -28,7 +28,14 @@ def versions() -> dict[str, str]:
     import onnx
     import torch
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__}
+    found = {"torch": torch.__version__, "onnx": onnx.__version__}
+    try:  # the dynamo exporter translates through onnxscript: its version changes the result
+        import onnxscript
+
+        found["onnxscript"] = onnxscript.__version__
+    except ImportError:
+        pass
+    return found
 
 
 def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir: Path,
