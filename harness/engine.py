@@ -146,14 +146,14 @@ def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]
 def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
               example: list[np.ndarray]) -> tuple[Path, dict, bool]:
     if options.converted is not None:
-        return _user_artifact(options.converted)
+        return _user_artifact(options.converted, spec)
     fmt = adapters.target_format(case.target)
     converter = adapters.converter(case.source, fmt)
     conversion = options.conversion_options()
     key = {
         "model": source.fingerprint(model),
         "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs]},
-        "converter": converter.NAME,
+        "converter": f"{converter.NAME}@{converter.REVISION}",
         "options": conversion,
         "versions": converter.versions(),
     }
@@ -162,13 +162,17 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
     return folder / converter.FILENAME, provenance, hit
 
 
-def _user_artifact(path: Path) -> tuple[Path, dict, bool]:
+def _user_artifact(path: Path, spec: ModelSpec) -> tuple[Path, dict, bool]:
     if not path.is_file():
         raise CaseError("convert", f"converted file {path} does not exist")
     data = path.read_bytes()
     if not data:
         raise CaseError("convert", f"converted file {path} is empty (0 bytes): was it written completely?")
-    return path, {"converter": "user", "path": str(path), "sha256": hashlib.sha256(data).hexdigest()}, False
+    # A user's file is taken to keep the original's layouts: nothing can declare
+    # otherwise yet, and guessing from shapes is what the harness never does.
+    return path, {"converter": "user", "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+                  "input_layouts": {i.name: i.layout for i in spec.inputs},
+                  "output_layouts": {o.name: o.layout for o in spec.outputs}}, False
 
 
 def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> ExampleOutcome:

@@ -17,6 +17,9 @@ from harness.errors import CaseError, summarize_exception
 from harness.specs import ModelSpec
 
 NAME = "torch->onnx"
+# Bumped whenever this module changes what it writes, so that cached artifacts
+# (and their provenance) from an older harness are not reused.
+REVISION = 2
 # The ONNX protobuf limit is 2 GiB; below this the weights stay inside the file
 # rather than in a "model.onnx.data" sidecar that would have to travel with it.
 EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
@@ -93,6 +96,9 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "opset": max((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "ir_version": written.ir_version,
         "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in dynamic_axes.items()},
+        # torch.onnx.export keeps the module's own layouts.
+        "input_layouts": {i.name: i.layout for i in spec.inputs},
+        "output_layouts": {o.name: o.layout for o in spec.outputs},
         "versions": versions(),
     }
 
