@@ -58,6 +58,8 @@ def parity_requested(config: pytest.Config) -> bool:
 def run_options(config: pytest.Config) -> RunOptions:
     """The command line as RunOptions; a malformed value stops the run with its message."""
     get = config.getoption
+    if get("parity_examples") is not None and get("parity_examples") < 1:
+        raise pytest.UsageError(f"--parity-examples: at least 1, got {get('parity_examples')}")
     try:
         defaults = RunOptions()
         return RunOptions(

@@ -126,3 +126,24 @@ def test_json_survives_as_valid_after_each_case(run_parity):
     assert data["schema"] == 1 and set(data["cases"]) == {"simple-torch-onnxruntime-cpu", "mlp-torch-onnxruntime-cpu"}
     assert data["environment"]["versions"]["numpy"]
     json.dumps(data)  # plain JSON throughout
+
+
+def test_ort_optimization_level_is_selectable_and_recorded(run_parity):
+    run = run_parity("--model=cnn", "--ort-opt-level=disable")
+    run.result.assert_outcomes(passed=1)
+    assert run.cases["cnn-torch-onnxruntime-cpu"]["provenance"]["runtime"]["graph_optimization_level"] == "disable"
+
+
+def test_summary_lists_worst_errors(run_parity):
+    run = run_parity("--model=simple,mlp")
+    lines = [line for line in run.output.splitlines() if line.startswith(("simple-torch", "mlp-torch"))]
+    assert len(lines) == 2
+    record = run.cases["mlp-torch-onnxruntime-cpu"]
+    mlp_line = next(line for line in lines if line.startswith("mlp"))
+    assert f"{record['worst_error_ratio']:.3g}" in mlp_line and f"{record['worst_normalized_error']:.3g}" in mlp_line
+
+
+def test_zero_examples_is_a_usage_error(run_parity):
+    run = run_parity("--model=simple", examples=0)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--parity-examples" in "\n".join(run.result.errlines)
