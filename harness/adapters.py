@@ -10,12 +10,21 @@ import importlib
 from functools import lru_cache
 from types import ModuleType
 
-SOURCES = {"torch": "harness.sources.torch"}
-TARGETS = {"onnxruntime": "harness.runtimes.onnxruntime"}
+SOURCES = {"torch": "harness.sources.torch", "keras": "harness.sources.keras",
+           "tensorflow": "harness.sources.tensorflow"}
+TARGETS = {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite"}
+# target -> the artifact formats it runs (the first is what the harness converts to)
+TARGET_FORMATS = {"onnxruntime": ("onnx",), "tflite": ("tflite",)}
 # (source, artifact format) -> converter module
-CONVERTERS = {("torch", "onnx"): "harness.converters.torch_onnx"}
+CONVERTERS = {
+    ("torch", "onnx"): "harness.converters.torch_onnx",
+    ("keras", "onnx"): "harness.converters.tf_onnx",
+    ("tensorflow", "onnx"): "harness.converters.tf_onnx",
+    ("keras", "tflite"): "harness.converters.tf_tflite",
+    ("tensorflow", "tflite"): "harness.converters.tf_tflite",
+}
 # file suffix -> artifact format, for users' own converted files
-ARTIFACT_SUFFIXES = {".onnx": "onnx"}
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 
 
 def source(name: str) -> ModuleType:
@@ -32,15 +41,21 @@ def converter(source_name: str, fmt: str) -> ModuleType | None:
 
 
 def target_format(target: str) -> str:
-    """The artifact format a target runs (the first it lists)."""
-    return runtime(target).FORMATS[0]
+    """The artifact format the harness converts to for a target."""
+    return TARGET_FORMATS[target][0]
 
 
 @lru_cache(maxsize=None)
 def source_missing(name: str, device: str) -> str | None:
-    return source(name).missing(device)
+    try:
+        return source(name).missing(device)
+    except ImportError as error:
+        return f"the {name} source adapter cannot be imported here: {error}"
 
 
 @lru_cache(maxsize=None)
 def runtime_missing(name: str, device: str) -> str | None:
-    return runtime(name).missing(device)
+    try:
+        return runtime(name).missing(device)
+    except ImportError as error:
+        return f"the {name} runtime adapter cannot be imported here: {error}"

@@ -39,8 +39,9 @@ class PreparedCase:
     provenance: dict[str, Any]
     versions: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
-    input_layouts: dict[str, str | None] = field(default_factory=dict)
-    output_layouts: dict[str, str | None] = field(default_factory=dict)
+    # (inputs, outputs) layouts of the original as its source holds it, and of the artifact
+    source_layouts: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})
+    artifact_layouts: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})
 
 
 @dataclass
@@ -89,7 +90,8 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> Prepa
         raise CaseError("load", f"building model {spec.name!r} ({spec.origin}) failed: {summarize_exception(error)}") from None
     timings["build_s"] = time.perf_counter() - start
 
-    example = [make_inputs(spec, example_recipe(spec))[i.name] for i in spec.inputs]
+    source_in, source_out = spec.source_layouts(case.source)
+    example = [_relaid(make_inputs(spec, example_recipe(spec))[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
     reference = _checked_reference(source, model, spec, example)
     output_dtypes = {o.name: str(r.dtype) for o, r in zip(spec.outputs, reference)}
 
@@ -103,12 +105,13 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> Prepa
     model64 = source.float64_copy(model)
 
     start = time.perf_counter()
-    session = runtime.Session(artifact_path, case.device, opt_level=options.ort_opt_level, strict_cuda=options.strict_cuda)
+    session = runtime.Session(artifact_path, case.device, options)
     binding = session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
     timings["load_s"] = time.perf_counter() - start
 
     provenance = {**provenance, "runtime": session.provenance, "binding": binding,
-                  "reference": {"device": case.device, **device_flags}}
+                  "reference": {"device": case.device, "input_layouts": source_in, "output_layouts": source_out,
+                                **device_flags}}
     versions = {**source.versions(), **runtime.versions()}
     if "versions" in provenance:
         versions.update(provenance["versions"])
@@ -120,8 +123,9 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> Prepa
     return PreparedCase(
         case=case, spec=spec, source=source, model=model, model64=model64, session=session,
         tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
-        input_layouts={i.name: provenance.get("input_layouts", {}).get(i.name, i.layout) for i in spec.inputs},
-        output_layouts={o.name: provenance.get("output_layouts", {}).get(o.name, o.layout) for o in spec.outputs},
+        source_layouts=(source_in, source_out),
+        artifact_layouts=({i.name: provenance.get("input_layouts", {}).get(i.name, source_in[i.name]) for i in spec.inputs},
+                          {o.name: provenance.get("output_layouts", {}).get(o.name, source_out[o.name]) for o in spec.outputs}),
     )
 
 
@@ -145,40 +149,51 @@ def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]
 
 def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
               example: list[np.ndarray]) -> tuple[Path, dict, bool]:
+    layouts = spec.source_layouts(case.source)
     if options.converted is not None:
-        return _user_artifact(options.converted, spec)
+        return _user_artifact(options.converted, layouts, options.converted_layouts)
     fmt = adapters.target_format(case.target)
     converter = adapters.converter(case.source, fmt)
-    conversion = options.conversion_options()
+    offered = options.conversion_options(case.variant)
+    conversion = {name: offered[name] for name in converter.OPTIONS}
     key = {
         "model": source.fingerprint(model),
-        "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs]},
+        "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs],
+                 "layouts": layouts},
         "converter": f"{converter.NAME}@{converter.REVISION}",
         "options": conversion,
         "versions": converter.versions(),
     }
     folder, provenance, hit = cache.get_or_create(
-        key, lambda out: converter.convert(model, spec, example, out, **conversion))
+        key, lambda out: converter.convert(model, spec, example, out, layouts=layouts, **conversion))
     return folder / converter.FILENAME, provenance, hit
 
 
-def _user_artifact(path: Path, spec: ModelSpec) -> tuple[Path, dict, bool]:
+def _user_artifact(path: Path, layouts: tuple[dict, dict], declared: dict[str, str]) -> tuple[Path, dict, bool]:
     if not path.is_file():
         raise CaseError("convert", f"converted file {path} does not exist")
     data = path.read_bytes()
     if not data:
         raise CaseError("convert", f"converted file {path} is empty (0 bytes): was it written completely?")
-    # A user's file is taken to keep the original's layouts: nothing can declare
-    # otherwise yet, and guessing from shapes is what the harness never does.
+    # A user's file keeps the original's layouts unless --converted-layouts says
+    # otherwise: the harness never guesses a layout from a shape.
+    inputs, outputs = layouts
+    unknown = set(declared) - set(inputs) - set(outputs)
+    if unknown:
+        raise CaseError("convert", f"--converted-layouts names {sorted(unknown)}, which are not inputs or outputs "
+                                   f"of the model (inputs {list(inputs)}, outputs {list(outputs)})")
     return path, {"converter": "user", "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
-                  "input_layouts": {i.name: i.layout for i in spec.inputs},
-                  "output_layouts": {o.name: o.layout for o in spec.outputs}}, False
+                  "input_layouts": {k: declared.get(k, v) for k, v in inputs.items()},
+                  "output_layouts": {k: declared.get(k, v) for k, v in outputs.items()},
+                  "layouts_declared": dict(declared)}, False
 
 
 def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> ExampleOutcome:
     """Feed the same tensors through the original and the converted model, and compare."""
     spec, case = prepared.spec, prepared.case
-    ordered = [tensors[i.name] for i in spec.inputs]
+    source_in, source_out = prepared.source_layouts
+    artifact_in, artifact_out = prepared.artifact_layouts
+    ordered = [_relaid(tensors[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
     timings = prepared.timings
     start = time.perf_counter()
     try:
@@ -188,7 +203,7 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> Examp
         raise CaseError("inputs", f"the original model {spec.name!r} fails on inputs within its spec ({shapes}): "
                                   f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds.") from None
     timings["reference_s"] = timings.get("reference_s", 0.0) + time.perf_counter() - start
-    laid_out = [_relaid(x, i.layout, prepared.input_layouts[i.name]) for i, x in zip(spec.inputs, ordered)]
+    laid_out = [_relaid(x, source_in[i.name], artifact_in[i.name]) for i, x in zip(spec.inputs, ordered)]
     start = time.perf_counter()
     try:
         converted = prepared.session.run(laid_out)
@@ -197,7 +212,8 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> Examp
         return ExampleOutcome([], {}, error=f"the converted model raised on inputs within the spec ({shapes}): "
                                             f"{summarize_exception(error, 4)}")
     timings["target_s"] = timings.get("target_s", 0.0) + time.perf_counter() - start
-    converted = [_relaid(y, prepared.output_layouts[o.name], o.layout) for o, y in zip(spec.outputs, converted)]
+    # Compared in the original's own layouts.
+    converted = [_relaid(y, artifact_out[o.name], source_out[o.name]) for o, y in zip(spec.outputs, converted)]
     comparisons = [compare_outputs(o.name, r, g, prepared.tolerances[o.name])
                    for o, r, g in zip(spec.outputs, reference, converted)]
     return ExampleOutcome(comparisons, _noise_floor(prepared, ordered, reference, comparisons))

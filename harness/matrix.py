@@ -67,31 +67,79 @@ def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str
     return resolved
 
 
-def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
-    from harness.sources import torch as torch_source
+KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".ckpt")
 
+
+def _file_source(path: Path) -> str | None:
+    """Which source framework reads a model file or folder, from its kind."""
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return "tensorflow"
+    if path.suffix == ".pb":
+        return "tensorflow"
+    if path.name.endswith(KERAS_FILE_SUFFIXES) or Path(f"{path}.index").is_file():
+        return "keras"  # a Keras file, or a TF checkpoint prefix (restored into a Keras architecture)
+    if path.name.endswith(TORCH_FILE_SUFFIXES) or path.is_file():
+        return "torch"
+    return None
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or Path(f"{path}.index").is_file()
+
+
+def _loader(source: str, path: Path, spec_inputs, spec_outputs, architecture, options: RunOptions):
+    """A zero-argument builder that loads `path` with the source's adapter."""
+    if source == "torch":
+        from harness.sources import torch as torch_source
+
+        return partial(torch_source.load_file, path, architecture, options.trust_model_code)
+    if source == "keras":
+        from harness.sources import keras as keras_source
+
+        return partial(keras_source.load_file, path, architecture, options.trust_model_code)
+    from harness.sources import tensorflow as tf_source
+
+    names = ([i.name for i in spec_inputs], list(spec_outputs))
+    if path.is_dir():
+        return partial(tf_source.load_saved_model, path, *names)
+    return partial(tf_source.load_frozen_graph, path, *names)
+
+
+def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
     if ref.endswith(".py"):
         if not Path(ref).is_file():
             raise SpecError(f"model file {ref} does not exist")
         return load_model_file(Path(ref))
-    arch_name, sep, path = ref.partition("=")
+    arch_name, sep, path_text = ref.partition("=")
     if sep:
-        arch = get_model(arch_name)
-        if not Path(path).is_file():
+        arch, path = get_model(arch_name), Path(path_text)
+        if not _exists(path):
             raise SpecError(f"model file {path} (for architecture {arch_name!r}) does not exist")
-        loader = partial(torch_source.load_file, Path(path), arch.builders.get("torch"), options.trust_model_code)
-        return [replace(arch, name=model_name(ref), builders={"torch": loader}, origin=path)]
-    if ref.endswith(TORCH_FILE_SUFFIXES) or Path(ref).is_file():
-        if not Path(ref).is_file():
+        source = _file_source(path) or "torch"
+        # A TensorFlow graph of a zoo architecture lays its tensors out as the Keras model does.
+        builder_of = "keras" if source == "tensorflow" else source
+        outputs = [o.name for o in arch.outputs]
+        loader = _loader(source, path, arch.inputs, outputs, arch.builders.get(builder_of), options)
+        layouts = {source: arch.layouts[builder_of]} if builder_of in arch.layouts else {}
+        return [replace(arch, name=model_name(ref), builders={source: loader}, origin=str(path), layouts=layouts)]
+    path = Path(ref)
+    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + (".pb",)) or _exists(path):
+        if not _exists(path):
             raise SpecError(f"model file {ref} does not exist")
+        source = _file_source(path)
+        if source is None:
+            raise SpecError(f"{ref}: not a model file or folder the harness knows (a torch .pt/.pth, a Keras "
+                            ".keras/.h5, a SavedModel folder, a frozen .pb)")
         if not options.input_specs:
             raise SpecError(f"model file {ref} carries no input shapes: give them with --input-spec "
                             "(e.g. --input-spec 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'), "
                             "or name a zoo architecture with --model ARCH=PATH")
+        if source == "tensorflow" and path.suffix == ".pb" and not options.output_names:
+            raise SpecError(f"frozen graph {ref}: give its output tensors with --output-names (op names, e.g. Identity)")
         outputs = options.output_names or ("output",)
-        loader = partial(torch_source.load_file, Path(ref), None, options.trust_model_code)
+        loader = _loader(source, path, options.input_specs, outputs, None, options)
         return [ModelSpec(name=model_name(ref), inputs=options.input_specs, outputs=outputs,
-                          builders={"torch": loader}, origin=ref)]
+                          builders={source: loader}, origin=ref)]
     return [get_model(ref)]
 
 
@@ -104,7 +152,7 @@ def build_cases(options: RunOptions) -> list[Case]:
             if value not in known:
                 cases.append(Case(f"unknown-{kind}", value, "", "", "", error=(
                     f"unknown {kind} {value!r}: choose from {', '.join(known)} (--{kind}=a,b)")))
-    sources = [s for s in options.sources if s in adapters.SOURCES]
+    sources = [s for s in options.sources or adapters.SOURCES if s in adapters.SOURCES]
     targets = [t for t in options.targets if t in adapters.TARGETS]
     devices = [d for d in options.devices if d in DEVICES]
 
@@ -124,22 +172,47 @@ def build_cases(options: RunOptions) -> list[Case]:
         if error is not None:
             cases.append(Case(model_name(ref), "", "", "", ref, error=error))
             continue
+        if options.converted is not None and not options.sources and len(spec.builders) > 1:
+            cases.append(Case(spec.name, "", "", "", ref, error=(
+                f"model {spec.name!r} exists in {', '.join(spec.builders)}: say which one {options.converted} "
+                "was converted from with --source")))
+            continue
+        model_cases = []
         for source in sources:
+            if source not in spec.builders:
+                continue  # the model does not exist in that framework: no case, not a skip
             for target in targets:
-                for device in devices:
-                    cases.append(_case(spec, ref, source, target, device, converted_format))
+                for variant in _variants(spec, source, target, converted_format):
+                    model_cases += [_case(spec, ref, source, target, device, variant, converted_format)
+                                    for device in devices]
+        if not model_cases:
+            model_cases = [Case(spec.name, source, "", "", ref, spec=spec, skip=(
+                f"model {spec.name!r} has no builder for {', '.join(sources)} (it has: {', '.join(spec.builders)}), "
+                f"or no path from it to {', '.join(targets)}")) for source in sources[:1]]
+        cases += model_cases
     return cases
 
 
-def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, converted_format: str | None) -> Case:
-    variant = "converted" if converted_format else None
-    case = Case(spec.name, source, target, device, ref, spec=spec, variant=variant)
+def _variants(spec: ModelSpec, source: str, target: str, converted_format: str | None) -> list[str | None]:
+    """The layout variants of a (model, source, target): the converter's when the
+    model as the source holds it has channels-last tensors, else one plain case;
+    none when no conversion path leads to the target's format."""
     fmt = adapters.target_format(target)
-    if source not in spec.builders:
-        return replace(case, skip=f"model {spec.name!r} has no {source} builder")
-    if converted_format and converted_format not in adapters.runtime(target).FORMATS:
-        return replace(case, skip=f"target {target} cannot run {converted_format} files")
-    if not converted_format and adapters.CONVERTERS.get((source, fmt)) is None:
-        return replace(case, skip=f"no converter from {source} to {fmt} (the format {target} runs)")
+    if converted_format:
+        return ["converted"] if converted_format in adapters.TARGET_FORMATS[target] else []
+    converter = adapters.converter(source, fmt)
+    if converter is None:
+        return []
+    inputs, outputs = spec.source_layouts(source)
+    channels_last = any(layout in ("NHWC", "NDHWC") for layout in {**inputs, **outputs}.values())
+    return list(getattr(converter, "VARIANTS", ())) if channels_last and hasattr(converter, "VARIANTS") else [None]
+
+
+def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, variant: str | None,
+          converted_format: str | None) -> Case:
+    case = Case(spec.name, source, target, device, ref, spec=spec, variant=variant)
+    known = spec.unsupported.get(f"{source}->{target}")
+    if known and not converted_format:
+        return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
     reason = adapters.source_missing(source, device) or adapters.runtime_missing(target, device)
     return replace(case, skip=reason) if reason else case

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping
 
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
-SOURCES = ("torch",)
-TARGETS = ("onnxruntime",)
+SOURCES = ("torch", "keras", "tensorflow")
+TARGETS = ("onnxruntime", "tflite")
 DEVICES = ("cpu", "cuda")
 EXPORTERS = ("dynamo", "torchscript")
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -30,11 +30,12 @@ class OptionError(ValueError):
 class RunOptions:
     """Everything that shapes a parity run, besides the cases themselves."""
 
-    sources: tuple[str, ...] = SOURCES
+    sources: tuple[str, ...] = ()        # empty: every source a model has a builder for
     targets: tuple[str, ...] = TARGETS
     devices: tuple[str, ...] = DEVICES
     models: tuple[str, ...] = ()          # empty: the whole zoo
     converted: Path | None = None         # a user's own converted artifact
+    converted_layouts: dict[str, str] = field(default_factory=dict)   # its tensors' layouts, where not the original's
     input_specs: tuple[InputSpec, ...] = ()
     output_names: tuple[str, ...] = ()
     exporter: str = "dynamo"
@@ -48,9 +49,10 @@ class RunOptions:
     reports_dir: Path = Path("reports")
     examples: int | None = None           # None: the hypothesis profile decides
 
-    def conversion_options(self) -> dict:
-        """What changes a conversion's result, for cache keys and provenance."""
-        return {"exporter": self.exporter, "opset": self.opset}
+    def conversion_options(self, layout_variant: str | None = None) -> dict:
+        """Every option a converter may take; each converter uses those it names
+        in its OPTIONS (and only those enter its cache key and provenance)."""
+        return {"exporter": self.exporter, "opset": self.opset, "layout_variant": layout_variant}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,6 +173,21 @@ def parse_input_spec(text: str) -> InputSpec:
         return InputSpec(match["name"], tuple(shape), dims=dims, dtype=dtype, layout=layout, **kwargs)
     except (SpecError, ValueError) as error:
         raise OptionError(f"{where}: {error}") from None
+
+
+def parse_layouts(option: str, values: Iterable[str] | None) -> dict[str, str]:
+    """'image:NCHW,features:NCHW' -> {'image': 'NCHW', 'features': 'NCHW'}."""
+    from harness.layouts import KNOWN_LAYOUTS
+
+    layouts: dict[str, str] = {}
+    for item in split_list(values):
+        name, sep, layout = item.rpartition(":")
+        if not sep or not name:
+            raise OptionError(f"{option}: {item!r} is not TENSOR:LAYOUT (e.g. image:NCHW)")
+        if layout not in KNOWN_LAYOUTS:
+            raise OptionError(f"{option}: unknown layout {layout!r} in {item!r}; known: {', '.join(KNOWN_LAYOUTS)}")
+        layouts[name] = layout
+    return layouts
 
 
 def parse_tolerance_overrides(values: Mapping[str, Iterable[str] | None]) -> dict[str, dict[str, float]]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, OptionError, RunOptions, parse_input_spec,
-                             parse_tolerance_overrides, split_list)
+from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, SOURCES, TARGETS, OptionError, RunOptions,
+                             parse_input_spec, parse_layouts, parse_tolerance_overrides, split_list)
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "converted", "parity")
 
@@ -24,16 +24,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "numerical parity of converted models")
     add = group.addoption
     add("--parity", action="store_true", help="run the parity matrix with its defaults (any option below implies it)")
-    add("--source", action="append", metavar="NAMES", help="source frameworks, comma-separated (default: all): torch")
-    add("--target", action="append", metavar="NAMES", help="target runtimes, comma-separated (default: all): onnxruntime")
+    add("--source", action="append", metavar="NAMES",
+        help=f"source frameworks, comma-separated (default: all): {','.join(SOURCES)}")
+    add("--target", action="append", metavar="NAMES",
+        help=f"target runtimes, comma-separated (default: all): {','.join(TARGETS)}")
     add("--device", action="append", metavar="NAMES", help=f"devices, comma-separated (default: {','.join(DEVICES)})")
     add("--model", action="append", metavar="MODELS",
-        help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, model.pt")
-    add("--converted", metavar="PATH", help="check your own converted file (.onnx) against --model instead of converting")
+        help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, "
+             "model.pt, model.keras, model.h5, saved_model_dir, graph.pb, ARCH=checkpoint")
+    add("--converted", metavar="PATH",
+        help="check your own converted file (.onnx, .tflite) against --model instead of converting")
+    add("--converted-layouts", action="append", metavar="TENSOR:LAYOUT,...",
+        help="layouts of the --converted file's tensors where they differ from the original's, e.g. image:NCHW")
     add("--input-spec", action="append", metavar="SPEC",
         help="input of a model file without shapes: NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH], "
              "e.g. 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'; repeat per input")
-    add("--output-names", metavar="NAMES", help="output names of a model file without a spec, comma-separated")
+    add("--output-names", metavar="NAMES",
+        help="output names of a model file without a spec, comma-separated (frozen graphs: op names, e.g. Identity)")
     add("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default: dynamo)")
     add("--opset", type=int, default=None, help="ONNX opset to export (default: 18 dynamo, 17 torchscript)")
     add("--ort-opt-level", choices=ORT_OPT_LEVELS, default="all", help="ONNX Runtime graph optimization level")
@@ -68,6 +75,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             devices=split_list(get("device")) or defaults.devices,
             models=split_list(get("model")),
             converted=Path(get("converted")) if get("converted") else None,
+            converted_layouts=parse_layouts("--converted-layouts", get("converted_layouts")),
             input_specs=tuple(parse_input_spec(s) for s in get("input_spec") or ()),
             output_names=split_list(get("output_names")),
             exporter=get("exporter"),

@@ -35,10 +35,18 @@ def register_model(
     inputs: Iterable[InputSpec],
     outputs: Iterable[OutputSpec | str],
     description: str = "",
+    layouts: dict[str, dict[str, str]] | None = None,
+    unsupported: dict[str, str] | None = None,
     **builders: Callable[[], Any] | str,
 ) -> ModelSpec:
     """Declare a model under `name`, with one builder per source framework
-    given as keyword (`torch=...`; later `keras=...`, `mxnet=...`)."""
+    given as keyword (`torch=...`, `keras=...`; later `mxnet=...`).
+
+    layouts: per source, the tensors its model lays out differently from the
+    input/output specs, e.g. {"keras": {"image": "NHWC", "features": "NHWC"}}.
+    unsupported: known converter limitations, {"keras->tflite": "why"}: those
+    cases are skipped with the reason.
+    """
     if not builders:
         raise SpecError(f"model {name!r} has no builder: pass e.g. torch=build_fn")
     origin = _origin_stack[-1] if _origin_stack else "zoo"
@@ -52,6 +60,8 @@ def register_model(
         builders={source: _resolve_later(b) for source, b in builders.items()},
         description=description,
         origin=origin,
+        layouts=dict(layouts or {}),
+        unsupported=dict(unsupported or {}),
     )
     _MODELS[name] = spec
     return spec

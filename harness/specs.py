@@ -120,7 +120,14 @@ class ModelSpec:
     """One model of the zoo or of a user's file.
 
     builders: source framework name -> zero-argument callable returning the model.
+    layouts: source framework name -> {input or output name: layout} where that
+        framework's model lays a tensor out differently from the spec (a Keras
+        CNN takes NHWC images where the spec, like torch, says NCHW). The harness
+        transposes explicitly between the two; tensors not named keep the spec's.
     origin: where it came from ("zoo", a user file path, ...), for messages.
+    unsupported: "source->target" -> why that conversion path cannot work for
+        this model (a known converter limitation); those cases are skipped with
+        the reason instead of failing every run.
     """
 
     name: str
@@ -129,6 +136,8 @@ class ModelSpec:
     builders: dict[str, Callable[[], Any]] = field(default_factory=dict)
     description: str = ""
     origin: str = "zoo"
+    layouts: dict[str, dict[str, str]] = field(default_factory=dict)
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.inputs = tuple(self.inputs)
@@ -140,11 +149,32 @@ class ModelSpec:
         for kind, names in (("input", [i.name for i in self.inputs]), ("output", [o.name for o in self.outputs])):
             if len(set(names)) != len(names):
                 raise SpecError(f"model {self.name!r}: duplicate {kind} names {names}")
+        names = {i.name for i in self.inputs} | {o.name for o in self.outputs}
+        for source, layouts in self.layouts.items():
+            unknown = set(layouts) - names
+            if unknown:
+                raise SpecError(f"model {self.name!r}: layouts for {source} name unknown tensors {sorted(unknown)}")
+        for inp in self.inputs:
+            for source, layouts in self.layouts.items():
+                if inp.name in layouts:
+                    from harness.layouts import check_layout, permutation
+
+                    check_layout(layouts[inp.name], len(inp.shape), where=f"{source} layout of input {inp.name!r}")
+                    if inp.layout is None:
+                        raise SpecError(f"model {self.name!r}: input {inp.name!r} needs a layout of its own "
+                                        f"to be transposed to {source}'s {layouts[inp.name]}")
+                    permutation(inp.layout, layouts[inp.name])
         bounds: dict[str, tuple[int, int]] = {}
         for spec in self.inputs:
             for dim, bound in spec.dims.items():
                 if bounds.setdefault(dim, tuple(bound)) != tuple(bound):
                     raise SpecError(f"model {self.name!r}: dim {dim!r} has different bounds on different inputs")
+
+    def source_layouts(self, source: str) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """(input layouts, output layouts) of the model as `source` holds it."""
+        own = self.layouts.get(source, {})
+        return ({i.name: own.get(i.name, i.layout) for i in self.inputs},
+                {o.name: own.get(o.name, o.layout) for o in self.outputs})
 
     @property
     def dim_bounds(self) -> dict[str, tuple[int, int]]:

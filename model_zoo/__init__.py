@@ -6,9 +6,10 @@ it never imports a deep-learning framework: builders are given as
 
 Layout:
     basic.py        simple, mlp, two_outputs
-    vision.py       cnn, depthwise
+    vision.py       cnn, depthwise, mobilenet_v2 (Keras only)
     sequence.py     lstm, gru, transformer, embedding
     torch_models.py the nn.Module classes and their `build_*` functions
+    keras_models.py the Keras functional models and their `build_*` functions
 
 To add a model:
  1. Write its nn.Module and a `build_<name>()` in `torch_models.py` that returns
@@ -32,6 +33,18 @@ To add a model:
     whose valid values are restricted (token ids: (0, vocab - 1)).
  3. Run `pytest tests/test_zoo.py`: it builds, exports (both ONNX exporters)
     and checks every zoo model.
+
+A Keras twin (or a Keras-only model): write a `build_<name>()` in
+`keras_models.py` that returns `_seeded("<name>", <make>)`, with its own seed
+in `keras_models.SEEDS`. <make> builds a functional `keras.Model` whose
+inputs are named and ordered as the spec's (`keras.Input(name=...)`, None for
+every symbolic dim) and whose outputs are in the spec's order, each from a
+layer named after its output; name every layer. `_seeded` overwrites every
+weight from the seed (an unknown kind of weight is an error) and leaves the
+global RNG states alone. Register it with `keras="model_zoo.keras_models:build_<name>"`;
+Keras images are NHWC while the specs say NCHW, so declare it:
+`layouts={"keras": {"image": "NHWC"}}` (outputs too, when they are images).
+Then run `pytest tests/test_zoo_keras.py`.
 """
 
 from model_zoo import basic, sequence, vision  # noqa: F401  (registrations)

@@ -10,6 +10,7 @@ register_model(
     outputs=["output"],
     description="One Linear(3, 1): the seed project's SimpleModel.",
     torch="model_zoo.torch_models:build_simple",
+    keras="model_zoo.keras_models:build_simple",
 )
 
 register_model(
@@ -18,6 +19,7 @@ register_model(
     outputs=[OutputSpec("logits", layout="NC")],
     description="Linear(16,64)-ReLU-Linear(64,32)-GELU-Linear(32,10).",
     torch="model_zoo.torch_models:build_mlp",
+    keras="model_zoo.keras_models:build_mlp",
 )
 
 register_model(
@@ -36,4 +38,5 @@ register_model(
     "two outputs of different scale and dtype; the logits are well separated so that float noise "
     "cannot flip the argmax.",
     torch="model_zoo.torch_models:build_two_outputs",
+    keras="model_zoo.keras_models:build_two_outputs",
 )

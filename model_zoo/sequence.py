@@ -4,12 +4,19 @@ from harness import InputSpec, OutputSpec, register_model
 
 _SEQ_DIMS = {"N": (1, 4), "T": (2, 16)}
 
+# Seen with TF 2.21: "TensorListReserve requires element_shape to be static"
+# when the batch dim is symbolic; with a fixed batch it converts and matches.
+_TFLITE_RNN = ("TFLiteConverter (TF 2.21) cannot lower a Keras RNN loop with a symbolic batch dim to "
+               "builtin ops (TensorListReserve needs a static element_shape)")
+
 register_model(
     "lstm",
     inputs=[InputSpec("sequence", ("N", "T", 12), dims=_SEQ_DIMS, layout="NTC")],
     outputs=[OutputSpec("hidden_states", layout="NTC")],
     description="One-layer batch-first LSTM(12 -> 20); every step's hidden state [N,T,20].",
     torch="model_zoo.torch_models:build_lstm",
+    keras="model_zoo.keras_models:build_lstm",
+    unsupported={"keras->tflite": _TFLITE_RNN},
 )
 
 register_model(
@@ -18,6 +25,8 @@ register_model(
     outputs=[OutputSpec("hidden_states", layout="NTC")],
     description="Two-layer batch-first GRU(12 -> 20); the last layer's hidden states [N,T,20].",
     torch="model_zoo.torch_models:build_gru",
+    keras="model_zoo.keras_models:build_gru",
+    unsupported={"keras->tflite": _TFLITE_RNN},
 )
 
 register_model(
@@ -27,6 +36,7 @@ register_model(
     description="One post-norm transformer encoder block (d_model 32, 4 heads, feed-forward 64, "
     "GELU, LayerNorm, softmax attention), written out explicitly; [N,T,32].",
     torch="model_zoo.torch_models:build_transformer",
+    keras="model_zoo.keras_models:build_transformer",
 )
 
 register_model(
@@ -38,4 +48,5 @@ register_model(
     description="Embedding(100, 16) over int64 token ids, then a per-token GELU MLP with a "
     "residual; [N,T,16].",
     torch="model_zoo.torch_models:build_embedding",
+    keras="model_zoo.keras_models:build_embedding",
 )

@@ -1,6 +1,10 @@
-"""Zoo: convolutional models on NCHW images."""
+"""Zoo: convolutional models on images.
 
-from harness import InputSpec, OutputSpec, register_model
+The specs say NCHW (torch's layout); the Keras models take NHWC images and
+declare it through `layouts=`, so the harness transposes explicitly.
+"""
+
+from harness import InputSpec, OutputSpec, Tolerance, register_model
 
 # H and W get different bounds on purpose, so that swapping them (an NCHW/NHWC
 # mix-up) changes the shape; odd sizes are in range to exercise flooring.
@@ -14,6 +18,8 @@ register_model(
     description="Conv3x3(3->8)-BN-ReLU-MaxPool2-Conv3x3(8->16)-BN-ReLU; "
     "features [N,16,H//2,W//2]; BatchNorms with non-trivial statistics.",
     torch="model_zoo.torch_models:build_cnn",
+    keras="model_zoo.keras_models:build_cnn",
+    layouts={"keras": {"image": "NHWC", "features": "NHWC"}},
 )
 
 register_model(
@@ -23,4 +29,23 @@ register_model(
     description="MobileNet-style: stem conv, two depthwise-separable blocks (depthwise conv with "
     "groups=C, pointwise 1x1, BN, ReLU6; the second strided), global average pool, Linear(64,10).",
     torch="model_zoo.torch_models:build_depthwise",
+    keras="model_zoo.keras_models:build_depthwise",
+    layouts={"keras": {"image": "NHWC"}},
+)
+
+register_model(
+    "mobilenet_v2",
+    # Fixed spatial size (MobileNetV2 wants multiples of 32), H != W; [-1, 1]
+    # is MobileNetV2's own input range.
+    inputs=[InputSpec("image", ("N", 3, 96, 128), dims={"N": (1, 2)}, layout="NCHW", domain=(-1.0, 1.0))],
+    # 60 layers deep: float32 rounding alone (torch's or TF's own noise floor
+    # against float64) reaches ~1.4e-5 of max|logit|, above the CPU default of
+    # 1e-5; conversions measured at 1.3-1.4x that floor.
+    outputs=[OutputSpec("logits", layout="NC", tolerance=Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=5e-5))],
+    description="A published architecture: keras.applications.MobileNetV2(alpha=0.35, classes=10, "
+    "classifier_activation=None, weights=None) at 96x128, inverted residual blocks with depthwise "
+    "convs, ReLU6, residual adds and ZeroPadding before strided convs; BatchNorm statistics calibrated "
+    "on the input domain then perturbed; logits [N,10]. Keras only.",
+    keras="model_zoo.keras_models:build_mobilenet_v2",
+    layouts={"keras": {"image": "NHWC"}},
 )

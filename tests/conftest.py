@@ -44,7 +44,7 @@ def parity_dir(tmp_path) -> Path:
 @pytest.fixture
 def run_parity(parity_dir, shared_cache):
     """Run `pytest` with the plugin in a fresh process in `parity_dir`, with quick
-    settings; extra args win. A subprocess, not pytester: pytester restores
+    settings (cpu, torch, few examples) unless the args say otherwise. A subprocess, not pytester: pytester restores
     sys.modules after each test, and torch's C extensions break when re-imported."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
     env["PYTHONPATH"] = str(REPO)  # user model files here import tests.planted
@@ -54,6 +54,8 @@ def run_parity(parity_dir, shared_cache):
                    f"--parity-cache-dir={cache or shared_cache}", "-p", "no:cacheprovider"]
         if not any(a.startswith("--device") for a in args):
             command.append("--device=cpu")
+        if not any(a.startswith("--source") for a in args):
+            command.append("--source=torch")  # torch-only unless a test asks: TF cases cost seconds each
         start = time.perf_counter()
         done = subprocess.run([*command, *args], cwd=parity_dir, env=env, capture_output=True, text=True, timeout=600)
         result = pytest.RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(),

@@ -21,7 +21,7 @@ from harness.specs import ModelSpec
 def export(model: torch.nn.Module, spec: ModelSpec, out_dir: Path, exporter: str = "dynamo") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     example = [make_inputs(spec, example_recipe(spec))[i.name] for i in spec.inputs]
-    torch_onnx.convert(model.eval(), spec, example, out_dir, exporter=exporter)
+    torch_onnx.convert(model.eval(), spec, example, out_dir, layouts=spec.source_layouts("torch"), exporter=exporter)
     return out_dir / torch_onnx.FILENAME
 
 

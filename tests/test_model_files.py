@@ -89,7 +89,7 @@ def test_input_spec_that_does_not_fit_the_model_is_a_clear_error(run_parity, fil
 
 
 def test_corrupt_converted_file_is_a_clear_error(run_parity, files):
-    run = run_parity("--model=simple", f"--converted={files / 'garbage.onnx'}")
+    run = run_parity("--model=simple", "--source=torch", f"--converted={files / 'garbage.onnx'}")
     run.result.assert_outcomes(errors=1)
     message = _message(run, "simple-torch-onnxruntime-cpu-converted")
     assert "could not load" in message and "garbage.onnx" in message

@@ -192,7 +192,8 @@ def test_run_options_defaults_round_trip_and_unknown_keys():
     assert RunOptions.from_json(data) == opts
     assert RunOptions.from_json(data | {"from_the_future": 1}) == opts  # unknown keys are dropped
     assert RunOptions.from_json(data | {"opset": 18}) == RunOptions(opset=18)
-    assert opts.conversion_options() == {"exporter": "dynamo", "opset": None}
+    assert opts.conversion_options() == {"exporter": "dynamo", "opset": None, "layout_variant": None}
+    assert opts.conversion_options("nchw")["layout_variant"] == "nchw"
 
 
 def test_run_options_from_partial_json_keeps_defaults():

@@ -31,13 +31,13 @@ def _single(run):
 
 @pytest.mark.parametrize("model", ["cnn", "depthwise", "mlp"])
 def test_correct_conversion_passes(run_parity, artifacts, model):
-    run = run_parity(f"--model={model}", f"--converted={artifacts[f'{model}-correct']}", examples=8)
+    run = run_parity(f"--model={model}", "--source=torch", f"--converted={artifacts[f'{model}-correct']}", examples=8)
     run.result.assert_outcomes(passed=1)
     assert _single(run)["provenance"]["converter"] == "user"
 
 
 def test_weight_perturbed_by_1e_3_relative_fails(run_parity, artifacts):
-    run = run_parity("--model=cnn", f"--converted={artifacts['cnn-perturbed']}", examples=8)
+    run = run_parity("--model=cnn", "--source=torch", f"--converted={artifacts['cnn-perturbed']}", examples=8)
     run.result.assert_outcomes(failed=1)
     record = _single(run)
     out = record["failure"]["outputs"][0]
@@ -48,13 +48,13 @@ def test_weight_perturbed_by_1e_3_relative_fails(run_parity, artifacts):
 
 
 def test_transposed_input_axes_fail(run_parity, artifacts):
-    run = run_parity("--model=depthwise", f"--converted={artifacts['depthwise-transposed']}", examples=8)
+    run = run_parity("--model=depthwise", "--source=torch", f"--converted={artifacts['depthwise-transposed']}", examples=8)
     run.result.assert_outcomes(failed=1)
     assert "logits:" in _single(run)["message"]
 
 
 def test_wrong_output_shape_fails(run_parity, artifacts):
-    run = run_parity("--model=mlp", f"--converted={artifacts['mlp-extra-axis']}", examples=8)
+    run = run_parity("--model=mlp", "--source=torch", f"--converted={artifacts['mlp-extra-axis']}", examples=8)
     run.result.assert_outcomes(failed=1)
     assert "shape mismatch" in _single(run)["message"]
 
@@ -91,6 +91,6 @@ def test_nan_on_one_side_only_fails(run_parity, sqrt_model_file, tmp_path):
 def test_tolerance_override_on_command_line_is_applied(run_parity, artifacts):
     """The perturbed CNN passes when the user loosens that one output's tolerance,
     and the record shows the tolerance it was held to."""
-    run = run_parity("--model=cnn", f"--converted={artifacts['cnn-perturbed']}", "--atol=features:1e-1", examples=4)
+    run = run_parity("--model=cnn", "--source=torch", f"--converted={artifacts['cnn-perturbed']}", "--atol=features:1e-1", examples=4)
     run.result.assert_outcomes(passed=1)
     assert _single(run)["outputs"]["features"]["tolerance"]["atol"] == pytest.approx(0.1)

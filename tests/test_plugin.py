@@ -105,7 +105,7 @@ def test_failure_saves_shrunk_input_that_replays(run_parity, tmp_path_factory):
     from tests.planted import perturbed_weight_onnx
 
     bad = perturbed_weight_onnx("simple", tmp_path_factory.mktemp("planted"))
-    run = run_parity("--model=simple", f"--converted={bad}", examples=10)
+    run = run_parity("--model=simple", "--source=torch", f"--converted={bad}", examples=10)
     run.result.assert_outcomes(failed=1)
     assert run.result.ret == pytest.ExitCode.TESTS_FAILED
     record = run.cases["simple-torch-onnxruntime-cpu-converted"]
@@ -147,3 +147,12 @@ def test_zero_examples_is_a_usage_error(run_parity):
     run = run_parity("--model=simple", examples=0)
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--parity-examples" in "\n".join(run.result.errlines)
+
+
+def test_converted_file_of_a_model_in_two_frameworks_needs_source(run_parity, tmp_path_factory):
+    from tests.planted import export_zoo
+
+    good = export_zoo("simple", tmp_path_factory.mktemp("simple"))
+    run = run_parity("--model=simple", f"--converted={good}", "--source=")
+    run.result.assert_outcomes(errors=1)
+    assert "--source" in run.cases["simple"]["message"]

@@ -1,7 +1,10 @@
-"""One module per conversion edge. Each module's `convert(...)` writes the
+"""One module per conversion edge. Each module's
+`convert(model, spec, example, out_dir, *, layouts, **options)` writes the
 artifact into the folder it is given and returns the provenance: the tool, its
 version, the options, and the layouts of the artifact's inputs and outputs
 (`input_layouts`, `output_layouts`), which the engine uses to transpose
-explicitly; `FILENAME` names the artifact in that folder, `versions()` the
+explicitly; `OPTIONS` names the run options it takes (exporter, opset,
+layout_variant), `VARIANTS` (where present) the layout variants it makes;
+`FILENAME` names the artifact in that folder, `versions()` the
 tools whose versions key the cache, and `REVISION` the module's own version
 (bumped when what it writes changes, so old cache entries are not reused)."""

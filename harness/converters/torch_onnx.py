@@ -19,11 +19,12 @@ from harness.specs import ModelSpec
 NAME = "torch->onnx"
 # Bumped whenever this module changes what it writes, so that cached artifacts
 # (and their provenance) from an older harness are not reused.
-REVISION = 2
+REVISION = 3
 # The ONNX protobuf limit is 2 GiB; below this the weights stay inside the file
 # rather than in a "model.onnx.data" sidecar that would have to travel with it.
 EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+OPTIONS = ("exporter", "opset")
 FILENAME = "model.onnx"
 
 
@@ -41,10 +42,12 @@ def versions() -> dict[str, str]:
     return found
 
 
-def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir: Path,
-            exporter: str = "dynamo", opset: int | None = None) -> dict[str, Any]:
+def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir: Path, *,
+            layouts: tuple[dict, dict], exporter: str = "dynamo", opset: int | None = None) -> dict[str, Any]:
     """Export `model` (on the CPU) to `out_dir/model.onnx`; return the provenance.
 
+    layouts: (input layouts, output layouts) of the model as torch holds it;
+    the exported file keeps them.
     example: inputs in the spec's order whose symbolic dims are >= 2 and
     pairwise distinct, so that the exporter does not specialize them.
     """
@@ -97,8 +100,8 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "ir_version": written.ir_version,
         "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in dynamic_axes.items()},
         # torch.onnx.export keeps the module's own layouts.
-        "input_layouts": {i.name: i.layout for i in spec.inputs},
-        "output_layouts": {o.name: o.layout for o in spec.outputs},
+        "input_layouts": dict(layouts[0]),
+        "output_layouts": dict(layouts[1]),
         "versions": versions(),
     }
 

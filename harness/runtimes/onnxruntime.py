@@ -16,7 +16,6 @@ import numpy as np
 from harness.errors import CaseError, summarize_exception
 
 NAME = "onnxruntime"
-FORMATS = ("onnx",)
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -48,9 +47,11 @@ def versions() -> dict[str, str]:
 class Session:
     """A loaded artifact, with the names that map the spec's inputs and outputs onto it."""
 
-    def __init__(self, path: Path, device: str, opt_level: str = "all", strict_cuda: bool = False):
+    def __init__(self, path: Path, device: str, options: Any):
+        """options: the run's RunOptions (ort_opt_level, strict_cuda are used)."""
         import onnxruntime as ort
 
+        opt_level, strict_cuda = options.ort_opt_level, options.strict_cuda
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
         options.log_severity_level = 3

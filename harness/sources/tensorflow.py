@@ -1,0 +1,467 @@
+"""TensorFlow as a source: SavedModel directories (through their serving
+signature) and frozen GraphDef `.pb` files, each loaded as a `TFFunctionModel`.
+
+tensorflow is imported inside the functions, never at module level.
+
+Names. A SavedModel's serving signature takes keyword inputs and returns a
+dict; the harness calls it positionally in the spec's input order and reads
+the dict in the spec's output order (`load_saved_model`). A frozen graph is
+addressed by op/tensor names as given on the command line ("x" or "x:0").
+
+Trust. Neither format runs Python code from the file: a SavedModel is loaded
+as graphs (`tf.saved_model.load` does not unpickle), a GraphDef is imported as
+data. So `trust_model_code` changes nothing here. (A graph may still contain
+ops that touch files when run, such as `ReadFile`; the harness runs graphs
+only on the inputs it makes.)
+
+float64. A TensorFlow graph has its dtypes baked in, so there is no float64
+twin for the noise floor: `float64_copy` returns None.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from harness.errors import CaseError, summarize_exception
+
+NAME = "tensorflow"
+
+SERVING_KEY = "serving_default"
+_VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "VarIsInitializedOp"}
+
+
+@dataclass
+class TFFunctionModel:
+    """A TensorFlow graph as the harness runs and converts it.
+
+    function: a callable taking one tf.Tensor per input, in the spec's input
+        order, and returning a list of tf.Tensors in the spec's output order.
+    input_signature: one tf.TensorSpec per input, in the spec's order, named as
+        the spec's inputs (None for symbolic dims).
+    concrete: the tf ConcreteFunction behind `function` (what tf2onnx and the
+        TFLite converter take), with its own input/output names in
+        `concrete_inputs` / `concrete_outputs` (same order as the spec's).
+    origin: the file or folder it came from; kind: "saved_model" or "frozen_graph".
+    """
+
+    function: Any
+    input_signature: list
+    concrete: Any
+    concrete_inputs: list[str]
+    concrete_outputs: list[str]
+    origin: str
+    kind: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the contract
+
+def missing(device: str) -> str | None:
+    """Why this source cannot run on `device` here, or None when it can."""
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        return f"tensorflow is not installed ({error}); install the 'tensorflow' extra"
+    if device not in ("cpu", "cuda"):
+        return f"tensorflow source does not know device {device!r}"
+    if device == "cuda":
+        return _cuda_missing(tf)
+    return None
+
+
+def _cuda_missing(tf) -> str | None:
+    """Shared with the keras source: why TensorFlow sees no GPU, or None."""
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    if not tf.test.is_built_with_cuda():
+        return (f"no GPU visible to TensorFlow {tf.__version__}: tf.config.list_physical_devices('GPU') == [] "
+                "and this build has no CUDA support (the tensorflow-cpu wheel has none; install "
+                "tensorflow[and-cuda] on a machine with a GPU)")
+    built = tf.sysconfig.get_build_info()
+    return (f"no GPU visible to TensorFlow {tf.__version__}: tf.config.list_physical_devices('GPU') == [] "
+            f"(built for CUDA {built.get('cuda_version', '?')}, cuDNN {built.get('cudnn_version', '?')}: "
+            "check the driver and CUDA_VISIBLE_DEVICES)")
+
+
+def versions() -> dict[str, str]:
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__}
+
+
+def configure_device(device: str, strict_cuda: bool) -> dict[str, Any]:
+    """Set the arithmetic flags for `device` and return them for the provenance.
+
+    TensorFlow's default on Ampere and later GPUs runs float32 matmuls and
+    convolutions in TF32; strict mode turns that off (a process-wide switch).
+    """
+    import tensorflow as tf
+
+    return _configure_tf(tf, device, strict_cuda)
+
+
+def _configure_tf(tf, device: str, strict_cuda: bool) -> dict[str, Any]:
+    if device != "cuda":
+        return {}
+    tf.config.experimental.enable_tensor_float_32_execution(not strict_cuda)
+    flags: dict[str, Any] = {"tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled()}
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            flags["gpu"] = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+        except Exception:
+            flags["gpu"] = gpus[0].name
+    return flags
+
+
+def build(builder: Callable[[], Any]) -> TFFunctionModel:
+    """Call a model spec's tensorflow builder; it must return a TFFunctionModel."""
+    model = builder()
+    if not isinstance(model, TFFunctionModel):
+        raise CaseError("load", f"the tensorflow builder returned {type(model).__name__}, not a "
+                                "harness.sources.tensorflow.TFFunctionModel (load_saved_model / load_frozen_graph make one)")
+    return model
+
+
+def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_code: bool, *,
+              input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> TFFunctionModel:
+    """Load a SavedModel folder or a frozen GraphDef `.pb`.
+
+    `architecture` and `trust_model_code` are not used: both formats carry
+    their graph and run no Python from the file. A frozen graph needs the
+    names of its input and output tensors (`input_names` / `output_names`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CaseError("load", f"model file {path} does not exist")
+    if path.is_file() and path.name == "saved_model.pb" and (path.parent / "variables").is_dir():
+        path = path.parent  # the .pb inside a SavedModel folder: the folder is the model
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise CaseError("load", f"folder {path} is not a SavedModel (it has no saved_model.pb)")
+        return load_saved_model(path, _names(input_names), _names(output_names))
+    if path.stat().st_size == 0:
+        raise CaseError("load", f"model file {path} is empty (0 bytes): was it written completely?")
+    if not input_names or not output_names:
+        raise CaseError("load", f"frozen graph {path} does not say which tensors are its inputs and outputs: give "
+                                "them with --input-spec (named as the graph's Placeholder ops) and --output-names "
+                                "(op names, e.g. Identity)")
+    return load_frozen_graph(path, list(input_names), list(output_names))
+
+
+def fingerprint(model: TFFunctionModel) -> str:
+    """A content hash: the files it was loaded from (SavedModel: graph +
+    variables; frozen graph: the GraphDef) with the names and signature the
+    harness uses; for a model made in memory, its graph and variable values.
+
+    A loaded model hashes the same on every load of the same files. Two
+    exports of the same model do not: TensorFlow writes the traced functions'
+    unique ids into saved_model.pb (a cache miss, never a wrong hit)."""
+    digest = hashlib.sha256()
+    digest.update(f"{model.kind}|{model.concrete_inputs}|{model.concrete_outputs}".encode())
+    for spec in model.input_signature:
+        digest.update(f"|{spec.name}:{spec.dtype.name}:{spec.shape}".encode())
+    content = model.extra.get("content_sha256")
+    if content:
+        digest.update(content.encode())
+        return digest.hexdigest()
+    digest.update(_graph_digest(model.concrete).encode())
+    for index, variable in enumerate(getattr(model.concrete, "variables", ()) or ()):
+        array = np.ascontiguousarray(variable.numpy())
+        digest.update(f"{index}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def to_device(model: TFFunctionModel, device: str) -> TFFunctionModel:
+    """TensorFlow places ops when they run: `run` does it under tf.device."""
+    model.extra["device"] = device
+    return model
+
+
+def float64_copy(model: TFFunctionModel) -> None:
+    """No float64 twin: a graph's dtypes are fixed in it (see the module docstring)."""
+    return None
+
+
+def run(model: TFFunctionModel, inputs: Sequence[np.ndarray], device: str, float64: bool = False) -> list[np.ndarray]:
+    """Run the graph on numpy inputs (spec order); outputs as numpy, in spec order."""
+    import tensorflow as tf
+
+    if float64:
+        raise CaseError("run", "a TensorFlow graph cannot run in float64: its dtypes are fixed in the graph")
+    if len(inputs) != len(model.input_signature):
+        raise CaseError("run", f"the graph takes {len(model.input_signature)} input(s) "
+                               f"({[s.name for s in model.input_signature]}), got {len(inputs)}")
+    with tf.device(_tf_device(device)):
+        tensors = [tf.convert_to_tensor(np.ascontiguousarray(a)) for a in inputs]
+        outputs = model.function(*tensors)
+    return [np.asarray(t.numpy()) if hasattr(t, "numpy") else np.asarray(t) for t in outputs]
+
+
+def _tf_device(device: str) -> str:
+    return "/GPU:0" if device == "cuda" else "/CPU:0"
+
+
+# ---------------------------------------------------------------- SavedModel
+
+def load_saved_model(path: Path, input_names: list[str] | None, output_names: list[str] | None) -> TFFunctionModel:
+    """A SavedModel folder through its `serving_default` signature.
+
+    Inputs are the signature's keyword inputs, in the order of `input_names`
+    when given (each must be one of them, and all of them must be named),
+    else sorted by name. Outputs are the keys of the dict the signature
+    returns, in the order of `output_names` when given, else sorted. A Keras
+    `model.export()` names its outputs by position (`output_0`, `output_1`,
+    ...): when `output_names` match none of the keys but their number does,
+    they are taken as those positions, in order (the mapping is kept in
+    `extra["output_keys"]`).
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CaseError("load", f"SavedModel folder {path} does not exist" if not path.exists()
+                        else f"{path} is a file, not a SavedModel folder")
+    if not (path / "saved_model.pb").is_file():
+        raise CaseError("load", f"folder {path} is not a SavedModel (it has no saved_model.pb)")
+    if (path / "saved_model.pb").stat().st_size == 0:
+        raise CaseError("load", f"SavedModel {path}: saved_model.pb is empty (0 bytes): was it written completely?")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as error:
+        raise CaseError("load", f"SavedModel {path} could not be loaded; it may be truncated or corrupt "
+                                f"({summarize_exception(error, 2)})") from None
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    if SERVING_KEY not in signatures:
+        having = (f"it has the signatures {sorted(signatures)}" if signatures else "it has no signatures at all")
+        raise CaseError("load", f"SavedModel {path} has no '{SERVING_KEY}' serving signature ({having}). Export one: "
+                                "`model.export(path)` for a Keras model, or `tf.saved_model.save(module, path, "
+                                "signatures={'serving_default': module.f.get_concrete_function(tf.TensorSpec(...))})`")
+    function = signatures[SERVING_KEY]
+    args, kwargs = function.structured_input_signature
+    if args:
+        raise CaseError("load", f"SavedModel {path}: its '{SERVING_KEY}' signature takes positional inputs, "
+                                "which a serving signature should not; re-export it with named inputs")
+    available = dict(kwargs)
+    keys_in = _ordered_inputs(path, list(available), input_names)
+    outputs = function.structured_outputs
+    if not isinstance(outputs, dict):
+        outputs = {"output_0": outputs}
+    keys_out, out_names = _ordered_outputs(path, list(outputs), output_names)
+
+    in_names = list(input_names) if input_names else keys_in
+    signature = [tf.TensorSpec(available[k].shape, available[k].dtype, name=_plain(n)) for k, n in zip(keys_in, in_names)]
+    placeholders = _signature_placeholders(function, available)
+
+    def call(*tensors):
+        result = function(**dict(zip(keys_in, tensors)))
+        return [result[k] for k in keys_out]
+
+    return TFFunctionModel(
+        function=call,
+        input_signature=signature,
+        concrete=function,
+        concrete_inputs=[placeholders.get(k, f"{k}:0") for k in keys_in],
+        concrete_outputs=[_tensor_name(outputs[k], k) for k in keys_out],
+        origin=str(path),
+        kind="saved_model",
+        extra={"signature": SERVING_KEY, "input_keys": keys_in, "output_keys": keys_out, "output_names": out_names,
+               "content_sha256": _folder_digest(path),
+               # The loaded object owns the variables the signature reads: without
+               # this reference they are freed and tracing the signature fails.
+               "saved_model": loaded},
+    )
+
+
+def _ordered_inputs(path: Path, keys: list[str], wanted: list[str] | None) -> list[str]:
+    if not wanted:
+        return sorted(keys)
+    chosen = []
+    for name in wanted:
+        key = name if name in keys else _plain(name)
+        if key not in keys:
+            raise CaseError("load", f"SavedModel {path}: its '{SERVING_KEY}' signature has no input {name!r}; "
+                                    f"its inputs are {sorted(keys)}{_did_you_mean(name, keys)}")
+        chosen.append(key)
+    left = sorted(set(keys) - set(chosen))
+    if left:
+        raise CaseError("load", f"SavedModel {path}: its '{SERVING_KEY}' signature also needs the input(s) {left}; "
+                                f"name all of {sorted(keys)} in the input spec")
+    return chosen
+
+
+def _ordered_outputs(path: Path, keys: list[str], wanted: list[str] | None) -> tuple[list[str], list[str]]:
+    if not wanted:
+        ordered = sorted(keys)
+        return ordered, ordered
+    wanted = list(wanted)
+    if all(w in keys for w in wanted):
+        return wanted, wanted
+    positional = [f"output_{i}" for i in range(len(keys))]
+    if not any(w in keys for w in wanted) and len(wanted) == len(keys) and sorted(keys) == sorted(positional):
+        return positional, wanted  # a Keras export: outputs named by position
+    bad = [w for w in wanted if w not in keys]
+    raise CaseError("load", f"SavedModel {path}: its '{SERVING_KEY}' signature has no output {bad[0]!r}; "
+                            f"its outputs are {sorted(keys)}{_did_you_mean(bad[0], keys)} (--output-names)")
+
+
+def _signature_placeholders(function, available: dict) -> dict[str, str]:
+    """Signature input key -> the placeholder tensor name in its graph. The
+    graph's first inputs are the flattened keyword inputs (sorted by key)."""
+    try:
+        flat = function.inputs[:len(available)]
+        return {k: t.name for k, t in zip(sorted(available), flat)}
+    except Exception:
+        return {}
+
+
+def _tensor_name(tensor: Any, fallback: str) -> str:
+    try:
+        return tensor.name
+    except Exception:
+        return fallback
+
+
+def _folder_digest(path: Path) -> str:
+    """sha256 over every file of a folder (relative name + bytes), in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- frozen graph
+
+def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str]) -> TFFunctionModel:
+    """A frozen GraphDef `.pb`, cut down to the given inputs and outputs.
+
+    Names are op names ("x", meaning "x:0") or tensor names ("x:0", "split:1").
+    The graph must be frozen (its variables turned into constants, as
+    `convert_variables_to_constants_v2` does).
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    if not path.is_file():
+        raise CaseError("load", f"frozen graph {path} does not exist" if not path.exists()
+                        else f"{path} is a folder, not a frozen graph file")
+    data = path.read_bytes()
+    if not data:
+        raise CaseError("load", f"frozen graph {path} is empty (0 bytes): was it written completely?")
+    if not input_names or not output_names:
+        raise CaseError("load", f"frozen graph {path}: give its input and output tensor names "
+                                "(--input-spec names its Placeholder ops, --output-names its output ops)")
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(data)
+    except Exception as error:
+        raise CaseError("load", f"{path} is not a TensorFlow GraphDef, or it is truncated or corrupt "
+                                f"({summarize_exception(error, 1)})") from None
+    if not graph_def.node:
+        raise CaseError("load", f"{path} holds no graph nodes: it is not a frozen GraphDef (is it a SavedModel's "
+                                "saved_model.pb? then give its folder)")
+    variables = sorted({n.op for n in graph_def.node} & _VARIABLE_OPS)
+    if variables:
+        raise CaseError("load", f"graph {path} is not frozen: it holds variables ({', '.join(variables)} ops); freeze "
+                                "it with tf.python.framework.convert_to_constants.convert_variables_to_constants_v2")
+
+    def _import():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+
+    try:
+        wrapped = tf.compat.v1.wrap_function(_import, [])
+    except Exception as error:
+        raise CaseError("load", f"graph {path} could not be imported; it may be truncated or corrupt, or use ops "
+                                f"this TensorFlow lacks ({summarize_exception(error, 2)})") from None
+    graph = wrapped.graph
+    feeds = [_graph_tensor(graph, path, name, "input") for name in input_names]
+    fetches = [_graph_tensor(graph, path, name, "output") for name in output_names]
+    try:
+        pruned = wrapped.prune(feeds=feeds, fetches=fetches)
+    except Exception as error:
+        raise CaseError("load", f"graph {path}: the outputs {list(output_names)} cannot be computed from the "
+                                f"inputs {list(input_names)} ({summarize_exception(error, 2)})") from None
+
+    def call(*tensors):
+        return list(pruned(*tensors))
+
+    signature = [tf.TensorSpec(_shape(t), t.dtype, name=_plain(n)) for t, n in zip(feeds, input_names)]
+    return TFFunctionModel(
+        function=call,
+        input_signature=signature,
+        concrete=pruned,
+        concrete_inputs=[t.name for t in feeds],
+        concrete_outputs=[t.name for t in fetches],
+        origin=str(path),
+        kind="frozen_graph",
+        extra={"graph_def": graph_def, "content_sha256": hashlib.sha256(data).hexdigest()},
+    )
+
+
+def _graph_tensor(graph, path: Path, name: str, role: str):
+    tensor_name = name if re.search(r":\d+$", name) else f"{name}:0"
+    try:
+        return graph.get_tensor_by_name(tensor_name)
+    except (KeyError, ValueError):
+        pass
+    ops = graph.get_operations()
+    if role == "input":
+        candidates = [op.name for op in ops if op.type == "Placeholder"]
+        listing = f"its Placeholder ops are {candidates}" if candidates else "it has no Placeholder ops"
+        option = "--input-spec"
+    else:
+        consumed = {t.op.name for op in ops for t in op.inputs}
+        sinks = [op.name for op in ops if op.name not in consumed and op.type not in ("Const", "NoOp", "Placeholder")]
+        candidates = sinks or [op.name for op in ops if op.type not in ("Const", "NoOp")][-10:]
+        listing = f"ops that no other op reads (likely outputs): {candidates[:10]}"
+        option = "--output-names"
+    raise CaseError("load", f"frozen graph {path} has no {role} tensor {name!r}; {listing}"
+                            f"{_did_you_mean(name, [op.name for op in ops])} ({option})")
+
+
+def _shape(tensor) -> Any:
+    shape = tensor.shape
+    return None if shape.rank is None else [d for d in shape.as_list()]
+
+
+# ---------------------------------------------------------------- helpers
+
+def _names(names: Sequence[str] | None) -> list[str] | None:
+    return list(names) if names else None
+
+
+def _plain(name: str) -> str:
+    """A name without a tensor index ("x:0" -> "x")."""
+    return re.sub(r":\d+$", "", name)
+
+
+def _did_you_mean(name: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(_plain(name), list(options), n=3)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _graph_digest(concrete: Any) -> str:
+    """The concrete function's graph, serialized deterministically, with the
+    unique-id suffixes TensorFlow gives traced functions renumbered in order
+    of appearance, so that two traces of the same function hash the same."""
+    try:
+        data = concrete.graph.as_graph_def().SerializeToString(deterministic=True)
+    except Exception:
+        return repr(concrete)
+    names: dict[bytes, bytes] = {}
+
+    def renumber(match: re.Match) -> bytes:
+        return names.setdefault(match.group(0), b"__fn_%d" % len(names))
+
+    return hashlib.sha256(re.sub(rb"__inference_[A-Za-z0-9_.]*?_\d+\b", renumber, data)).hexdigest()
