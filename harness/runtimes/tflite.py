@@ -20,7 +20,6 @@ import numpy as np
 from harness.errors import CaseError, summarize_exception
 
 NAME = "tflite"
-FORMATS = ("tflite",)
 
 
 def missing(device: str) -> str | None:
