@@ -392,6 +392,11 @@ def test_rename_maps_uniquified_names_back_by_name_not_position():
     np.testing.assert_array_equal(logits, [0, -2])  # Neg(Relu(in)), not the intermediate
     np.testing.assert_array_equal(label, [1, 2])
 
+
+# ---------------------------------------------------------------- tf -> tflite
+
+
+@pytest.mark.parametrize("source", ["keras", "saved_model", "frozen_graph"])
 def test_tflite_conv_matches_keras_at_two_shapes(source, conv, saved, tmp_path_factory):
     model = {"keras": conv, "saved_model": saved, "frozen_graph": None}[source]
     if source == "frozen_graph":
