@@ -11,7 +11,7 @@ from functools import lru_cache
 from types import ModuleType
 
 SOURCES = {"torch": "harness.sources.torch", "keras": "harness.sources.keras",
-           "tensorflow": "harness.sources.tensorflow"}
+           "tensorflow": "harness.sources.tensorflow", "mxnet": "harness.sources.mxnet"}
 TARGETS = {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite"}
 # target -> the artifact formats it runs (the first is what the harness converts to)
 TARGET_FORMATS = {"onnxruntime": ("onnx",), "tflite": ("tflite",)}
@@ -22,6 +22,7 @@ CONVERTERS = {
     ("tensorflow", "onnx"): "harness.converters.tf_onnx",
     ("keras", "tflite"): "harness.converters.tf_tflite",
     ("tensorflow", "tflite"): "harness.converters.tf_tflite",
+    ("mxnet", "onnx"): "harness.converters.mxnet_onnx",
 }
 # file suffix -> artifact format, for users' own converted files
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}

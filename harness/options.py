@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
-SOURCES = ("torch", "keras", "tensorflow")
+SOURCES = ("torch", "keras", "tensorflow", "mxnet")
 TARGETS = ("onnxruntime", "tflite")
 DEVICES = ("cpu", "cuda")
 EXPORTERS = ("dynamo", "torchscript")

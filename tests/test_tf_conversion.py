@@ -377,13 +377,15 @@ def test_rename_maps_uniquified_names_back_by_name_not_position():
     rename must go by name, never by the spec's order (that swapped two_outputs)."""
     from onnx import TensorProto, helper
 
+    from harness.converters.onnx_names import rename_values
+
     graph = helper.make_graph(
         [helper.make_node("Relu", ["in"], ["logits"]), helper.make_node("Neg", ["logits"], ["logits__1"]),
          helper.make_node("Abs", ["in"], ["label"])], "g",
         [helper.make_tensor_value_info("in", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("label", TensorProto.FLOAT, [2]),
          helper.make_tensor_value_info("logits__1", TensorProto.FLOAT, [2])])
-    renamed = tf_onnx._rename_values(graph, graph.output, ["logits", "label"], "output")
+    renamed = rename_values(graph, graph.output, ["logits", "label"], "output")
     assert renamed == {"logits__1": "logits"}
     assert sorted(v.name for v in graph.output) == ["label", "logits"]
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
