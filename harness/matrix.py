@@ -68,10 +68,13 @@ def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str
 
 
 KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".ckpt")
+MXNET_FILE_SUFFIXES = ("-symbol.json", ".params")
 
 
 def _file_source(path: Path) -> str | None:
     """Which source framework reads a model file or folder, from its kind."""
+    if path.name.endswith(MXNET_FILE_SUFFIXES):
+        return "mxnet"
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return "tensorflow"
     if path.suffix == ".pb":
@@ -97,6 +100,12 @@ def _loader(source: str, path: Path, spec_inputs, spec_outputs, architecture, op
         from harness.sources import keras as keras_source
 
         return partial(keras_source.load_file, path, architecture, options.trust_model_code)
+    if source == "mxnet":
+        from harness.sources import mxnet as mxnet_source
+
+        # A symbol names its own inputs ("data"); a zoo architecture's spec is matched by position.
+        names = None if architecture else [i.name for i in spec_inputs]
+        return partial(mxnet_source.load_file, path, architecture, options.trust_model_code, input_names=names)
     from harness.sources import tensorflow as tf_source
 
     names = ([i.name for i in spec_inputs], list(spec_outputs))
@@ -123,13 +132,13 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
         layouts = {source: arch.layouts[builder_of]} if builder_of in arch.layouts else {}
         return [replace(arch, name=model_name(ref), builders={source: loader}, origin=str(path), layouts=layouts)]
     path = Path(ref)
-    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + (".pb",)) or _exists(path):
+    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + MXNET_FILE_SUFFIXES + (".pb",)) or _exists(path):
         if not _exists(path):
             raise SpecError(f"model file {ref} does not exist")
         source = _file_source(path)
         if source is None:
             raise SpecError(f"{ref}: not a model file or folder the harness knows (a torch .pt/.pth, a Keras "
-                            ".keras/.h5, a SavedModel folder, a frozen .pb)")
+                            ".keras/.h5, a SavedModel folder, a frozen .pb, an MXNet -symbol.json/.params pair)")
         if not options.input_specs:
             raise SpecError(f"model file {ref} carries no input shapes: give them with --input-spec "
                             "(e.g. --input-spec 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'), "
@@ -168,10 +177,14 @@ def build_cases(options: RunOptions) -> list[Case]:
         if problem:
             return cases + [Case("converted", "", "", "", str(options.converted), error=problem)]
 
+    taken: dict[str, str] = {}  # model name -> the reference it stands for
     for ref, spec, error in resolve_models(options):
+        name = _unique_name(spec.name if spec else model_name(ref), ref, taken)
         if error is not None:
-            cases.append(Case(model_name(ref), "", "", "", ref, error=error))
+            cases.append(Case(name, "", "", "", ref, error=error))
             continue
+        if name != spec.name:
+            spec = replace(spec, name=name)
         if options.converted is not None and not options.sources and len(spec.builders) > 1:
             cases.append(Case(spec.name, "", "", "", ref, error=(
                 f"model {spec.name!r} exists in {', '.join(spec.builders)}: say which one {options.converted} "
@@ -191,6 +204,16 @@ def build_cases(options: RunOptions) -> list[Case]:
                 f"or no path from it to {', '.join(targets)}")) for source in sources[:1]]
         cases += model_cases
     return cases
+
+
+def _unique_name(name: str, ref: str, taken: dict[str, str]) -> str:
+    """`name`, or `name_2`, `name_3`, ... when another reference (two files with
+    one stem in different folders) already goes by it: case ids must not collide."""
+    candidate, count = name, 1
+    while taken.setdefault(candidate, ref) != ref:
+        count += 1
+        candidate = f"{name}_{count}"
+    return candidate
 
 
 def _variants(spec: ModelSpec, source: str, target: str, converted_format: str | None) -> list[str | None]:

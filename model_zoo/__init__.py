@@ -10,6 +10,7 @@ Layout:
     sequence.py     lstm, gru, transformer, embedding
     torch_models.py the nn.Module classes and their `build_*` functions
     keras_models.py the Keras functional models and their `build_*` functions
+    mxnet_models.py the Gluon HybridBlocks (simple, mlp, cnn, depthwise, lstm)
 
 To add a model:
  1. Write its nn.Module and a `build_<name>()` in `torch_models.py` that returns

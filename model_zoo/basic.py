@@ -11,6 +11,7 @@ register_model(
     description="One Linear(3, 1): the seed project's SimpleModel.",
     torch="model_zoo.torch_models:build_simple",
     keras="model_zoo.keras_models:build_simple",
+    mxnet="model_zoo.mxnet_models:build_simple",
 )
 
 register_model(
@@ -20,6 +21,7 @@ register_model(
     description="Linear(16,64)-ReLU-Linear(64,32)-GELU-Linear(32,10).",
     torch="model_zoo.torch_models:build_mlp",
     keras="model_zoo.keras_models:build_mlp",
+    mxnet="model_zoo.mxnet_models:build_mlp",
 )
 
 register_model(

@@ -16,6 +16,7 @@ register_model(
     description="One-layer batch-first LSTM(12 -> 20); every step's hidden state [N,T,20].",
     torch="model_zoo.torch_models:build_lstm",
     keras="model_zoo.keras_models:build_lstm",
+    mxnet="model_zoo.mxnet_models:build_lstm",
     unsupported={"keras->tflite": _TFLITE_RNN},
 )
 

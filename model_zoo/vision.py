@@ -19,6 +19,7 @@ register_model(
     "features [N,16,H//2,W//2]; BatchNorms with non-trivial statistics.",
     torch="model_zoo.torch_models:build_cnn",
     keras="model_zoo.keras_models:build_cnn",
+    mxnet="model_zoo.mxnet_models:build_cnn",
     layouts={"keras": {"image": "NHWC", "features": "NHWC"}},
 )
 
@@ -30,6 +31,7 @@ register_model(
     "groups=C, pointwise 1x1, BN, ReLU6; the second strided), global average pool, Linear(64,10).",
     torch="model_zoo.torch_models:build_depthwise",
     keras="model_zoo.keras_models:build_depthwise",
+    mxnet="model_zoo.mxnet_models:build_depthwise",
     layouts={"keras": {"image": "NHWC"}},
 )
 

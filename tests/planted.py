@@ -34,9 +34,13 @@ def export_zoo(name: str, out_dir: Path, wrap: Callable[[torch.nn.Module], torch
 
 
 def perturbed_weight_onnx(name: str, tmp: Path, relative: float = 1e-3) -> Path:
-    """The correct export of `name` with one weight scaled by (1 + relative): the
+    """The correct export of zoo model `name` with one weight perturbed (see `perturb_weight`)."""
+    return perturb_weight(export_zoo(name, tmp / f"{name}-perturbed"), relative)
+
+
+def perturb_weight(path: Path, relative: float = 1e-3) -> Path:
+    """Scale one weight of an ONNX file by (1 + relative), in place: the
     largest-magnitude element of the last weight matrix or kernel."""
-    path = export_zoo(name, tmp / f"{name}-perturbed")
     model = onnx.load(str(path))
     weights = [t for t in model.graph.initializer if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.FLOAT]
     target = weights[-1]

@@ -156,3 +156,26 @@ def test_converted_file_of_a_model_in_two_frameworks_needs_source(run_parity, tm
     run = run_parity("--model=simple", f"--converted={good}", "--source=")
     run.result.assert_outcomes(errors=1)
     assert "--source" in run.cases["simple"]["message"]
+
+
+def test_torch_only_run_imports_no_other_framework(tmp_path):
+    """A torch run must not pay TensorFlow's or MXNet's import (seconds) nor need them installed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import sys\n"
+        "from harness.cache import ArtifactCache\n"
+        "from harness.matrix import build_cases\n"
+        "from harness.options import RunOptions\n"
+        "from harness.runner import run_case\n"
+        f"options = RunOptions(sources=('torch',), devices=('cpu',), models=('cnn',), examples=2, cache_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "records = [run_case(c, options, ArtifactCache(options.cache_dir)) for c in build_cases(options)]\n"
+        "assert [r['status'] for r in records] == ['passed'], records\n"
+        "loaded = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'ai_edge_litert', 'mxnet') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

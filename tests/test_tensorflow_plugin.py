@@ -189,25 +189,3 @@ def test_same_data_reaches_both_sides(layout_artifacts):
     (got,) = session.run(["features"], {"image": image})
     np.testing.assert_allclose(convert_layout(got, "NCHW", "NHWC"), reference, rtol=1e-5, atol=1e-5)
 
-
-def test_torch_only_run_never_imports_tensorflow(tmp_path):
-    """A torch run must not pay TensorFlow's import (seconds) nor need it installed."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    code = (
-        "import sys\n"
-        "from harness.cache import ArtifactCache\n"
-        "from harness.matrix import build_cases\n"
-        "from harness.options import RunOptions\n"
-        "from harness.runner import run_case\n"
-        f"options = RunOptions(sources=('torch',), devices=('cpu',), models=('cnn',), examples=2, cache_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n"
-        "records = [run_case(c, options, ArtifactCache(options.cache_dir)) for c in build_cases(options)]\n"
-        "assert [r['status'] for r in records] == ['passed'], records\n"
-        "loaded = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'ai_edge_litert') if m in sys.modules]\n"
-        "assert not loaded, loaded\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
