@@ -2,6 +2,9 @@
 
     python -m harness replay reports/failures/CASE.npz   rerun one saved failing input
     python -m harness report [reports/parity.json]       rebuild parity.html from the JSON
+    python -m harness diff OLD.json NEW.json [--html OUT.html] [--compare-fail error:10x]
+                                                         versions that changed, then the drift of
+                                                         every output; exit 1 on a regression
 """
 
 from __future__ import annotations
@@ -55,6 +58,24 @@ def report(path: Path) -> int:
     return 0
 
 
+def diff(old_path: Path, new_path: Path, html_path: Path | None, compare_fail: str) -> int:
+    from harness.report.baseline import (BaselineError, diff_runs, load_baseline, parse_compare_fail,
+                                         render_diff_text, write_diff_html)
+
+    try:
+        limits = parse_compare_fail(compare_fail)
+        old, new = load_baseline(old_path), load_baseline(new_path)
+    except BaselineError as error:
+        print(f"python -m harness diff: {error}", file=sys.stderr)
+        return 2
+    result = diff_runs(old, new, limits, old_label=str(old_path), new_label=str(new_path))
+    sys.stdout.write(render_diff_text(result))
+    out = html_path or new_path.with_name(new_path.stem + ".diff.html")
+    write_diff_html(result, out)
+    print(f"html: {out}")
+    return 1 if result.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("replay", help="rerun a saved failing input").add_argument("npz", type=Path)
     commands.add_parser("report", help="rebuild the HTML report").add_argument(
         "json", type=Path, nargs="?", default=Path("reports/parity.json"))
+    diff_parser = commands.add_parser("diff", help="compare two runs' results (versions, then drift per output)")
+    diff_parser.add_argument("old", type=Path, help="the earlier parity.json (or a baseline)")
+    diff_parser.add_argument("new", type=Path, help="the later parity.json")
+    diff_parser.add_argument("--html", type=Path, default=None,
+                             help="where to write the HTML diff (default: NEW.diff.html next to NEW)")
+    diff_parser.add_argument("--compare-fail", default="error:10x",
+                             help="growth that fails: error:10x, error:10, error:1000%% (default error:10x)")
     args = parser.parse_args(argv)
     if args.command == "replay":
         return replay(args.npz)
+    if args.command == "diff":
+        return diff(args.old, args.new, args.html, args.compare_fail)
     return report(args.json)
 
 

@@ -43,10 +43,35 @@ class OutputComparison:
     worst_got: float | None = None
     needed_atol: float | None = None        # smallest atol (rtol as set) that would have passed
     needed_rtol: float | None = None        # smallest rtol (atol as set) that would have passed
+    # Counts of the per-element error over tolerance in log-decade bins (see
+    # HISTOGRAM_EDGES); computed on every `sampled`-th element of a large output.
+    error_histogram: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {k: _json_number(v) for k, v in asdict(self).items()}
+
+
+# Bins of the error-over-tolerance histogram: (lo, hi], except that the first bin
+# holds 0 exactly; a ratio <= 1 passes, so every bin above 1 is out of tolerance.
+HISTOGRAM_EDGES = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, float("inf"))
+HISTOGRAM_MAX_ELEMENTS = 1_000_000
+
+
+def error_histogram(ratio: np.ndarray) -> dict[str, Any]:
+    """Counts of `ratio` in HISTOGRAM_EDGES' bins; larger arrays are subsampled
+    with a fixed stride (`sampled`: the stride, 1 when every element counted)."""
+    flat = ratio.reshape(-1)
+    step = max(1, -(-flat.size // HISTOGRAM_MAX_ELEMENTS))
+    sample = np.ascontiguousarray(flat[::step]) if step > 1 else flat
+    # One counting pass per edge (cheaper than a sort or a search): above[k] is how
+    # many exceed edge k, so a value equal to an edge falls in the bin it closes.
+    # NaN exceeds nothing and lands in the first bin (an infinite tolerance makes it).
+    above = [int(np.count_nonzero(sample > edge)) for edge in HISTOGRAM_EDGES[1:-1]]
+    bounds = [sample.size, *above, 0]
+    counts = [bounds[k] - bounds[k + 1] for k in range(len(HISTOGRAM_EDGES) - 1)]
+    return {"edges": list(HISTOGRAM_EDGES), "counts": counts,
+            "sampled": int(step), "total": int(sample.size)}
 
 
 def _json_number(value):
@@ -120,6 +145,7 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
     if nonfinite is not None:
         ratio[nonfinite] = np.inf
 
+    result.error_histogram = error_histogram(ratio)
     n = diff.size
     allowed = int(np.floor(tol.max_mismatch * n))
     worst = int(np.argmax(ratio))

@@ -9,10 +9,12 @@ shrunk one (hypothesis replays it last).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from harness.engine import ExampleOutcome, PreparedCase, run_example
 from harness.inputs import InputRecipe, input_recipes, make_inputs
@@ -46,9 +48,13 @@ class Exploration:
             self.failure, self.failure_recipe, self.failure_inputs = outcome, recipe, tensors
 
 
-def explore_case(prepared: PreparedCase, max_examples: int | None = None, database_key: str | None = None) -> Exploration:
+def explore_case(prepared: PreparedCase, max_examples: int | None = None, database_key: str | None = None,
+                 database_path: Path | None = None) -> Exploration:
     """Run hypothesis-drawn examples through the case until one fails (then shrink
-    it) or the budget is spent. Settings come from the active hypothesis profile."""
+    it) or the budget is spent. Settings come from the active hypothesis profile.
+
+    database_path: where hypothesis keeps the failing examples it found; kept
+    beside the reports, so that a failure found one night is tried first the next."""
     exploration = Exploration()
     spec = prepared.spec
 
@@ -57,6 +63,7 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         report_multiple_bugs=False,
+        database=DirectoryBasedExampleDatabase(str(database_path)) if database_path else settings.default.database,
     )
     @given(input_recipes(spec))
     def check(recipe: InputRecipe) -> None:

@@ -8,6 +8,7 @@ is given (`--target`, `--source`, `--device`, `--model`, `--converted` or
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ class ParityItem(pytest.Item):
         self.record, self._prepared = start_case(self.case, self.run.options, self.run.cache)
         if self._prepared is None:
             self.run.add(self.record)
+            self._publish()
             if self.record["status"] == "skipped":
                 pytest.skip(self.record["message"])
             pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
@@ -142,10 +144,17 @@ class ParityItem(pytest.Item):
         prepared, self._prepared = self._prepared, None
         self.record = finish_case(self.record, prepared, self.run.options)
         self.run.add(self.record)
+        self._publish()
         if self.record["status"] == "error":
             pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
         if self.record["status"] == "failed":
             pytest.fail(f"{self.case.id}: {self.record['message']}", pytrace=False)
+
+    def _publish(self) -> None:
+        """The record's numbers as properties, for --junitxml and the like."""
+        from harness.report.extras import junit_properties
+
+        self.user_properties.extend(junit_properties(self.record))
 
     def reportinfo(self):
         return self.path, None, f"parity {self.case.id}"
@@ -162,6 +171,14 @@ class ParityRun:
         self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
         self.records: list[dict[str, Any]] = []
         self._writer = None
+        if self.is_xdist_controller:
+            # Workers write parity.gwN.json; the files of an earlier run must not be merged into this one.
+            for stale in options.reports_dir.glob("parity.gw*.json"):
+                stale.unlink()
+
+    @property
+    def is_xdist_controller(self) -> bool:
+        return self.config.pluginmanager.hasplugin("dsession") and not os.environ.get("PYTEST_XDIST_WORKER")
 
     @property
     def results_path(self) -> Path:
@@ -196,11 +213,37 @@ class ParityRun:
         config.hook.pytest_collectreport(report=pytest.CollectReport(group.nodeid, "passed", None, cases))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self._writer is None or os.environ.get("PYTEST_XDIST_WORKER"):
-            return
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return  # the controller merges the workers' files
         from harness.report.html import write_html_report
+        from harness.results import atomic_write_text, load_results, merge_results
 
-        write_html_report(self._writer.data, self.options.reports_dir / "parity.html")
+        if self.is_xdist_controller:
+            parts = [load_results(p) for p in sorted(self.options.reports_dir.glob("parity.gw*.json"))]
+            if not parts:
+                return
+            results = merge_results(parts)
+            atomic_write_text(self.options.reports_dir / "parity.json", json.dumps(results, indent=1))
+            self.records = list(results["cases"].values())
+        elif self._writer is None:
+            return
+        else:
+            results = self._writer.data
+        write_html_report(results, self.options.reports_dir / "parity.html")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        outcome = yield
+        report = outcome.get_result()
+        html_plugin = item.config.pluginmanager.getplugin("html")
+        # One table per case, on the report of the phase that finished its record.
+        if (html_plugin is None or not isinstance(item, ParityItem) or item.record is None
+                or "status" not in item.record or report.when == "teardown"
+                or (report.when == "setup" and item._prepared is not None)):
+            return
+        from harness.report.extras import outputs_table_html
+
+        report.extras = getattr(report, "extras", []) + [html_plugin.extras.html(outputs_table_html(item.record))]
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         from harness.report.summary import summary_lines

@@ -93,6 +93,19 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def merge_results(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One run's results from its pytest-xdist workers' files: every case once,
+    the earliest start and the latest update."""
+    if not parts:
+        raise ValueError("no results to merge")
+    merged: dict[str, Any] = {**parts[0], "cases": {}, "workers": len(parts)}
+    for part in parts:
+        merged["cases"].update(part.get("cases", {}))
+    merged["started"] = min(p.get("started", "") for p in parts)
+    merged["updated"] = max(p.get("updated", "") for p in parts)
+    return merged
+
+
 def save_failure(reports_dir: Path, case_id: str, inputs: Mapping[str, np.ndarray], replay_info: Mapping[str, Any]) -> tuple[Path, str]:
     """Write the shrunk failing input and what is needed to replay it; return the
     file and the one-line command that replays it."""

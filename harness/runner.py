@@ -5,6 +5,7 @@ failure, append the record. The pytest plugin and `python -m harness` both call
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from harness.cache import ArtifactCache
@@ -14,6 +15,11 @@ from harness.explore import Exploration, explore_case
 from harness.matrix import Case
 from harness.options import RunOptions
 from harness.results import ResultsWriter, save_failure
+
+
+def examples_database(options: RunOptions) -> Path:
+    """Hypothesis' example database, kept with the reports."""
+    return options.reports_dir / "hypothesis-examples"
 
 
 def base_record(case: Case) -> dict[str, Any]:
@@ -44,7 +50,8 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache) -> tuple[d
 def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions) -> dict[str, Any]:
     """Run the examples of a prepared case and complete its record."""
     try:
-        record.update(_describe(prepared, explore_case(prepared, options.examples), options))
+        exploration = explore_case(prepared, options.examples, database_path=examples_database(options))
+        record.update(_describe(prepared, exploration, options))
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:

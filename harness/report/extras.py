@@ -1,0 +1,55 @@
+"""A case's numbers for the reports of the pytest ecosystem: JUnit XML
+properties (what CI systems show) and the per-output table pytest-html adds
+to the case's row."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Mapping
+
+from harness.results import to_jsonable
+
+OUTPUT_METRICS = ("error_ratio", "normalized_error", "max_abs", "max_rel", "mean_abs", "rmse", "cosine", "max_ulp")
+
+
+def junit_properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) pairs: the case's status and worst errors, then each output's
+    metrics; plain Python values (pytest-xdist sends them between processes)."""
+    return [(name, to_jsonable(value)) for name, value in _properties(record)]
+
+
+def _properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    properties: list[tuple[str, Any]] = [("parity_status", record.get("status"))]
+    for key in ("worst_error_ratio", "worst_normalized_error", "examples", "stage"):
+        if record.get(key) is not None:
+            properties.append((key, record[key]))
+    for name, output in (record.get("outputs") or {}).items():
+        for metric in OUTPUT_METRICS:
+            if output.get(metric) is not None:
+                properties.append((f"{name}.{metric}", output[metric]))
+        noise = output.get("noise") or {}
+        if noise.get("error_over_noise") is not None:
+            properties.append((f"{name}.error_over_noise", noise["error_over_noise"]))
+    return properties
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return html.escape("-" if value is None else str(value))
+
+
+def outputs_table_html(record: Mapping[str, Any]) -> str:
+    """The per-output metrics beside their tolerances, as an HTML table."""
+    outputs = record.get("outputs") or {}
+    if not outputs:
+        return f"<p>{html.escape(record.get('status', ''))}: {html.escape(record.get('message') or '')}</p>"
+    head = "".join(f"<th>{h}</th>" for h in ("output", "verdict", *OUTPUT_METRICS, "atol", "rtol", "atol_by_max"))
+    rows = []
+    for name, output in outputs.items():
+        tolerance = output.get("tolerance") or {}
+        cells = [html.escape(name), "pass" if output.get("passed") else "fail"]
+        cells += [_cell(output.get(metric)) for metric in OUTPUT_METRICS]
+        cells += [_cell(tolerance.get(key)) for key in ("atol", "rtol", "atol_by_max")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f'<table class="parity-outputs"><tr>{head}</tr>{"".join(rows)}</table>'
