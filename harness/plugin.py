@@ -57,6 +57,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--parity-reports", default="reports", metavar="DIR", help="where parity.json, parity.html and failures/ go")
     add("--parity-cache-dir", default=".parity-cache", metavar="DIR", help="converted-artifact cache")
     add("--no-parity-cache", action="store_true", help="convert again even where the cache holds the artifact")
+    add("--parity-save-baseline", metavar="PATH", help="save this run's results as a baseline (never overwrites)")
+    add("--parity-save-baseline-force", action="store_true", help="let --parity-save-baseline overwrite")
+    add("--parity-baseline", metavar="PATH",
+        help="hold this run against a baseline: fail on a case that passed and now fails, a conversion that "
+             "worked and now errors, or an error metric that grew beyond --parity-compare-fail")
+    add("--parity-compare-fail", default="error:10x", metavar="EXPR",
+        help="growth of an error metric that fails the baseline gate: error:10x (default), error:1000%%, "
+             "normalized_error:5x,error_ratio:20x")
 
 
 def parity_requested(config: pytest.Config) -> bool:
@@ -171,10 +179,46 @@ class ParityRun:
         self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
         self.records: list[dict[str, Any]] = []
         self._writer = None
+        self._gate_setup(config)
         if self.is_xdist_controller:
             # Workers write parity.gwN.json; the files of an earlier run must not be merged into this one.
             for stale in options.reports_dir.glob("parity.gw*.json"):
                 stale.unlink()
+
+    def _gate_setup(self, config: pytest.Config) -> None:
+        """Parse the baseline options now, so that a mistake stops the run before it starts."""
+        from harness.report.baseline import BaselineError, load_baseline, parse_compare_fail
+
+        self.baseline_path = config.getoption("parity_baseline")
+        self.save_baseline_path = config.getoption("parity_save_baseline")
+        self.comparison = None
+        self.saved_baseline = None
+        self.gate_error = None
+        try:
+            self.compare_limits = parse_compare_fail(config.getoption("parity_compare_fail"))
+            self.baseline = load_baseline(Path(self.baseline_path)) if self.baseline_path else None
+        except BaselineError as error:
+            raise pytest.UsageError(str(error)) from None
+        if (self.save_baseline_path and Path(self.save_baseline_path).exists()
+                and not config.getoption("parity_save_baseline_force")):
+            raise pytest.UsageError(f"baseline {self.save_baseline_path} already exists; pass "
+                                    "--parity-save-baseline-force to overwrite it")
+
+    def _gate(self, session: pytest.Session, results: dict[str, Any]) -> None:
+        """Save the baseline and/or hold the run against one; a regression fails the run."""
+        from harness.report.baseline import BaselineError, compare_to_baseline, save_baseline
+
+        if self.save_baseline_path:
+            try:
+                self.saved_baseline = save_baseline(results, Path(self.save_baseline_path),
+                                                    force=self.config.getoption("parity_save_baseline_force"))
+            except BaselineError as error:
+                self.gate_error = str(error)
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        if self.baseline is not None:
+            self.comparison = compare_to_baseline(results, self.baseline, self.compare_limits)
+            if self.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @property
     def is_xdist_controller(self) -> bool:
@@ -230,6 +274,7 @@ class ParityRun:
         else:
             results = self._writer.data
         write_html_report(results, self.options.reports_dir / "parity.html")
+        self._gate(session, results)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call):
@@ -254,3 +299,17 @@ class ParityRun:
         for line in summary_lines(self.records):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"results: {self.results_path}  report: {self.options.reports_dir / 'parity.html'}")
+        if self.saved_baseline:
+            terminalreporter.write_line(f"baseline saved: {self.saved_baseline}")
+        if self.gate_error:
+            terminalreporter.write_line(self.gate_error, red=True)
+        if self.comparison is not None:
+            from harness.report.baseline import render_comparison_text
+
+            terminalreporter.section("parity baseline", red=self.comparison.failed, green=not self.comparison.failed)
+            lines = render_comparison_text(self.comparison)
+            terminalreporter.write_line(lines[0], red=self.comparison.failed, green=not self.comparison.failed)
+            for line in lines[1:]:
+                terminalreporter.write_line(line)
+            terminalreporter.write_line(f"baseline: {self.baseline_path}  (full drift table: python -m harness diff "
+                                        f"{self.baseline_path} {self.options.reports_dir / 'parity.json'})")

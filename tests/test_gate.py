@@ -1,0 +1,71 @@
+"""The regression gate through pytest: --parity-save-baseline, --parity-baseline,
+--parity-compare-fail. It must fail on planted regressions and pass on an
+unchanged rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _shrink_errors(baseline: dict, factor: float) -> dict:
+    for record in baseline["cases"].values():
+        for key in ("worst_error_ratio", "worst_normalized_error"):
+            if isinstance(record.get(key), float):
+                record[key] *= factor
+        for output in (record.get("outputs") or {}).values():
+            for key in ("error_ratio", "normalized_error", "max_abs"):
+                if isinstance(output.get(key), float):
+                    output[key] *= factor
+    return baseline
+
+
+def test_unchanged_rerun_passes_and_planted_growth_fails(run_parity, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    first = run_parity("--model=simple,mlp", f"--parity-save-baseline={baseline}")
+    first.result.assert_outcomes(passed=2)
+    assert "baseline saved" in first.output and json.loads(baseline.read_text())["cases"]
+
+    again = run_parity("--model=simple,mlp", f"--parity-baseline={baseline}", examples=6)  # other examples, same ids
+    assert again.result.ret == pytest.ExitCode.OK, again.output
+    assert "parity baseline" in again.output
+
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps(_shrink_errors(json.loads(baseline.read_text()), 0.01)))
+    grown = run_parity("--model=simple,mlp", f"--parity-baseline={planted}")
+    grown.result.assert_outcomes(passed=2)  # every case is still within tolerance...
+    assert grown.result.ret == pytest.ExitCode.TESTS_FAILED  # ...but its error grew 100x: the gate fails
+    assert "regression" in grown.output.lower() and "mlp-torch-onnxruntime-cpu" in grown.output
+
+    looser = run_parity("--model=simple,mlp", f"--parity-baseline={planted}", "--parity-compare-fail=error:1000x")
+    assert looser.result.ret == pytest.ExitCode.OK
+
+
+def test_case_that_passed_and_now_fails_is_a_regression(run_parity, tmp_path_factory):
+    from tests.planted import export_zoo, perturbed_weight_onnx
+
+    tmp = tmp_path_factory.mktemp("gate")
+    good, bad = export_zoo("simple", tmp / "good"), perturbed_weight_onnx("simple", tmp)
+    baseline = tmp / "baseline.json"
+    run_parity("--model=simple", f"--converted={good}", f"--parity-save-baseline={baseline}").result.assert_outcomes(passed=1)
+    now = run_parity("--model=simple", f"--converted={bad}", f"--parity-baseline={baseline}")
+    now.result.assert_outcomes(failed=1)
+    assert "simple-torch-onnxruntime-cpu-converted" in now.output.split("parity baseline")[-1]
+
+
+def test_baseline_is_never_overwritten_unless_forced(run_parity, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text("{}")
+    refused = run_parity("--model=simple", f"--parity-save-baseline={baseline}")
+    assert refused.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--parity-save-baseline-force" in "\n".join(refused.result.errlines)
+    assert baseline.read_text() == "{}"
+    forced = run_parity("--model=simple", f"--parity-save-baseline={baseline}", "--parity-save-baseline-force")
+    forced.result.assert_outcomes(passed=1)
+    assert "simple-torch-onnxruntime-cpu" in json.loads(baseline.read_text())["cases"]
+
+
+def test_bad_compare_fail_is_a_usage_error(run_parity):
+    run = run_parity("--model=simple", "--parity-compare-fail=error:soon")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
