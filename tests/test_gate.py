@@ -69,3 +69,20 @@ def test_baseline_is_never_overwritten_unless_forced(run_parity, tmp_path):
 def test_bad_compare_fail_is_a_usage_error(run_parity):
     run = run_parity("--model=simple", "--parity-compare-fail=error:soon")
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_nightly_workflow_uses_real_options():
+    """The example workflow must not rot: every harness option it passes exists."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    workflow = (REPO / ".github" / "workflows" / "nightly.yml").read_text()
+    used = set(re.findall(r"(--(?:parity|hypothesis)[\w-]*)", workflow))
+    assert {"--parity-baseline", "--parity-compare-fail", "--hypothesis-profile"} <= used
+    help_text = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=REPO, capture_output=True, text=True,
+                               timeout=120).stdout
+    assert all(option in help_text for option in used), used - {o for o in used if o in help_text}
+    assert "nightly" in workflow and "upload-artifact" in workflow
