@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.cache import ArtifactCache
 from harness.engine import PreparedCase, prepare_case
 from harness.errors import CaseError, summarize_exception
@@ -107,6 +109,17 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
         record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
                              "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
+                             "input_stats": {k: _statistics(v) for k, v in exploration.failure_inputs.items()},
                              "outputs": [c.to_json() for c in exploration.failure.comparisons]}
         record["message"] += f"\nshrunk failing input: {path}\nreplay: {command}"
     return record
+
+
+def _statistics(array: np.ndarray) -> dict[str, Any]:
+    """What a reader of the report needs to know of a failing input at a glance."""
+    values = array.astype(np.float64, copy=False)
+    finite = values[np.isfinite(values)]
+    return {"dtype": str(array.dtype), "shape": list(array.shape),
+            "min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None,
+            "mean": float(finite.mean()) if finite.size else None, "std": float(finite.std()) if finite.size else None,
+            "zeros": int(np.count_nonzero(values == 0)), "non_finite": int(values.size - finite.size)}

@@ -114,6 +114,8 @@ def test_failure_saves_shrunk_input_that_replays(run_parity, tmp_path_factory):
     assert npz.is_file() and failure["replay"].startswith("python -m harness replay")
     # Hypothesis shrinks toward the smallest shape and plain inputs.
     assert failure["shapes"]["input"] == [1, 3] and failure["recipe"]["distributions"]["input"] == "normal"
+    stats = failure["input_stats"]["input"]
+    assert stats["shape"] == [1, 3] and stats["min"] <= stats["mean"] <= stats["max"] and stats["non_finite"] == 0
     replay = subprocess.run([sys.executable, "-m", "harness", "replay", str(npz)], cwd=run.path,
                             capture_output=True, text=True, timeout=300)
     assert replay.returncode == 1, replay.stderr
