@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +37,31 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             pass
     return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "versions": versions}
+            "machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "gpu": _gpu_names() or "none found (no nvidia-smi on PATH, or it lists none)", "versions": versions}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_names() -> list[str]:
+    """The GPUs nvidia-smi lists; none where it is absent. No framework is
+    imported for this: environment() runs in every run, torch-only or not."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
