@@ -50,6 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.converters.onnx_names import rename_values
+from harness.converters.onnx_checks import check_file, main_opset
 from harness.errors import CaseError, summarize_exception
 from harness.layouts import permutation
 from harness.specs import ModelSpec
@@ -174,16 +175,12 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     _check_dynamic(proto, spec, dynamic_shapes)
 
     onnx.save(proto, str(path))
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as error:
-        raise CaseError("convert", f"the ONNX file exported for {spec.name!r} fails onnx.checker: "
-                                   f"{summarize_exception(error, 4)}") from None
+    check_file(path, spec.name)
     return {
         "converter": NAME,
         "tool": tool,
         "opset_requested": opset,
-        "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "opset": main_opset(proto),
         "ir_version": proto.ir_version,
         "edits": edits,
         "in_shapes": [list(s) for s in in_shapes],
@@ -223,8 +220,8 @@ def _export(mx, sym, params, in_shapes, in_types, dynamic_shapes, opset: int, ou
         edits.append(f"stamped opset {opset} (mx.onnx.export_model of mxnet {mx.__version__} takes no opset and "
                      f"stamps onnx's newest, {onnx.defs.onnx_opset_version()})")
         tool = "mx.onnx.export_model steps (MXNetGraph.create_onnx_graph_proto + onnx.helper.make_model)"
-    stamped = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
-    if stamped != [opset]:
+    stamped = main_opset(proto)
+    if stamped != opset:
         raise CaseError("convert", f"the exporter stamped opset {stamped}, not the requested {opset}")
     lowest_ir = helper.find_min_ir_version_for(list(proto.opset_import))
     if proto.ir_version > lowest_ir:

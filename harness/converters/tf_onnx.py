@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.converters.onnx_names import rename_values
+from harness.converters.onnx_checks import check_file, main_opset
 from harness.errors import CaseError, summarize_exception
 from harness.layouts import permutation
 from harness.specs import ModelSpec
@@ -114,18 +115,14 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     _check_transposed(proto, function, spec, inputs_as_nchw, outputs_as_nchw)
     _check_dynamic(proto, signature, spec, inputs_as_nchw)
     onnx.save(proto, str(path))
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as error:
-        raise CaseError("convert", f"the ONNX file converted for {spec.name!r} fails onnx.checker: "
-                                   f"{summarize_exception(error, 4)}") from None
+    check_file(path, spec.name)
     return {
         "converter": NAME,
         "tool": "tf2onnx.convert.from_function",
         "tool_version": tf2onnx.__version__,
         "source_kind": kind,
         "opset_requested": opset,
-        "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "opset": main_opset(proto),
         "ir_version": proto.ir_version,
         "layout_variant": variant,
         "inputs_as_nchw": inputs_as_nchw,
@@ -279,8 +276,7 @@ def _check_ops(proto, spec: ModelSpec) -> None:
         for node in graph.node:
             if node.domain in ("", "ai.onnx"):
                 try:
-                    onnx.defs.get_schema(node.op_type, max(o.version for o in proto.opset_import
-                                                           if o.domain in ("", "ai.onnx")), node.domain)
+                    onnx.defs.get_schema(node.op_type, main_opset(proto), node.domain)
                 except Exception:
                     yield node.op_type
             for attribute in node.attribute:

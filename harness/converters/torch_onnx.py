@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.converters.onnx_checks import check_file, main_opset
 from harness.errors import CaseError, summarize_exception
 from harness.specs import ModelSpec
 
@@ -84,11 +85,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         raise CaseError("convert", f"torch.onnx.export ({exporter} exporter, opset {opset}) failed for model "
                                    f"{spec.name!r}: {summarize_exception(error, 8)}\n"
                                    f"Try --exporter={other}, another --opset, or simplify the model's forward().") from None
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as error:
-        raise CaseError("convert", f"the ONNX file exported for {spec.name!r} fails onnx.checker: "
-                                   f"{summarize_exception(error, 4)}") from None
+    check_file(path, spec.name)
     written = onnx.load(str(path), load_external_data=False)
     return {
         "converter": NAME,
@@ -96,7 +93,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "exporter": exporter,
         "exporter_requested": requested,
         "opset_requested": opset,
-        "opset": max((o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "opset": main_opset(written),
         "ir_version": written.ir_version,
         "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in dynamic_axes.items()},
         # torch.onnx.export keeps the module's own layouts.

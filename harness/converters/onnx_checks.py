@@ -1,0 +1,24 @@
+"""What every converter that writes ONNX does last: pass `onnx.checker`, and
+read the opset the file is stamped with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import CaseError, summarize_exception
+
+
+def main_opset(proto) -> int | None:
+    """The default-domain opset an ONNX model is stamped with."""
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+
+
+def check_file(path: Path, model_name: str) -> None:
+    """`onnx.checker` on the written file (by path, so models over 2 GiB work too)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as error:
+        raise CaseError("convert", f"the ONNX file converted for {model_name!r} fails onnx.checker: "
+                                   f"{summarize_exception(error, 4)}") from None
