@@ -34,6 +34,12 @@ class ParityRun:
     def cases(self) -> dict:
         return self.json["cases"]
 
+    @property
+    def single(self) -> dict:
+        """The record of a run that has exactly one case."""
+        (record,) = self.cases.values()
+        return record
+
 
 @pytest.fixture
 def parity_dir(tmp_path) -> Path:

@@ -25,10 +25,6 @@ from tests.planted import perturb_weight  # noqa: E402
 MXNET = ("--source=mxnet",)
 
 
-def _single(run):
-    (record,) = run.cases.values()
-    return record
-
 
 def test_zoo_models_pass_and_record_what_the_harness_changed(run_parity):
     run = run_parity("--model=cnn,lstm", *MXNET)
@@ -89,7 +85,7 @@ def test_correct_conversion_passes_beside_planted_bugs(run_parity, mxnet_files):
     good.result.assert_outcomes(passed=1)
     perturbed = run_parity("--model=cnn", *MXNET, f"--converted={tmp / 'perturbed' / 'model.onnx'}")
     perturbed.result.assert_outcomes(failed=1)
-    assert "features:" in _single(perturbed)["message"]
+    assert "features:" in perturbed.single["message"]
     other = run_parity("--model=cnn", *MXNET, f"--converted={tmp / 'other-params' / 'model.onnx'}")
     other.result.assert_outcomes(failed=1)
 
@@ -128,6 +124,6 @@ def test_op_the_exporter_does_not_support_is_a_clear_error(parity_dir, run_parit
     '''))
     run = run_parity("--model=erfy.py", *MXNET)
     run.result.assert_outcomes(errors=1)
-    message = _single(run)["message"]
+    message = run.single["message"]
     assert "erf" in message and "[convert]" not in message  # the stage is kept apart from the message
-    assert _single(run)["stage"] == "convert"
+    assert run.single["stage"] == "convert"

@@ -24,22 +24,18 @@ def artifacts(tmp_path_factory):
     }
 
 
-def _single(run):
-    (record,) = run.cases.values()
-    return record
-
 
 @pytest.mark.parametrize("model", ["cnn", "depthwise", "mlp"])
 def test_correct_conversion_passes(run_parity, artifacts, model):
     run = run_parity(f"--model={model}", "--source=torch", f"--converted={artifacts[f'{model}-correct']}", examples=8)
     run.result.assert_outcomes(passed=1)
-    assert _single(run)["provenance"]["converter"] == "user"
+    assert run.single["provenance"]["converter"] == "user"
 
 
 def test_weight_perturbed_by_1e_3_relative_fails(run_parity, artifacts):
     run = run_parity("--model=cnn", "--source=torch", f"--converted={artifacts['cnn-perturbed']}", examples=8)
     run.result.assert_outcomes(failed=1)
-    record = _single(run)
+    record = run.single
     out = record["failure"]["outputs"][0]
     assert out["name"] == "features" and not out["passed"]
     assert 1 < out["error_ratio"] < 1e3  # a small error, caught, not a gross one
@@ -50,13 +46,13 @@ def test_weight_perturbed_by_1e_3_relative_fails(run_parity, artifacts):
 def test_transposed_input_axes_fail(run_parity, artifacts):
     run = run_parity("--model=depthwise", "--source=torch", f"--converted={artifacts['depthwise-transposed']}", examples=8)
     run.result.assert_outcomes(failed=1)
-    assert "logits:" in _single(run)["message"]
+    assert "logits:" in run.single["message"]
 
 
 def test_wrong_output_shape_fails(run_parity, artifacts):
     run = run_parity("--model=mlp", "--source=torch", f"--converted={artifacts['mlp-extra-axis']}", examples=8)
     run.result.assert_outcomes(failed=1)
-    assert "shape mismatch" in _single(run)["message"]
+    assert "shape mismatch" in run.single["message"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +81,7 @@ def test_nan_on_one_side_only_fails(run_parity, sqrt_model_file, tmp_path):
     bad = planted.export(planted.SquareRootOfMagnitude(), spec, tmp_path / "sqrt-abs")
     run = run_parity(f"--model={sqrt_model_file}", f"--converted={bad}", examples=8)
     run.result.assert_outcomes(failed=1)
-    assert "NaN/Inf on one side only" in _single(run)["message"]
+    assert "NaN/Inf on one side only" in run.single["message"]
 
 
 def test_tolerance_override_on_command_line_is_applied(run_parity, artifacts):
@@ -93,4 +89,4 @@ def test_tolerance_override_on_command_line_is_applied(run_parity, artifacts):
     and the record shows the tolerance it was held to."""
     run = run_parity("--model=cnn", "--source=torch", f"--converted={artifacts['cnn-perturbed']}", "--atol=features:1e-1", examples=4)
     run.result.assert_outcomes(passed=1)
-    assert _single(run)["outputs"]["features"]["tolerance"]["atol"] == pytest.approx(0.1)
+    assert run.single["outputs"]["features"]["tolerance"]["atol"] == pytest.approx(0.1)

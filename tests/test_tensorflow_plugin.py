@@ -20,10 +20,6 @@ from model_zoo import keras_models  # noqa: E402
 KERAS = ("--source=keras",)
 
 
-def _single(run):
-    (record,) = run.cases.values()
-    return record
-
 
 def test_zoo_cnn_variants_and_tflite_pass(run_parity):
     run = run_parity("--model=cnn", *KERAS)
@@ -46,7 +42,7 @@ def test_published_architecture_mobilenet_v2_passes(run_parity):
 def test_known_tflite_limitation_is_a_skip_with_reason(run_parity):
     run = run_parity("--model=lstm", *KERAS, "--target=tflite")
     run.result.assert_outcomes(skipped=1)
-    assert "TensorListReserve" in _single(run)["message"]
+    assert "TensorListReserve" in run.single["message"]
 
 
 # ------------------------------------------------------------------ users' files
@@ -110,7 +106,7 @@ def test_frozen_graph_with_names_passes_and_wrong_name_is_clear(run_parity, kera
     bad = run_parity(f"--model={keras_files / 'affine.pb'}", "--source=tensorflow", "--target=onnxruntime",
                      "--input-spec=x:float32[N=1..4,5]", "--output-names=not_there")
     bad.result.assert_outcomes(errors=1)
-    assert "not_there" in _single(bad)["message"]
+    assert "not_there" in bad.single["message"]
 
 
 def test_bad_tensorflow_files_are_clear_errors(run_parity, keras_files):
@@ -155,13 +151,13 @@ def test_user_nchw_conversion_declared_nchw_passes(run_parity, layout_artifacts)
     run = run_parity("--model=cnn", *KERAS, f"--converted={layout_artifacts['nchw']}",
                      "--converted-layouts=image:NCHW,features:NCHW", "--target=onnxruntime")
     run.result.assert_outcomes(passed=1)
-    assert _single(run)["provenance"]["input_layouts"] == {"image": "NCHW"}
+    assert run.single["provenance"]["input_layouts"] == {"image": "NCHW"}
 
 
 def test_h_and_w_swapped_fails(run_parity, layout_artifacts):
     run = run_parity("--model=cnn", *KERAS, f"--converted={layout_artifacts['hw-swapped']}", "--target=onnxruntime")
     run.result.assert_outcomes(failed=1)
-    assert "features:" in _single(run)["message"]
+    assert "features:" in run.single["message"]
 
 
 def test_channels_last_model_fed_channels_first_fails(run_parity, layout_artifacts):
@@ -174,7 +170,7 @@ def test_nchw_variant_missing_output_transpose_fails(run_parity, layout_artifact
     run = run_parity("--model=cnn", *KERAS, f"--converted={layout_artifacts['nchw-no-output-transpose']}",
                      "--converted-layouts=image:NCHW,features:NCHW", "--target=onnxruntime")
     run.result.assert_outcomes(failed=1)
-    assert "features:" in _single(run)["message"]
+    assert "features:" in run.single["message"]
 
 
 def test_same_data_reaches_both_sides(layout_artifacts):
