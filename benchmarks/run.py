@@ -8,12 +8,15 @@
 3. zoo:     the parity plugin over the zoo in a subprocess, cold (empty
             artifact cache) and cached (same cache again), whole-run wall time
             and the conversion-only sum from reports/parity.json.
+4. reference: the keras source's `run` (the reference of every Keras case) on
+            zoo models, against the fastest of Keras/TensorFlow's own inference
+            calls (eager, tf.function, tf.function with XLA, predict_on_batch).
 
 Each figure is the median and the min over several repeats (time.perf_counter,
 after a warm-up). Ratios are median over median. Prints a markdown table and
 writes everything, with machine info, to benchmarks/results.json.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only inputs,compare,zoo]
+    .venv/bin/python benchmarks/run.py [--quick] [--only inputs,compare,zoo,reference]
 """
 
 from __future__ import annotations
@@ -336,6 +339,73 @@ def bench_zoo(quick: bool, repeats: int | None) -> tuple[list[dict], dict]:
     return rows, details
 
 
+# ---------------------------------------------------------------- 4. reference
+
+# (zoo model, input shape as the Keras model takes it); the same inputs for every call.
+REFERENCE_MODELS = (("mobilenet_v2", (2, 96, 128, 3)), ("efficientnet_b0", (2, 96, 128, 3)),
+                    ("transformer", (4, 16, 32)))
+
+
+def bench_reference(quick: bool) -> tuple[list[dict], dict]:
+    import keras
+    import tensorflow as tf
+
+    import model_zoo  # noqa: F401  (registrations)
+    from harness.registry import get_model
+    from harness.sources import keras as keras_source
+
+    repeats = 3 if quick else 7
+    rows: list[dict] = []
+    details: dict[str, Any] = {}
+    for name, shape in REFERENCE_MODELS:
+        spec = get_model(name)
+        model = spec.builders["keras"]()
+        low, high = spec.inputs[0].domain
+        x = np.random.default_rng(0).uniform(low, high, shape).astype(np.float32)
+        tensor = tf.constant(x)
+        signature = [tf.TensorSpec([None, *shape[1:]], tf.float32)]
+        graph = tf.function(lambda t: model(t, training=False), input_signature=signature)
+        xla = tf.function(lambda t: model(t, training=False), input_signature=signature, jit_compile=True)
+        # Each call turns its outputs into numpy, as `run` does.
+        framework = {
+            "eager model(x)": lambda _: np.asarray(model(tensor, training=False)),
+            "tf.function": lambda _: np.asarray(graph(tensor)),
+            "tf.function(jit_compile=True)": lambda _: np.asarray(xla(tensor)),
+            "model.predict_on_batch": lambda _: np.asarray(model.predict_on_batch(x)),
+        }
+        timings = {}
+        for label, call in framework.items():
+            number = 2 if label.startswith("eager") else 10
+            timings[label] = time_per_call(call, repeats, number, warmup=2)
+        ours = time_per_call(lambda _: keras_source.run(model, [x], "cpu"), repeats, 10, warmup=2)
+        fastest = min(timings, key=lambda label: timings[label]["median_s"])
+        # How far each call's outputs are from the eager call's (0: bit-identical).
+        eager = np.asarray(model(tensor, training=False))
+        apart = {label: float(np.abs(np.asarray(call(0), np.float64) - eager).max() / np.abs(eager).max())
+                 for label, call in framework.items()}
+        apart["ours"] = float(np.abs(keras_source.run(model, [x], "cpu")[0].astype(np.float64) - eager).max()
+                              / np.abs(eager).max())
+        # XLA compiles once per input shape: the first call at a batch size not seen yet.
+        other = tf.constant(np.concatenate([x, x[:1]]))
+        start = time.perf_counter()
+        np.asarray(xla(other))
+        xla_new_shape_s = time.perf_counter() - start
+        rows.append(row("4 reference", f"keras source run, {name} {'x'.join(map(str, shape))}", ours, fastest,
+                        timings[fastest], "<= 1.5x", 1.5,
+                        "headline; " + ("bit-identical to the eager call" if apart["ours"] == 0
+                                        else f"{apart['ours']:.2g} of max|out| from the eager call")))
+        for label, timing in timings.items():
+            note = f"{timing['median_s'] / ours['median_s']:.3g}x ours" + (" (fastest)" if label == fastest else "")
+            note += "; bit-identical to eager" if apart[label] == 0 else f"; {apart[label]:.2g} of max|out| from eager"
+            if label.startswith("tf.function(jit"):
+                note += f"; first call at a new batch size {fmt_time(xla_new_shape_s)} (compiles)"
+            rows.append(row("4 reference", f"{label}, {name}", timing, None, None, "comparison only", None, note))
+        details[name] = {"shape": list(shape), "ours": ours, "framework": timings, "fastest": fastest,
+                         "apart_from_eager_over_max": apart, "xla_first_call_new_shape_s": xla_new_shape_s,
+                         "keras": keras.__version__, "tensorflow": tf.__version__}
+    return rows, details
+
+
 # ---------------------------------------------------------------- output
 
 def markdown(rows: list[dict]) -> str:
@@ -362,7 +432,8 @@ def distinct_table(distinct: dict[str, list[int]], elements: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
-    parser.add_argument("--only", default="inputs,compare,zoo", help="comma-separated subset of inputs,compare,zoo")
+    parser.add_argument("--only", default="inputs,compare,zoo,reference",
+                        help="comma-separated subset of inputs,compare,zoo,reference")
     parser.add_argument("--zoo-repeats", type=int, default=None, help="cold+cached pairs for the zoo (default 3)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -380,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             r, d = bench_compare(args.quick)
         elif name == "zoo":
             r, d = bench_zoo(args.quick, args.zoo_repeats)
+        elif name == "reference":
+            r, d = bench_reference(args.quick)
         else:
             parser.error(f"unknown benchmark {name!r}")
         rows += r

@@ -232,6 +232,70 @@ def test_keras_float64_twin(files):
     np.testing.assert_allclose(ks.run(model, [IMAGE], "cpu")[0], exact, rtol=1e-5, atol=1e-5)
 
 
+def adapted_model(data: np.ndarray | None):
+    """An adapted Normalization (its mean and variance are variables, from
+    which it derives the tensors it normalizes with) before a Dense."""
+    x = keras.Input((3,), name="x")
+    norm = keras.layers.Normalization(name="norm")
+    model = keras.Model(x, keras.layers.Dense(2, name="d")(norm(x)))
+    if data is not None:
+        norm.adapt(data)
+    dense = model.get_layer("d")
+    dense.set_weights([np.arange(6, dtype=np.float32).reshape(3, 2) / 5, np.array([0.1, -0.2], np.float32)])
+    return model
+
+
+def test_adapted_normalization_state_survives_checkpoint_and_float64_twin(tmp_path):
+    data = np.random.default_rng(5).normal([5.0, -3.0, 100.0], [1.0, 4.0, 30.0], (64, 3)).astype(np.float32)
+    model = adapted_model(data)
+    x = np.random.default_rng(6).normal([5.0, -3.0, 100.0], [1.0, 4.0, 30.0], (4, 3)).astype(np.float32)
+    prefix = tmp_path / "adapted"
+    tf.train.Checkpoint(model=model).write(str(prefix))
+    loaded = ks.load_file(prefix, lambda: adapted_model(None), False)
+    same(ks.run(loaded, [x], "cpu"), own(model, x))
+    twin = ks.float64_copy(model)
+    np.testing.assert_allclose(ks.run(twin, [x], "cpu", float64=True)[0], own(model, x)[0], rtol=1e-5, atol=1e-5)
+    # What finalize_states is for: the variables read alone leave the layer
+    # normalizing with Keras' initial mean 0 and variance 1.
+    stale = adapted_model(None)
+    tf.train.Checkpoint(model=stale).read(str(prefix))
+    assert np.array_equal(stale.get_layer("norm").get_weights()[0], model.get_layer("norm").get_weights()[0])
+    assert np.abs(own(stale, x)[0] - own(model, x)[0]).max() > 1.0
+
+
+def test_keras_run_is_traced_once_and_bit_identical_to_the_eager_call():
+    """`run` calls the model compiled, once traced for every shape within the
+    model's open dims, and computes what the eager call computes, bit for bit,
+    in float32 and in the float64 twin."""
+    model = conv_model(seed=4)
+    twin = ks.float64_copy(model)
+    rng = np.random.default_rng(7)
+    for shape in [(2, 5, 7, 2), (1, 9, 4, 2), (3, 6, 11, 2)]:
+        image = rng.standard_normal(shape).astype(np.float32)
+        same(ks.run(model, [image], "cpu"), own(model, image))
+        same(ks.run(twin, [image], "cpu", float64=True), own(twin, image.astype(np.float64)))
+    (call,) = model.__dict__[ks._COMPILED_CALLS].values()
+    assert call.experimental_get_tracing_count() == 1
+    assert call.input_signature[0].shape.as_list() == [None, None, None, 2]
+
+
+def test_compiled_run_leaves_float_arithmetic_as_written_and_restores_the_options():
+    """Inside the scope the two Grappler passes that change float arithmetic
+    are off for this thread's function calls; afterwards the caller's options
+    are back, the same object."""
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context
+
+    before = context.context().function_call_options
+    with ks._arithmetic_as_written():
+        config = config_pb2.ConfigProto.FromString(context.context().function_call_options.config_proto_serialized)
+        rewrites = config.graph_options.rewrite_options
+        assert rewrites.arithmetic_optimization == rewriter_config_pb2.RewriterConfig.OFF
+        assert rewrites.remapping == rewriter_config_pb2.RewriterConfig.OFF
+        assert rewrites.constant_folding != rewriter_config_pb2.RewriterConfig.OFF  # the rest as it was
+    assert context.context().function_call_options is before
+
+
 # ---------------------------------------------------------------- SavedModel
 
 def test_saved_model_from_keras_export(files):

@@ -104,6 +104,45 @@ def sequential_net():
 SEQ_SPEC = ModelSpec(name="tiny_seq", inputs=(InputSpec("x", ("N", 5), {"N": (1, 4)}),), outputs=(OutputSpec("y"),))
 
 
+def normalized_net(adapted: bool):
+    """Keras' preprocessing Normalization in front of a conv: its mean and
+    variance given (constants that the traced function captures) or adapted
+    (non-trainable variables)."""
+    image = keras.Input((None, None, 3), name="image")
+    if adapted:
+        norm = keras.layers.Normalization(name="norm")
+        norm.adapt(np.random.default_rng(6).uniform(-2, 2, (8, 6, 7, 3)) * [1.0, 0.5, 2.0] + [0.3, -0.2, 0.1])
+    else:
+        norm = keras.layers.Normalization(mean=[0.3, -0.2, 0.1], variance=[1.5, 0.4, 5.0], name="norm")
+    conv = keras.layers.Conv2D(5, 3, padding="same", name="conv")
+    model = keras.Model(image, conv(norm(image)))
+    _fix_weights(conv, 6)  # the conv only: the Normalization keeps its statistics
+    return model
+
+
+def grouped_conv_net():
+    """A grouped convolution (depthwise, as ConvNeXt writes it: Conv2D with
+    groups = input channels), which Keras' TensorFlow backend runs in an
+    XLA-compiled function on a CPU."""
+    image = keras.Input((None, None, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, padding="same", groups=3)(image)
+    model = keras.Model(image, keras.layers.Conv2D(5, 1)(x))
+    _fix_weights(model, 8)
+    return model
+
+
+def custom_gradient_net():
+    """Activations that TensorFlow implements with a custom gradient (swish,
+    i.e. silu), beside one that has none (hard swish)."""
+    image = keras.Input((None, None, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="swish")(image)
+    x = keras.layers.Activation("hard_swish")(x)
+    x = keras.layers.Conv2D(5, 1, activation=keras.activations.silu)(x)
+    model = keras.Model(image, x)
+    _fix_weights(model, 7)
+    return model
+
+
 def saved_model_function(model, folder) -> TFFunctionModel:
     """A TFFunctionModel as the tensorflow source builds one from a SavedModel:
     the serving signature, called with one tensor per input in the spec's order."""
@@ -229,7 +268,7 @@ def test_onnx_nhwc_and_nchw_variants_match_keras(source, conv, saved, tmp_path_f
     tf_source = "keras" if source == "keras" else "tensorflow"
     path, provenance = _to_onnx(tmp_path_factory, model, CONV_SPEC, tf_source)
     onnx.checker.check_model(str(path))
-    assert provenance["tool"] == "tf2onnx.convert.from_function"
+    assert provenance["tool"] == "tf2onnx.convert.from_graph_def" and provenance["frozen"]
     assert provenance["opset_requested"] == 17 and provenance["opset"] == 17 and provenance["ir_version"] >= 8
     assert provenance["input_layouts"] == {"image": "NHWC"} and provenance["output_layouts"] == {"features": "NHWC"}
     assert provenance["layout_variant"] == "nhwc" and provenance["inputs_as_nchw"] == []
@@ -315,7 +354,79 @@ def test_spec_that_does_not_fit_the_model_is_a_case_error(tmp_path_factory):
     with pytest.raises(CaseError) as raised:
         tf_onnx.convert(conv_net(), wrong, [np.zeros((2, 3, 10, 14), np.float32)], tmp_path_factory.mktemp("x"),
                         layouts=wrong.source_layouts("keras"))
-    assert raised.value.stage == "convert" and "could not convert" in raised.value.message
+    assert raised.value.stage == "convert" and "axis 3 must be 3" in raised.value.message
+    assert "Keras images are NHWC" in raised.value.message
+
+
+@pytest.mark.parametrize("source", ["given", "adapted", "given-saved_model"])
+def test_onnx_normalization_layer_converts_with_the_spec_inputs_only(source, tmp_path_factory):
+    """A Normalization's mean and variance, captured constants or variables,
+    are folded into the graph: the ONNX file takes exactly the spec's input."""
+    model = normalized_net(adapted=source == "adapted")
+    tf_source = "tensorflow" if source.endswith("saved_model") else "keras"
+    converted = saved_model_function(model, tmp_path_factory.mktemp("saved") / "m") if tf_source == "tensorflow" \
+        else model
+    for variant in ("nhwc", "nchw"):
+        path, _ = _to_onnx(tmp_path_factory, converted, CONV_SPEC, tf_source, variant)
+        graph = onnx.load(str(path)).graph
+        assert [v.name for v in graph.input] == ["image"] and [v.name for v in graph.output] == ["features"]
+        for seed, values in enumerate(CONV_SHAPES):
+            x = _inputs(CONV_SPEC, tf_source, values, seed)
+            fed = [convert_layout(x[0], "NHWC", "NCHW")] if variant == "nchw" else x
+            got = _ort(path, CONV_SPEC, fed)[0]
+            got = convert_layout(got, "NCHW", "NHWC") if variant == "nchw" else got
+            _close(f"onnx {variant} normalization {source}", got, _keras(model, x)[0])
+
+
+def test_onnx_grouped_convolution_in_an_xla_function_is_inlined(tmp_path_factory):
+    model = grouped_conv_net()
+    for variant in ("nhwc", "nchw"):
+        path, provenance = _to_onnx(tmp_path_factory, model, CONV_SPEC, "keras", variant)
+        assert provenance["xla_calls_inlined"] == 1
+        for seed, values in enumerate(CONV_SHAPES):
+            x = _inputs(CONV_SPEC, "keras", values, seed)
+            fed = [convert_layout(x[0], "NHWC", "NCHW")] if variant == "nchw" else x
+            got = _ort(path, CONV_SPEC, fed)[0]
+            got = convert_layout(got, "NCHW", "NHWC") if variant == "nchw" else got
+            _close(f"onnx {variant} grouped conv", got, _keras(model, x)[0])
+
+
+def test_planted_xla_call_left_marked_is_refused(tmp_path_factory, monkeypatch):
+    """Without the unmarking, tf2onnx leaves the call unconverted: named, refused."""
+    monkeypatch.setattr(tf_onnx, "_unmark_xla_functions", lambda graph_def: 0)
+    with pytest.raises(CaseError, match=r"could not convert these TensorFlow ops .*StatefulPartitionedCall"):
+        _to_onnx(tmp_path_factory, grouped_conv_net(), CONV_SPEC, "keras")
+
+
+def test_planted_converter_that_adds_inputs_is_refused_by_name(tmp_path_factory, monkeypatch):
+    """tf2onnx's own bug planted back (the unfrozen function converted): the
+    error names the inputs the converter added and says whose fault it is."""
+    import tf2onnx
+
+    model = normalized_net(adapted=False)
+    function, signature, _ = tf_onnx.spec_function(model, CONV_SPEC, CONV_SPEC.source_layouts("keras")[0])
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
+    added = [v.name for v in proto.graph.input if v.name != "image"]
+    assert added, "tf2onnx no longer adds inputs: see test_canary_tf2onnx_from_function_makes_captures_inputs"
+    monkeypatch.setattr(tf2onnx.convert, "from_graph_def", lambda *args, **kwargs: (proto, None))
+    with pytest.raises(CaseError) as raised:
+        _to_onnx(tmp_path_factory, model, CONV_SPEC, "keras")
+    message = raised.value.message
+    assert raised.value.stage == "convert" and "tf2onnx added input(s)" in message and "not a short spec" in message
+    assert all(name in message for name in added), message
+
+
+def test_input_count_checks_say_the_converter_added_or_dropped_them():
+    from onnx import TensorProto, helper
+
+    from harness.converters.onnx_names import check_count
+
+    values = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2]) for name in ("x", "const:0")]
+    check_count(values, ["x", "extra"], "input", "tf2onnx")  # as many as the spec: renamed later
+    with pytest.raises(CaseError, match=r"tf2onnx added input\(s\) to the converted graph: \['const:0'\]"):
+        check_count(values, ["x"], "input", "tf2onnx")
+    with pytest.raises(CaseError, match=r"tf2onnx dropped input\(s\).*\['mask'\]"):
+        check_count(values, ["x", "const:0", "mask"], "input", "tf2onnx")
 
 
 # ---------------------------------------------------------------- planted layout bugs
@@ -356,8 +467,8 @@ def test_planted_outputs_as_nchw_dropped_by_tf2onnx_is_refused(conv, tmp_path_fa
     the converter must notice from the declared shapes."""
     import tf2onnx
 
-    original = tf2onnx.convert.from_function
-    monkeypatch.setattr(tf2onnx.convert, "from_function",
+    original = tf2onnx.convert.from_graph_def
+    monkeypatch.setattr(tf2onnx.convert, "from_graph_def",
                         lambda *args, outputs_as_nchw=None, **kwargs: original(*args, **kwargs))
     with pytest.raises(CaseError, match="did not transpose 'features'"):
         _to_onnx(tmp_path_factory, conv, CONV_SPEC, "keras", "nchw")
@@ -385,7 +496,7 @@ def test_rename_maps_uniquified_names_back_by_name_not_position():
         [helper.make_tensor_value_info("in", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("label", TensorProto.FLOAT, [2]),
          helper.make_tensor_value_info("logits__1", TensorProto.FLOAT, [2])])
-    renamed = rename_values(graph, graph.output, ["logits", "label"], "output")
+    renamed = rename_values(graph, graph.output, ["logits", "label"], "output", "tf2onnx")
     assert renamed == {"logits__1": "logits"}
     assert sorted(v.name for v in graph.output) == ["label", "logits"]
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -439,6 +550,19 @@ def test_tflite_lstm(tmp_path_factory):
     for seed, values in enumerate([{"T": 7}, {"T": 3}]):
         x = _inputs(spec, "keras", values, seed)
         _close("tflite lstm", session.run(x)[0], _keras(model, x)[0])
+
+
+def test_tflite_model_with_custom_gradients_matches_keras(tmp_path_factory):
+    model = custom_gradient_net()
+    path, provenance = _to_tflite(tmp_path_factory, model, CONV_SPEC, "keras")
+    assert provenance["tool"] == "tf.lite.TFLiteConverter.from_saved_model"
+    saved = provenance["saved_model"]
+    assert saved["experimental_custom_gradients"] is False and saved["custom_gradients_not_saved"] >= 2
+    session, binding = _tflite_session(path, CONV_SPEC)
+    assert binding["matched_by"] == "signature serving_default"
+    for seed, values in enumerate(CONV_SHAPES):
+        x = _inputs(CONV_SPEC, "keras", values, seed)
+        _close("tflite custom gradients", session.run(x)[0], _keras(model, x)[0])
 
 
 def test_tflite_refuses_layout_variants_and_opsets(conv, tmp_path_factory):
@@ -499,6 +623,47 @@ def test_canary_tflite_from_concrete_functions_keeps_variables():
     data = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model).convert()
     ops = {op["op_name"] for op in tf_tflite._interpreter(data)._get_ops_details()}
     assert "READ_VARIABLE" in ops
+
+
+def test_canary_tf2onnx_from_function_makes_captures_inputs():
+    """When this fails, tf2onnx's from_function no longer makes the constants a
+    traced function captures (a Normalization's mean and variance) graph
+    inputs, and tf_onnx could hand it the traced function unfrozen again (see
+    its docstring)."""
+    import tf2onnx
+
+    function, signature, _ = tf_onnx.spec_function(normalized_net(adapted=False), CONV_SPEC,
+                                                   CONV_SPEC.source_layouts("keras")[0])
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
+    assert len(proto.graph.input) == 3  # image, and the captured mean and variance
+
+
+def test_canary_keras_runs_grouped_convolutions_in_an_xla_function():
+    """When this fails, Keras' TensorFlow backend no longer wraps a grouped
+    convolution on a CPU in a `tf.function(jit_compile=True)` and tf_onnx's
+    `_unmark_xla_functions` has nothing left to do (see its docstring)."""
+    function, _, _ = tf_onnx.spec_function(grouped_conv_net(), CONV_SPEC, CONV_SPEC.source_layouts("keras")[0])
+    graph_def = function.get_concrete_function().graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    assert any("_XlaMustCompile" in node.attr for node in nodes)
+
+
+def test_canary_tflite_from_concrete_functions_drops_the_signature_on_custom_gradients():
+    """When this fails, TFLiteConverter.from_concrete_functions saves a function
+    with custom gradients (or says it cannot) instead of silently writing a
+    model without signature, and tf_tflite could leave the SavedModel to it
+    again (see its docstring). The harness refuses such a file."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    model = custom_gradient_net()
+    signature = [tf.TensorSpec((None, None, None, 3), tf.float32, name="image")]
+    traced = tf.function(lambda image: {"features": model(image, training=False)}, input_signature=signature)
+    frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
+    named = tf.function(lambda image: {"features": frozen(image)[0]}, input_signature=signature)
+    data = tf.lite.TFLiteConverter.from_concrete_functions([named.get_concrete_function()], tf.Module()).convert()
+    assert tf_tflite._interpreter(data).get_signature_list() == {}
+    with pytest.raises(CaseError, match="no 'serving_default' signature"):
+        tf_tflite._inspect(data, CONV_SPEC, signature)
 
 
 def test_report_max_errors():

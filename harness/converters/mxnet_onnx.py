@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.converters.onnx_names import rename_values
+from harness.converters.onnx_names import check_count, rename_values
 from harness.converters.onnx_checks import check_file, main_opset
 from harness.errors import CaseError, summarize_exception
 from harness.layouts import permutation
@@ -274,12 +274,10 @@ def _output_order(sym, proto, spec: ModelSpec) -> list:
 def _rename(graph, values: Sequence, wanted: Sequence[str], kind: str) -> dict[str, str]:
     """Rename values[i] to wanted[i], one at a time (so that rename_values
     cannot pair them by sorted name); return {original name: new name}."""
-    if len(values) != len(wanted):
-        raise CaseError("convert", f"the ONNX graph has {len(values)} {kind}(s) {[v.name for v in values]} but the "
-                                   f"spec names {len(wanted)}: {list(wanted)}")
+    check_count(values, wanted, kind, "mx.onnx.export_model")
     original = [v.name for v in values]
     for value, new in zip(values, wanted):
-        rename_values(graph, [value], [new], kind)
+        rename_values(graph, [value], [new], kind, "mx.onnx.export_model")
     return {old: v.name for old, v in zip(original, values) if old != v.name}
 
 

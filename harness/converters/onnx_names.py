@@ -9,7 +9,7 @@ from typing import Sequence
 from harness.errors import CaseError
 
 
-def rename_values(graph, values, wanted: Sequence[str], kind: str) -> dict[str, str]:
+def rename_values(graph, values, wanted: Sequence[str], kind: str, tool: str) -> dict[str, str]:
     """Rename the graph's inputs or outputs (`values`) to `wanted`; return
     {old: new} for those renamed.
 
@@ -17,9 +17,7 @@ def rename_values(graph, values, wanted: Sequence[str], kind: str) -> dict[str, 
     uniquified "NAME__1" maps back to NAME; what is left follows the traced
     function's order, which for its dict output is the keys' sorted order
     (tf.nest sorts dicts), not the spec's."""
-    if len(values) != len(wanted):
-        raise CaseError("convert", f"the ONNX graph has {len(values)} {kind}(s) {[v.name for v in values]} but the "
-                                   f"spec names {len(wanted)}: {list(wanted)}")
+    check_count(values, wanted, kind, tool)
     present = [v.name for v in values]
     mapping: dict[str, str] = {name: name for name in present if name in wanted}
     for name in present:
@@ -38,6 +36,35 @@ def rename_values(graph, values, wanted: Sequence[str], kind: str) -> dict[str, 
         rename_tensor(graph, old, new)
         renamed[old] = new
     return renamed
+
+
+def check_count(values, wanted: Sequence[str], kind: str, tool: str) -> None:
+    """The converted graph must have as many inputs (or outputs) as the spec.
+
+    The converters hand their tool a model that takes and returns exactly the
+    spec's tensors (a traced function with the spec's signature, an exported
+    block run on one example per spec input), so a difference is the tool's
+    doing: an input more is typically a value the model holds (a constant, a
+    parameter) that the tool made a graph input. The message names those
+    values and says whose fault it is, rather than suggesting the spec is short."""
+    if len(values) == len(wanted):
+        return
+    present = [v.name for v in values]
+    unmatched = [name for name in present if name not in wanted and name.split("__")[0] not in wanted]
+    if len(values) > len(wanted):
+        surplus = len(values) - len(wanted)
+        which = (f"{unmatched}" if len(unmatched) == surplus
+                 else f"{surplus} of {unmatched or present}")
+        raise CaseError("convert", f"{tool} added {kind}(s) to the converted graph: {which}. The model it was given "
+                                   f"has exactly the spec's {len(wanted)} {kind}(s) {list(wanted)}, the graph has "
+                                   f"{len(values)}: {present}. This is a converter fault, not a short spec "
+                                   "(an added input is usually a value the model holds, such as a constant, that "
+                                   "the converter did not fold into the graph).")
+    missing = [name for name in wanted if name not in present]
+    raise CaseError("convert", f"{tool} dropped {kind}(s) from the converted graph: it has {len(values)} {present} "
+                               f"where the model it was given has the spec's {len(wanted)} {list(wanted)} (not "
+                               f"in the graph by name: {missing}). This is a converter fault: an input the model "
+                               "does not use may have been pruned.")
 
 
 def all_names(graph) -> set[str]:

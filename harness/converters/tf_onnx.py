@@ -4,10 +4,13 @@ Both sources go through one traced `tf.function` (`spec_function`): its input
 signature names the inputs as the spec does and lays them out as the source
 holds them (None for symbolic dims), and it returns a dict keyed by the spec's
 output names, so that tf2onnx names the ONNX inputs and outputs after the spec.
-Graph outputs whose names still differ (tf2onnx uniquifies a name that a layer
-already took, "logits__1") are renamed back, and the renames are recorded; the
-file must pass
-`onnx.checker`.
+Its variables and captured values are frozen into constants and tf2onnx
+converts the frozen GraphDef (`_frozen_graph`). Graph outputs whose names
+still differ (tf2onnx uniquifies a name that a layer already took,
+"logits__1") are renamed back, and the renames are recorded; the file must
+pass `onnx.checker`. The graph must take exactly the spec's inputs: the traced
+function takes nothing else, so an input more is the converter's doing and is
+refused, by name.
 
 Layout variants: "nhwc" (the default) converts as it is; "nchw" asks tf2onnx to
 transpose every NHWC input (`inputs_as_nchw`) and output (`outputs_as_nchw`) to
@@ -18,12 +21,30 @@ Exporter bugs worked around here (tests/test_tf_conversion.py keeps canaries):
   (KeyError on a `keras_tensor_N` output name) and names outputs after the
   output layers. On TF >= 2.16 it falls back to tracing `model(*args,
   training=False)` in a `tf.function` anyway, so this module traces that
-  function itself and converts it with `from_function`.
+  function itself (and converts it frozen, see below).
 - tf2onnx 1.17 has no handler for Erfc (Keras' exact GELU): one is registered
   here (`_register_missing_handlers`), Erfc = 1 - Erf.
 - tf2onnx ignores, silently, an `outputs_as_nchw` name that is not a graph
   output and a tensor that is not of rank 4: the declared shapes of the
   transposed tensors are checked against the traced ones after conversion.
+- tf2onnx 1.17's `from_function` makes every non-resource input of the
+  concrete function a graph input, captured values included: the mean and
+  variance that a `keras.layers.Normalization` given them (ConvNeXt's
+  PreStem) holds as constants become two extra inputs that the user would
+  have to feed (tests/test_tf_conversion.py keeps a canary). The harness
+  freezes the function itself, as `from_function` does inside
+  (`convert_variables_to_constants_v2`, control flow not lowered, functions
+  inlined), which turns every capture into a Const, and converts the frozen
+  GraphDef with `from_graph_def`, naming its inputs and outputs after the
+  spec through `tensors_to_rename` (what `from_function` does with the
+  traced signature).
+- Keras' TensorFlow backend computes a grouped convolution (ConvNeXt's
+  depthwise `Conv2D(groups=C)`) on a CPU in a nested
+  `tf.function(jit_compile=True)`: its call and function are marked for XLA,
+  grappler does not inline such a call, and tf2onnx leaves it as a
+  StatefulPartitionedCall op that it cannot convert. The marks are removed
+  from the frozen graph (`_unmark_xla_functions`); the functions are then
+  inlined and converted, and the provenance counts them.
 
 tensorflow and tf2onnx are imported inside the functions, never at module level.
 """
@@ -45,7 +66,7 @@ from harness.layouts import permutation
 from harness.specs import ModelSpec
 
 NAME = "tf->onnx"
-REVISION = 2
+REVISION = 3
 OPTIONS = ("opset", "layout_variant")
 DEFAULT_OPSET = 17
 FILENAME = "model.onnx"
@@ -94,22 +115,27 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
                                        "use the nhwc variant, or declare the source's layouts (ModelSpec.layouts)")
     opset = opset or DEFAULT_OPSET
     function, signature, kind = spec_function(model, spec, input_layouts, example)
+    graph_def, input_names, output_names, spec_names = _frozen_graph(function, spec, kind)
+    xla_calls = _unmark_xla_functions(graph_def)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / FILENAME
     try:
         with quiet():
-            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset,
-                                                     inputs_as_nchw=inputs_as_nchw or None,
-                                                     outputs_as_nchw=outputs_as_nchw or None)
+            proto, _ = tf2onnx.convert.from_graph_def(graph_def, name=spec.name, input_names=input_names,
+                                                      output_names=output_names, opset=opset,
+                                                      inputs_as_nchw=inputs_as_nchw or None,
+                                                      outputs_as_nchw=outputs_as_nchw or None,
+                                                      tensors_to_rename=spec_names)
     except CaseError:
         raise
     except Exception as error:
-        raise CaseError("convert", f"tf2onnx.convert.from_function (opset {opset}) failed for model {spec.name!r} "
+        raise CaseError("convert", f"tf2onnx.convert.from_graph_def (opset {opset}) failed for model {spec.name!r} "
                                    f"({kind}): {summarize_exception(error, 8)}\n"
                                    "Try another --opset; an op tf2onnx does not know needs a custom op handler.") from None
+    graph = proto.graph
     renamed = {
-        "inputs": rename_values(proto.graph, proto.graph.input, [i.name for i in spec.inputs], "input"),
-        "outputs": rename_values(proto.graph, proto.graph.output, [o.name for o in spec.outputs], "output"),
+        "inputs": rename_values(graph, graph.input, [i.name for i in spec.inputs], "input", "tf2onnx"),
+        "outputs": rename_values(graph, graph.output, [o.name for o in spec.outputs], "output", "tf2onnx"),
     }
     _check_ops(proto, spec)
     _check_transposed(proto, function, spec, inputs_as_nchw, outputs_as_nchw)
@@ -118,9 +144,14 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     check_file(path, spec.name)
     return {
         "converter": NAME,
-        "tool": "tf2onnx.convert.from_function",
+        "tool": "tf2onnx.convert.from_graph_def",
         "tool_version": tf2onnx.__version__,
         "source_kind": kind,
+        # Variables and captured values were frozen into constants before conversion.
+        "frozen": True,
+        # Calls of functions marked for XLA (Keras' grouped convolutions on a
+        # CPU), unmarked so that tf2onnx inlines and converts them.
+        "xla_calls_inlined": xla_calls,
         "opset_requested": opset,
         "opset": main_opset(proto),
         "ir_version": proto.ir_version,
@@ -175,15 +206,52 @@ def tf_signature(spec: ModelSpec, input_layouts: dict[str, str | None]) -> list:
     symbolic dims."""
     import tensorflow as tf
 
-    signature = []
-    for inp in spec.inputs:
-        shape = list(inp.shape)
-        source_layout = input_layouts.get(inp.name, inp.layout)
-        if inp.layout and source_layout and source_layout != inp.layout:
-            shape = [shape[axis] for axis in permutation(inp.layout, source_layout)]
-        signature.append(tf.TensorSpec([None if isinstance(d, str) else d for d in shape],
-                                       tf.as_dtype(inp.dtype), name=inp.name))
-    return signature
+    return [tf.TensorSpec([None if isinstance(d, str) else d for d in _source_dims(inp, input_layouts)],
+                          tf.as_dtype(inp.dtype), name=inp.name) for inp in spec.inputs]
+
+
+def _source_dims(inp, input_layouts: dict[str, str | None]) -> list[int | str]:
+    """The spec input's dims (sizes and names) in the order the source holds them."""
+    shape = list(inp.shape)
+    source_layout = input_layouts.get(inp.name, inp.layout)
+    if inp.layout and source_layout and source_layout != inp.layout:
+        shape = [shape[axis] for axis in permutation(inp.layout, source_layout)]
+    return shape
+
+
+def _check_fixed_dims(model: Any, spec: ModelSpec, input_layouts: dict[str, str | None]) -> None:
+    """Every dim the model fixes must be a size the spec allows there, laid out
+    as the source holds it (the size itself, or a symbolic dim whose bounds
+    include it). A spec that cannot fit, typically an image declared NCHW for a
+    model that takes NHWC without `layouts=`, is refused here by name: traced
+    anyway, Keras would take the wrong axis for the channels (and for a
+    convolution fall back to a grouped, XLA-compiled kernel) instead of
+    failing."""
+    from harness.sources.tensorflow import TFFunctionModel
+
+    if isinstance(model, TFFunctionModel):
+        declared = [s.shape.as_list() if s.shape.rank is not None else None for s in model.input_signature]
+    else:
+        try:
+            declared = [list(t.shape) for t in model.inputs or []]
+        except (AttributeError, ValueError):  # a subclassed model that declares no inputs
+            return
+    if len(declared) != len(spec.inputs):
+        return  # the trace reports a different number of inputs
+    for inp, shape in zip(spec.inputs, declared):
+        dims = _source_dims(inp, input_layouts)
+        if shape is None:
+            continue
+        if len(shape) != len(dims):
+            raise CaseError("convert", f"input {inp.name!r}: the model takes rank {len(shape)} {shape}, the spec "
+                                       f"says rank {len(dims)} {dims}: check the input spec")
+        for axis, (fixed, dim) in enumerate(zip(shape, dims)):
+            low, high = (dim, dim) if isinstance(dim, int) else inp.dims[dim]
+            if fixed is not None and not low <= fixed <= high:
+                raise CaseError("convert", f"input {inp.name!r}: the model takes {shape} (None: any size) but the "
+                                           f"spec, laid out as the source holds it, says {dims}: axis {axis} must be "
+                                           f"{fixed}. Check the input's layout (ModelSpec.layouts: Keras images are "
+                                           "NHWC) and shape.")
 
 
 def spec_function(model: Any, spec: ModelSpec, input_layouts: dict[str, str | None],
@@ -193,6 +261,7 @@ def spec_function(model: Any, spec: ModelSpec, input_layouts: dict[str, str | No
     import tensorflow as tf
 
     signature = tf_signature(spec, input_layouts)
+    _check_fixed_dims(model, spec, input_layouts)
     if example is not None:
         for tensor_spec, array in zip(signature, example):
             if not tensor_spec.shape.is_compatible_with(np.shape(array)):
@@ -221,6 +290,50 @@ def spec_function(model: Any, spec: ModelSpec, input_layouts: dict[str, str | No
                                    f"failed: {summarize_exception(error, 6)}\nCheck the input spec (order, shape, "
                                    "dtype, the source's layouts) against the model's inputs.") from None
     return function, signature, kind
+
+
+def _frozen_graph(function, spec: ModelSpec, kind: str) -> tuple[Any, list[str], list[str], dict[str, str]]:
+    """The traced function frozen, as tf2onnx's `from_function` freezes it
+    (control flow kept, functions inlined), with every variable and captured
+    value a constant: (GraphDef, input tensor names, output tensor names,
+    {tensor name: spec name}). Its inputs are the function's placeholders that
+    are not resources: the spec's inputs, unless freezing left a capture."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = function.get_concrete_function()
+    try:
+        with quiet():
+            frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    except Exception as error:
+        raise CaseError("convert", f"freezing the traced function of model {spec.name!r} ({kind}) into constants "
+                                   f"failed: {summarize_exception(error, 6)}") from None
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
+    traced_inputs = [s.name for s in tf.nest.flatten(concrete.structured_input_signature)]
+    # Freezing keeps the tensor names of the traced graph: its outputs are the
+    # traced dict's values, its first inputs the signature's placeholders.
+    spec_names = dict(zip(inputs, traced_inputs))
+    spec_names.update({tensor.name: name for name, tensor in concrete.structured_outputs.items()})
+    return frozen.graph.as_graph_def(add_shapes=True), inputs, [t.name for t in frozen.outputs], spec_names
+
+
+def _unmark_xla_functions(graph_def) -> int:
+    """Remove the marks that keep grappler from inlining a function call (XLA
+    compilation, `_noinline`) from the calls and functions of `graph_def`, so
+    that tf2onnx's grappler pass inlines them; return how many calls were
+    marked. XLA compilation means nothing to an ONNX graph."""
+    calls = 0
+    for node in _all_nodes(graph_def):
+        if node.attr.pop("_XlaMustCompile", None) is not None and "f" in node.attr:  # a call, not an op inside
+            calls += 1
+    for function in graph_def.library.function:
+        for attribute in ("_XlaMustCompile", "_noinline"):
+            function.attr.pop(attribute, None)
+    return calls
+
+
+def _all_nodes(graph_def) -> list:
+    return list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]
 
 
 def _caller(model: Any, n_inputs: int) -> tuple[Callable[..., list], str]:

@@ -1,11 +1,13 @@
 """TensorFlow / Keras -> TFLite (float32, no quantization) with
-`tf.lite.TFLiteConverter.from_concrete_functions`.
+`tf.lite.TFLiteConverter.from_saved_model`.
 
 The model is traced as `tf_onnx.spec_function` does (the spec's input names,
 the source's layouts, None for symbolic dims), its variables are frozen into
 constants, and the frozen graph is wrapped once more in a function that returns
-{spec output name: tensor}, so that the TFLite signature "serving_default" maps
-the spec's names onto tensor indices. TFLite keeps the source's layouts.
+{spec output name: tensor}. That function is saved as the "serving_default"
+signature of a SavedModel in a temporary folder and converted from there, so
+that the TFLite signature maps the spec's names onto tensor indices. TFLite
+keeps the source's layouts.
 
 Exporter bugs and limits worked around or guarded here (tests/test_tf_conversion.py
 keeps canaries):
@@ -17,6 +19,16 @@ keeps canaries):
 - `from_keras_model` names the signature's outputs "output_0", ... (not the
   spec's names) and the order of the interpreter's output details follows
   neither: hence the named wrapper.
+- `from_concrete_functions` saves the function as a SavedModel internally
+  and, when that save fails, silently falls back to a path that writes no
+  signature. The save fails on any custom gradient (`tf.custom_gradient`:
+  TensorFlow's swish/silu, so Keras' "swish" and EfficientNet; Keras 3.15's
+  hard-swish has none) with "Found invalid capture Tensor ... when saving
+  custom gradients". The
+  harness saves the SavedModel itself with
+  `SaveOptions(experimental_custom_gradients=False)`: the gradient functions,
+  which inference never runs, are left out; the forward graph is unchanged.
+  The provenance counts the custom gradients that were not saved.
 - A symbolic batch dim with a Keras LSTM/GRU (a while loop over TensorLists)
   cannot be lowered to builtin ops ("TensorListReserve ... element_shape to be
   static"); with a fixed batch (and a symbolic time dim) it converts. The error
@@ -30,6 +42,7 @@ tensorflow is imported inside the functions, never at module level.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,7 +53,7 @@ from harness.errors import CaseError, summarize_exception
 from harness.specs import ModelSpec
 
 NAME = "tf->tflite"
-REVISION = 3
+REVISION = 4
 # TFLite has no opset: a run's --opset is for the ONNX edges and is not passed here.
 OPTIONS = ("layout_variant",)
 FILENAME = "model.tflite"
@@ -73,8 +86,9 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     function, signature, kind = spec_function(model, spec, input_layouts, example)
     names = [o.name for o in spec.outputs]
     supported_ops = ["TFLITE_BUILTINS"]
+    custom_gradients = None
     try:
-        with quiet():
+        with quiet(), tempfile.TemporaryDirectory(prefix="parity-tflite-") as saved_model:
             concrete = function.get_concrete_function()
             frozen = convert_variables_to_constants_v2(concrete)
 
@@ -85,7 +99,11 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
                 outputs = tf.nest.pack_sequence_as(concrete.structured_outputs, tf.nest.flatten(frozen(*args)))
                 return {name: outputs[name] for name in names}
 
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([named.get_concrete_function()], tf.Module())
+            serving = named.get_concrete_function()
+            custom_gradients = custom_gradient_count(serving.graph.as_graph_def())
+            tf.saved_model.save(tf.Module(), saved_model, signatures={SIGNATURE_KEY: serving},
+                                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[SIGNATURE_KEY])
             converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, op) for op in supported_ops]
             converter.optimizations = []
             data = converter.convert()
@@ -105,10 +123,14 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     mapping = _inspect(data, spec, signature)
     return {
         "converter": NAME,
-        "tool": "tf.lite.TFLiteConverter.from_concrete_functions",
+        "tool": "tf.lite.TFLiteConverter.from_saved_model",
         "tool_version": tf.__version__,
         "source_kind": kind,
         "frozen": True,
+        # The frozen function went through a SavedModel that the harness wrote,
+        # without the gradient functions of these custom gradients.
+        "saved_model": {"signature": SIGNATURE_KEY, "experimental_custom_gradients": False,
+                        "custom_gradients_not_saved": custom_gradients},
         "precision": "fp32",
         "optimizations": [],
         "supported_ops": supported_ops,
@@ -125,6 +147,13 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "output_layouts": output_layouts,
         "versions": versions(),
     }
+
+
+def custom_gradient_count(graph_def) -> int:
+    """How many ops of the graph (its function library included) carry a
+    custom gradient (`tf.custom_gradient` marks them `_gradient_op_type`)."""
+    nodes = list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]
+    return sum("_gradient_op_type" in node.attr for node in nodes)
 
 
 def _interpreter(data: bytes):
