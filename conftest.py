@@ -1,14 +1,7 @@
-"""Repo-local pytest settings: the hypothesis profiles for parity runs.
+"""Repo-local pytest settings: the hypothesis profiles for the harness's own
+tests, as the plugin loads them for parity runs (`dev`, `ci` when CI is set;
+choose with `--hypothesis-profile=dev|ci|nightly` or HYPOTHESIS_PROFILE)."""
 
-`dev` is the default, `ci` is used when CI is set; choose explicitly with
-`--hypothesis-profile=dev|ci|nightly` (or HYPOTHESIS_PROFILE).
-"""
+from harness.profiles import load_default_profile
 
-import os
-
-from hypothesis import settings
-
-from harness.profiles import register_profiles
-
-register_profiles()
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+load_default_profile()

@@ -43,6 +43,9 @@ class OutputComparison:
     worst_got: float | None = None
     needed_atol: float | None = None        # smallest atol (rtol as set) that would have passed
     needed_rtol: float | None = None        # smallest rtol (atol as set) that would have passed
+    # What passed it: "tolerance" (elementwise), "noise" (within its noise multiple of
+    # the source's own float32 error: set by the engine, which holds the float64 twin).
+    accepted_by: str | None = None
     # Counts of the per-element error over tolerance in log-decade bins (see
     # HISTOGRAM_EDGES); computed on every `sampled`-th element of a large output.
     error_histogram: dict[str, Any] | None = None
@@ -100,7 +103,7 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
         return result
     result.elements = int(ref.size)
     if ref.size == 0:
-        result.passed, result.message = True, f"{name}: empty output"
+        result.passed, result.message, result.accepted_by = True, f"{name}: empty output", "tolerance"
         return result
     is_float = ref.dtype.kind == "f" or ref.dtype.kind == "V"  # V: bfloat16 and friends
     _fill_metrics(result, ref, got, tolerance, is_float)
@@ -173,6 +176,7 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
 
     result.passed = result.nonfinite_mismatches == 0 and result.error_ratio <= 1.0
     if result.passed:
+        result.accepted_by = "tolerance"
         result.message = f"{result.name}: within tolerance"
         return
     if not result.nonfinite_mismatches:

@@ -1,14 +1,22 @@
-"""Drives hypothesis over one prepared case.
+"""Drives the examples of one prepared case: corners first, then hypothesis.
 
-Hypothesis draws input recipes; each example goes through `engine.run_example`.
-The worst example per output is kept for the record; on a mismatch hypothesis
-shrinks toward the smallest failing recipe, and the last failure seen is that
-shrunk one (hypothesis replays it last).
+Every case first runs a fixed set of corner recipes (`inputs.corner_recipes`:
+smallest and largest shapes, large magnitudes with the domain's ends, tiny
+values), then hypothesis draws the rest of the budget. Each example goes
+through `engine.run_example`. The worst example per output is kept for the
+record. On a mismatch hypothesis shrinks toward the smallest failing recipe,
+and the last failure seen is that shrunk one (hypothesis replays it last); a
+failure only a corner shows is reported as that corner.
+
+Counts: `examples` is the examples drawn (corners and hypothesis' search);
+the calls hypothesis makes while shrinking are counted apart, in
+`shrink_steps`; `first_failure_at` is the number of the first failing example.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +24,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness.engine import ExampleOutcome, PreparedCase, run_example
-from harness.inputs import InputRecipe, input_recipes, make_inputs
+from harness.compare import OutputComparison, compare_outputs
+from harness.engine import ExampleOutcome, PreparedCase, reference_outputs, run_example
+from harness.inputs import InputRecipe, corner_recipes, input_recipes, make_inputs, pick_dims
+
+# Extra draws of the reference for the input-sensitivity check: an output that
+# agrees, within its tolerance, across all of them does not depend on the input.
+SENSITIVITY_DRAWS = 2
 
 
 class ParityMismatch(AssertionError):
@@ -26,40 +39,94 @@ class ParityMismatch(AssertionError):
 
 @dataclass
 class Exploration:
-    examples: int = 0
+    examples: int = 0                 # drawn (corners and hypothesis' search), not counting shrink steps
+    shrink_steps: int = 0             # calls hypothesis made while shrinking its first failure
+    corners: int = 0                  # of `examples`, the corner recipes
+    first_failure_at: int | None = None   # the number of the first failing example drawn
     worst: dict[str, dict[str, Any]] = field(default_factory=dict)     # per output: comparison + noise + recipe
     failure: ExampleOutcome | None = None
     failure_recipe: InputRecipe | None = None
     failure_inputs: dict[str, np.ndarray] | None = None
+    failure_corner: str | None = None  # the corner's name when only a corner failed
+    errors: Counter = field(default_factory=Counter)   # the converted model's error kinds, with their counts
+    sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # per output: see `input_sensitivity`
 
     @property
     def passed(self) -> bool:
         return self.failure is None
 
-    def record(self, recipe: InputRecipe, tensors: dict[str, np.ndarray], outcome: ExampleOutcome) -> None:
-        self.examples += 1
+    @property
+    def inconclusive(self) -> list[str]:
+        """Outputs whose check could not have failed: they do not depend on the input."""
+        return [name for name, s in self.sensitivity.items() if s.get("inconclusive")]
+
+    def wants_noise(self, comparison: OutputComparison) -> bool:
+        """The example is the worst so far for this output: the record will give its noise."""
+        held = self.worst.get(comparison.name)
+        return held is None or _ratio(comparison) > held["ratio"]
+
+    def record(self, recipe: InputRecipe, tensors: dict[str, np.ndarray], outcome: ExampleOutcome,
+               shrinking: bool = False) -> None:
+        if shrinking:
+            self.shrink_steps += 1
+        else:
+            self.examples += 1
+        if outcome.error_kind:
+            self.errors[outcome.error_kind] += 1
         for comparison in outcome.comparisons:
-            ratio = comparison.error_ratio if comparison.error_ratio is not None else np.inf
+            ratio = _ratio(comparison)
             held = self.worst.get(comparison.name)
             if held is None or ratio > held["ratio"]:
                 self.worst[comparison.name] = {"ratio": ratio, "comparison": comparison,
                                                "noise": outcome.noise.get(comparison.name), "recipe": recipe}
         if not outcome.passed:
             self.failure, self.failure_recipe, self.failure_inputs = outcome, recipe, tensors
+            if self.first_failure_at is None:
+                self.first_failure_at = self.examples
+
+
+def _ratio(comparison: OutputComparison) -> float:
+    return comparison.error_ratio if comparison.error_ratio is not None else np.inf
 
 
 def explore_case(prepared: PreparedCase, max_examples: int | None = None, database_key: str | None = None,
-                 database_path: Path | None = None) -> Exploration:
-    """Run hypothesis-drawn examples through the case until one fails (then shrink
-    it) or the budget is spent. Settings come from the active hypothesis profile.
+                 database_path: Path | None = None, corners: bool = True) -> Exploration:
+    """Run the corner examples, then hypothesis-drawn ones, until one fails (then
+    shrink it) or the budget is spent. The budget (`max_examples`, else the
+    active hypothesis profile's) counts the corners too.
 
     database_path: where hypothesis keeps the failing examples it found; kept
     beside the reports, so that a failure found one night is tried first the next."""
     exploration = Exploration()
     spec = prepared.spec
+    budget = max_examples or settings.default.max_examples
+
+    for name, recipe in (corner_recipes(spec)[:budget] if corners else []):
+        tensors = make_inputs(spec, recipe)
+        outcome = run_example(prepared, tensors, exploration.wants_noise)
+        exploration.record(recipe, tensors, outcome)
+        exploration.corners += 1
+        if not outcome.passed:
+            exploration.failure_corner = name
+            break
+    corner_failure = exploration.failure
+
+    searched = budget - exploration.corners
+    if searched > 0:
+        _search(prepared, exploration, searched, database_key or prepared.case.id, database_path)
+    if corner_failure is not None and exploration.failure is not corner_failure:
+        exploration.failure_corner = None  # hypothesis found (and shrank) a failure of its own
+    exploration.sensitivity = input_sensitivity(prepared)
+    return exploration
+
+
+def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int, key: str,
+            database_path: Path | None) -> None:
+    spec = prepared.spec
+    found = {"failure": False}  # hypothesis found one: every later call is a shrink step
 
     @settings(
-        max_examples=max_examples or settings.default.max_examples,
+        max_examples=max_examples,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         report_multiple_bugs=False,
@@ -68,16 +135,43 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
     @given(input_recipes(spec))
     def check(recipe: InputRecipe) -> None:
         tensors = make_inputs(spec, recipe)
-        outcome = run_example(prepared, tensors)
-        exploration.record(recipe, tensors, outcome)
+        outcome = run_example(prepared, tensors, exploration.wants_noise)
+        exploration.record(recipe, tensors, outcome, shrinking=found["failure"])
         if not outcome.passed:
+            found["failure"] = True
             raise ParityMismatch(outcome.message)
 
     # Distinct database entries per case: otherwise every case shares one key
     # (same function source) and replays the others' failures.
-    check.hypothesis.inner_test._hypothesis_internal_add_digest = (database_key or prepared.case.id).encode()
+    check.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
     try:
         check()
     except ParityMismatch:
         pass  # the failure and its shrunk inputs are in `exploration`
-    return exploration
+
+
+def input_sensitivity(prepared: PreparedCase) -> dict[str, dict[str, Any]]:
+    """How each output responds to its input: the original's outputs for a
+    typical example against those for other draws of the same shapes, held to
+    the output's own tolerance. An output within tolerance of itself across all
+    draws does not depend on the input (a randomly initialised classifier's
+    softmax, a saturated activation): a converted model that returned a
+    constant would pass its check too, so the check is inconclusive."""
+    spec = prepared.spec
+    base = InputRecipe(pick_dims(spec, "mid"), {i.name: "normal" for i in spec.inputs}, 0.0, 0)
+    outputs = [reference_outputs(prepared, make_inputs(spec, replace(base, seed=seed)))[1]
+               for seed in range(SENSITIVITY_DRAWS + 1)]
+    found: dict[str, dict[str, Any]] = {}
+    for index, out in enumerate(spec.outputs):
+        tolerance = prepared.tolerances[out.name].merged(noise_multiple=0.0)
+        ratios = [compare_outputs(out.name, outputs[0][index], other[index], tolerance).error_ratio
+                  for other in outputs[1:]]
+        if any(r is None for r in ratios):
+            found[out.name] = {"ratio": None, "inconclusive": False}  # shapes differ: the input matters
+            continue
+        ratio = float(max(ratios))
+        found[out.name] = {"ratio": ratio, "inconclusive": bool(ratio <= 1.0),
+                           "max_abs_change": float(max(np.abs(outputs[0][index].astype(np.float64) - other[index])
+                                                       .max() for other in outputs[1:])),
+                           "draws": SENSITIVITY_DRAWS + 1}
+    return found

@@ -1,4 +1,4 @@
-"""Named tensor layouts and the permutations between them.
+"""Tensor layouts (orders of named axes) and the permutations between them.
 
 Layouts are declared by specs and by conversion provenance; the harness
 transposes explicitly between them and never guesses a layout from a shape.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 # Each letter names an axis role: N batch, C channels, H/W/D spatial, T time.
+# A layout is any order of distinct letters ("NCHW", "NHWC", but also "NWCH",
+# what onnx2tf makes of an NHWC ONNX input, or "WNC"); these are the common ones.
+AXIS_ROLES = {"N": "batch", "C": "channels", "H": "height", "W": "width", "D": "depth", "T": "time"}
 KNOWN_LAYOUTS = ("NC", "NCHW", "NHWC", "NCDHW", "NDHWC", "NTC", "NCT", "TNC", "NT")
 
 # Axes whose sizes the input generator keeps distinct, so a transpose between
@@ -20,9 +23,22 @@ class LayoutError(ValueError):
     """An unknown layout or one that does not fit a tensor."""
 
 
+def layout_problem(layout: str) -> str | None:
+    """Why `layout` is not a layout (None when it is): it must be distinct axis letters."""
+    unknown = sorted({a for a in layout if a not in AXIS_ROLES})
+    if not layout or unknown:
+        letters = ", ".join(f"{k} {v}" for k, v in AXIS_ROLES.items())
+        return (f"unknown layout {layout!r}: a layout is an order of distinct axis letters ({letters}), "
+                f"e.g. {', '.join(KNOWN_LAYOUTS[:4])}")
+    if len(set(layout)) != len(layout):
+        return f"layout {layout!r} names an axis twice"
+    return None
+
+
 def check_layout(layout: str, rank: int, where: str = "tensor") -> None:
-    if layout not in KNOWN_LAYOUTS:
-        raise LayoutError(f"{where}: unknown layout {layout!r}; known layouts: {', '.join(KNOWN_LAYOUTS)}")
+    problem = layout_problem(layout)
+    if problem:
+        raise LayoutError(f"{where}: {problem}")
     if len(layout) != rank:
         raise LayoutError(f"{where}: layout {layout} has {len(layout)} axes but the shape has {rank}")
 

@@ -7,9 +7,10 @@ error case whose message says what to do, so the other cases still run.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 from harness import adapters
@@ -54,8 +55,9 @@ def model_name(ref: str) -> str:
 
 
 def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str | None]]:
-    """(model_ref, spec, error) for each model asked for; the whole zoo when none is."""
-    refs = options.models or tuple(zoo_models())
+    """(model_ref, spec, error) for each model asked for; the zoo's models of
+    the selected tiers when none is."""
+    refs = options.models or tuple(name for name, spec in zoo_models().items() if spec.tier in options.tiers)
     resolved: list[tuple[str, ModelSpec | None, str | None]] = []
     for ref in refs:
         try:
@@ -198,6 +200,8 @@ def build_cases(options: RunOptions) -> list[Case]:
                 for variant in _variants(spec, source, target, converted_format):
                     model_cases += [_case(spec, ref, source, target, device, variant, converted_format)
                                     for device in devices]
+        if not model_cases and not options.models:
+            continue  # a zoo model of the tier that is not in the sources asked for: not a case
         if not model_cases:
             model_cases = [Case(spec.name, source, "", "", ref, spec=spec, skip=(
                 f"model {spec.name!r} has no builder for {', '.join(sources)} (it has: {', '.join(spec.builders)}), "
@@ -237,5 +241,20 @@ def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, vari
     known = spec.unsupported.get(f"{source}->{target}")
     if known and not converted_format:
         return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
-    reason = adapters.source_missing(source, device) or adapters.runtime_missing(target, device)
+    reason = (adapters.source_missing(source, device) or adapters.runtime_missing(target, device)
+              or next(filter(None, map(package_missing, spec.requires)), None))
     return replace(case, skip=reason) if reason else case
+
+
+@lru_cache(maxsize=None)
+def package_missing(name: str) -> str | None:
+    """Why a package a model's builders need cannot be used here, or None. It is
+    imported, not only looked up: a torchvision built for another torch is
+    installed but fails to import ("operator torchvision::nms does not exist")."""
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # ImportError, or the RuntimeError of a mismatched build
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return (f"{name} cannot be imported here ({type(error).__name__}: {first[:300]}); install the version that "
+                f"constraints.txt pins beside this torch (the 'real' extra: pip install -c constraints.txt -e '.[real]')")
+    return None

@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
+from harness.specs import FLOAT_DTYPES, INT_DTYPES, TIERS, InputSpec, SpecError
 
 SOURCES = ("torch", "keras", "tensorflow", "mxnet")
 TARGETS = ("onnxruntime", "tflite")
 DEVICES = ("cpu", "cuda")
 EXPORTERS = ("dynamo", "torchscript")
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
-TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch")
+TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple")
 
 
 class OptionError(ValueError):
@@ -33,7 +33,8 @@ class RunOptions:
     sources: tuple[str, ...] = ()        # empty: every source a model has a builder for
     targets: tuple[str, ...] = TARGETS
     devices: tuple[str, ...] = DEVICES
-    models: tuple[str, ...] = ()          # empty: the whole zoo
+    models: tuple[str, ...] = ()          # empty: the zoo's models of `tiers`
+    tiers: tuple[str, ...] = ("core",)    # which tiers of the zoo run when no model is named
     converted: Path | None = None         # a user's own converted artifact
     converted_layouts: dict[str, str] = field(default_factory=dict)   # its tensors' layouts, where not the original's
     input_specs: tuple[InputSpec, ...] = ()
@@ -48,6 +49,8 @@ class RunOptions:
     cache_dir: Path = Path(".parity-cache")
     reports_dir: Path = Path("reports")
     examples: int | None = None           # None: the hypothesis profile decides
+    corners: bool = True                  # run the corner examples before hypothesis' search
+    strict: bool = False                  # an inconclusive case fails
 
     def conversion_options(self, layout_variant: str | None = None) -> dict:
         """Every option a converter may take; each converter uses those it names
@@ -63,7 +66,7 @@ class RunOptions:
     def from_json(cls, data: Mapping[str, Any]) -> "RunOptions":
         values = dict(data)
         defaults = cls()
-        for name in ("sources", "targets", "devices", "models", "output_names"):
+        for name in ("sources", "targets", "devices", "models", "tiers", "output_names"):
             values[name] = tuple(values.get(name, getattr(defaults, name)))
         values["input_specs"] = tuple(InputSpec(**{**i, "shape": tuple(i["shape"]),
                                                    "dims": {k: tuple(v) for k, v in i["dims"].items()},
@@ -89,6 +92,18 @@ def split_list(values: Iterable[str] | str | None) -> tuple[str, ...]:
             if item and item not in items:
                 items.append(item)
     return tuple(items)
+
+
+def parse_tiers(values: Iterable[str] | str | None) -> tuple[str, ...]:
+    """--tier core,real (or all) -> ('core', 'real'); the default is core alone."""
+    tiers = split_list(values)
+    if not tiers:
+        return ("core",)
+    if "all" in tiers:
+        return TIERS
+    for tier in tiers:
+        parse_choice("--tier", tier, TIERS + ("all",))
+    return tiers
 
 
 def parse_choice(option: str, value: str, choices: Iterable[str]) -> str:
@@ -177,15 +192,16 @@ def parse_input_spec(text: str) -> InputSpec:
 
 def parse_layouts(option: str, values: Iterable[str] | None) -> dict[str, str]:
     """'image:NCHW,features:NCHW' -> {'image': 'NCHW', 'features': 'NCHW'}."""
-    from harness.layouts import KNOWN_LAYOUTS
+    from harness.layouts import layout_problem
 
     layouts: dict[str, str] = {}
     for item in split_list(values):
         name, sep, layout = item.rpartition(":")
         if not sep or not name:
             raise OptionError(f"{option}: {item!r} is not TENSOR:LAYOUT (e.g. image:NCHW)")
-        if layout not in KNOWN_LAYOUTS:
-            raise OptionError(f"{option}: unknown layout {layout!r} in {item!r}; known: {', '.join(KNOWN_LAYOUTS)}")
+        problem = layout_problem(layout)
+        if problem:
+            raise OptionError(f"{option}: {item!r}: {problem}")
         layouts[name] = layout
     return layouts
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, SOURCES, TARGETS, OptionError, RunOptions,
-                             parse_input_spec, parse_layouts, parse_tolerance_overrides, split_list)
+from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
+                             RunOptions, parse_input_spec, parse_layouts, parse_tiers, parse_tolerance_overrides,
+                             split_list)
 
-PARITY_OPTIONS = ("source", "target", "device", "model", "converted", "parity")
+PARITY_OPTIONS = ("source", "target", "device", "model", "tier", "converted", "parity")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--model", action="append", metavar="MODELS",
         help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, "
              "model.pt, model.keras, model.h5, saved_model_dir, graph.pb, ARCH=checkpoint")
+    add("--tier", action="append", metavar="TIERS",
+        help="which of the zoo runs when no --model is named: core (default; the small models written for the "
+             "harness), real (published architectures: transformers, keras.applications), or all")
     add("--converted", metavar="PATH",
         help="check your own converted file (.onnx, .tflite) against --model instead of converting")
     add("--converted-layouts", action="append", metavar="TENSOR:LAYOUT,...",
@@ -48,12 +53,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--strict-cuda", action="store_true", help="turn TF32 off on CUDA and hold it to CPU tolerances")
     for name, help_text in (("atol", "absolute tolerance"), ("rtol", "relative tolerance"),
                             ("atol-by-max", "absolute tolerance as a fraction of max|ref|"),
-                            ("max-mismatch", "fraction of elements allowed out of tolerance")):
+                            ("max-mismatch", "fraction of elements allowed out of tolerance"),
+                            ("noise-multiple", "largest error allowed, as a multiple of the source model's own "
+                                               "float32 error, for an output out of tolerance (0: off)")):
         add(f"--{name}", action="append", metavar="[OUTPUT:]VALUE",
             help=f"{help_text}: VALUE for every output or OUTPUT:VALUE for one (Polygraphy syntax); repeatable")
+    add("--parity-strict", action="store_true",
+        help="fail an inconclusive case (one whose output does not depend on the input, so its check could not fail)")
     add("--trust-model-code", action="store_true",
         help="allow loading model files that run code when loaded (whole pickled torch modules)")
     add("--parity-examples", type=int, default=None, metavar="N", help="hypothesis examples per case (default: the profile's)")
+    add("--no-parity-corners", action="store_true",
+        help="skip the corner examples (smallest and largest shapes, large and tiny magnitudes) that every case "
+             "runs before hypothesis' search: for measuring what the search alone finds")
     add("--parity-reports", default="reports", metavar="DIR", help="where parity.json, parity.html and failures/ go")
     add("--parity-cache-dir", default=".parity-cache", metavar="DIR", help="converted-artifact cache")
     add("--no-parity-cache", action="store_true", help="convert again even where the cache holds the artifact")
@@ -83,6 +95,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             targets=split_list(get("target")) or defaults.targets,
             devices=split_list(get("device")) or defaults.devices,
             models=split_list(get("model")),
+            tiers=parse_tiers(get("tier")),
             converted=Path(get("converted")) if get("converted") else None,
             converted_layouts=parse_layouts("--converted-layouts", get("converted_layouts")),
             input_specs=tuple(parse_input_spec(s) for s in get("input_spec") or ()),
@@ -91,12 +104,14 @@ def run_options(config: pytest.Config) -> RunOptions:
             opset=get("opset"),
             ort_opt_level=get("ort_opt_level"),
             strict_cuda=get("strict_cuda"),
-            tolerance_overrides=parse_tolerance_overrides({f: get(f) for f in ("atol", "rtol", "atol_by_max", "max_mismatch")}),
+            tolerance_overrides=parse_tolerance_overrides({f: get(f) for f in TOLERANCE_FIELDS}),
             trust_model_code=get("trust_model_code"),
             use_cache=not get("no_parity_cache"),
             cache_dir=Path(get("parity_cache_dir")),
             reports_dir=Path(get("parity_reports")),
             examples=get("parity_examples"),
+            corners=not get("no_parity_corners"),
+            strict=get("parity_strict"),
         )
     except OptionError as error:
         raise pytest.UsageError(str(error)) from None
@@ -108,12 +123,19 @@ def pytest_configure(config: pytest.Config) -> None:
     from harness.profiles import PROFILES
 
     # Importing hypothesis costs most of a second: only when it will be used.
+    # The default profile is loaded here, before hypothesis' own plugin applies
+    # --hypothesis-profile (this hook runs first), so the option still wins.
     if parity_requested(config) or config.getoption("hypothesis_profile", None) in PROFILES:
-        from harness.profiles import register_profiles
+        from harness.profiles import load_default_profile
 
-        register_profiles()
+        load_default_profile()
     if parity_requested(config):
         config.pluginmanager.register(ParityRun(config, run_options(config)), "parity-run")
+
+
+class ParityWarning(UserWarning):
+    """Something a parity case found that does not fail it: an inconclusive
+    check, a converted file whose declared shapes disagree with the spec."""
 
 
 class ParityGroup(pytest.Collector):
@@ -157,6 +179,12 @@ class ParityItem(pytest.Item):
             pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
         if self.record["status"] == "failed":
             pytest.fail(f"{self.case.id}: {self.record['message']}", pytrace=False)
+        for finding in self.record.get("warnings", ()):
+            warnings.warn(ParityWarning(f"{self.case.id}: {finding['message']}"))
+        if self.record["status"] == "inconclusive":
+            if self.run.options.strict:
+                pytest.fail(f"{self.case.id}: {self.record['message']} (--parity-strict)", pytrace=False)
+            warnings.warn(ParityWarning(f"{self.case.id}: {self.record['message']}"))
 
     def _publish(self) -> None:
         """The record's numbers as properties, for --junitxml and the like."""

@@ -37,6 +37,8 @@ def register_model(
     description: str = "",
     layouts: dict[str, dict[str, str]] | None = None,
     unsupported: dict[str, str] | None = None,
+    tier: str = "core",
+    requires: Iterable[str] = (),
     **builders: Callable[[], Any] | str,
 ) -> ModelSpec:
     """Declare a model under `name`, with one builder per source framework
@@ -46,6 +48,10 @@ def register_model(
     input/output specs, e.g. {"keras": {"image": "NHWC", "features": "NHWC"}}.
     unsupported: known converter limitations, {"keras->tflite": "why"}: those
     cases are skipped with the reason.
+    tier: "core" (the default) or "real", the zoo's tier of published
+    architectures, run with `--tier=real` (or `all`).
+    requires: packages the builders import beyond the source framework
+    (e.g. ("transformers",)); where one does not import, the cases skip saying why.
     """
     if not builders:
         raise SpecError(f"model {name!r} has no builder: pass e.g. torch=build_fn")
@@ -62,6 +68,8 @@ def register_model(
         origin=origin,
         layouts=dict(layouts or {}),
         unsupported=dict(unsupported or {}),
+        tier=tier,
+        requires=tuple(requires),
     )
     _MODELS[name] = spec
     return spec

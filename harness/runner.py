@@ -52,7 +52,8 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache) -> tuple[d
 def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions) -> dict[str, Any]:
     """Run the examples of a prepared case and complete its record."""
     try:
-        exploration = explore_case(prepared, options.examples, database_path=examples_database(options))
+        exploration = explore_case(prepared, options.examples, database_path=examples_database(options),
+                                   corners=options.corners)
         record.update(_describe(prepared, exploration, options))
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
@@ -84,35 +85,95 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
     for out in prepared.spec.outputs:
         tolerance = prepared.tolerances[out.name].__dict__
         worst = exploration.worst.get(out.name)
+        sensitivity = exploration.sensitivity.get(out.name)
         if worst is None:
-            outputs[out.name] = {"tolerance": tolerance}
+            outputs[out.name] = {"tolerance": tolerance, "sensitivity": sensitivity}
             continue
-        outputs[out.name] = {"tolerance": tolerance, **worst["comparison"].to_json(),
-                             "noise": worst["noise"], "recipe": worst["recipe"].to_json()}
+        outputs[out.name] = {"tolerance": tolerance, **worst["comparison"].to_json(), "noise": worst["noise"],
+                             "recipe": worst["recipe"].to_json(), "sensitivity": sensitivity}
+    failure = exploration.failure
+    # A case that failed by an exception has no error ratio: the examples that
+    # passed before it say nothing of the ones that raised.
+    raised = failure is not None and failure.error is not None
     ratios = [o.get("error_ratio") for o in outputs.values() if isinstance(o.get("error_ratio"), (int, float))]
     normalized = [o.get("normalized_error") for o in outputs.values() if isinstance(o.get("normalized_error"), (int, float))]
     record: dict[str, Any] = {
         "status": "passed" if exploration.passed else "failed",
-        "message": "all outputs within tolerance" if exploration.passed else exploration.failure.message,
+        "message": "all outputs within tolerance" if exploration.passed else _failure_message(exploration),
         "examples": exploration.examples,
-        "worst_error_ratio": max(ratios) if ratios else None,
-        "worst_normalized_error": max(normalized) if normalized else None,
+        "corner_examples": exploration.corners,
+        "shrink_steps": exploration.shrink_steps,
+        "first_failure_at": exploration.first_failure_at,
+        "worst_error_ratio": max(ratios) if ratios and not raised else None,
+        "worst_normalized_error": max(normalized) if normalized and not raised else None,
         "outputs": outputs,
         "provenance": prepared.provenance,
         "versions": prepared.versions,
         "timings": prepared.timings,
     }
+    if exploration.passed and any(o.get("accepted_by") == "noise" for o in outputs.values()):
+        noisy = [name for name, o in outputs.items() if o.get("accepted_by") == "noise"]
+        record["message"] = (f"all outputs within tolerance, or within {_multiples(outputs, noisy)} the original's "
+                             f"own float32 error ({', '.join(noisy)})")
+    if prepared.warnings:
+        record["warnings"] = [w.to_json() for w in prepared.warnings]
+    if exploration.passed and exploration.inconclusive:
+        record["status"] = "inconclusive"
+        record["message"] = _inconclusive_message(exploration, outputs)
     if not exploration.passed:
         case = prepared.case
         replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
                   "device": case.device, "options": options.to_json(), "recipe": exploration.failure_recipe.to_json()}
         path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
         record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
+                             "corner": exploration.failure_corner,
                              "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
                              "input_stats": {k: _statistics(v) for k, v in exploration.failure_inputs.items()},
-                             "outputs": [c.to_json() for c in exploration.failure.comparisons]}
-        record["message"] += f"\nshrunk failing input: {path}\nreplay: {command}"
+                             "outputs": [c.to_json() for c in failure.comparisons]}
+        if failure.error:
+            record["failure"]["error"] = failure.error
+            record["failure"]["error_kinds"] = dict(exploration.errors)
+        shrunk = "failing input" if exploration.failure_corner else "shrunk failing input"
+        record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
+        if prepared.warnings:  # the likely cause, found before the first example
+            record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
     return record
+
+
+def _failure_message(exploration: Exploration) -> str:
+    """What failed, in a few lines: a runtime error once, with how many examples
+    raised it; a corner named when only a corner showed the failure."""
+    failure = exploration.failure
+    if failure.error:
+        drawn = exploration.examples + exploration.shrink_steps
+        raised = sum(exploration.errors.values())
+        kinds = len(exploration.errors)
+        text = f"the converted model raised on {raised} of {drawn} examples"
+        if kinds > 1:
+            text += f" ({kinds} different errors; all of them in the JSON record)"
+        message = f"{text}; the last (smallest) one:\n{failure.error}"
+    else:
+        message = failure.message
+    if exploration.failure_corner:
+        message = f"[corner example: {exploration.failure_corner}] {message}"
+    return message
+
+
+def _multiples(outputs: dict[str, Any], names: list[str]) -> str:
+    allowed = sorted({outputs[n]["tolerance"].get("noise_multiple") for n in names})
+    return "/".join(f"{m:g}x" for m in allowed)
+
+
+def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> str:
+    parts = []
+    for name in exploration.inconclusive:
+        sensitivity = exploration.sensitivity[name]
+        parts.append(f"{name} (largest change {sensitivity['max_abs_change']:.3g}, {sensitivity['ratio']:.3g}x its "
+                     f"tolerance, over {sensitivity['draws']} different inputs of one shape)")
+    return ("passed, but inconclusive: " + "; ".join(parts) + " does not depend on the input within its "
+            "tolerance, so a converted model that ignored its input would have passed too. Check the model "
+            "(a saturated or untrained output?), or hold that output to a tighter tolerance; --parity-strict "
+            "fails such cases")
 
 
 def _statistics(array: np.ndarray) -> dict[str, Any]:

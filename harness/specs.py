@@ -14,6 +14,9 @@ Dim = int | str
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 INT_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "bool")
+# Selections of the zoo: "core", the small models written for the harness (the
+# default), and "real", published architectures built from their libraries' code.
+TIERS = ("core", "real")
 
 
 class SpecError(ValueError):
@@ -28,15 +31,19 @@ class Tolerance:
     CUDA (TF32) the error grows with the size of the values, and a fixed atol
     would be either meaningless for large outputs or impossible for small ones.
     `max_mismatch` is the fraction of elements allowed outside the bound.
+    `noise_multiple`: an output out of that bound still passes when its largest
+    error is at most this multiple of the source model's own float32 error (its
+    float64 twin against itself on the same inputs); 0 turns that off.
     """
 
     atol: float = 0.0
     rtol: float = 0.0
     atol_by_max: float = 0.0
     max_mismatch: float = 0.0
+    noise_multiple: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("atol", "rtol", "atol_by_max", "max_mismatch"):
+        for name in ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple"):
             value = getattr(self, name)
             if not value >= 0:
                 raise SpecError(f"tolerance {name} must be >= 0, got {value!r}")
@@ -128,6 +135,12 @@ class ModelSpec:
     unsupported: "source->target" -> why that conversion path cannot work for
         this model (a known converter limitation); those cases are skipped with
         the reason instead of failing every run.
+    tier: which selection of the zoo the model belongs to: "core" (small models
+        written for the harness, the quick default) or "real" (published
+        architectures built from their libraries' code, slower); `--tier` picks.
+    requires: Python packages the builders need beyond the source framework
+        ("transformers", "torchvision"): where one is missing or does not
+        import, the model's cases are skipped with the import's error.
     """
 
     name: str
@@ -138,8 +151,12 @@ class ModelSpec:
     origin: str = "zoo"
     layouts: dict[str, dict[str, str]] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)
+    tier: str = "core"
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise SpecError(f"model {self.name!r}: unknown tier {self.tier!r}; choose from {', '.join(TIERS)}")
         self.inputs = tuple(self.inputs)
         self.outputs = tuple(OutputSpec(o) if isinstance(o, str) else o for o in self.outputs)
         if not self.inputs:

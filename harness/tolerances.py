@@ -20,21 +20,34 @@ from typing import Mapping
 
 from harness.specs import OutputSpec, Tolerance
 
-CPU_FLOAT = Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=1e-5)
-CUDA_TF32_FLOAT = Tolerance(atol=1e-6, rtol=1e-3, atol_by_max=2e-3)
-HALF = Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=1e-2)
-BFLOAT16 = Tolerance(atol=1e-3, rtol=5e-2, atol_by_max=5e-2)
+# An output out of its elementwise tolerance still passes when its largest error
+# is at most this multiple of the source model's own float32 error against its
+# float64 twin on the same inputs (see NOISE_MULTIPLE's measurements below).
+NOISE_MULTIPLE = 16.0
+
+CPU_FLOAT = Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=1e-5, noise_multiple=NOISE_MULTIPLE)
+CUDA_TF32_FLOAT = Tolerance(atol=1e-6, rtol=1e-3, atol_by_max=2e-3, noise_multiple=NOISE_MULTIPLE)
+HALF = Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=1e-2, noise_multiple=NOISE_MULTIPLE)
+BFLOAT16 = Tolerance(atol=1e-3, rtol=5e-2, atol_by_max=5e-2, noise_multiple=NOISE_MULTIPLE)
 EXACT = Tolerance()
 
 
-def default_tolerance(dtype: str, device: str, strict_cuda: bool = False) -> Tolerance:
-    """The default for an output of `dtype` computed on `device`."""
+def default_tolerance(dtype: str, device: str, strict_cuda: bool = False, noise_floor: bool = False) -> Tolerance:
+    """The default for an output of `dtype` computed on `device`.
+
+    noise_floor: the source has a float64 twin, so the verdict can also pass an
+    output within its noise multiple of the original's own float32 error. On
+    CUDA with TF32 (the reference computes with TF32 too, as ONNX Runtime's
+    CUDA provider does) that error includes TF32's, so the tight CPU bound
+    plus the noise multiple pass what TF32 explains and nothing more, where the
+    TF32 bound alone (2e-3 of max|ref|) lets a weight changed by 1e-3 through
+    (measured on an H100: the zoo CNN so perturbed passed at 0.08 of it)."""
     if dtype in ("float16",):
         return HALF
     if dtype in ("bfloat16",):
         return BFLOAT16
     if dtype in ("float32", "float64"):
-        return CUDA_TF32_FLOAT if device == "cuda" and not strict_cuda else CPU_FLOAT
+        return CUDA_TF32_FLOAT if device == "cuda" and not strict_cuda and not noise_floor else CPU_FLOAT
     return EXACT
 
 
@@ -45,13 +58,15 @@ def resolve_tolerance(
     device: str,
     strict_cuda: bool = False,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
+    noise_floor: bool = False,
 ) -> Tolerance:
     """The tolerance one output is held to in one case.
 
     overrides: command-line values by field ("atol", "rtol", ...), each a mapping
     from output name to value, where the key "" applies to every output.
+    noise_floor: the source has a float64 twin (see `default_tolerance`).
     """
-    tolerance = output.tolerance or default_tolerance(dtype, device, strict_cuda)
+    tolerance = output.tolerance or default_tolerance(dtype, device, strict_cuda, noise_floor)
     for key in (f"{target}:{device}", target):
         if key in output.target_tolerances:
             tolerance = output.target_tolerances[key]

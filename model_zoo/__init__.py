@@ -8,8 +8,13 @@ Layout:
     basic.py        simple, mlp, two_outputs
     vision.py       cnn, depthwise, mobilenet_v2 (Keras only)
     sequence.py     lstm, gru, transformer, embedding
+    real.py         tier "real" (`--tier=real`), Keras: mobilenet_v3_small, efficientnet_b0,
+                    convnext_tiny, resnet50 (keras.applications with their built-in
+                    preprocessing), causal_lm (a small language model of Keras layers)
     torch_models.py the nn.Module classes and their `build_*` functions
     keras_models.py the Keras functional models and their `build_*` functions
+    real_keras.py   the Keras builders of real.py: Keras' own initialization, seeded;
+                    BatchNorm statistics calibrated on the input's domain
     mxnet_models.py the Gluon HybridBlocks (simple, mlp, cnn, depthwise, lstm)
 
 To add a model:
@@ -46,6 +51,18 @@ global RNG states alone. Register it with `keras="model_zoo.keras_models:build_<
 Keras images are NHWC while the specs say NCHW, so declare it:
 `layouts={"keras": {"image": "NHWC"}}` (outputs too, when they are images).
 Then run `pytest tests/test_zoo_keras.py`.
+
+A real-tier Keras model (`tier="real"`: run with `--tier=real` or `all`, or by
+name): a `build_<name>()` in `real_keras.py` that returns
+`_keras_initialized("<name>", <make>, <finish>)`, with its own seed in
+`real_keras.SEEDS` (Keras' own initializers, seeded; <finish> calibrates the
+BatchNorm statistics and sets what a trained network holds that an
+initialized one lacks), registered in `real.py` with inputs that declare their
+value domains (0..255 pixels for a network with built-in preprocessing, token
+ids within the vocabulary). Then run `pytest tests/test_zoo_real_keras.py`,
+and each model through the plugin (`pytest --model=<name> --source=keras`):
+every conversion path converts and passes, or is declared in `unsupported=`
+with the upstream tool's error.
 """
 
-from model_zoo import basic, sequence, vision  # noqa: F401  (registrations)
+from model_zoo import basic, real, real_torch, sequence, vision  # noqa: F401  (registrations)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,6 +59,65 @@ def randomize_batchnorms(model: nn.Module) -> None:
                 if module.affine:
                     module.weight.copy_(torch.empty(n).uniform_(0.5, 1.5))
                     module.bias.copy_(torch.randn(n) * 0.3)
+
+
+def calibrate_batchnorms(model: nn.Module, calibration: Callable[[np.random.Generator], dict], rng: np.random.Generator,
+               batches: int = 4) -> nn.Module:
+    """Give every BatchNorm the running statistics of its real input over
+    `batches` calibration batches (cumulative averages: momentum None), as a
+    trained network's are, and torch's default affine parameters (1, 0).
+
+    The affine reset is needed because some libraries draw BatchNorm weights
+    like other weights: transformers' EfficientNet init gives them N(0, 0.02),
+    and with them every block shrinks its input ~50x, so the network's output
+    is ~1e-33 whatever the input (measured) and no check on it could fail."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    saved = [(m, m.momentum) for m in norms]
+    with torch.no_grad():
+        for norm in norms:
+            norm.reset_parameters()  # statistics (0, 1) and affine (1, 0)
+            norm.momentum = None
+    # Only the BatchNorms in training mode: dropout stays off, so the statistics
+    # are those of the eval-mode network and no global RNG is drawn from.
+    model.eval()
+    for norm in norms:
+        norm.train()
+    try:
+        with torch.no_grad():
+            for _ in range(batches):
+                model(**{k: torch.from_numpy(v) for k, v in calibration(rng).items()})
+    finally:
+        for norm, momentum in saved:
+            norm.momentum = momentum
+        model.eval()
+    return model
+
+
+def build_seeded(seed: int, make: Callable[[], nn.Module],
+                 calibration: Callable[[np.random.Generator], dict] | None = None) -> nn.Module:
+    """A published architecture as its library initialises it: `make()` under
+    `seed` (the global RNG left alone), its BatchNorms calibrated on
+    `calibration(rng)` batches (keyword arguments of forward), in eval mode on
+    the CPU."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make()
+    if calibration is not None:
+        calibrate_batchnorms(model, calibration, np.random.default_rng(seed))
+    return model.to("cpu").eval()
+
+
+def image_batches(size: tuple[int, int], domain: tuple[float, float], name: str,
+                  batch: int = 8) -> Callable[[np.random.Generator], dict]:
+    """Calibration batches of images within `domain`, as forward's keyword `name`."""
+    low, high = domain
+
+    def draw(rng: np.random.Generator) -> dict:
+        x = rng.standard_normal((batch, 3, *size), dtype=np.float32) * np.float32((high - low) / 6)
+        return {name: np.clip(x + np.float32((high + low) / 2), low, high)}
+    return draw
 
 
 # --- basic ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,23 @@ def shared_cache(tmp_path_factory) -> Path:
     """One artifact cache for the integration tests that are not about caching,
     so that each zoo model is exported once per test session."""
     return tmp_path_factory.mktemp("parity-cache")
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """For the Keras zoo tests: any socket use or Keras download (`get_file`) fails the test; Keras's
+    cache folder is an empty temporary one."""
+    from keras.src.utils import file_utils
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access while building a model: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(file_utils, "get_file", refuse)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    return tmp_path / "keras_home"
 
 
 class ParityRun:

@@ -27,23 +27,28 @@ def export(model: torch.nn.Module, spec: ModelSpec, out_dir: Path, exporter: str
 
 def export_zoo(name: str, out_dir: Path, wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
                exporter: str = "dynamo") -> Path:
-    """Export zoo model `name`, optionally wrapped in a module that plants a bug."""
+    """Export zoo model `name` (bound to its spec's names, as the harness runs
+    it), or the model wrapped in a module that plants a bug (`wrap`, for zoo
+    models whose forward takes the spec's inputs in order)."""
+    from harness.sources import torch as torch_source
+
     spec = get_model(name)
     model = spec.builders["torch"]()
-    return export(wrap(model) if wrap else model, spec, out_dir, exporter)
+    return export(wrap(model) if wrap else torch_source.bind(model, spec), spec, out_dir, exporter)
 
 
-def perturbed_weight_onnx(name: str, tmp: Path, relative: float = 1e-3) -> Path:
+def perturbed_weight_onnx(name: str, tmp: Path, relative: float = 1e-3, which: str = "last") -> Path:
     """The correct export of zoo model `name` with one weight perturbed (see `perturb_weight`)."""
-    return perturb_weight(export_zoo(name, tmp / f"{name}-perturbed"), relative)
+    return perturb_weight(export_zoo(name, tmp / f"{name}-perturbed"), relative, which)
 
 
-def perturb_weight(path: Path, relative: float = 1e-3) -> Path:
+def perturb_weight(path: Path, relative: float = 1e-3, which: str = "last") -> Path:
     """Scale one weight of an ONNX file by (1 + relative), in place: the
-    largest-magnitude element of the last weight matrix or kernel."""
+    largest-magnitude element of the last weight matrix or kernel, or of the
+    middle one (`which="middle"`: one layer deep inside a network)."""
     model = onnx.load(str(path))
     weights = [t for t in model.graph.initializer if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.FLOAT]
-    target = weights[-1]
+    target = weights[-1] if which == "last" else weights[len(weights) // 2]
     array = numpy_helper.to_array(target).copy()
     index = np.unravel_index(np.argmax(np.abs(array)), array.shape)
     array[index] *= np.float32(1 + relative)
@@ -95,3 +100,73 @@ from tests.planted import SquareRoot
 register_model("sqrt_model", inputs=[InputSpec("x", ("N", 6), dims={"N": (1, 4)}, domain=(-1.0, 1.0))],
                outputs=["y"], torch=SquareRoot)
 '''
+
+
+# --- bugs that show only at a corner of the input space ---------------------------------
+# Each original is a torch module registered by a model file; its "converted"
+# twin is exported from a module with the bug. They are what the corner
+# examples are for: random draws find each only by luck.
+
+class ScaledReLU(torch.nn.Module):
+    """relu(1.55 x) on inputs in [-4, 4]: above 6 only where x > 3.87."""
+
+    def forward(self, x):
+        return torch.relu(1.55 * x)
+
+
+class ScaledReLU6(torch.nn.Module):
+    """The same, clipped at 6 (a ReLU converted as ReLU6): wrong only at large magnitudes."""
+
+    def forward(self, x):
+        return torch.clamp(1.55 * x, 0.0, 6.0)
+
+
+class PerSampleScale(torch.nn.Module):
+    """Each sample scaled by its own mean magnitude."""
+
+    def forward(self, x):
+        return x * x.abs().mean(dim=1, keepdim=True)
+
+
+class FirstSampleScale(torch.nn.Module):
+    """Every sample scaled by the first sample's mean magnitude (a batch dim
+    folded wrongly): right only when the batch holds one sample."""
+
+    def forward(self, x):
+        return x * x[:1].abs().mean(dim=1, keepdim=True)
+
+
+MAX_T = 32
+
+
+class PositionOffset(torch.nn.Module):
+    """Adds a learned-looking offset per time step, from a table of MAX_T."""
+
+    def __init__(self, table_length: int = MAX_T):
+        super().__init__()
+        table = torch.linspace(-1.0, 1.0, MAX_T)
+        table[table_length:] = 0.0  # a truncated table: the last steps get no offset
+        self.register_buffer("table", table)
+
+    def forward(self, x):
+        return x + self.table[: x.shape[1]].unsqueeze(0).unsqueeze(-1)
+
+
+CORNER_MODEL_FILE = f'''
+from harness import InputSpec, register_model
+from tests.planted import PerSampleScale, PositionOffset, ScaledReLU
+
+register_model("scaled_relu", inputs=[InputSpec("x", ("N", 8), dims={{"N": (1, 4)}}, layout="NC", domain=(-4.0, 4.0))],
+               outputs=["y"], torch=ScaledReLU)
+register_model("per_sample", inputs=[InputSpec("x", ("N", 6), dims={{"N": (1, 4)}}, layout="NC")],
+               outputs=["y"], torch=PerSampleScale)
+register_model("positions", inputs=[InputSpec("x", ("N", "T", 3), dims={{"N": (1, 2), "T": (4, {MAX_T})}},
+                                              layout="NTC")],
+               outputs=["y"], torch=PositionOffset)
+'''
+# model name -> the module whose export carries the bug
+CORNER_BUGS = {
+    "scaled_relu": ("large magnitudes", ScaledReLU6),
+    "per_sample": ("a batch above 1", FirstSampleScale),
+    "positions": ("the largest shape", lambda: PositionOffset(MAX_T - 1)),
+}

@@ -488,7 +488,8 @@ def test_to_json_is_standard_json_including_inf_and_nan():
     assert back["needed_rtol"] == "inf"
     assert back["worst_index"] == [0, 0] and back["ref_shape"] == [2, 2]
     assert back["passed"] is False and back["max_abs"] == 1.0
-    assert back["tolerance"] == {"atol": 1e-7, "rtol": 1e-5, "atol_by_max": 1e-5, "max_mismatch": 0.0}
+    assert back["tolerance"] == {"atol": 1e-7, "rtol": 1e-5, "atol_by_max": 1e-5, "max_mismatch": 0.0,
+                                 "noise_multiple": 16.0}
 
     r = cmp(np.array([1.0], np.float32), np.array([np.nan], np.float32))
     back = json.loads(json.dumps(r.to_json(), allow_nan=False))

@@ -71,7 +71,7 @@ BAD_SPECS = [
     ("image:float32[N=0..2]", "1 <= min <= max"),
     ("image:float32[3]junk", "unexpected text 'junk' after the shape"),
     ("image:float32[3]:NCHW", "layout NCHW has 4 axes but the shape has 1"),
-    ("image:float32[1,3,4,5]:CHWN", "unknown layout 'CHWN'"),
+    ("image:float32[1,3,4,5]:CHWQ", "unknown layout 'CHWQ'"),
     ("image:float32[3]::a..b", "value range 'a..b' is not LOW..HIGH"),
     ("image:float32[3]::1-2", "value range '1-2' is not LOW..HIGH"),
     ("image:float32[3]::3..-3", "domain (3.0, -3.0) is empty"),

@@ -189,3 +189,12 @@ def test_override_order_shows_in_verdicts():
     assert not passes("tensorrt", "cuda", {"atol": {"logits": 1e-3}})  # command line wins
     assert passes("onnxruntime", "cpu", {"atol": {"": 0.02}})
     assert not passes("onnxruntime", "cpu", {"atol": {"probs": 0.02}})  # for another output
+
+
+def test_cuda_with_a_noise_floor_holds_to_the_cpu_bound_plus_the_noise_multiple():
+    """With a float64 twin the TF32 error is allowed through the noise multiple
+    (the reference computes with TF32 too), so the bound itself stays tight."""
+    with_twin = resolve_tolerance(OutputSpec("y"), "float32", "onnxruntime", "cuda", noise_floor=True)
+    assert with_twin == CPU_FLOAT and with_twin.noise_multiple > 0
+    assert resolve_tolerance(OutputSpec("y"), "float32", "onnxruntime", "cuda") == CUDA_TF32_FLOAT
+    assert not _verdict(with_twin, 1e-4)  # TF32-sized: only the noise multiple may pass it

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 ZOO = zoo_models()
 REQUIRED = {"simple", "mlp", "two_outputs", "cnn", "depthwise", "lstm", "transformer", "embedding"}
-NAMES = sorted(n for n, s in ZOO.items() if "torch" in s.builders)
+NAMES = sorted(n for n, s in ZOO.items() if "torch" in s.builders and s.tier == "core")  # real tier: test_zoo_real.py
 
 # |got - ref| <= REL * max|ref| + ABS, over every element of a float output.
 REL, ABS = 1e-5, 1e-6

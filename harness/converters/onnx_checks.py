@@ -22,3 +22,11 @@ def check_file(path: Path, model_name: str) -> None:
     except Exception as error:
         raise CaseError("convert", f"the ONNX file converted for {model_name!r} fails onnx.checker: "
                                    f"{summarize_exception(error, 4)}") from None
+
+
+def declared_input_dims(proto) -> dict[str, list[int | None]]:
+    """Each graph input's declared dims: a size, or None where it is left open
+    (a dim_param, or no dim value). Initializers listed as inputs are left out."""
+    weights = {t.name for t in proto.graph.initializer}
+    return {value.name: [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+            for value in proto.graph.input if value.name not in weights}

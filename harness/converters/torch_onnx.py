@@ -7,20 +7,23 @@ TorchScript-based one on request. Symbolic dims of the spec become dynamic axes
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from harness.converters.onnx_checks import check_file, main_opset
+from harness.converters.onnx_checks import check_file, declared_input_dims, main_opset
 from harness.errors import CaseError, summarize_exception
+from harness.shape_check import input_findings
 from harness.specs import ModelSpec
 
 NAME = "torch->onnx"
 # Bumped whenever this module changes what it writes, so that cached artifacts
 # (and their provenance) from an older harness are not reused.
-REVISION = 3
+REVISION = 4
 # The ONNX protobuf limit is 2 GiB; below this the weights stay inside the file
 # rather than in a "model.onnx.data" sidecar that would have to travel with it.
 EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
@@ -69,17 +72,19 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     guards = contextlib.nullcontext()
     if exporter == "dynamo":
         dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in spec.dim_bounds.items()}
-        kwargs["dynamic_shapes"] = tuple({axis: dims[d] for axis, d in axes.items()} or None
-                                         for axes in dynamic_axes.values())
+        shapes = tuple({axis: dims[d] for axis, d in axes.items()} or None for axes in dynamic_axes.values())
+        # torch.export matches dynamic_shapes to forward's parameters: a forward(*inputs)
+        # (the harness's SpecBound among them) takes them all as one parameter.
+        kwargs["dynamic_shapes"] = (shapes,) if _takes_varargs(model) else shapes
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         kwargs["external_data"] = size > EXTERNAL_DATA_ABOVE_BYTES
         guards = _rnn_export_guards()
     else:
         kwargs["dynamic_axes"] = {name: axes for name, axes in dynamic_axes.items() if axes}
     try:
-        with warnings.catch_warnings(), guards:
+        with warnings.catch_warnings(), guards, _quiet_export_logs():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, args, str(path), dynamo=(exporter == "dynamo"), **kwargs)
+            torch.onnx.export(model, args, str(path), dynamo=(exporter == "dynamo"), verbose=False, **kwargs)
     except Exception as error:
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise CaseError("convert", f"torch.onnx.export ({exporter} exporter, opset {opset}) failed for model "
@@ -87,6 +92,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
                                    f"Try --exporter={other}, another --opset, or simplify the model's forward().") from None
     check_file(path, spec.name)
     written = onnx.load(str(path), load_external_data=False)
+    _check_dims_kept(written, spec, layouts[0], exporter)
     return {
         "converter": NAME,
         "tool": "torch.onnx.export",
@@ -101,6 +107,49 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "output_layouts": dict(layouts[1]),
         "versions": versions(),
     }
+
+
+def _check_dims_kept(proto, spec: ModelSpec, input_layouts: dict, exporter: str) -> None:
+    """Refuse a file whose inputs fix a dim that the spec lets vary: the export
+    specialized it to the example's size (the dynamo exporter does so without
+    an error where a model turns a size into a Python number, e.g. a padding
+    computed from the input's height), and every other size would be refused."""
+    fixed = [f for f in input_findings(spec.inputs, declared_input_dims(proto), input_layouts, "the exported file")
+             if f.kind == "fixed_dim"]
+    if fixed:
+        dims = ", ".join(f"{f.dim}={f.value} (input {f.tensor!r}, spec {spec.dim_bounds[f.dim][0]}.."
+                         f"{spec.dim_bounds[f.dim][1]})" for f in fixed)
+        other = "torchscript" if exporter == "dynamo" else "dynamo"
+        raise CaseError("convert", f"torch.onnx.export ({exporter} exporter) fixed {dims} to the example's sizes, "
+                                   f"although the spec lets them vary: the model's code turns those sizes into "
+                                   f"Python numbers (a padding or a reshape computed from the input's shape) and the "
+                                   f"export specialized them; the file would refuse every other size. Try "
+                                   f"--exporter={other}, or declare those dims fixed in the spec.")
+
+
+@contextlib.contextmanager
+def _quiet_export_logs():
+    """The dynamo exporter logs dozens of empty DEBUG records to "torch.__trace"
+    and warns, per export, that torchvision's ops are not registered: neither
+    says anything of the user's model, and pytest would show them all under a
+    failed case. They are kept from propagating while the export runs."""
+    loggers = [logging.getLogger(name) for name in ("torch.__trace", "torch.onnx._internal.exporter._registration")]
+    saved = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, saved):
+            logger.propagate = propagate
+
+
+def _takes_varargs(model: Any) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def _clear_rnn_dispatch_caches() -> None:

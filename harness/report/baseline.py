@@ -38,7 +38,7 @@ METRIC_ALIASES = {"error": METRICS, "normalized_error": ("normalized_error",), "
 COMPARE_FAIL_SYNTAX = ("expected METRIC:LIMIT[,METRIC:LIMIT...], where METRIC is one of "
                        f"{', '.join(METRIC_ALIASES)} and LIMIT is a growth factor (10x or 10, above 1) "
                        "or a percent growth (1000%, above 0), e.g. error:10x")
-RAN = ("passed", "failed")
+RAN = ("passed", "failed", "inconclusive")  # statuses whose error metrics are compared
 
 
 class BaselineError(Exception):
@@ -202,8 +202,8 @@ def _compare_case(case_id: str, old: Mapping[str, Any], new: Mapping[str, Any],
         else:
             out.skipped.append(Change(case_id, f"new coverage: skipped, now {after}", "skip", before, after))
         return
-    if before == "passed" and after == "failed":
-        out.regressions.append(Change(case_id, f"passed, now fails: {_message(new)}", "status", before, after,
+    if before in ("passed", "inconclusive") and after == "failed":
+        out.regressions.append(Change(case_id, f"{before}, now fails: {_message(new)}", "status", before, after,
                                       drift(old.get("worst_error_ratio"), new.get("worst_error_ratio")),
                                       metric="worst_error_ratio"))
     elif before in RAN and after == "error":

@@ -20,7 +20,7 @@ def junit_properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def _properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
     properties: list[tuple[str, Any]] = [("parity_status", record.get("status"))]
-    for key in ("worst_error_ratio", "worst_normalized_error", "examples", "stage"):
+    for key in ("worst_error_ratio", "worst_normalized_error", "examples", "shrink_steps", "first_failure_at", "stage"):
         if record.get(key) is not None:
             properties.append((key, record[key]))
     for name, output in (record.get("outputs") or {}).items():
@@ -30,6 +30,11 @@ def _properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
         noise = output.get("noise") or {}
         if noise.get("error_over_noise") is not None:
             properties.append((f"{name}.error_over_noise", noise["error_over_noise"]))
+        if output.get("accepted_by"):
+            properties.append((f"{name}.accepted_by", output["accepted_by"]))
+        sensitivity = output.get("sensitivity") or {}
+        if sensitivity.get("ratio") is not None:
+            properties.append((f"{name}.input_sensitivity", sensitivity["ratio"]))
     return properties
 
 
@@ -48,7 +53,10 @@ def outputs_table_html(record: Mapping[str, Any]) -> str:
     rows = []
     for name, output in outputs.items():
         tolerance = output.get("tolerance") or {}
-        cells = [html.escape(name), "pass" if output.get("passed") else "fail"]
+        verdict = ("pass (noise)" if output.get("accepted_by") == "noise" else "pass") if output.get("passed") else "fail"
+        if (output.get("sensitivity") or {}).get("inconclusive"):
+            verdict += ", inconclusive"
+        cells = [html.escape(name), verdict]
         cells += [_cell(output.get(metric)) for metric in OUTPUT_METRICS]
         cells += [_cell(tolerance.get(key)) for key in ("atol", "rtol", "atol_by_max")]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

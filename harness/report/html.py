@@ -13,9 +13,9 @@ from typing import Any, Mapping
 
 from harness.results import atomic_write_text
 
-STATUS_ORDER = ("failed", "error", "passed", "skipped")
+STATUS_ORDER = ("failed", "error", "inconclusive", "passed", "skipped")
 TIMINGS = (("build_s", "build"), ("convert_s", "convert"), ("load_s", "load"),
-           ("reference_s", "reference"), ("target_s", "target"))
+           ("reference_s", "reference"), ("target_s", "target"), ("compare_s", "compare"), ("noise_s", "noise floor"))
 # Shown first in a provenance table, in this order; every other key follows.
 PROVENANCE_FIRST = ("converter", "tool", "tool_version", "versions", "exporter", "exporter_requested",
                     "opset_requested", "opset", "ir_version", "layout_variant", "precision", "options",

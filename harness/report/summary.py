@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-ORDER = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
+ORDER = {"failed": 0, "error": 1, "inconclusive": 2, "passed": 3, "skipped": 4}
+RAN = ("passed", "failed", "inconclusive")
 
 
 def _number(value: Any) -> str:
@@ -13,10 +14,16 @@ def _number(value: Any) -> str:
     return str(value) if value is not None else "-"
 
 
-def _noise_multiple(record: dict[str, Any]) -> Any:
+def noise_multiple(record: dict[str, Any]) -> Any:
+    """The largest error over the source's own float32 noise among the case's outputs."""
     multiples = [o["noise"]["error_over_noise"] for o in record.get("outputs", {}).values()
                  if isinstance(o.get("noise"), dict) and isinstance(o["noise"].get("error_over_noise"), (int, float))]
     return max(multiples) if multiples else None
+
+
+def passed_by_noise(record: dict[str, Any]) -> bool:
+    return record.get("status") in ("passed", "inconclusive") and any(
+        o.get("accepted_by") == "noise" for o in (record.get("outputs") or {}).values())
 
 
 def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -27,13 +34,27 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
     width = max([len(r["id"]) for r in records] + [4])
     lines = [", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: ORDER.get(kv[0], 9))),
-             f"{'case':<{width}}  {'status':<7}  {'err/tol':>8}  {'err/max|ref|':>12}  {'x noise':>8}  {'examples':>8}"]
+             f"{'case':<{width}}  {'status':<12}  {'err/tol':>8}  {'err/max|ref|':>12}  {'x noise':>8}  "
+             f"{'examples':>8}"]
+    by_noise = False
     for r in records:
-        if r["status"] in ("passed", "failed"):
-            lines.append(f"{r['id']:<{width}}  {r['status']:<7}  {_number(r.get('worst_error_ratio')):>8}  "
-                         f"{_number(r.get('worst_normalized_error')):>12}  {_number(_noise_multiple(r)):>8}  "
-                         f"{_number(r.get('examples')):>8}")
+        if r["status"] in RAN:
+            status = r["status"] + ("*" if passed_by_noise(r) else "")
+            by_noise |= passed_by_noise(r)
+            examples = _number(r.get("examples"))
+            if r.get("shrink_steps"):
+                examples += f" +{r['shrink_steps']}"
+            lines.append(f"{r['id']:<{width}}  {status:<12}  {_number(r.get('worst_error_ratio')):>8}  "
+                         f"{_number(r.get('worst_normalized_error')):>12}  {_number(noise_multiple(r)):>8}  "
+                         f"{examples:>8}")
+            if r["status"] == "inconclusive":
+                lines.append(f"    {r.get('message', '').splitlines()[0][:200]}")
         else:
             first_line = (r.get("message") or "").splitlines()[0] if r.get("message") else ""
-            lines.append(f"{r['id']:<{width}}  {r['status']:<7}  {first_line[:120]}")
+            lines.append(f"{r['id']:<{width}}  {r['status']:<12}  {first_line[:120]}")
+    if by_noise:
+        lines.append("*: out of its elementwise tolerance, but within its noise multiple of the original's own "
+                     "float32 error (x noise)")
+    if any(r.get("shrink_steps") for r in records):
+        lines.append("examples: drawn (corners first, then hypothesis); +N: shrinking steps after a failure")
     return lines

@@ -90,6 +90,13 @@ class Session:
                 "inputs": dict(zip(input_names, self._input_names)),
                 "outputs": dict(zip(output_names, self._output_names))}
 
+    def declared_inputs(self) -> list[list[int | None]]:
+        """The bound inputs' declared shapes, in the spec's order (None: a dim the
+        file lets vary, named or unknown)."""
+        shapes = {i.name: i.shape for i in self.inputs}
+        return [[d if isinstance(d, int) and d >= 0 else None for d in (shapes[name] or [])]
+                for name in self._input_names]
+
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         feed = dict(zip(self._input_names, inputs))
         return self.session.run(list(self._output_names), feed)

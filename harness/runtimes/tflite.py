@@ -96,6 +96,12 @@ class Session:
                 "inputs": {name: d["name"] for name, d in zip(input_names, self._inputs)},
                 "outputs": {name: d["name"] for name, d in zip(output_names, self._outputs)}}
 
+    def declared_inputs(self) -> list[list[int | None]]:
+        """The bound inputs' declared shapes, in the spec's order (None: -1 in
+        the shape signature, a dim the file lets vary)."""
+        return [[None if d < 0 else int(d) for d in detail.get("shape_signature", detail["shape"])]
+                for detail in self._inputs]
+
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         interpreter = self.interpreter
         arrays = [np.ascontiguousarray(x) for x in inputs]  # no cast: a wrong dtype fails in set_tensor

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The CUDA checks, run on a lent GPU machine (none of our CI machines has one).
+# From the repository root there, after the onnxruntime-gpu wheel's parts have
+# travelled into /tmp/ort-parts (../shared/tools/ort-gpu-chunks splits it):
+#   bash scripts/gpu-check.sh
+# It installs the wheel into /tmp/site, then runs the harness from PYTHONPATH:
+# the torch zoo on CUDA (TF32, then --strict-cuda), the real tier (transformers,
+# and torchvision, which the GPU machine has in a build matching its torch) on
+# CUDA and CPU, planted bugs on CUDA, and prints one table. Results land in $OUT.
+# (PARITY_PLUGIN= where the harness is pip-installed and pytest finds the plugin itself.)
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+site=/tmp/site
+if [ -d /tmp/ort-parts ] && [ ! -d "$site/onnxruntime" ]; then
+  whl=/tmp/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+  cat /tmp/ort-parts/part* > "$whl" && md5sum "$whl"
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$whl" || echo "onnxruntime-gpu install failed"
+fi
+export PYTHONPATH="$site:$PWD"
+nvidia-smi -L
+python3 -c "import sys, torch, numpy, onnx, onnxruntime as ort, hypothesis; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'numpy', numpy.__version__, 'onnx', onnx.__version__, 'ort', ort.__version__, ort.get_available_providers())"
+
+parity() {  # NAME ARGS...: one pytest run of the matrix, its JSON kept as $OUT/NAME.json
+  local name=$1; shift
+  echo "=== $name: $*"
+  timeout 300 python3 -m pytest ${PARITY_PLUGIN--p harness.plugin} -p no:cacheprovider -q -rN --no-header \
+    --parity-reports="/tmp/reports-$name" --parity-cache-dir=/tmp/parity-cache "$@" 2>&1 | tail -n 25
+  cp "/tmp/reports-$name/parity.json" "$OUT/$name.json" 2>/dev/null
+}
+parity tf32 --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci
+parity strict --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci --strict-cuda
+parity real --tier=real --source=torch --target=onnxruntime --device=cuda,cpu --hypothesis-profile=dev
+python3 - <<'PY'
+from pathlib import Path
+from tests import planted
+for name in ("cnn", "transformer"):
+    print("planted:", planted.perturbed_weight_onnx(name, Path("/tmp/planted")))
+print("planted:", planted.perturbed_weight_onnx("hf_resnet", Path("/tmp/planted"), which="middle"))
+PY
+for name in cnn transformer hf_resnet; do
+  parity "planted-$name-tf32" --model=$name --source=torch --device=cuda --converted=/tmp/planted/$name-perturbed/model.onnx --hypothesis-profile=ci
+done
+parity "planted-cnn-strict" --model=cnn --source=torch --device=cuda --converted=/tmp/planted/cnn-perturbed/model.onnx --hypothesis-profile=ci --strict-cuda
+python3 scripts/gpu-table.py "$OUT"/*.json | tee "$OUT/table.txt"

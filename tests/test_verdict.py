@@ -1,0 +1,216 @@
+"""The verdict beyond the elementwise tolerance: the model's own float32 noise,
+inconclusive checks, messages that lead to the fix (declared shapes, one
+runtime error with its count), and what a case says when it runs out of
+memory or lacks a package."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from harness.compare import compare_outputs
+from harness.engine import _noise_verdict
+from harness.specs import Tolerance
+from tests import planted
+
+CONSTANT_MODEL_FILE = '''
+import torch
+from harness import InputSpec, register_model
+
+class Saturated(torch.nn.Module):
+    """A classifier whose softmax is one-hot whatever the input: its bias dwarfs x."""
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            self.linear.weight.mul_(1e-3)
+            self.linear.bias.copy_(torch.tensor([60.0, 0.0, -60.0]))
+    def forward(self, x):
+        return torch.softmax(self.linear(x), dim=-1)
+
+class Informative(Saturated):
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            self.linear.bias.zero_()
+            self.linear.weight.mul_(1e3)
+
+register_model("saturated", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 3)}, layout="NC")],
+               outputs=["probs"], torch=Saturated)
+register_model("informative", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 3)}, layout="NC")],
+               outputs=["probs"], torch=Informative)
+'''
+
+OOM_MODEL_FILE = '''
+import torch
+from harness import InputSpec, register_model
+
+class HungryAtLargeBatch(torch.nn.Module):
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise MemoryError("cannot allocate 64 GiB")
+        return x * 2
+
+register_model("hungry", inputs=[InputSpec("x", ("N", 5), dims={"N": (1, 4)}, layout="NC")],
+               outputs=["y"], torch=HungryAtLargeBatch)
+'''
+
+REQUIRES_MODEL_FILE = '''
+import torch
+from harness import InputSpec, register_model
+
+register_model("needs_a_package", inputs=[InputSpec("x", ("N", 3), dims={"N": (1, 2)})], outputs=["y"],
+               torch=lambda: torch.nn.Linear(3, 1), requires=("harness_no_such_package",))
+'''
+
+
+# --- the model's own noise -----------------------------------------------------------
+
+
+def _out_of_tolerance(multiple: float = 16.0):
+    ref = np.linspace(-1, 1, 50, dtype=np.float32)
+    got = ref + np.float32(1e-4)
+    comparison = compare_outputs("y", ref, got, Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=1e-5,
+                                                          noise_multiple=multiple))
+    assert not comparison.passed and comparison.error_ratio > 1
+    return comparison
+
+
+def test_error_within_the_noise_multiple_passes():
+    comparison = _out_of_tolerance()
+    _noise_verdict(comparison, {"noise_max_abs": 2e-5, "error_over_noise": 5.0})
+    assert comparison.passed and comparison.accepted_by == "noise"
+    assert "5x the original's own float32 error" in comparison.message and "allowed 16x" in comparison.message
+
+
+def test_error_beyond_the_noise_multiple_fails_and_says_both():
+    comparison = _out_of_tolerance()
+    _noise_verdict(comparison, {"noise_max_abs": 2e-7, "error_over_noise": 500.0})
+    assert not comparison.passed and comparison.accepted_by is None
+    assert "out of tolerance" in comparison.message and "500x the original's own float32 error" in comparison.message
+
+
+def test_noise_multiple_zero_turns_it_off():
+    comparison = _out_of_tolerance(multiple=0.0)
+    _noise_verdict(comparison, {"noise_max_abs": 1e-3, "error_over_noise": 0.1})
+    assert not comparison.passed
+
+
+def test_noise_never_excuses_a_nan_on_one_side():
+    ref = np.array([1.0, 2.0, 3.0], np.float32)
+    comparison = compare_outputs("y", ref, np.array([1.0, np.nan, 3.0], np.float32), Tolerance(noise_multiple=16.0))
+    _noise_verdict(comparison, {"noise_max_abs": 1.0, "error_over_noise": 0.0})
+    assert not comparison.passed
+
+
+def test_planted_weight_bug_fails_with_the_noise_view_too(run_parity, tmp_path):
+    """The perturbed CNN of test_planted_bugs: its error is hundreds of times
+    the model's own noise, far beyond the noise multiple."""
+    bad = planted.perturbed_weight_onnx("cnn", tmp_path)
+    run = run_parity("--model=cnn", f"--converted={bad}", examples=6)
+    record = run.single
+    assert record["status"] == "failed"
+    out = record["outputs"]["features"]
+    assert out["noise"]["error_over_noise"] > 100 and out["accepted_by"] is None
+    assert "the original's own float32 error (allowed 16x)" in record["message"]
+
+
+# --- inconclusive --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def constant_models(tmp_path_factory):
+    path = tmp_path_factory.mktemp("constant") / "constant_models.py"
+    path.write_text(CONSTANT_MODEL_FILE)
+    return path
+
+
+def test_output_that_ignores_its_input_is_inconclusive(run_parity, constant_models):
+    run = run_parity(f"--model={constant_models}", "-k", "saturated", examples=5)
+    record = run.single
+    assert record["status"] == "inconclusive"
+    assert record["outputs"]["probs"]["sensitivity"]["inconclusive"] is True
+    assert "does not depend on the input" in record["message"] and "--parity-strict" in record["message"]
+    assert run.result.ret == 0
+    assert "inconclusive" in run.output and "ParityWarning" in run.output
+
+
+def test_parity_strict_fails_an_inconclusive_case(run_parity, constant_models):
+    run = run_parity(f"--model={constant_models}", "-k", "saturated", "--parity-strict", examples=5)
+    run.result.assert_outcomes(failed=1)
+    assert run.single["status"] == "inconclusive"
+
+
+def test_output_that_depends_on_its_input_is_conclusive(run_parity, constant_models):
+    run = run_parity(f"--model={constant_models}", "-k", "informative", "--parity-strict", examples=5)
+    run.result.assert_outcomes(passed=1)
+    sensitivity = run.single["outputs"]["probs"]["sensitivity"]
+    assert sensitivity["inconclusive"] is False and sensitivity["ratio"] > 100
+
+
+# --- messages that lead to the fix -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory):
+    return planted.export_zoo("cnn", tmp_path_factory.mktemp("cnn") / "cnn")
+
+
+def test_file_laid_out_otherwise_than_declared_says_which_layout(run_parity, cnn_file):
+    """An NCHW file declared NHWC: the harness feeds NHWC data, every example
+    raises; the message gives the runtime's error once with its count, and the
+    fix found from the file's declared shape."""
+    run = run_parity("--model=cnn", f"--converted={cnn_file}", "--converted-layouts=image:NHWC", examples=10)
+    record = run.single
+    assert record["status"] == "failed"
+    assert "--converted-layouts image:NCHW" in record["message"]
+    assert f"raised on {record['examples'] + record['shrink_steps']} of " in record["message"]
+    assert record["message"].count("INVALID_ARGUMENT") == 1
+    assert record["worst_error_ratio"] is None  # no ratio from examples that did not raise
+    assert record["warnings"][0]["kind"] == "layout"
+    failure_text = run.output[run.output.index("FAILURES"):run.output.index("== parity ==")]
+    assert len(failure_text.splitlines()) < 20
+
+
+def test_fixed_batch_file_is_flagged_before_the_run_with_the_fix(run_parity, cnn_file, tmp_path):
+    model = onnx.load(str(cnn_file))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # batch fixed to 1
+    fixed = tmp_path / "cnn_batch1.onnx"
+    onnx.save(model, str(fixed))
+    run = run_parity("--model=cnn", f"--converted={fixed}", examples=10)
+    record = run.single
+    (warning,) = record["warnings"]
+    assert warning["kind"] == "fixed_dim"
+    assert "axis 0 (N) is fixed to 1" in warning["message"] and "N=1..1" in warning["message"]
+    assert "dynamic batch" in warning["message"]
+    assert record["status"] == "failed" and warning["message"] in record["message"]  # and the consequence shows
+
+
+def test_file_whose_shapes_fit_the_spec_has_no_warning(run_parity, cnn_file):
+    run = run_parity("--model=cnn", f"--converted={cnn_file}", examples=3)
+    assert run.single["status"] == "passed" and "warnings" not in run.single
+
+
+def test_running_out_of_memory_names_the_shape(run_parity, tmp_path):
+    path = tmp_path / "hungry.py"
+    path.write_text(OOM_MODEL_FILE)
+    run = run_parity(f"--model={path}", examples=10)
+    record = run.single
+    assert record["status"] == "error" and record["stage"] == "inputs"
+    assert "ran out of memory on cpu at input shapes x: float32[" in record["message"]
+    assert "narrow the input spec" in record["message"]
+
+
+def test_missing_package_is_a_skip_that_names_it(run_parity, tmp_path):
+    path = tmp_path / "needs.py"
+    path.write_text(REQUIRES_MODEL_FILE)
+    run = run_parity(f"--model={path}")
+    run.result.assert_outcomes(skipped=1)
+    assert "harness_no_such_package cannot be imported here" in run.single["message"]
+
+
+def test_unknown_tier_is_a_usage_error(run_parity):
+    run = run_parity("--tier=huge")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--tier: unknown value 'huge'" in "\n".join(run.result.errlines)
