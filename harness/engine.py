@@ -198,8 +198,10 @@ def _user_artifact(path: Path, layouts: tuple[dict, dict], declared: dict[str, s
                   "layouts_declared": dict(declared)}, False
 
 
-def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> tuple[list, list[np.ndarray]]:
-    """(inputs as the source takes them, the original's outputs) for one example."""
+def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
+                      timing: str = "reference_s") -> tuple[list, list[np.ndarray]]:
+    """(inputs as the source takes them, the original's outputs) for one
+    example; the time it took is added to `prepared.timings[timing]`."""
     spec, case = prepared.spec, prepared.case
     source_in = prepared.source_layouts[0]
     ordered = [_relaid(tensors[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
@@ -214,7 +216,7 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray]) ->
             raise _out_of_memory_error(spec, case.device, shapes, error) from None
         raise CaseError("inputs", f"the original model {spec.name!r} fails on inputs within its spec ({shapes}): "
                                   f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds.") from None
-    prepared.timings["reference_s"] = prepared.timings.get("reference_s", 0.0) + time.perf_counter() - start
+    prepared.timings[timing] = prepared.timings.get(timing, 0.0) + time.perf_counter() - start
     return ordered, reference
 
 
@@ -224,8 +226,8 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
 
     The float64 twin runs only when its numbers are needed: for the verdict of
     an output out of tolerance that its noise multiple may still pass, or where
-    `noise_wanted(comparison)` asks for them (the worst example of a case, so
-    that the report gives its error over the model's own noise)."""
+    `noise_wanted(comparison)` asks for them (a replay shows them all; a case's
+    worst examples get theirs afterwards, from `measure_noise`)."""
     spec = prepared.spec
     artifact_in, artifact_out = prepared.artifact_layouts
     source_in, source_out = prepared.source_layouts
@@ -258,6 +260,19 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         for comparison in comparisons:
             _noise_verdict(comparison, noise.get(comparison.name))
     return ExampleOutcome(comparisons, noise)
+
+
+def measure_noise(prepared: PreparedCase, tensors: dict[str, np.ndarray],
+                  comparisons: list[OutputComparison]) -> dict[str, dict[str, float | None]]:
+    """The noise floor of one example whose comparisons (one per output, in the
+    spec's order) are already made: the original again, and its float64 twin."""
+    if prepared.model64 is None:
+        return {}
+    start = time.perf_counter()
+    ordered, reference = reference_outputs(prepared, tensors, timing="noise_s")
+    noise = _noise_floor(prepared, ordered, reference, comparisons)
+    prepared.timings["noise_s"] = prepared.timings.get("noise_s", 0.0) + time.perf_counter() - start
+    return noise
 
 
 def _noise_may_pass(comparison: OutputComparison) -> bool:

@@ -74,15 +74,18 @@ def concrete_dims(draw, spec: ModelSpec) -> dict[str, int]:
 def pick_dims(spec: ModelSpec, choose: str) -> dict[str, int]:
     """One value for every symbolic dim, chosen the same way each time: "min",
     "max" or "mid" of its bounds, kept apart from its peers (as `concrete_dims`
-    does) where the bounds allow; "mid" keeps a batch dim (N) at 2 or more."""
+    does) where the bounds allow; "small" is "min" with a batch dim (N) of 2 or
+    more, and "mid" keeps a batch dim at 2 or more too."""
     peers = _distinct_peers(spec)
     batch = {d for i in spec.inputs if i.layout for d, axis in zip(i.shape, i.layout) if axis == "N"}
     values: dict[str, int] = {}
     for dim, (low, high) in sorted(spec.dim_bounds.items(), key=lambda item: item[1][1] - item[1][0]):
         taken = {values.get(p, p) for p in peers.get(dim, ())}
         allowed = [v for v in range(low, high + 1) if v not in taken] or list(range(low, high + 1))
-        if choose == "min":
+        if choose == "min" or (choose == "small" and dim not in batch):
             values[dim] = allowed[0]
+        elif choose == "small":
+            values[dim] = next((v for v in allowed if v >= 2), allowed[-1])
         elif choose == "max":
             values[dim] = allowed[-1]
         else:
@@ -192,7 +195,22 @@ def _float_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray
     return x.astype(_numpy_dtype(inp.dtype), copy=False)
 
 
+def _padding_mask(inp, shape, distribution, rng) -> np.ndarray:
+    """Ones for each row's tokens, then zeros: lengths drawn in 1..T (all full
+    for "large", one token for "tiny")."""
+    rows, steps = shape
+    if distribution == "large":
+        lengths = np.full(rows, steps)
+    elif distribution == "tiny":
+        lengths = np.ones(rows, dtype=np.int64)
+    else:
+        lengths = rng.integers(1, steps, rows, endpoint=True)
+    return (np.arange(steps)[None, :] < lengths[:, None]).astype(inp.dtype)
+
+
 def _int_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray:
+    if inp.kind == "padding_mask":
+        return _padding_mask(inp, shape, distribution, rng)
     if inp.dtype == "bool":
         x = rng.random(shape) < 0.5
         if special_fraction:

@@ -111,6 +111,7 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         "versions": prepared.versions,
         "timings": prepared.timings,
     }
+    record["cost"] = _cost(prepared.timings, exploration.examples + exploration.shrink_steps)
     if exploration.passed and any(o.get("accepted_by") == "noise" for o in outputs.values()):
         noisy = [name for name, o in outputs.items() if o.get("accepted_by") == "noise"]
         record["message"] = (f"all outputs within tolerance, or within {_multiples(outputs, noisy)} the original's "
@@ -140,6 +141,22 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
     return record
 
 
+def _cost(timings: dict[str, float], calls: int) -> dict[str, Any]:
+    """Milliseconds per example of each side and of the harness's own work
+    (input generation, comparison, the float64 twin, the input-sensitivity
+    draws, and the rest: hypothesis, bookkeeping), and that work over the two
+    models' inference time."""
+    if not calls or "explore_s" not in timings:
+        return {}
+    parts = {key: timings.get(f"{key}_s", 0.0) for key in ("reference", "target", "inputs", "compare", "noise",
+                                                             "sensitivity")}
+    inference = parts["reference"] + parts["target"]
+    parts["other"] = max(timings["explore_s"] - sum(parts.values()), 0.0)
+    harness = sum(v for k, v in parts.items() if k not in ("reference", "target"))
+    return {"per_example_ms": {k: 1e3 * v / calls for k, v in parts.items()},
+            "harness_over_inference": harness / inference if inference > 0 else None}
+
+
 def _failure_message(exploration: Exploration) -> str:
     """What failed, in a few lines: a runtime error once, with how many examples
     raised it; a corner named when only a corner showed the failure."""
@@ -165,15 +182,26 @@ def _multiples(outputs: dict[str, Any], names: list[str]) -> str:
 
 
 def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> str:
-    parts = []
+    constant, loose = [], []
     for name in exploration.inconclusive:
         sensitivity = exploration.sensitivity[name]
-        parts.append(f"{name} (largest change {sensitivity['max_abs_change']:.3g}, {sensitivity['ratio']:.3g}x its "
-                     f"tolerance, over {sensitivity['draws']} different inputs of one shape)")
-    return ("passed, but inconclusive: " + "; ".join(parts) + " does not depend on the input within its "
-            "tolerance, so a converted model that ignored its input would have passed too. Check the model "
-            "(a saturated or untrained output?), or hold that output to a tighter tolerance; --parity-strict "
-            "fails such cases")
+        if sensitivity.get("inconclusive"):
+            constant.append(f"{name} (largest change {sensitivity['max_abs_change']:.3g}, {sensitivity['ratio']:.3g}x "
+                            f"its tolerance, over {sensitivity['draws']} different inputs of one shape)")
+        else:
+            loose.append(f"{name} (the noise multiple allowed an error of {exploration.noise_allowance[name]:.3g} of "
+                         f"max|ref|)")
+    parts = []
+    if constant:
+        parts.append("; ".join(constant) + " does not depend on the input within its tolerance, so a converted "
+                     "model that ignored its input would have passed too: check the model (a saturated or "
+                     "untrained output?), or hold that output to a tighter tolerance")
+    if loose:
+        parts.append("; ".join(loose) + " passed only within its noise multiple of the original's own float32 "
+                     "error, which is so large here that the check cannot tell a conversion error from rounding: "
+                     "the model is ill-conditioned in this arithmetic (try --strict-cuda on CUDA, or a "
+                     "better-conditioned model)")
+    return "passed, but inconclusive: " + "; ".join(parts) + ". --parity-strict fails such cases"
 
 
 def _statistics(array: np.ndarray) -> dict[str, Any]:

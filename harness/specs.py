@@ -14,6 +14,8 @@ Dim = int | str
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 INT_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "bool")
+# What an input's values mean beyond their range (see InputSpec.kind).
+INPUT_KINDS = (None, "padding_mask")
 # Selections of the zoo: "core", the small models written for the harness (the
 # default), and "real", published architectures built from their libraries' code.
 TIERS = ("core", "real")
@@ -64,6 +66,11 @@ class InputSpec:
     dims: bounds (inclusive) of each symbolic dim used in `shape`.
     layout: a name from `harness.layouts` (NCHW, NHWC, NTC, ...) or None.
     domain: the inclusive range of valid values (token ids: (0, vocab - 1)).
+    kind: what the values mean where a range does not say it: "padding_mask" is
+        an attention mask over [N, T] as tokenizers make it, ones for each
+        sequence's tokens then zeros for its padding, every sequence at least one
+        token long (a row of zeros is no sequence: models answer it with values
+        that mean nothing, and eager and exported graphs differ there).
     """
 
     name: str
@@ -72,9 +79,14 @@ class InputSpec:
     dtype: str = "float32"
     layout: str | None = None
     domain: tuple[float, float] = (-4.0, 4.0)
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
+        if self.kind not in INPUT_KINDS:
+            raise SpecError(f"input {self.name!r}: unknown kind {self.kind!r}; known: {', '.join(map(str, INPUT_KINDS))}")
+        if self.kind == "padding_mask" and (len(self.shape) != 2 or self.dtype not in INT_DTYPES):
+            raise SpecError(f"input {self.name!r}: a padding_mask is [N, T] of an integer or bool dtype")
         object.__setattr__(self, "dims", dict(self.dims))
         if self.dtype not in FLOAT_DTYPES + INT_DTYPES:
             raise SpecError(f"input {self.name!r}: unknown dtype {self.dtype!r}")

@@ -25,6 +25,16 @@ from harness.specs import OutputSpec, Tolerance
 # float64 twin on the same inputs (see NOISE_MULTIPLE's measurements below).
 NOISE_MULTIPLE = 16.0
 
+# A pass by the noise multiple says "as close as float32 gets". Where float32 itself
+# is so far off that the multiple allows an error above this fraction of max|ref|,
+# the check cannot tell a real conversion error from rounding: inconclusive.
+# Measured, the original's own float32 error over max|ref|: at most 2.5e-5 for the
+# zoo on CPU and 2e-2 with TF32 (LeViT, H200), i.e. allowances up to 0.32 at 16x;
+# an ill-conditioned network (torchvision's EfficientNet-B0 with BatchNorm
+# statistics calibrated on one kind of input) had 4.9e-2 on CPU and 0.22 with TF32,
+# allowances of 0.79 and 3.5.
+NOISE_ALLOWANCE_LIMIT = 0.5
+
 CPU_FLOAT = Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=1e-5, noise_multiple=NOISE_MULTIPLE)
 CUDA_TF32_FLOAT = Tolerance(atol=1e-6, rtol=1e-3, atol_by_max=2e-3, noise_multiple=NOISE_MULTIPLE)
 HALF = Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=1e-2, noise_multiple=NOISE_MULTIPLE)

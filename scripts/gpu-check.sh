@@ -43,4 +43,4 @@ for name in cnn transformer hf_resnet; do
   parity "planted-$name-tf32" --model=$name --source=torch --device=cuda --converted=/tmp/planted/$name-perturbed/model.onnx --hypothesis-profile=ci
 done
 parity "planted-cnn-strict" --model=cnn --source=torch --device=cuda --converted=/tmp/planted/cnn-perturbed/model.onnx --hypothesis-profile=ci --strict-cuda
-python3 scripts/gpu-table.py "$OUT"/*.json | tee "$OUT/table.txt"
+python3 benchmarks/parity_table.py "$OUT"/*.json | tee "$OUT/table.txt"

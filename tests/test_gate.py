@@ -82,8 +82,8 @@ def test_nightly_workflow_uses_real_options():
     from tests.conftest import REPO
 
     workflow = (REPO / ".github" / "workflows" / "nightly.yml").read_text()
-    used = set(re.findall(r"(--(?:parity|hypothesis)[\w-]*)", workflow))
-    assert {"--parity-baseline", "--parity-compare-fail", "--hypothesis-profile"} <= used
+    used = set(re.findall(r"(--(?:parity|hypothesis|tier)[\w-]*)", workflow))
+    assert {"--parity-baseline", "--parity-compare-fail", "--hypothesis-profile", "--tier"} <= used
     help_text = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=REPO, capture_output=True, text=True,
                                timeout=120).stdout
     assert all(option in help_text for option in used), used - {o for o in used if o in help_text}

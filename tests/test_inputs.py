@@ -19,7 +19,7 @@ from harness.inputs import (
     input_recipes,
     make_inputs,
 )
-from harness.specs import InputSpec, ModelSpec
+from harness.specs import InputSpec, ModelSpec, SpecError
 
 FAST = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -287,3 +287,25 @@ def test_every_recipe_combination_is_deterministic():
         assert a["x"].tobytes() == b["x"].tobytes() and a["i"].tobytes() == b["i"].tobytes()
         assert a["x"].dtype == np.float16 and a["i"].dtype == np.int16
         assert a["i"].min() >= -5 and a["i"].max() <= 5
+
+
+def test_padding_mask_is_ones_then_zeros_with_at_least_one_token():
+    spec = ModelSpec("m", inputs=(InputSpec("mask", ("N", "T"), {"N": (1, 4), "T": (2, 9)}, dtype="int64",
+                                            domain=(0, 1), kind="padding_mask"),), outputs=("y",))
+    lengths = set()
+    for seed in range(30):
+        for distribution in DISTRIBUTIONS:
+            mask = make_inputs(spec, InputRecipe({"N": 4, "T": 9}, {"mask": distribution}, 0.1, seed))["mask"]
+            assert mask.dtype == np.int64 and mask.shape == (4, 9)
+            for row in mask:
+                length = int(row.sum())
+                assert length >= 1 and (row[:length] == 1).all() and (row[length:] == 0).all()
+                lengths.add(length)
+    assert lengths == set(range(1, 10))  # every length occurs
+
+
+def test_padding_mask_must_be_an_integer_matrix():
+    with pytest.raises(SpecError, match="padding_mask is \\[N, T\\]"):
+        InputSpec("mask", ("N", "T", 2), {"N": (1, 2), "T": (1, 3)}, dtype="int64", kind="padding_mask")
+    with pytest.raises(SpecError, match="unknown kind 'pixels'"):
+        InputSpec("x", ("N",), {"N": (1, 2)}, kind="pixels")

@@ -181,3 +181,61 @@ def test_torch_only_run_imports_no_other_framework(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_outside_the_repo_the_plugin_loads_its_own_profile(tmp_path):
+    """No conftest, no --hypothesis-profile, no --parity-examples: the plugin's
+    default profile (dev's 10 examples, ci's 25 under CI), not hypothesis' 100."""
+    import os
+
+    from harness.profiles import PROFILES, default_profile
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--model=simple", "--device=cpu", "--source=torch",
+                           "-p", "no:cacheprovider"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    (record,) = json.loads((tmp_path / "reports" / "parity.json").read_text())["cases"].values()
+    assert record["status"] == "passed", done.stdout[-2000:]
+    assert record["examples"] == PROFILES[default_profile()]["max_examples"]
+
+
+class NWCHInput(__import__("torch").nn.Module):
+    """The zoo CNN taking its image as [N, W, C, H], as onnx2tf lays out an NHWC input."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, image):
+        return self.inner(image.permute(0, 2, 3, 1))
+
+
+def test_a_layout_in_any_axis_order_is_declared_and_checked(run_parity, tmp_path):
+    from dataclasses import replace
+
+    from harness.registry import get_model
+    from harness.specs import InputSpec
+    from tests import planted
+
+    spec = get_model("cnn")
+    (image,) = spec.inputs
+    nwch = replace(spec, inputs=(InputSpec("image", ("N", "W", 3, "H"), dims=image.dims, layout="NWCH",
+                                           domain=image.domain),))
+    path = planted.export(NWCHInput(spec.builders["torch"]()), nwch, tmp_path / "nwch")
+    wrong = run_parity("--model=cnn", f"--converted={path}", examples=4)
+    assert wrong.single["status"] == "failed"  # fed NCHW, it refuses or computes garbage
+    right = run_parity("--model=cnn", f"--converted={path}", "--converted-layouts=image:NWCH", examples=4)
+    assert right.single["status"] == "passed", right.single["message"]
+    assert right.single["provenance"]["input_layouts"] == {"image": "NWCH"}
+
+
+def test_import_mxnet_offers_the_harness_shims():
+    import harness
+
+    try:
+        mx = harness.import_mxnet()
+    except ImportError as error:
+        pytest.skip(f"mxnet cannot be imported here: {error}")
+    from harness.sources.mxnet import SHIMS_APPLIED
+
+    assert mx.__version__.startswith("1.9") and "numpy_bool_alias" in SHIMS_APPLIED

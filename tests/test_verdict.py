@@ -116,6 +116,31 @@ def test_planted_weight_bug_fails_with_the_noise_view_too(run_parity, tmp_path):
     assert "the original's own float32 error (allowed 16x)" in record["message"]
 
 
+def _recorded(noise_max_abs: float):
+    from harness.engine import ExampleOutcome
+    from harness.explore import Exploration
+    from harness.inputs import InputRecipe
+
+    comparison = _out_of_tolerance()  # max|ref| 1, error 1e-4
+    noise = {"noise_max_abs": noise_max_abs, "error_over_noise": comparison.max_abs / noise_max_abs}
+    _noise_verdict(comparison, noise)
+    assert comparison.passed and comparison.accepted_by == "noise"
+    exploration = Exploration(sensitivity={"y": {"inconclusive": False}})
+    exploration.record(InputRecipe({}, {}, 0.0, 0), {}, ExampleOutcome([comparison], {"y": noise}))
+    return exploration
+
+
+def test_pass_by_a_noise_multiple_that_allows_almost_any_error_is_inconclusive():
+    """float32 itself 5% off: 16x that allows 80% of max|ref|, which no check can call a pass."""
+    exploration = _recorded(noise_max_abs=0.05)
+    assert exploration.inconclusive == ["y"] and exploration.noise_allowance["y"] == pytest.approx(0.8)
+
+
+def test_pass_by_a_noise_multiple_of_ordinary_float32_error_is_conclusive():
+    exploration = _recorded(noise_max_abs=1e-5)
+    assert exploration.inconclusive == []
+
+
 # --- inconclusive --------------------------------------------------------------------
 
 

@@ -129,11 +129,14 @@ def _check_dims_kept(proto, spec: ModelSpec, input_layouts: dict, exporter: str)
 
 @contextlib.contextmanager
 def _quiet_export_logs():
-    """The dynamo exporter logs dozens of empty DEBUG records to "torch.__trace"
-    and warns, per export, that torchvision's ops are not registered: neither
-    says anything of the user's model, and pytest would show them all under a
-    failed case. They are kept from propagating while the export runs."""
-    loggers = [logging.getLogger(name) for name in ("torch.__trace", "torch.onnx._internal.exporter._registration")]
+    """The dynamo exporter logs dozens of empty DEBUG records to "torch.__trace",
+    warns, per export, that torchvision's ops are not registered, and torch.export
+    logs "always_classified is unsupported" as an ERROR for models that export
+    fine: none says anything of the user's model (an export that fails raises,
+    and its error is the case's), and pytest would show them all under a failed
+    case. They are kept from propagating while the export runs."""
+    loggers = [logging.getLogger(name) for name in ("torch.__trace", "torch.onnx._internal.exporter._registration",
+                                                    "torch.export._trace")]
     saved = [logger.propagate for logger in loggers]
     for logger in loggers:
         logger.propagate = False
