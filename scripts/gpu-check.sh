@@ -2,7 +2,7 @@
 # The CUDA checks, run on a lent GPU machine (none of our CI machines has one).
 # From the repository root there, after the onnxruntime-gpu wheel's parts have
 # travelled into /tmp/ort-parts (../shared/tools/ort-gpu-chunks splits it):
-#   bash scripts/gpu-check.sh
+#   bash scripts/gpu-check.sh [zoo] [real] [planted]     (default: all three)
 # It installs the wheel into /tmp/site, then runs the harness from PYTHONPATH:
 # the torch zoo on CUDA (TF32, then --strict-cuda), the real tier (transformers,
 # and torchvision, which the GPU machine has in a build matching its torch) on
@@ -29,18 +29,25 @@ parity() {  # NAME ARGS...: one pytest run of the matrix, its JSON kept as $OUT/
     --parity-reports="/tmp/reports-$name" --parity-cache-dir=/tmp/parity-cache "$@" 2>&1 | tail -n 25
   cp "/tmp/reports-$name/parity.json" "$OUT/$name.json" 2>/dev/null
 }
-parity tf32 --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci
-parity strict --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci --strict-cuda
-parity real --tier=real --source=torch --target=onnxruntime --device=cuda,cpu --hypothesis-profile=dev
-python3 - <<'PY'
+parts=${*:-zoo real planted}   # which parts to run: zoo, real, planted
+if [[ " $parts " == *" zoo "* ]]; then
+  parity tf32 --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci
+  parity strict --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci --strict-cuda
+fi
+if [[ " $parts " == *" real "* ]]; then
+  parity real --tier=real --source=torch --target=onnxruntime --device=cuda,cpu --hypothesis-profile=dev
+fi
+if [[ " $parts " == *" planted "* ]]; then
+  python3 - <<'PY'
 from pathlib import Path
 from tests import planted
 for name in ("cnn", "transformer"):
     print("planted:", planted.perturbed_weight_onnx(name, Path("/tmp/planted")))
 print("planted:", planted.perturbed_weight_onnx("hf_resnet", Path("/tmp/planted"), which="middle"))
 PY
-for name in cnn transformer hf_resnet; do
-  parity "planted-$name-tf32" --model=$name --source=torch --device=cuda --converted=/tmp/planted/$name-perturbed/model.onnx --hypothesis-profile=ci
-done
-parity "planted-cnn-strict" --model=cnn --source=torch --device=cuda --converted=/tmp/planted/cnn-perturbed/model.onnx --hypothesis-profile=ci --strict-cuda
+  for name in cnn transformer hf_resnet; do
+    parity "planted-$name-tf32" --model=$name --source=torch --device=cuda --converted=/tmp/planted/$name-perturbed/model.onnx --hypothesis-profile=ci
+  done
+  parity "planted-cnn-strict" --model=cnn --source=torch --device=cuda --converted=/tmp/planted/cnn-perturbed/model.onnx --hypothesis-profile=ci --strict-cuda
+fi
 python3 benchmarks/parity_table.py "$OUT"/*.json | tee "$OUT/table.txt"
