@@ -35,7 +35,7 @@ if [[ " $parts " == *" zoo "* ]]; then
   parity strict --tier=core --source=torch --target=onnxruntime --device=cuda --hypothesis-profile=ci --strict-cuda
 fi
 if [[ " $parts " == *" real "* ]]; then
-  parity real --tier=real --source=torch --target=onnxruntime --device=cuda,cpu --hypothesis-profile=dev
+  parity real --tier=real --source=torch --target=onnxruntime --device="${REAL_DEVICES:-cuda,cpu}" --hypothesis-profile=dev
 fi
 if [[ " $parts " == *" planted "* ]]; then
   python3 - <<'PY'
