@@ -57,7 +57,8 @@ _vision("hf_convnext", "transformers ConvNextModel, widths 16..128, depths [1,1,
 _vision("hf_vit", "transformers ViTModel: 8x8 patches of 64x96 images, 4 layers, 4 heads; last_hidden_state "
                   "[N,97,64] and the tanh pooler_output [N,64].", inputs=(_fixed_pixels(64, 96),))
 _vision("hf_levit", "transformers LevitModel: convolutional stem, attention blocks with hard-swish, subsampling "
-                    "attention, BatchNorm after every linear; last_hidden_state [N,S,64], pooler_output [N,64]; "
+                    "attention, BatchNorm after every linear; last_hidden_state [N,1,64] (4x4 tokens subsampled "
+                    "twice), pooler_output [N,64]; "
                     "BatchNorms calibrated. Square 64x64: its attention biases fix the input to image_size.",
           inputs=(_fixed_pixels(64, 64),))
 

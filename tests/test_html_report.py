@@ -221,3 +221,22 @@ def test_report_in_headless_chromium(tmp_path):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert struct.unpack(">II", data[16:24]) == (1280, 1600)
+
+
+def test_inconclusive_case_noise_verdict_and_shape_warnings_are_shown():
+    from harness.report.html import render_html
+
+    results = make_results()
+    noisy = {**_output(True, 3.2), "accepted_by": "noise", "message": "features: 3.2x its tolerance, but ...",
+             "sensitivity": {"ratio": 0.2, "inconclusive": True, "max_abs_change": 1e-9, "draws": 3}}
+    results["cases"]["gru-torch-onnxruntime-cpu"] = _case(
+        "gru-torch-onnxruntime-cpu", "gru", "torch", "onnxruntime", "cpu", "inconclusive",
+        message="passed, but inconclusive: features does not depend on the input", examples=10, shrink_steps=0,
+        worst_error_ratio=3.2, worst_normalized_error=1e-5, outputs={"features": noisy},
+        warnings=[{"tensor": "x", "kind": "fixed_dim", "message": "converted file m.onnx declares input 'x' as [1, 4]"}],
+        duration_s=1.0)
+    page = render_html(results)
+    assert 'class="cell inconclusive"' in page and "1 inconclusive" in page
+    assert "within its noise multiple" in page and "does not depend on the input" in page
+    assert "declares input &#39;x&#39; as [1, 4]" in page and "Declared shapes against the spec" in page
+    assert "noise_multiple" in page and "input sensitivity" in page
