@@ -55,6 +55,7 @@ class ExampleOutcome:
     noise: dict[str, dict[str, float | None]]
     error: str | None = None         # the converted model raised on these inputs
     error_kind: str | None = None    # the error's first line, the same for every example it recurs on
+    reference: list[np.ndarray] | None = None   # the original's outputs, in the spec's order
 
     @property
     def passed(self) -> bool:
@@ -259,7 +260,7 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         prepared.timings["noise_s"] = prepared.timings.get("noise_s", 0.0) + time.perf_counter() - start
         for comparison in comparisons:
             _noise_verdict(comparison, noise.get(comparison.name))
-    return ExampleOutcome(comparisons, noise)
+    return ExampleOutcome(comparisons, noise, reference=reference)
 
 
 def measure_noise(prepared: PreparedCase, tensors: dict[str, np.ndarray],

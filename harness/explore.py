@@ -107,11 +107,14 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
     budget = max_examples or settings.default.max_examples
 
     start = time.perf_counter()
+    by_shape: dict[tuple, list[list[np.ndarray]]] = {}  # corners' reference outputs, by input shapes
     for name, recipe in (corner_recipes(spec)[:budget] if corners else []):
         tensors = _timed_inputs(prepared, recipe)
         outcome = run_example(prepared, tensors)
         exploration.record(recipe, tensors, outcome)
         exploration.corners += 1
+        if outcome.reference is not None:
+            by_shape.setdefault(tuple(sorted(recipe.dims.items())), []).append(outcome.reference)
         if not outcome.passed:
             exploration.failure_corner = name
             break
@@ -123,7 +126,11 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
     if corner_failure is not None and exploration.failure is not corner_failure:
         exploration.failure_corner = None  # hypothesis found (and shrank) a failure of its own
     _worst_noise(prepared, exploration)
-    exploration.sensitivity = input_sensitivity(prepared)
+    dims, same_shape = max(by_shape.items(), key=lambda item: len(item[1]), default=((), []))
+    if len(same_shape) >= 2:  # one more input of that shape: three draws, as without the corners
+        recipe = InputRecipe(dict(dims), {i.name: "normal" for i in spec.inputs}, 0.0, len(corner_recipes(spec)))
+        same_shape.append(reference_outputs(prepared, make_inputs(spec, recipe), timing="sensitivity_s")[1])
+    exploration.sensitivity = input_sensitivity(prepared, same_shape if len(same_shape) >= 3 else None)
     prepared.timings["explore_s"] = time.perf_counter() - start
     return exploration
 
@@ -180,18 +187,24 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
         pass  # the failure and its shrunk inputs are in `exploration`
 
 
-def input_sensitivity(prepared: PreparedCase) -> dict[str, dict[str, Any]]:
-    """How each output responds to its input: the original's outputs for a
-    small example (a batch of 2 or more) against those for other draws of the
-    same shapes, held to
-    the output's own tolerance. An output within tolerance of itself across all
-    draws does not depend on the input (a randomly initialised classifier's
-    softmax, a saturated activation): a converted model that returned a
-    constant would pass its check too, so the check is inconclusive."""
+def input_sensitivity(prepared: PreparedCase, outputs: list[list[np.ndarray]] | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """How each output responds to its input: the original's outputs for one
+    input against those for others of the same shapes, held to the output's own
+    tolerance. An output within tolerance of itself across all of them does not
+    depend on the input (a randomly initialised classifier's softmax, a
+    saturated activation): a converted model that returned a constant would pass
+    its check too, so the check is inconclusive.
+
+    outputs: the original's outputs for inputs of one shape, most of which
+    already ran (the corners at middle shapes: large and tiny magnitudes, and
+    one more draw); without them, draws of a small example (a batch of 2 or
+    more) are run for it."""
     spec = prepared.spec
-    base = InputRecipe(pick_dims(spec, "small"), {i.name: "normal" for i in spec.inputs}, 0.0, 0)
-    outputs = [reference_outputs(prepared, make_inputs(spec, replace(base, seed=seed)), timing="sensitivity_s")[1]
-               for seed in range(SENSITIVITY_DRAWS + 1)]
+    if outputs is None:
+        base = InputRecipe(pick_dims(spec, "small"), {i.name: "normal" for i in spec.inputs}, 0.0, 0)
+        outputs = [reference_outputs(prepared, make_inputs(spec, replace(base, seed=seed)),
+                                     timing="sensitivity_s")[1] for seed in range(SENSITIVITY_DRAWS + 1)]
     found: dict[str, dict[str, Any]] = {}
     for index, out in enumerate(spec.outputs):
         tolerance = prepared.tolerances[out.name].merged(noise_multiple=0.0)
@@ -204,5 +217,5 @@ def input_sensitivity(prepared: PreparedCase) -> dict[str, dict[str, Any]]:
         found[out.name] = {"ratio": ratio, "inconclusive": bool(ratio <= 1.0),
                            "max_abs_change": float(max(np.abs(outputs[0][index].astype(np.float64) - other[index])
                                                        .max() for other in outputs[1:])),
-                           "draws": SENSITIVITY_DRAWS + 1}
+                           "draws": len(outputs)}
     return found
