@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from harness.engine import ExampleOutcome, PreparedCase, measure_noise, referenc
 from harness.inputs import InputRecipe, corner_recipes, input_recipes, make_inputs, pick_dims
 from harness.tolerances import NOISE_ALLOWANCE_LIMIT
 
-# Extra draws of the reference for the input-sensitivity check: an output that
+# Draws of the reference for the input-sensitivity check, beside the first: an output that
 # agrees, within its tolerance, across all of them does not depend on the input.
 SENSITIVITY_DRAWS = 2
 
@@ -107,32 +107,37 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
     budget = max_examples or settings.default.max_examples
 
     start = time.perf_counter()
-    by_shape: dict[tuple, list[list[np.ndarray]]] = {}  # corners' reference outputs, by input shapes
-    for name, recipe in (corner_recipes(spec)[:budget] if corners else []):
+    known = _run_corners(prepared, exploration, budget) if corners else None
+    corner_failure = exploration.failure
+    if budget > exploration.corners:
+        _search(prepared, exploration, budget - exploration.corners, database_key or prepared.case.id,
+                database_path)
+    if corner_failure is not None and exploration.failure is not corner_failure:
+        exploration.failure_corner = None  # hypothesis found (and shrank) a failure of its own
+    _worst_noise(prepared, exploration)
+    exploration.sensitivity = input_sensitivity(prepared, known)
+    prepared.timings["explore_s"] = time.perf_counter() - start
+    return exploration
+
+
+def _run_corners(prepared: PreparedCase, exploration: Exploration, budget: int
+                 ) -> tuple[dict[str, int], list[list[np.ndarray]]] | None:
+    """Run the corner examples (within the budget) until one fails; return the
+    dims shared by most of them and the original's outputs at those dims, for
+    the input-sensitivity check, or None where fewer than two share dims."""
+    by_dims: dict[tuple, list[list[np.ndarray]]] = {}
+    for name, recipe in corner_recipes(prepared.spec)[:budget]:
         tensors = _timed_inputs(prepared, recipe)
         outcome = run_example(prepared, tensors)
         exploration.record(recipe, tensors, outcome)
         exploration.corners += 1
         if outcome.reference is not None:
-            by_shape.setdefault(tuple(sorted(recipe.dims.items())), []).append(outcome.reference)
+            by_dims.setdefault(tuple(sorted(recipe.dims.items())), []).append(outcome.reference)
         if not outcome.passed:
             exploration.failure_corner = name
             break
-    corner_failure = exploration.failure
-
-    searched = budget - exploration.corners
-    if searched > 0:
-        _search(prepared, exploration, searched, database_key or prepared.case.id, database_path)
-    if corner_failure is not None and exploration.failure is not corner_failure:
-        exploration.failure_corner = None  # hypothesis found (and shrank) a failure of its own
-    _worst_noise(prepared, exploration)
-    dims, same_shape = max(by_shape.items(), key=lambda item: len(item[1]), default=((), []))
-    if len(same_shape) >= 2:  # one more input of that shape: three draws, as without the corners
-        recipe = InputRecipe(dict(dims), {i.name: "normal" for i in spec.inputs}, 0.0, len(corner_recipes(spec)))
-        same_shape.append(reference_outputs(prepared, make_inputs(spec, recipe), timing="sensitivity_s")[1])
-    exploration.sensitivity = input_sensitivity(prepared, same_shape if len(same_shape) >= 3 else None)
-    prepared.timings["explore_s"] = time.perf_counter() - start
-    return exploration
+    dims, outputs = max(by_dims.items(), key=lambda item: len(item[1]), default=((), []))
+    return (dict(dims), outputs) if len(outputs) >= 2 else None
 
 
 def _worst_noise(prepared: PreparedCase, exploration: Exploration) -> None:
@@ -187,24 +192,25 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
         pass  # the failure and its shrunk inputs are in `exploration`
 
 
-def input_sensitivity(prepared: PreparedCase, outputs: list[list[np.ndarray]] | None = None
+def input_sensitivity(prepared: PreparedCase, known: tuple[dict[str, int], list[list[np.ndarray]]] | None = None
                       ) -> dict[str, dict[str, Any]]:
-    """How each output responds to its input: the original's outputs for one
-    input against those for others of the same shapes, held to the output's own
-    tolerance. An output within tolerance of itself across all of them does not
+    """How each output responds to its input: the original's outputs for three
+    inputs of one shape, each held against the first to the output's own
+    tolerance. An output within tolerance of itself across them does not
     depend on the input (a randomly initialised classifier's softmax, a
     saturated activation): a converted model that returned a constant would pass
     its check too, so the check is inconclusive.
 
-    outputs: the original's outputs for inputs of one shape, most of which
-    already ran (the corners at middle shapes: large and tiny magnitudes, and
-    one more draw); without them, draws of a small example (a batch of 2 or
-    more) are run for it."""
+    known: (dims, the original's outputs) for inputs of those dims that already
+    ran (the corners at middle shapes: large and tiny magnitudes), to which one
+    more draw is added; without them, three draws of a small example (a batch
+    of 2 or more) are run."""
     spec = prepared.spec
-    if outputs is None:
-        base = InputRecipe(pick_dims(spec, "small"), {i.name: "normal" for i in spec.inputs}, 0.0, 0)
-        outputs = [reference_outputs(prepared, make_inputs(spec, replace(base, seed=seed)),
-                                     timing="sensitivity_s")[1] for seed in range(SENSITIVITY_DRAWS + 1)]
+    dims, outputs = known if known else (pick_dims(spec, "small"), [])
+    seeds = range(len(corner_recipes(spec)), len(corner_recipes(spec)) + SENSITIVITY_DRAWS + 1 - len(outputs))
+    for seed in seeds:
+        recipe = InputRecipe(dims, {i.name: "normal" for i in spec.inputs}, 0.0, seed)
+        outputs = outputs + [reference_outputs(prepared, make_inputs(spec, recipe), timing="sensitivity_s")[1]]
     found: dict[str, dict[str, Any]] = {}
     for index, out in enumerate(spec.outputs):
         tolerance = prepared.tolerances[out.name].merged(noise_multiple=0.0)
