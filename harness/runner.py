@@ -91,10 +91,9 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
             continue
         outputs[out.name] = {"tolerance": tolerance, **worst["comparison"].to_json(), "noise": worst["noise"],
                              "recipe": worst["recipe"].to_json(), "sensitivity": sensitivity}
-    failure = exploration.failure
     # A case that failed by an exception has no error ratio: the examples that
     # passed before it say nothing of the ones that raised.
-    raised = failure is not None and failure.error is not None
+    raised = exploration.failure is not None and exploration.failure.error is not None
     ratios = [o.get("error_ratio") for o in outputs.values() if isinstance(o.get("error_ratio"), (int, float))]
     normalized = [o.get("normalized_error") for o in outputs.values() if isinstance(o.get("normalized_error"), (int, float))]
     record: dict[str, Any] = {
@@ -122,23 +121,30 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         record["status"] = "inconclusive"
         record["message"] = _inconclusive_message(exploration, outputs)
     if not exploration.passed:
-        case = prepared.case
-        replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
-                  "device": case.device, "options": options.to_json(), "recipe": exploration.failure_recipe.to_json()}
-        path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
-        record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
-                             "corner": exploration.failure_corner,
-                             "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
-                             "input_stats": {k: _statistics(v) for k, v in exploration.failure_inputs.items()},
-                             "outputs": [c.to_json() for c in failure.comparisons]}
-        if failure.error:
-            record["failure"]["error"] = failure.error
-            record["failure"]["error_kinds"] = dict(exploration.errors)
-        shrunk = "failing input" if exploration.failure_corner else "shrunk failing input"
-        record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
-        if prepared.warnings:  # the likely cause, found before the first example
-            record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
+        _add_failure(record, prepared, exploration, options)
     return record
+
+
+def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Exploration,
+                 options: RunOptions) -> None:
+    """The failing input saved beside the reports, with the command that replays
+    it, its statistics and its outputs' comparisons, into the record."""
+    case, failure = prepared.case, exploration.failure
+    replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
+              "device": case.device, "options": options.to_json(), "recipe": exploration.failure_recipe.to_json()}
+    path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
+    record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
+                         "corner": exploration.failure_corner,
+                         "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
+                         "input_stats": {k: _statistics(v) for k, v in exploration.failure_inputs.items()},
+                         "outputs": [c.to_json() for c in failure.comparisons]}
+    if failure.error:
+        record["failure"]["error"] = failure.error
+        record["failure"]["error_kinds"] = dict(exploration.errors)
+    shrunk = "failing input" if exploration.failure_corner else "shrunk failing input"
+    record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
+    if prepared.warnings:  # the likely cause, found before the first example
+        record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
 
 
 def _cost(timings: dict[str, float], calls: int) -> dict[str, Any]:
