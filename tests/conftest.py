@@ -39,6 +39,22 @@ def no_network(monkeypatch, tmp_path):
     return tmp_path / "keras_home"
 
 
+class BuiltModels:
+    """The zoo's models of one source, each built once per test process (the
+    first build of a determinism test may seed it through `cache`)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.cache: dict[str, object] = {}
+
+    def get(self, name: str):
+        if name not in self.cache:
+            from harness.registry import zoo_models
+
+            self.cache[name] = zoo_models()[name].builders[self.source]()
+        return self.cache[name]
+
+
 class ParityRun:
     def __init__(self, result: pytest.RunResult, path: Path):
         self.result = result

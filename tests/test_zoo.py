@@ -26,6 +26,7 @@ ort = pytest.importorskip("onnxruntime")
 from harness.converters import torch_onnx  # noqa: E402
 from harness.engine import example_recipe  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402
+from tests.conftest import BuiltModels  # noqa: E402
 from harness.specs import ModelSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,16 +115,7 @@ def normalized_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float(diff / (REL * np.abs(ref).max() + ABS))
 
 
-class _Built:
-    """Each zoo model built once per test session."""
-
-    cache: dict[str, object] = {}
-
-    @classmethod
-    def get(cls, name: str):
-        if name not in cls.cache:
-            cls.cache[name] = ZOO[name].builders["torch"]()
-        return cls.cache[name]
+_Built = BuiltModels("torch")  # each model built once per test process
 
 
 EXPORTERS = ("dynamo", "torchscript")

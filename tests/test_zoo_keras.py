@@ -21,6 +21,7 @@ tf = pytest.importorskip("tensorflow")
 
 from harness.layouts import convert_layout, permutation  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402
+from tests.conftest import BuiltModels  # noqa: E402
 from harness.specs import ModelSpec  # noqa: E402
 
 ZOO = zoo_models()
@@ -52,16 +53,7 @@ EXPECTED_DTYPES = {"two_outputs": ["float32", "int64"]}
 # --- helpers -------------------------------------------------------------------------
 
 
-class _Built:
-    """Each model built once per test session (the first build of the determinism test)."""
-
-    cache: dict[str, object] = {}
-
-    @classmethod
-    def get(cls, name: str):
-        if name not in cls.cache:
-            cls.cache[name] = ZOO[name].builders["keras"]()
-        return cls.cache[name]
+_Built = BuiltModels("keras")  # each model built once per test process
 
 
 def _permuted(shape: tuple, src: str | None, dst: str | None) -> tuple:

@@ -23,6 +23,7 @@ tf = pytest.importorskip("tensorflow")
 
 from harness.layouts import convert_layout, permutation  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402
+from tests.conftest import BuiltModels  # noqa: E402
 from harness.sources import keras as keras_source  # noqa: E402
 from harness.specs import ModelSpec  # noqa: E402
 
@@ -45,16 +46,7 @@ def expected_shapes(name: str, sizes: dict[str, int]) -> list[tuple[int, ...]]:
 # --- helpers -------------------------------------------------------------------------
 
 
-class _Built:
-    """Each model built once per test session (the first build of the determinism test)."""
-
-    cache: dict[str, object] = {}
-
-    @classmethod
-    def get(cls, name: str):
-        if name not in cls.cache:
-            cls.cache[name] = ZOO[name].builders["keras"]()
-        return cls.cache[name]
+_Built = BuiltModels("keras")  # each model built once per test process
 
 
 def sizes_to_check(spec: ModelSpec) -> list[dict[str, int]]:
