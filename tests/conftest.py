@@ -55,6 +55,35 @@ class BuiltModels:
         return self.cache[name]
 
 
+def sizes_to_check(spec) -> list[dict[str, int]]:
+    """All minima, all maxima, and all maxima minus one (odd H/W: flooring), without repeats."""
+    bounds = spec.dim_bounds
+    points = [{d: lo for d, (lo, hi) in bounds.items()}, {d: hi for d, (lo, hi) in bounds.items()},
+              {d: max(lo, hi - 1) for d, (lo, hi) in bounds.items()}]
+    return [p for k, p in enumerate(points) if p not in points[:k]]
+
+
+def keras_inputs(spec, sizes: dict[str, int], seed: int) -> list:
+    """Inputs drawn uniformly from the declared domains in the spec's layout, then
+    laid out as the Keras model takes them."""
+    import numpy as np
+
+    from harness.layouts import convert_layout
+
+    rng = np.random.default_rng(seed)
+    layouts, _ = spec.source_layouts("keras")
+    arrays = []
+    for inp in spec.inputs:
+        low, high = inp.domain
+        shape = inp.example_shape(sizes)
+        if inp.is_float:
+            array = rng.uniform(low, high, size=shape).astype(inp.dtype)
+        else:
+            array = rng.integers(int(low), int(high), size=shape, endpoint=True).astype(inp.dtype)
+        arrays.append(convert_layout(array, inp.layout, layouts[inp.name]))
+    return arrays
+
+
 class ParityRun:
     def __init__(self, result: pytest.RunResult, path: Path):
         self.result = result

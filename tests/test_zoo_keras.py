@@ -19,10 +19,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from harness.layouts import convert_layout, permutation  # noqa: E402
+from harness.layouts import permutation  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402
-from tests.conftest import BuiltModels  # noqa: E402
-from harness.specs import ModelSpec  # noqa: E402
+from tests.conftest import BuiltModels, keras_inputs, sizes_to_check  # noqa: E402
 
 ZOO = zoo_models()
 REQUIRED = {"simple", "mlp", "two_outputs", "cnn", "depthwise", "mobilenet_v2",
@@ -60,31 +59,6 @@ def _permuted(shape: tuple, src: str | None, dst: str | None) -> tuple:
     if src is None or dst is None:
         return tuple(shape)
     return tuple(shape[axis] for axis in permutation(src, dst))
-
-
-def check_sizes(spec: ModelSpec) -> list[dict[str, int]]:
-    """All minima, all maxima, and all maxima minus one (odd H/W: flooring)."""
-    bounds = spec.dim_bounds
-    points = [{s: lo for s, (lo, hi) in bounds.items()},
-              {s: hi for s, (lo, hi) in bounds.items()},
-              {s: max(lo, hi - 1) for s, (lo, hi) in bounds.items()}]
-    return [p for k, p in enumerate(points) if p not in points[:k]]
-
-
-def keras_inputs(spec: ModelSpec, sizes: dict[str, int], seed: int) -> list[np.ndarray]:
-    """Inputs drawn in the spec's layout, then laid out as the Keras model takes them."""
-    rng = np.random.default_rng(seed)
-    layouts, _ = spec.source_layouts("keras")
-    arrays = []
-    for inp in spec.inputs:
-        shape = inp.example_shape(sizes)
-        low, high = inp.domain
-        if inp.is_float:
-            array = rng.uniform(low, high, size=shape).astype(inp.dtype)
-        else:
-            array = rng.integers(int(low), int(high), size=shape, endpoint=True).astype(inp.dtype)
-        arrays.append(convert_layout(array, inp.layout, layouts[inp.name]))
-    return arrays
 
 
 def run_keras(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -173,7 +147,7 @@ def test_runs_across_dim_bounds(name):
     spec, model = ZOO[name], _Built.get(name)
     _, out_layouts = spec.source_layouts("keras")
     dtypes = EXPECTED_DTYPES.get(name, ["float32"] * len(spec.outputs))
-    for k, sizes in enumerate(check_sizes(spec)):
+    for k, sizes in enumerate(sizes_to_check(spec)):
         outs = run_keras(model, keras_inputs(spec, sizes, seed=k))
         assert len(outs) == len(spec.outputs), f"{name}: {len(outs)} outputs, declared {len(spec.outputs)}"
         expected = [_permuted(shape, o.layout, out_layouts[o.name])
@@ -190,7 +164,7 @@ def test_outputs_depend_on_the_input(name):
     """Two different inputs give outputs that differ well beyond float32 noise
     (a model whose BatchNorms swamp the signal would hide conversion bugs)."""
     spec, model = ZOO[name], _Built.get(name)
-    sizes = check_sizes(spec)[-1]
+    sizes = sizes_to_check(spec)[-1]
     a, b = (run_keras(model, keras_inputs(spec, sizes, seed=s))[0] for s in (10, 11))
     scale = max(np.abs(a).max(), 1e-6)
     # depthwise is the least sensitive (~1e-3: its global average pool over
@@ -245,7 +219,7 @@ def test_models_survive_keras_save_and_safe_load(tmp_path):
         loaded = keras.saving.load_model(path, safe_mode=True)
         assert [t.name for t in loaded.inputs] == [i.name for i in spec.inputs], name
         assert list(loaded.output_names) == [o.name for o in spec.outputs], name
-        inputs = keras_inputs(spec, check_sizes(spec)[0], seed=3)
+        inputs = keras_inputs(spec, sizes_to_check(spec)[0], seed=3)
         for got, ref in zip(run_keras(loaded, inputs), run_keras(model, inputs)):
             assert got.dtype == ref.dtype, name
             np.testing.assert_array_equal(got, ref, err_msg=name)

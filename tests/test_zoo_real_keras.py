@@ -21,9 +21,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from harness.layouts import convert_layout, permutation  # noqa: E402
+from harness.layouts import permutation  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402
-from tests.conftest import BuiltModels  # noqa: E402
+from tests.conftest import BuiltModels, keras_inputs, sizes_to_check  # noqa: E402
 from harness.sources import keras as keras_source  # noqa: E402
 from harness.specs import ModelSpec  # noqa: E402
 
@@ -47,30 +47,6 @@ def expected_shapes(name: str, sizes: dict[str, int]) -> list[tuple[int, ...]]:
 
 
 _Built = BuiltModels("keras")  # each model built once per test process
-
-
-def sizes_to_check(spec: ModelSpec) -> list[dict[str, int]]:
-    """All minima, all maxima, and all maxima minus one."""
-    bounds = spec.dim_bounds
-    points = [{d: lo for d, (lo, hi) in bounds.items()}, {d: hi for d, (lo, hi) in bounds.items()},
-              {d: max(lo, hi - 1) for d, (lo, hi) in bounds.items()}]
-    return [p for k, p in enumerate(points) if p not in points[:k]]
-
-
-def keras_inputs(spec: ModelSpec, sizes: dict[str, int], seed: int) -> list[np.ndarray]:
-    """Inputs drawn uniformly from the declared domains, laid out as the Keras model takes them."""
-    rng = np.random.default_rng(seed)
-    layouts, _ = spec.source_layouts("keras")
-    arrays = []
-    for inp in spec.inputs:
-        low, high = inp.domain
-        shape = inp.example_shape(sizes)
-        if inp.is_float:
-            array = rng.uniform(low, high, size=shape).astype(inp.dtype)
-        else:
-            array = rng.integers(int(low), int(high), size=shape, endpoint=True).astype(inp.dtype)
-        arrays.append(convert_layout(array, inp.layout, layouts[inp.name]))
-    return arrays
 
 
 def run(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
