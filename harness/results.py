@@ -3,7 +3,12 @@
 `reports/parity.json` is rewritten after every case, atomically (a temporary
 file, then a rename), so a crash or a kill mid-run leaves every finished case
 behind in a valid file. A failing case's shrunk input goes to
-`reports/failures/<case id>.npz` with the command that replays it.
+`reports/failures/<case id>.npz` with the command that replays it. Every file
+is made with the mode open() gives (0o666 less the umask), as any other output.
+
+A run holds its reports folder alone (`claim_reports_folder`): a second run on
+the same folder is refused at its start, since both would rewrite parity.json
+with their own cases only.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from harness.locks import FileLock, LockHeld
 
 SCHEMA = 1
 # Distributions whose versions every record reports when installed.
@@ -64,9 +72,64 @@ def _gpu_names() -> list[str]:
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
 
+class ReportsFolderError(Exception):
+    """A reports folder that cannot be written to, or that another run is writing to."""
+
+
+RUN_LOCK = ".parity-run.lock"  # held by the run that writes the folder
+
+
+def check_writable(folder: Path, remedy: str) -> None:
+    """Make `folder` if absent and create a file in it (and in its failures/, if there):
+    ReportsFolderError, naming the folder, the reason and `remedy`, where that fails."""
+    folder = place = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for place in (folder, folder / "failures"):
+            if place.is_dir():
+                fd, probe = _new_file(place, ".parity-write-check.")
+                os.close(fd)
+                probe.unlink()
+    except OSError as error:
+        where = f" (in {place})" if place != folder else ""
+        raise ReportsFolderError(f"reports folder {folder} cannot be written to: {error.strerror or error}{where}; "
+                                 f"{remedy}") from None
+
+
+def claim_reports_folder(folder: Path, remedy: str) -> FileLock:
+    """Check that `folder` can be written to and hold it for this run alone, until the
+    returned lock is released or the process ends. ReportsFolderError where another run
+    holds it: both would rewrite parity.json with their own cases, and one run's would be lost."""
+    check_writable(folder, remedy)
+    lock_path = Path(folder) / RUN_LOCK
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(wait=False)
+    except LockHeld:
+        holder = lock_path.read_text(errors="replace").strip() or "a process that has not yet said which"
+        raise ReportsFolderError(
+            f"reports folder {folder} is in use by another parity run ({holder}): two runs writing there would "
+            f"lose each other's cases; wait for it to end, or {remedy}") from None
+    os.ftruncate(lock.fileno, 0)
+    os.write(lock.fileno, (f"pid {os.getpid()} on {socket.gethostname()}, since "
+                           f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}: {' '.join(sys.argv)}\n").encode())
+    return lock
+
+
+def _new_file(folder: Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """A new file with a unique name in `folder`, open for writing, made with the mode
+    open() gives (tempfile.mkstemp makes 0o600: unreadable to the user's group)."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _new_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -74,7 +137,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -137,20 +200,57 @@ def save_failure(reports_dir: Path, case_id: str, inputs: Mapping[str, np.ndarra
     folder = Path(reports_dir) / "failures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{case_id}.npz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=folder)
-    os.close(fd)
+    fd, tmp = _new_file(folder, f".{path.stem}.", ".npz")
     try:
-        np.savez(tmp, __replay__=np.array(json.dumps(to_jsonable(replay_info))),
-                 **{f"input:{name}": array for name, array in inputs.items()})
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, __replay__=np.array(json.dumps(to_jsonable(replay_info))),
+                     **{f"input:{name}": array for name, array in inputs.items()})
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path, f"python -m harness replay {path}"
 
 
 def load_failure(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    with np.load(path, allow_pickle=False) as data:
-        info = json.loads(str(data["__replay__"]))
-        inputs = {key.split(":", 1)[1]: data[key] for key in data.files if key.startswith("input:")}
+    """The replay information and the inputs of a saved failure. ValueError,
+    one line naming the file, for anything else: not a zip, an archive past
+    its size budget, no __replay__ entry, bad JSON, missing keys or keys of
+    the wrong type. Nothing in the file is unpickled."""
+    import zipfile
+
+    from harness.errors import CaseError
+    from harness.model_file import check_zip_budget, not_a_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} {not_a_file(path)}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a saved failure: not an .npz (zip) archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_zip_budget(path, archive.infolist(), "failure file")
+        with np.load(path, allow_pickle=False) as data:
+            text = str(data["__replay__"]) if "__replay__" in data.files else None
+            inputs = {key.split(":", 1)[1]: data[key] for key in data.files if key.startswith("input:")}
+    except CaseError as error:
+        raise ValueError(error.message) from None
+    except Exception as error:  # a member that is no .npy array, a pickled one, a bad CRC, a truncated archive
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path} cannot be read as a saved failure ({type(error).__name__}: {first})") from None
+    if text is None:
+        raise ValueError(f"{path} is not a saved failure: it has no __replay__ entry")
+    try:
+        info = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{path}: its __replay__ entry is not valid JSON ({error})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: its __replay__ entry holds a {type(info).__name__}, not an object")
+    wrong = [f"{key} ({kind.__name__})" for key, kind in (("case_id", str), ("model_ref", str), ("source", str),
+                                                          ("target", str), ("device", str), ("options", dict))
+             if not isinstance(info.get(key), kind)]
+    if wrong:
+        raise ValueError(f"{path}: its __replay__ entry lacks, or has of another type, {', '.join(wrong)}")
+    if not inputs:
+        raise ValueError(f"{path} holds no inputs (input:NAME entries)")
     return info, inputs

@@ -145,7 +145,7 @@ def test_ran_now_erroring_is_a_regression(run):
         ("cnn-keras-tflite-cpu", "passed", "error"), ("simple-torch-onnxruntime-cpu", "failed", "error")}
 
 
-def test_improvements_new_and_vanished_are_listed_not_failing(run):
+def test_improvements_and_new_are_listed_not_failing_vanished_fails_unless_allowed(run):
     baseline = copy.deepcopy(run)
     baseline["cases"]["simple-torch-onnxruntime-cpu"] = record("simple-torch-onnxruntime-cpu", "failed", ratio=2.0)
     baseline["cases"]["mlp-torch-onnxruntime-cpu"] = record("mlp-torch-onnxruntime-cpu", "error")
@@ -154,8 +154,10 @@ def test_improvements_new_and_vanished_are_listed_not_failing(run):
     baseline["cases"]["gone-torch-onnxruntime-cpu"] = record("gone-torch-onnxruntime-cpu")
     today = copy.deepcopy(run)
     today["cases"]["fresh-keras-onnxruntime-cpu"] = record("fresh-keras-onnxruntime-cpu")
-    comparison = compare_to_baseline(today, baseline)
+    assert compare_to_baseline(today, baseline).failed  # a case that ran there vanished: this run covers less
+    comparison = compare_to_baseline(today, baseline, allow_lost_coverage=True)
     assert not comparison.failed
+    assert [c.case_id for c in comparison.lost_coverage] == ["gone-torch-onnxruntime-cpu"]
     assert {(i.case_id, i.kind) for i in comparison.improvements} == {
         ("simple-torch-onnxruntime-cpu", "status"), ("mlp-torch-onnxruntime-cpu", "status"),
         ("cnn-keras-tflite-cpu", "shrink")}
@@ -168,27 +170,116 @@ def test_improvements_new_and_vanished_are_listed_not_failing(run):
         assert case_id in text
 
 
-def test_skipped_now_is_vanished_coverage_not_failure(run):
+def test_skipped_now_is_lost_coverage_failing_unless_allowed(run):
     today = copy.deepcopy(run)
     today["cases"]["cnn-keras-tflite-cpu"] = record("cnn-keras-tflite-cpu", "skipped")
     today["cases"]["cnn-keras-tflite-cpu"]["message"] = "tensorflow is not installed"
     comparison = compare_to_baseline(today, run)
-    assert not comparison.failed
+    assert comparison.failed and not comparison.regressions
     assert [s.case_id for s in comparison.vanished_coverage] == ["cnn-keras-tflite-cpu"]
     assert "cnn-keras-tflite-cpu" not in comparison.unchanged
     text = "\n".join(render_comparison_text(comparison))
+    assert text.startswith("parity baseline: FAILED") and "1 lost coverage" in text
     assert "1 vanished coverage" in text and "tensorflow is not installed" in text
+    assert "--parity-allow-lost-coverage" in text
+    allowed = compare_to_baseline(today, run, allow_lost_coverage=True)
+    assert not allowed.failed
+    assert "ok" in render_comparison_text(allowed)[0] and "allowed by" in "\n".join(render_comparison_text(allowed))
+
+
+def test_every_case_skipped_now_fails(run):
+    today = copy.deepcopy(run)
+    for case_id in today["cases"]:
+        today["cases"][case_id] = record(case_id, "skipped")
+    comparison = compare_to_baseline(today, run)
+    assert comparison.failed and len(comparison.lost_coverage) == 3
+
+
+def test_error_now_skipped_is_lost_coverage_but_a_skip_that_vanished_is_not(run):
+    baseline = copy.deepcopy(run)
+    baseline["cases"]["mlp-torch-onnxruntime-cpu"] = record("mlp-torch-onnxruntime-cpu", "error")
+    baseline["cases"]["old-torch-onnxruntime-cuda"] = record("old-torch-onnxruntime-cuda", "skipped")
+    today = copy.deepcopy(run)
+    today["cases"]["mlp-torch-onnxruntime-cpu"] = record("mlp-torch-onnxruntime-cpu", "skipped")
+    comparison = compare_to_baseline(today, baseline)
+    assert [c.case_id for c in comparison.lost_coverage] == ["mlp-torch-onnxruntime-cpu"]
+    assert [c.case_id for c in comparison.vanished] == ["old-torch-onnxruntime-cuda"]  # listed, never ran: not lost
+
+
+def test_all_case_ids_changed_fails_and_says_so(run):
+    today = results(*(record(case_id.replace("-cpu", "-cpu-nchw")) for case_id in run["cases"]))
+    comparison = compare_to_baseline(today, run)
+    assert comparison.failed and comparison.matched == 0
+    assert len(comparison.lost_coverage) == 3 and len(comparison.new) == 3
+    assert "no case id of the baseline is in this run" in "\n".join(render_comparison_text(comparison))
+    assert not compare_to_baseline(today, run, allow_lost_coverage=True).failed
+
+
+def nan_case(case_id: str, outputs: tuple = ("output",)) -> dict:
+    """A failed case whose output went NaN, as the harness writes it (to_jsonable: "inf", "nan")."""
+    rec = record(case_id, "failed", outputs=outputs)
+    rec["worst_error_ratio"], rec["worst_normalized_error"] = "inf", "nan"
+    for o in rec["outputs"].values():
+        o["normalized_error"], o["error_ratio"] = "nan", "inf"
+    return rec
 
 
 def test_inf_and_nan_metrics_do_not_crash(run):
     today = copy.deepcopy(run)
-    today["cases"]["simple-torch-onnxruntime-cpu"] = record("simple-torch-onnxruntime-cpu", "failed")
-    for o in today["cases"]["simple-torch-onnxruntime-cpu"]["outputs"].values():
-        o["normalized_error"], o["error_ratio"] = "inf", "nan"
+    today["cases"]["simple-torch-onnxruntime-cpu"] = nan_case("simple-torch-onnxruntime-cpu")
     comparison = compare_to_baseline(today, run)
     assert comparison.failed
     render_comparison_text(comparison)
     render_diff_html(diff_runs(run, today))
+
+
+def test_nan_baseline_case_fixed_now_is_an_improvement(run):
+    """The baseline's NaN case used to crash the gate (1 / a drift of 0): now it is a summary."""
+    baseline = copy.deepcopy(run)
+    baseline["cases"]["simple-torch-onnxruntime-cpu"] = nan_case("simple-torch-onnxruntime-cpu")
+    comparison = compare_to_baseline(run, baseline)
+    assert not comparison.failed
+    assert ("simple-torch-onnxruntime-cpu", "status") in {(i.case_id, i.kind) for i in comparison.improvements}
+    text = render_diff_text(diff_runs(baseline, run))
+    assert "parity diff: ok" in text and "nan -> 3e-07" in text
+
+
+def test_finite_metric_turned_non_finite_is_a_regression_and_nan_twice_is_unchanged(run):
+    baseline, today = copy.deepcopy(run), copy.deepcopy(run)
+    baseline["cases"]["simple-torch-onnxruntime-cpu"]["outputs"]["output"]["error_ratio"] = 0.5
+    today["cases"]["simple-torch-onnxruntime-cpu"]["outputs"]["output"]["error_ratio"] = "inf"  # passed, as written
+    comparison = compare_to_baseline(today, baseline)
+    (growth,) = comparison.regressions
+    assert (growth.case_id, growth.metric, growth.new) == ("simple-torch-onnxruntime-cpu", "error_ratio", "inf")
+    assert "became inf" in growth.what
+    baseline["cases"]["mlp-torch-onnxruntime-cpu"] = nan_case("mlp-torch-onnxruntime-cpu", ("logits",))
+    today["cases"]["mlp-torch-onnxruntime-cpu"] = nan_case("mlp-torch-onnxruntime-cpu", ("logits",))
+    assert "mlp-torch-onnxruntime-cpu" in compare_to_baseline(today, baseline).unchanged
+    today["cases"]["mlp-torch-onnxruntime-cpu"] = record("mlp-torch-onnxruntime-cpu", "failed", ratio=3.0,
+                                                         outputs=("logits",))
+    finite_again = compare_to_baseline(today, baseline).improvements
+    assert {c.what for c in finite_again if c.case_id == "mlp-torch-onnxruntime-cpu"} == {
+        "logits: normalized_error finite again (was nan)", "logits: error_ratio finite again (was inf)"}
+
+
+@pytest.mark.parametrize("value", ["abc", "1e-3", [0.1], {"max": 1}, True])
+def test_metric_that_is_not_a_number_is_not_ok(run, value):
+    baseline = copy.deepcopy(run)
+    baseline["cases"]["mlp-torch-onnxruntime-cpu"]["outputs"]["logits"]["normalized_error"] = value
+    comparison = compare_to_baseline(run, baseline)
+    assert comparison.failed and not comparison.regressions
+    (entry,) = comparison.uncomparable
+    assert (entry.case_id, entry.output, entry.metric) == ("mlp-torch-onnxruntime-cpu", "logits", "normalized_error")
+    text = "\n".join(render_comparison_text(comparison))
+    assert text.startswith("parity baseline: FAILED") and "1 not comparable" in text and "not a number" in text
+
+
+def test_metric_not_measured_on_one_side_is_listed_not_failing(run):
+    baseline = copy.deepcopy(run)
+    baseline["cases"]["mlp-torch-onnxruntime-cpu"]["outputs"]["logits"]["error_ratio"] = None  # an empty output
+    comparison = compare_to_baseline(run, baseline)
+    assert not comparison.failed
+    assert [c.what for c in comparison.changed] == ["logits: error_ratio not measured in the baseline"]
 
 
 # ------------------------------------------------------------------ saving
@@ -217,6 +308,35 @@ def test_load_baseline_names_the_file(tmp_path):
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(BaselineError, match="list.json"):
         load_baseline(tmp_path / "list.json")
+
+
+def other_shapes() -> list:
+    good = results(record("simple-torch-onnxruntime-cpu"))
+    shapes = {"not an object": (["cases"], "holds an array"),
+              "no schema": ({k: v for k, v in good.items() if k != "schema"}, "no 'schema' field"),
+              "another schema": ({**good, "schema": 2}, "of schema 2"),
+              "cases a list": ({**good, "cases": []}, "'cases' is an array"),
+              "environment a list": ({**good, "environment": ["torch"]}, "'environment'")}
+    for name, case, expected in (
+            ("case a string", "passed", "is a string"),
+            ("case without status", {"outputs": {}}, "status None"),
+            ("unknown status", {"status": "ok"}, "status 'ok'"),
+            ("outputs a list", {"status": "passed", "outputs": [1]}, "'outputs' is an array"),
+            ("output a number", {"status": "passed", "outputs": {"y": 1.0}}, "output 'y' is a number"),
+            ("versions a string", {"status": "passed", "versions": "2.13"}, "'versions' is a string")):
+        shapes[name] = ({**good, "cases": {"simple-torch-onnxruntime-cpu": case}}, expected)
+    return [pytest.param(data, expected, id=name) for name, (data, expected) in shapes.items()]
+
+
+@pytest.mark.parametrize("data, expected", other_shapes())
+def test_baseline_of_another_shape_is_one_message(tmp_path, data, expected):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BaselineError) as info:
+        load_baseline(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a parity results file of schema 1") and expected in message
+    assert "--parity-save-baseline" in message  # what to do
 
 
 # ------------------------------------------------------------------ --compare-fail
@@ -311,3 +431,53 @@ def test_cli_diff_identical_and_unreadable(run, tmp_path):
     assert done.returncode == 2 and "broken.json" in done.stderr
     done = cli("a.json", "b.json", "--compare-fail", "min:5%", cwd=tmp_path)
     assert done.returncode == 2 and "error:10x" in done.stderr
+
+
+def test_cli_diff_nan_baseline_prints_a_summary(run, tmp_path):
+    baseline = copy.deepcopy(run)
+    baseline["cases"]["simple-torch-onnxruntime-cpu"] = nan_case("simple-torch-onnxruntime-cpu")
+    (tmp_path / "old.json").write_text(json.dumps(baseline))
+    (tmp_path / "new.json").write_text(json.dumps(run))
+    done = cli("old.json", "new.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "parity diff: ok" in done.stdout and "Traceback" not in done.stderr
+    done = cli("new.json", "old.json", cwd=tmp_path)  # the other way: passed, now NaN
+    assert done.returncode == 1 and "parity diff: FAILED" in done.stdout and "now fails" in done.stdout
+
+
+def test_cli_diff_exits_1_when_the_new_run_covers_less(run, tmp_path):
+    skipped = copy.deepcopy(run)
+    for case_id in skipped["cases"]:
+        skipped["cases"][case_id] = record(case_id, "skipped")
+    renamed = results(*(record(case_id + "-nchw") for case_id in run["cases"]))
+    (tmp_path / "old.json").write_text(json.dumps(run))
+    (tmp_path / "skipped.json").write_text(json.dumps(skipped))
+    (tmp_path / "renamed.json").write_text(json.dumps(renamed))
+    for new in ("skipped.json", "renamed.json"):
+        done = cli("old.json", new, cwd=tmp_path)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "parity diff: FAILED: 0 regressions, 3 lost coverage" in done.stdout
+        assert "--allow-lost-coverage" in done.stdout
+        allowed = cli("old.json", new, "--allow-lost-coverage", cwd=tmp_path)
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert "parity diff: ok" in allowed.stdout
+    assert "no case id of the baseline is in this run" in cli("old.json", "renamed.json", cwd=tmp_path).stdout
+
+
+def test_cli_diff_metric_not_a_number_exits_1(run, tmp_path):
+    edited = copy.deepcopy(run)
+    edited["cases"]["mlp-torch-onnxruntime-cpu"]["outputs"]["logits"]["error_ratio"] = "small"
+    (tmp_path / "old.json").write_text(json.dumps(edited))
+    (tmp_path / "new.json").write_text(json.dumps(run))
+    done = cli("old.json", "new.json", cwd=tmp_path)
+    assert done.returncode == 1 and "1 not comparable" in done.stdout and "'small'" in done.stdout
+
+
+@pytest.mark.parametrize("data, expected", other_shapes())
+def test_cli_diff_baseline_of_another_shape_exits_2_without_traceback(run, tmp_path, data, expected):
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    (tmp_path / "new.json").write_text(json.dumps(run))
+    done = cli("other.json", "new.json", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "other.json: not a parity results file" in done.stderr and expected in done.stderr
+    assert "Traceback" not in done.stderr and not done.stdout

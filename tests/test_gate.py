@@ -88,3 +88,39 @@ def test_nightly_workflow_uses_real_options():
                                timeout=120).stdout
     assert all(option in help_text for option in used), used - {o for o in used if o in help_text}
     assert "nightly" in workflow and "upload-artifact" in workflow
+
+
+def nan_baseline() -> dict:
+    """simple's case went NaN in the baseline (as to_jsonable writes it: "inf", "nan"); mlp passed there."""
+    outputs = {"output": {"normalized_error": "nan", "error_ratio": "inf", "passed": False}}
+    return {"schema": 1, "environment": {"versions": {}}, "cases": {
+        "simple-torch-onnxruntime-cpu": {"status": "failed", "message": "output: 3 non-finite values",
+                                         "worst_error_ratio": "inf", "worst_normalized_error": "nan",
+                                         "outputs": outputs},
+        "mlp-torch-onnxruntime-cpu": {"status": "passed", "message": "all outputs within tolerance",
+                                      "outputs": {"logits": {"normalized_error": 1e-7, "error_ratio": 0.01}}}}}
+
+
+def test_nan_baseline_and_lost_coverage_give_a_summary_and_the_right_exit(run_parity, tmp_path):
+    baseline = tmp_path / "nan.json"
+    baseline.write_text(json.dumps(nan_baseline()))
+    fewer = run_parity("--model=simple", f"--parity-baseline={baseline}", examples=3)
+    fewer.result.assert_outcomes(passed=1)
+    assert fewer.result.ret == pytest.ExitCode.TESTS_FAILED, fewer.output  # mlp ran in the baseline, not now
+    assert "parity baseline: FAILED: 0 regressions, 1 lost coverage" in fewer.output
+    assert "Traceback" not in fewer.output
+    assert "failed, now passes" in fewer.output and "--parity-allow-lost-coverage" in fewer.output
+
+    allowed = run_parity("--model=simple", f"--parity-baseline={baseline}", "--parity-allow-lost-coverage", examples=3)
+    assert allowed.result.ret == pytest.ExitCode.OK, allowed.output
+    assert "parity baseline: ok: 0 regressions, 1 lost coverage" in allowed.output
+
+
+def test_baseline_of_another_schema_is_a_usage_error(run_parity, tmp_path):
+    baseline = tmp_path / "other.json"
+    baseline.write_text(json.dumps({**nan_baseline(), "schema": 2}))
+    run = run_parity("--model=simple", f"--parity-baseline={baseline}")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = "\n".join(run.result.errlines)
+    assert f"{baseline}: not a parity results file of schema 1: it is of schema 2" in errors
+    assert "Traceback" not in errors + run.output

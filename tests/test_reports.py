@@ -1,6 +1,8 @@
 """What a run leaves behind for people and CI: one report from several xdist
-workers, valid JSON after a kill, JUnit properties, pytest-html rows, and the
-hypothesis example database beside the reports."""
+workers, valid JSON after a kill, JUnit properties, pytest-html rows, the
+hypothesis example database beside the reports; files as readable as any other
+output; a folder that cannot be written to, or that another run holds, refused
+before any case runs."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
 
 from tests.conftest import REPO
 
@@ -79,3 +85,140 @@ def test_failing_example_is_kept_for_the_next_run(run_parity, tmp_path_factory):
     run.result.assert_outcomes(failed=1)
     database = run.path / "reports" / "hypothesis-examples"
     assert database.is_dir() and any(path.is_file() for path in database.rglob("*"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_report_files_have_the_mode_open_would_give(tmp_path, umask):
+    from harness.report.baseline import diff_runs, save_baseline, write_diff_html
+    from harness.report.html import write_html_report
+    from harness.results import ResultsWriter, save_failure
+
+    previous = os.umask(umask)
+    try:
+        writer = ResultsWriter(tmp_path / "reports" / "parity.json")
+        write_html_report(writer.data, tmp_path / "reports" / "parity.html")
+        npz, _ = save_failure(tmp_path / "reports", "simple-torch-onnxruntime-cpu", {"x": np.zeros(3)}, {})
+        save_baseline(writer.data, tmp_path / "baseline.json")
+        write_diff_html(diff_runs(writer.data, writer.data), tmp_path / "reports" / "parity.diff.html")
+    finally:
+        os.umask(previous)
+    written = [writer.path, tmp_path / "reports" / "parity.html", npz, tmp_path / "baseline.json",
+               tmp_path / "reports" / "parity.diff.html"]
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in written} == {
+        path.name: oct(0o666 & ~umask) for path in written}
+
+
+def chmod_stops_writes() -> bool:
+    """False for root (os.geteuid() == 0) unless it runs without CAP_DAC_OVERRIDE: then
+    a folder's mode does not stop it writing, and these tests cannot make a read-only folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o500)
+        try:
+            open(os.path.join(folder, "probe"), "w").close()
+        except PermissionError:
+            return True
+        finally:
+            os.chmod(folder, 0o700)
+    return False
+
+
+needs_permissions = pytest.mark.skipif(not chmod_stops_writes(), reason="this user writes into read-only folders "
+                                                                         "(root): a folder's mode cannot stop it")
+
+
+@needs_permissions
+def test_read_only_reports_folder_is_one_usage_error_before_any_case(run_parity, parity_dir):
+    reports = parity_dir / "reports"
+    reports.mkdir()
+    reports.chmod(0o500)
+    try:
+        run = run_parity("--model=simple,mlp")
+    finally:
+        reports.chmod(0o700)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output
+    errors = "\n".join(run.result.errlines)
+    assert "reports folder reports cannot be written to: Permission denied" in errors
+    assert "--parity-reports=DIR" in errors and "Traceback" not in errors + run.output
+    assert "test_parity" not in run.output and not list(reports.iterdir())  # no case ran, nothing written
+
+
+@needs_permissions
+def test_read_only_failures_folder_is_named(run_parity, parity_dir):
+    failures = parity_dir / "reports" / "failures"
+    failures.mkdir(parents=True)
+    failures.chmod(0o500)
+    try:
+        run = run_parity("--model=simple")
+    finally:
+        failures.chmod(0o700)
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "cannot be written to: Permission denied (in reports/failures)" in "\n".join(run.result.errlines)
+
+
+@needs_permissions
+def test_harness_commands_that_write_check_the_folder_first(tmp_path):
+    from harness.results import ResultsWriter
+
+    folder = tmp_path / "read-only"
+    data = ResultsWriter(folder / "parity.json").data
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    folder.chmod(0o500)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        commands = {"report": ["report", str(folder / "parity.json")],
+                    "diff": ["diff", str(tmp_path / "old.json"), str(folder / "parity.json")]}
+        for name, args in commands.items():
+            done = subprocess.run([sys.executable, "-m", "harness", *args], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2, (name, done.stdout, done.stderr)
+            assert f"python -m harness {name}: reports folder {folder} cannot be written to" in done.stderr
+            assert "Traceback" not in done.stderr
+    finally:
+        folder.chmod(0o700)
+
+
+def test_second_run_on_a_busy_reports_folder_is_refused_and_the_first_loses_nothing(parity_dir, run_parity,
+                                                                                    shared_cache):
+    # The first run's model waits for a go, so the second surely starts while the first holds the folder.
+    (parity_dir / "waiting.py").write_text(textwrap.dedent('''
+        import time
+        from pathlib import Path
+
+        import torch
+        from harness import InputSpec, register_model
+
+        def build():
+            deadline = time.monotonic() + 120
+            while not Path(__file__).with_name("go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return torch.nn.Linear(4, 2)
+
+        register_model("waiting", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 3)})], outputs=["y"], torch=build)
+    '''))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
+    env["PYTHONPATH"] = str(REPO)
+    first = subprocess.Popen([sys.executable, "-m", "pytest", "--model=waiting.py,simple", "--source=torch",
+                              "--device=cpu", "--parity-examples=3", f"--parity-cache-dir={shared_cache}",
+                              "-p", "no:cacheprovider"], cwd=parity_dir, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lock = parity_dir / "reports" / ".parity-run.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and f"pid {first.pid} " in lock.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_parity("--model=simple,mlp")
+        assert first.poll() is None  # the first was still running when the second was refused
+    finally:
+        (parity_dir / "go").touch()
+        output = first.communicate(timeout=300)[0]
+    assert second.result.ret == pytest.ExitCode.USAGE_ERROR, second.output
+    errors = "\n".join(second.result.errlines)
+    assert f"reports folder reports is in use by another parity run (pid {first.pid} on " in errors
+    assert "lose each other's cases" in errors and "--parity-reports=DIR" in errors
+    assert first.returncode == 0, output[-3000:]
+    cases = json.loads((parity_dir / "reports" / "parity.json").read_text())["cases"]
+    assert {case_id: case["status"] for case_id, case in cases.items()} == {
+        "waiting-torch-onnxruntime-cpu": "passed", "simple-torch-onnxruntime-cpu": "passed"}
+    assert run_parity("--model=mlp").result.ret == pytest.ExitCode.OK  # the folder is free once the first ended

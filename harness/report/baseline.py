@@ -12,7 +12,17 @@ order of the cases do not matter. The per-output metrics compared are
 tolerance); a metric that grew beyond the growth limit (`error:10x` by default,
 the idiom of pytest-benchmark's `--benchmark-compare-fail`) is a regression
 even while the case still passes. Values below `FLOOR` count as `FLOOR`, so
-that 0 -> 1e-12 is no growth at all.
+that 0 -> 1e-12 is no growth at all. A metric that became inf or nan (written
+"inf", "nan") is a regression; one that is not a number at all is listed as not
+comparable, and the gate does not say ok.
+
+The gate also fails when this run covers less than the baseline: a case that ran
+there (passed, failed, inconclusive or error) is missing now, or skips now. A
+deliberate change of the matrix passes with `allow_lost_coverage`
+(`--parity-allow-lost-coverage`, `diff --allow-lost-coverage`).
+
+A file read as a baseline is checked against the results schema first
+(`load_baseline`), so that a file of another shape is one message, not a traceback.
 
 Pure Python: no pytest, no deep-learning framework.
 """
@@ -28,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.results import atomic_write_text, to_jsonable
+from harness.results import SCHEMA, atomic_write_text, to_jsonable
 
 FLOOR = 1e-9
 DEFAULT_COMPARE_FAIL = "error:10x"
@@ -38,7 +48,12 @@ METRIC_ALIASES = {"error": METRICS, "normalized_error": ("normalized_error",), "
 COMPARE_FAIL_SYNTAX = ("expected METRIC:LIMIT[,METRIC:LIMIT...], where METRIC is one of "
                        f"{', '.join(METRIC_ALIASES)} and LIMIT is a growth factor (10x or 10, above 1) "
                        "or a percent growth (1000%, above 0), e.g. error:10x")
+# The option of `python -m harness diff` that lets lost coverage pass (the plugin's is --parity-allow-lost-coverage).
+DIFF_ALLOW_OPTION = "--allow-lost-coverage"
 RAN = ("passed", "failed", "inconclusive")  # statuses whose error metrics are compared
+COVERED = RAN + ("error",)  # a case that ran: missing or skipped now, it is coverage lost
+STATUSES = COVERED + ("skipped",)
+NON_FINITE = ("inf", "-inf", "nan")  # how to_jsonable writes non-finite metrics
 
 
 class BaselineError(Exception):
@@ -71,9 +86,47 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise BaselineError(f"{path}: cannot be read ({error})") from None
     except json.JSONDecodeError as error:
         raise BaselineError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
-        raise BaselineError(f"{path}: not a parity results file (no 'cases' mapping)")
+    problem = _schema_problem(data)
+    if problem:
+        raise BaselineError(f"{path}: not a parity results file of schema {SCHEMA}: {problem}. Give a parity.json "
+                            "written by this harness, or save a new baseline from a run (--parity-save-baseline)")
     return data
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
+                       ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _schema_problem(data: Any) -> str | None:
+    """What the gate would trip on in `data`, or None: the shape of what it reads
+    (metric values are judged one by one when compared)."""
+    if not isinstance(data, dict):
+        return f"the file holds {_json_type(data)}, not an object"
+    if "schema" not in data:
+        return "it has no 'schema' field"
+    if data["schema"] != SCHEMA:
+        return f"it is of schema {data['schema']!r}"
+    if not isinstance(data.get("cases"), dict):
+        return f"'cases' is {_json_type(data.get('cases'))}, not an object of case ids"
+    environment = data.get("environment") or {}
+    if not isinstance(environment, dict) or not isinstance(environment.get("versions") or {}, dict):
+        return "'environment' is not an object with a 'versions' object"
+    for case_id, case in data["cases"].items():
+        if not isinstance(case, dict):
+            return f"case {case_id!r} is {_json_type(case)}, not an object"
+        if case.get("status") not in STATUSES:
+            return f"case {case_id!r} has status {case.get('status')!r}, not one of {', '.join(STATUSES)}"
+        for name in ("outputs", "versions"):
+            if not isinstance(case.get(name) or {}, dict):
+                return f"case {case_id!r}: '{name}' is {_json_type(case[name])}, not an object"
+        for output, metrics in (case.get("outputs") or {}).items():
+            if not isinstance(metrics, dict):
+                return f"case {case_id!r}: output {output!r} is {_json_type(metrics)}, not an object of metrics"
+    return None
 
 
 def parse_compare_fail(text: str) -> dict[str, float]:
@@ -130,44 +183,50 @@ class Comparison:
     improvements: list[Change] = field(default_factory=list)
     new: list[Change] = field(default_factory=list)        # cases in the current run only
     vanished: list[Change] = field(default_factory=list)   # cases in the baseline only
-    skipped: list[Change] = field(default_factory=list)    # a skip on either side; never failing
+    skipped: list[Change] = field(default_factory=list)    # a skip on either side
     changed: list[Change] = field(default_factory=list)    # other changes, listed, not failing
+    uncomparable: list[Change] = field(default_factory=list)  # metrics that are not numbers: failing
     unchanged: list[str] = field(default_factory=list)     # case ids
+    matched: int = 0                                       # cases in both runs
+    allow_lost_coverage: bool = False
+
+    @property
+    def lost_coverage(self) -> list[Change]:
+        """Cases that ran in the baseline and are missing or skipped now."""
+        return [c for c in self.vanished if c.old in COVERED] + self.vanished_coverage
 
     @property
     def failed(self) -> bool:
-        return bool(self.regressions)
+        return bool(self.regressions or self.uncomparable or (self.lost_coverage and not self.allow_lost_coverage))
 
     @property
     def vanished_coverage(self) -> list[Change]:
         """Cases that ran in the baseline and are skipped now."""
-        return [c for c in self.skipped if c.old in RAN and c.new == "skipped"]
+        return [c for c in self.skipped if c.old in COVERED and c.new == "skipped"]
 
 
-def _value(value: Any) -> float | None:
-    """A metric as a float (JSON writes inf/nan as strings); nan counts as inf."""
-    if isinstance(value, bool) or value is None:
+def _number(value: Any) -> float | None:
+    """A metric as a float, inf for inf and nan (as floats, or the strings to_jsonable
+    writes); None where it was not measured (null: an empty output, a comparison that
+    never ran). ValueError for anything else: the file was not written by the harness."""
+    if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return math.inf if math.isnan(value) else value
+    if isinstance(value, str) and value in NON_FINITE:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value) if math.isfinite(value) else math.inf
 
 
 def drift(old: Any, new: Any) -> float | None:
-    """new/old, both floored at FLOOR; None when either is missing."""
-    a, b = _value(old), _value(new)
-    if a is None or b is None:
+    """new/old, both floored at FLOOR; None when either is not a finite number."""
+    try:
+        a, b = _number(old), _number(new)
+    except ValueError:
         return None
-    a, b = max(abs(a), FLOOR), max(abs(b), FLOOR)
-    if math.isinf(a) and math.isinf(b):
-        return 1.0
-    return b / a
+    if a is None or b is None or math.isinf(a) or math.isinf(b):
+        return None
+    return max(abs(b), FLOOR) / max(abs(a), FLOOR)
 
 
 def _num(value: Any) -> str:
@@ -183,21 +242,20 @@ def _status(record: Mapping[str, Any]) -> str:
 
 
 def _message(record: Mapping[str, Any]) -> str:
-    lines = (record.get("message") or "").splitlines()
+    lines = str(record.get("message") or "").splitlines()
     return lines[0][:160] if lines else ""
 
 
 def _compare_case(case_id: str, old: Mapping[str, Any], new: Mapping[str, Any],
                   limits: Mapping[str, float], out: Comparison) -> None:
     before, after = _status(old), _status(new)
-    regressions, improvements = len(out.regressions), len(out.improvements)
-    changed, skipped = len(out.changed), len(out.skipped)
+    counts = _counts(out)
 
     if "skipped" in (before, after):
         if before == after == "skipped":
             out.skipped.append(Change(case_id, "still skipped", "skip", before, after))
         elif after == "skipped":
-            what = ("vanished coverage: ran, now skipped" if before in RAN else f"{before}, now skipped")
+            what = f"vanished coverage: {before}, now skipped" if before in COVERED else f"{before}, now skipped"
             out.skipped.append(Change(case_id, f"{what}: {_message(new)}", "skip", before, after))
         else:
             out.skipped.append(Change(case_id, f"new coverage: skipped, now {after}", "skip", before, after))
@@ -223,33 +281,63 @@ def _compare_case(case_id: str, old: Mapping[str, Any], new: Mapping[str, Any],
                 out.changed.append(Change(case_id, f"output {name} measured, not in the baseline", "output", output=name))
                 continue
             for metric in METRICS:
-                a, b = old_outputs[name].get(metric), new_outputs[name].get(metric)
-                ratio = drift(a, b)
-                if ratio is None:
-                    continue
-                limit = limits[metric]
-                if ratio > limit:
-                    out.regressions.append(Change(
-                        case_id, f"{name}: {metric} grew {_num(ratio)}x (limit {_num(limit)}x)"
-                        + (" while still passing" if after == "passed" else ""),
-                        "growth", a, b, ratio, name, metric))
-                elif ratio < 1.0 / limit:
-                    out.improvements.append(Change(
-                        case_id, f"{name}: {metric} shrank {_num(1 / ratio)}x", "shrink", a, b, ratio, name, metric))
+                _compare_metric(case_id, name, metric, old_outputs[name].get(metric), new_outputs[name].get(metric),
+                                limits[metric], " while still passing" if after == "passed" else "", out)
 
-    if (len(out.regressions), len(out.improvements), len(out.changed), len(out.skipped)) == (
-            regressions, improvements, changed, skipped):
+    if _counts(out) == counts:
         out.unchanged.append(case_id)
 
 
+def _counts(out: Comparison) -> tuple[int, ...]:
+    return (len(out.regressions), len(out.improvements), len(out.changed), len(out.skipped), len(out.uncomparable))
+
+
+def _compare_metric(case_id: str, output: str, metric: str, old: Any, new: Any, limit: float, passing: str,
+                    out: Comparison) -> None:
+    """One metric of one output, old against new, into `out`: growth beyond `limit`
+    or to a non-finite value is a regression; a value that is not a number, not comparable."""
+    try:
+        a, b = _number(old), _number(new)
+    except ValueError:
+        out.uncomparable.append(Change(
+            case_id, f"{output}: {metric} is not a number (baseline {old!r}, now {new!r}): the file was not "
+                     "written by this harness, or was edited", "metric", old, new, output=output, metric=metric))
+        return
+    if a is None or b is None:
+        if a is not b:
+            where = "in the baseline" if a is None else "now"
+            out.changed.append(Change(case_id, f"{output}: {metric} not measured {where}", "output", old, new,
+                                      output=output, metric=metric))
+        return
+    if math.isinf(a) or math.isinf(b):
+        if not math.isinf(a):
+            out.regressions.append(Change(case_id, f"{output}: {metric} became {new}{passing}", "growth", old, new,
+                                          math.inf, output, metric))
+        elif not math.isinf(b):
+            out.improvements.append(Change(case_id, f"{output}: {metric} finite again (was {old})", "shrink", old,
+                                           new, output=output, metric=metric))
+        return
+    ratio = drift(old, new)
+    if ratio > limit:
+        out.regressions.append(Change(case_id, f"{output}: {metric} grew {_num(ratio)}x (limit {_num(limit)}x)"
+                                      f"{passing}", "growth", old, new, ratio, output, metric))
+    elif ratio < 1.0 / limit:
+        out.improvements.append(Change(case_id, f"{output}: {metric} shrank {_num(1 / ratio)}x", "shrink", old, new,
+                                       ratio, output, metric))
+
+
 def compare_to_baseline(current: Mapping[str, Any], baseline: Mapping[str, Any],
-                        growth_limit: float | Mapping[str, float] = 10.0) -> Comparison:
+                        growth_limit: float | Mapping[str, float] = 10.0,
+                        allow_lost_coverage: bool = False) -> Comparison:
     """Hold the current run against the baseline, case by case (by id).
 
-    `growth_limit`: a factor for both metrics, or the dict of parse_compare_fail."""
+    `growth_limit`: a factor for both metrics, or the dict of parse_compare_fail.
+    `allow_lost_coverage`: cases that ran in the baseline and are missing or skipped
+    now are listed, not failing (a deliberate change of the matrix)."""
     limits = _limits(growth_limit)
-    out = Comparison(growth_limits=limits)
+    out = Comparison(growth_limits=limits, allow_lost_coverage=allow_lost_coverage)
     now, then = current.get("cases") or {}, baseline.get("cases") or {}
+    out.matched = len(set(now) & set(then))
     for case_id in sorted(set(now) | set(then)):
         if case_id not in then:
             status = _status(now[case_id])
@@ -264,14 +352,36 @@ def compare_to_baseline(current: Mapping[str, Any], baseline: Mapping[str, Any],
     return out
 
 
-def render_comparison_text(comparison: Comparison, title: str = "parity baseline") -> list[str]:
-    """The terminal block: counts, then regressions, improvements, new, vanished, skips."""
-    c = comparison
+def _verdict(c: Comparison) -> str:
     limits = ", ".join(f"{m} {_num(f)}x" for m, f in c.growth_limits.items())
-    verdict = "FAILED" if c.failed else "ok"
-    lines = [f"{title}: {verdict}: {len(c.regressions)} regressions, {len(c.improvements)} improvements, "
-             f"{len(c.new)} new, {len(c.vanished)} vanished, {len(c.vanished_coverage)} vanished coverage, "
-             f"{len(c.unchanged)} unchanged (growth limit: {limits})"]
+    return (f"{'FAILED' if c.failed else 'ok'}: {len(c.regressions)} regressions, "
+            f"{len(c.lost_coverage)} lost coverage, {len(c.uncomparable)} not comparable, "
+            f"{len(c.improvements)} improvements, {len(c.new)} new, {len(c.vanished)} vanished, "
+            f"{len(c.vanished_coverage)} vanished coverage, {len(c.unchanged)} unchanged (growth limit: {limits})")
+
+
+def _notes(c: Comparison, allow_option: str) -> list[str]:
+    """Sentences on what the counts cannot say: lost coverage and metrics that are not numbers."""
+    notes = []
+    if c.lost_coverage:
+        note = (f"lost coverage: {len(c.lost_coverage)} case(s) that ran in the baseline are missing or skip now "
+                "(listed under vanished cases and skips)")
+        if c.matched == 0:
+            note += "; no case id of the baseline is in this run: is it the same matrix?"
+        notes.append(note + (f"; allowed by {allow_option}" if c.allow_lost_coverage else
+                             f"; the gate fails on it: pass {allow_option} if the matrix changed on purpose"))
+    if c.uncomparable:
+        notes.append(f"not comparable: {len(c.uncomparable)} metric(s) are not numbers; the gate cannot vouch for "
+                     "them: compare files written by this harness")
+    return notes
+
+
+def render_comparison_text(comparison: Comparison, title: str = "parity baseline",
+                           allow_option: str = "--parity-allow-lost-coverage") -> list[str]:
+    """The terminal block: counts, then regressions, improvements, new, vanished, skips.
+    `allow_option`: the option that lets lost coverage pass, named where coverage was lost."""
+    c = comparison
+    lines = [f"{title}: {_verdict(c)}", *_notes(c, allow_option)]
 
     def block(name: str, entries: list[Change]) -> None:
         if not entries:
@@ -284,6 +394,7 @@ def render_comparison_text(comparison: Comparison, title: str = "parity baseline
             lines.append(f"  {e.case_id}: {e.what}{values}")
 
     block("regressions", c.regressions)
+    block("metrics that are not numbers", c.uncomparable)
     block("improvements", c.improvements)
     block("new cases", c.new)
     block("vanished cases", c.vanished)
@@ -368,10 +479,10 @@ def _version_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Ver
 
 
 def diff_runs(old: Mapping[str, Any], new: Mapping[str, Any], growth_limit: float | Mapping[str, float] = 10.0,
-              old_label: str = "old", new_label: str = "new") -> Diff:
+              old_label: str = "old", new_label: str = "new", allow_lost_coverage: bool = False) -> Diff:
     """Versions that changed, then the drift new/old of each output of each
     case in both runs, regressions first, then by drift, largest first."""
-    comparison = compare_to_baseline(new, old, growth_limit)
+    comparison = compare_to_baseline(new, old, growth_limit, allow_lost_coverage)
     regressed_outputs = {(c.case_id, c.output) for c in comparison.regressions if c.output}
     regressed_cases = {c.case_id for c in comparison.regressions if c.kind == "status"}
     drifts: list[OutputDrift] = []
@@ -404,7 +515,7 @@ def render_diff_text(diff: Diff) -> str:
     lines = [f"versions ({diff.old_label} -> {diff.new_label}):"]
     lines += [_version_line(v) for v in diff.versions] or ["  no version changed"]
     lines.append("")
-    lines += render_comparison_text(diff.comparison, title="parity diff")
+    lines += render_comparison_text(diff.comparison, title="parity diff", allow_option=DIFF_ALLOW_OPTION)
     lines.append("")
     width = max([len(d.case_id) for d in diff.drifts] + [4])
     outw = max([len(d.output or "-") for d in diff.drifts] + [6])
@@ -442,11 +553,8 @@ def render_diff_html(diff: Diff) -> str:
              f"<title>parity diff: {e(diff.old_label)} → {e(diff.new_label)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>parity diff: {e(diff.old_label)} → {e(diff.new_label)}</h1>",
-             f"<p class='verdict-{'failed' if c.failed else 'ok'}'>{'FAILED' if c.failed else 'ok'}: "
-             f"{len(c.regressions)} regressions, {len(c.improvements)} improvements, {len(c.new)} new, "
-             f"{len(c.vanished)} vanished, {len(c.vanished_coverage)} vanished coverage, "
-             f"{len(c.unchanged)} unchanged (growth limit: "
-             f"{e(', '.join(f'{m} {_num(f)}x' for m, f in c.growth_limits.items()))})</p>",
+             f"<p class='verdict-{'failed' if c.failed else 'ok'}'>{e(_verdict(c))}</p>",
+             *(f"<p>{e(note)}</p>" for note in _notes(c, DIFF_ALLOW_OPTION)),
              "<h2>Versions</h2>"]
     if diff.versions:
         parts.append("<table><tr><th>package</th><th>old</th><th>new</th><th>where</th></tr>")
@@ -467,6 +575,7 @@ def render_diff_html(diff: Diff) -> str:
             parts.append("</ul>")
 
     changes("Regressions", c.regressions)
+    changes("Metrics that are not numbers", c.uncomparable)
     changes("Improvements", c.improvements)
     changes("New cases", c.new)
     changes("Vanished cases", c.vanished)
