@@ -67,7 +67,7 @@ def test_pickled_module_needs_trust(run_parity, files):
 
 def test_torchscript_file_with_input_spec_passes(run_parity, files):
     run = run_parity(f"--model={files / 'simple-traced.pt'}", "--input-spec=input:float32[N=1..4,3]",
-                     "--output-names=output")
+                     "--output-names=output", "--trust-model-code")  # TorchScript runs its code at load
     run.result.assert_outcomes(passed=1)
     record = run.cases["simple_traced-torch-onnxruntime-cpu"]
     assert record["outputs"]["output"]["passed"]
@@ -82,7 +82,8 @@ def test_file_without_shapes_asks_for_input_spec(run_parity, files):
 
 
 def test_input_spec_that_does_not_fit_the_model_is_a_clear_error(run_parity, files):
-    run = run_parity(f"--model={files / 'simple-traced.pt'}", "--input-spec=input:float32[N=1..4,5]")
+    run = run_parity(f"--model={files / 'simple-traced.pt'}", "--input-spec=input:float32[N=1..4,5]",
+                     "--trust-model-code")
     run.result.assert_outcomes(errors=1)
     message = _message(run, "simple_traced-torch-onnxruntime-cpu")
     assert "rejects inputs built from its input spec" in message and "float32[" in message

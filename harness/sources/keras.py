@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
+from harness.model_file import CONFIG_MEMBER_BUDGET, check_zip, read_member, require_file
 
 NAME = "keras"
 
@@ -118,10 +119,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
                                     "file naming the latest: give the prefix of one (e.g. PATH/model.ckpt)")
         raise CaseError("load", f"folder {path} is neither a TF checkpoint (no 'checkpoint' or .index file) "
                                 "nor a SavedModel")
-    if not path.is_file():
-        raise CaseError("load", f"model file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise CaseError("load", f"model file {path} is empty (0 bytes): was it written completely?")
+    require_file(path)
     with open(path, "rb") as handle:
         head = handle.read(8)
     if path.name.endswith(".weights.h5"):
@@ -248,12 +246,18 @@ def _load_weights_file(path: Path, architecture: Callable[[], Any] | None, keras
 def _load_model(path: Path, config: dict, trust_model_code: bool) -> Any:
     import keras
 
-    lambdas = [layer for layer in _layer_dicts(config) if _class_of(layer) == "Lambda"]
+    lambdas, custom = _code_holders(config)
     if lambdas and not trust_model_code:
-        named = ", ".join(f"{_name_of(layer)!r} (class Lambda)" for layer in lambdas)
-        raise CaseError("load", f"model file {path} has Lambda layer(s) {named}, which hold Python code; loading "
-                                "them would run code from the file. Pass --trust-model-code if you trust it, or "
-                                "rebuild the model with a registered custom layer instead.")
+        raise CaseError("load", f"model file {path} has Lambda layer(s) {', '.join(lambdas)}, which hold Python "
+                                "code; loading them would run code from the file. Pass --trust-model-code if you "
+                                "trust it, or rebuild the model from Keras's own layers.")
+    if custom and not trust_model_code:
+        raise CaseError("load", f"model file {path} uses custom classes or functions, code from outside Keras that "
+                                f"would run with arguments from the file, in layer(s) {', '.join(custom)}. Pass "
+                                "--trust-model-code if you trust it; the custom objects must then be registered "
+                                "(@keras.saving.register_keras_serializable) in a Python model file that is imported "
+                                "before the run, or give a Python model file (--model your_models.py) that builds "
+                                "the model.")
     try:
         return keras.models.load_model(str(path), safe_mode=not trust_model_code, compile=False)
     except Exception as error:
@@ -279,18 +283,14 @@ def _load_model(path: Path, config: dict, trust_model_code: bool) -> Any:
 
 
 def _keras_archive_config(path: Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if "config.json" not in names:
-                raise CaseError("load", f"{path} is a zip file but not a .keras archive (no config.json in it; "
-                                        "a torch.save file is a zip too: is it a PyTorch checkpoint?)")
-            text = archive.read("config.json")
-    except CaseError:
-        raise
-    except Exception as error:
-        raise CaseError("load", f"model file {path} is not a readable .keras archive (a zip file): it is "
-                                f"truncated or corrupt ({summarize_exception(error, 1)})") from None
+    """The config.json of a .keras archive, after the archive's CRCs and size
+    budget are checked (`model_file.check_zip`: Keras checks neither)."""
+    names = [member.filename for member in check_zip(path)]
+    if "config.json" not in names:
+        raise CaseError("load", f"{path} is a zip file but not a .keras archive (no config.json in it; "
+                                "a torch.save file is a zip too: is it a PyTorch checkpoint?)")
+    with zipfile.ZipFile(path) as archive:
+        text = read_member(archive, path, "config.json", CONFIG_MEMBER_BUDGET)
     try:
         return json.loads(text)
     except ValueError as error:
@@ -367,6 +367,51 @@ def _class_of(node: dict) -> str:
 
 def _name_of(node: dict) -> str:
     return str(node.get("config", {}).get("name") or node.get("name") or "?")
+
+
+# Packages whose classes Keras imports by itself when a config names them.
+_KERAS_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp")
+
+
+def _code_holders(config: Any) -> tuple[list[str], list[str]]:
+    """The layers of a model config that hold code, named for an error:
+    Lambda layers and lambda functions (Python bytecode in the file), and
+    custom classes or functions (registered by Python code in this process,
+    run with arguments from the file). A Keras 3 config names each object's
+    module; a legacy .h5 config names its layers' classes only."""
+    import keras
+
+    lambdas: list[str] = []
+    custom: list[str] = []
+    for node, layer in _with_layers(config, None):
+        held = f"{_name_of(layer)!r} (class {_class_of(layer)})" if layer is not None else "the model"
+        module = node.get("module")
+        if node is layer and _class_of(node) == "Lambda":
+            lambdas.append(held)
+        elif node.get("class_name") == "__lambda__" and (layer is None or _class_of(layer) != "Lambda"):
+            lambdas.append(f"{held}: a lambda function")  # e.g. a Dense layer's activation
+        elif isinstance(module, str) and module.split(".")[0] not in _KERAS_PACKAGES + ("builtins",):
+            named = node.get("config") if _class_of(node) == "function" else _class_of(node)  # a function: its name
+            custom.append(f"{held} from module {module}" if node is layer else f"{held}: {module}.{named}")
+        elif node is layer and module is None and not (hasattr(keras.layers, _class_of(node))
+                                                       or hasattr(keras.models, _class_of(node))
+                                                       or _class_of(node) == "Functional"):
+            custom.append(held)
+    return list(dict.fromkeys(lambdas)), list(dict.fromkeys(custom))
+
+
+def _with_layers(node: Any, layer: dict | None) -> Iterator[tuple[dict, dict | None]]:
+    """Every object (a dict with a class_name) of a config, with the innermost layer holding it."""
+    if isinstance(node, dict):
+        if _is_layer(node):
+            layer = node
+        if "class_name" in node:
+            yield node, layer
+        for value in node.values():
+            yield from _with_layers(value, layer)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _with_layers(value, layer)
 
 
 def _unknown_names(error: BaseException) -> list[str]:

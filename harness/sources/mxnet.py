@@ -53,6 +53,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
+from harness.model_file import not_a_file
 
 NAME = "mxnet"
 
@@ -213,7 +214,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
     path = Path(path)
     if path.name.endswith("-symbol.json"):
         if not path.is_file():
-            raise CaseError("load", f"symbol file {path} does not exist")
+            raise CaseError("load", f"symbol file {path} {not_a_file(path)}")
         prefix = path.name[: -len("-symbol.json")]
         params = _latest_params(path.parent, prefix)
         if params is None:
@@ -223,7 +224,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
         return _load_pair(path, params, input_names)
     if path.name.endswith(".params"):
         if not path.is_file():
-            raise CaseError("load", f"params file {path} does not exist")
+            raise CaseError("load", f"params file {path} {not_a_file(path)}")
         match = _EPOCH_PARAMS.match(path.name)
         prefix = match.group("prefix") if match else path.name[: -len(".params")]
         symbol = path.parent / f"{prefix}-symbol.json"

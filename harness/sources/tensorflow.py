@@ -8,11 +8,13 @@ dict; the harness calls it positionally in the spec's input order and reads
 the dict in the spec's output order (`load_saved_model`). A frozen graph is
 addressed by op/tensor names as given on the command line ("x" or "x:0").
 
-Trust. Neither format runs Python code from the file: a SavedModel is loaded
-as graphs (`tf.saved_model.load` does not unpickle), a GraphDef is imported as
-data. So `trust_model_code` changes nothing here. (A graph may still contain
-ops that touch files when run, such as `ReadFile`; the harness runs graphs
-only on the inputs it makes.)
+Trust. Neither format holds Python code: a SavedModel is loaded as graphs
+(`tf.saved_model.load` does not unpickle), a GraphDef is imported as data. But
+a graph's ops may read and write files (`ReadFile`, `WriteFile`), call Python
+(`PyFunc`) or the network, at load (a SavedModel's initializers) or when run.
+Before either format is loaded its graph is scanned (`tf_graph_scan`), and
+one with such ops loads only with `trust_model_code`; the error names each op,
+its node and its function.
 
 float64. A TensorFlow graph has its dtypes baked in, so there is no float64
 twin for the noise floor: `float64_copy` returns None.
@@ -30,6 +32,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
+from harness.model_file import folder_sha256, not_a_file
+from harness.sources import tf_graph_scan
 
 NAME = "tensorflow"
 
@@ -134,26 +138,27 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
               input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> TFFunctionModel:
     """Load a SavedModel folder or a frozen GraphDef `.pb`.
 
-    `architecture` and `trust_model_code` are not used: both formats carry
-    their graph and run no Python from the file. A frozen graph needs the
+    `architecture` is not used: both formats carry their graph. A graph with
+    ops that touch files, Python or the network loads only with
+    `trust_model_code` (see the module docstring). A frozen graph needs the
     names of its input and output tensors (`input_names` / `output_names`).
     """
     path = Path(path)
     if not path.exists():
-        raise CaseError("load", f"model file {path} does not exist")
+        raise CaseError("load", f"model file {path} {not_a_file(path)}")
     if path.is_file() and path.name == "saved_model.pb" and (path.parent / "variables").is_dir():
         path = path.parent  # the .pb inside a SavedModel folder: the folder is the model
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise CaseError("load", f"folder {path} is not a SavedModel (it has no saved_model.pb)")
-        return load_saved_model(path, _names(input_names), _names(output_names))
+        return load_saved_model(path, _names(input_names), _names(output_names), trust_model_code=trust_model_code)
     if path.stat().st_size == 0:
         raise CaseError("load", f"model file {path} is empty (0 bytes): was it written completely?")
     if not input_names or not output_names:
         raise CaseError("load", f"frozen graph {path} does not say which tensors are its inputs and outputs: give "
                                 "them with --input-spec (named as the graph's Placeholder ops) and --output-names "
                                 "(op names, e.g. Identity)")
-    return load_frozen_graph(path, list(input_names), list(output_names))
+    return load_frozen_graph(path, list(input_names), list(output_names), trust_model_code=trust_model_code)
 
 
 def fingerprint(model: TFFunctionModel) -> str:
@@ -212,8 +217,11 @@ def _tf_device(device: str) -> str:
 
 # ---------------------------------------------------------------- SavedModel
 
-def load_saved_model(path: Path, input_names: list[str] | None, output_names: list[str] | None) -> TFFunctionModel:
-    """A SavedModel folder through its `serving_default` signature.
+def load_saved_model(path: Path, input_names: list[str] | None, output_names: list[str] | None, *,
+                     trust_model_code: bool = False) -> TFFunctionModel:
+    """A SavedModel folder through its `serving_default` signature, after its
+    graph is scanned (refused with ops that touch files, Python or the network
+    unless `trust_model_code`).
 
     Inputs are the signature's keyword inputs, in the order of `input_names`
     when given (each must be one of them, and all of them must be named),
@@ -228,12 +236,14 @@ def load_saved_model(path: Path, input_names: list[str] | None, output_names: li
 
     path = Path(path)
     if not path.is_dir():
-        raise CaseError("load", f"SavedModel folder {path} does not exist" if not path.exists()
+        raise CaseError("load", f"SavedModel folder {path} {not_a_file(path)}" if not path.exists()
                         else f"{path} is a file, not a SavedModel folder")
     if not (path / "saved_model.pb").is_file():
         raise CaseError("load", f"folder {path} is not a SavedModel (it has no saved_model.pb)")
     if (path / "saved_model.pb").stat().st_size == 0:
         raise CaseError("load", f"SavedModel {path}: saved_model.pb is empty (0 bytes): was it written completely?")
+    if not trust_model_code:
+        _refuse_unsafe_ops(f"SavedModel {path}", tf_graph_scan.scan_saved_model(_saved_model_proto(path)))
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as error:
@@ -274,7 +284,7 @@ def load_saved_model(path: Path, input_names: list[str] | None, output_names: li
         origin=str(path),
         kind="saved_model",
         extra={"signature": SERVING_KEY, "input_keys": keys_in, "output_keys": keys_out, "output_names": out_names,
-               "content_sha256": _folder_digest(path),
+               "content_sha256": folder_sha256(path),
                # The loaded object owns the variables the signature reads: without
                # this reference they are freed and tracing the signature fails.
                "saved_model": loaded},
@@ -330,21 +340,34 @@ def _tensor_name(tensor: Any, fallback: str) -> str:
         return fallback
 
 
-def _folder_digest(path: Path) -> str:
-    """sha256 over every file of a folder (relative name + bytes), in sorted order."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+def _saved_model_proto(path: Path) -> Any:
+    """The SavedModel protobuf of a folder, parsed without loading anything."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    except Exception as error:
+        raise CaseError("load", f"SavedModel {path}: saved_model.pb is not a SavedModel protobuf; it is truncated "
+                                f"or corrupt ({summarize_exception(error, 1)})") from None
+    return proto
+
+
+def _refuse_unsafe_ops(what: str, findings: list[tf_graph_scan.Finding]) -> None:
+    if findings:
+        raise CaseError("load", f"{what} holds ops that read or write files, call Python or use the network: "
+                                f"{tf_graph_scan.describe(findings)}; running it could act on this machine beyond "
+                                "computing its outputs. Pass --trust-model-code if you trust it, or export the "
+                                "model without those ops.")
 
 
 # ---------------------------------------------------------------- frozen graph
 
-def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str]) -> TFFunctionModel:
-    """A frozen GraphDef `.pb`, cut down to the given inputs and outputs.
+def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str], *,
+                      trust_model_code: bool = False) -> TFFunctionModel:
+    """A frozen GraphDef `.pb`, cut down to the given inputs and outputs, after
+    its graph is scanned (refused with ops that touch files, Python or the
+    network unless `trust_model_code`).
 
     Names are op names ("x", meaning "x:0") or tensor names ("x:0", "split:1").
     The graph must be frozen (its variables turned into constants, as
@@ -354,8 +377,7 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
 
     path = Path(path)
     if not path.is_file():
-        raise CaseError("load", f"frozen graph {path} does not exist" if not path.exists()
-                        else f"{path} is a folder, not a frozen graph file")
+        raise CaseError("load", f"frozen graph {path} {not_a_file(path)}")
     data = path.read_bytes()
     if not data:
         raise CaseError("load", f"frozen graph {path} is empty (0 bytes): was it written completely?")
@@ -371,6 +393,8 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
     if not graph_def.node:
         raise CaseError("load", f"{path} holds no graph nodes: it is not a frozen GraphDef (is it a SavedModel's "
                                 "saved_model.pb? then give its folder)")
+    if not trust_model_code:
+        _refuse_unsafe_ops(f"frozen graph {path}", tf_graph_scan.scan_graph_def(graph_def))
     variables = sorted({n.op for n in graph_def.node} & _VARIABLE_OPS)
     if variables:
         raise CaseError("load", f"graph {path} is not frozen: it holds variables ({', '.join(variables)} ops); freeze "

@@ -2,8 +2,21 @@
 
 torch is imported inside the functions, never at module level, so that a run
 without torch installed can still learn why its torch cases were skipped.
-Untrusted files load with `torch.load(weights_only=True)`; a whole pickled
-module needs `trust_model_code`, since unpickling it runs code from the file.
+
+Files (`load_file`). What a file is, is read from its bytes before torch
+parses it: a zip archive is a TorchScript archive when it holds `code/` or
+`constants.pkl`, a torch.save file when it holds `data.pkl`; a file that is no
+zip is a legacy torch.save file when its first pickle is torch's magic number.
+- A state dict loads with `torch.load(weights_only=True)`, which runs nothing.
+- A TorchScript archive needs `trust_model_code`: its code runs at load (a
+  module's `__setstate__`), and TorchScript reads and writes files
+  (`torch.from_file(path, shared=True)` maps a file for writing, creating it).
+- A whole pickled module needs `trust_model_code`: unpickling it runs code
+  named by the file. It is told apart from a corrupt file by its pickle, which
+  must parse to its end; a damaged file is reported as corrupt, and never
+  sends the user to `--trust-model-code`.
+A zip archive's CRCs are checked first (`model_file.check_zip`): torch's own
+reader does not, and would load a damaged weight as it is.
 """
 
 from __future__ import annotations
@@ -11,12 +24,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import io
+import pickle
+import pickletools
+import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
+from harness.model_file import check_zip, read_member, require_file
 
 NAME = "torch"
 
@@ -75,33 +94,42 @@ def build(builder: Callable[[], Any]) -> Any:
 
 
 def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_code: bool) -> Any:
-    """Load a user's model file.
-
-    - TorchScript archive: loaded as it is (TorchScript cannot run arbitrary Python).
-    - state dict (.pth/.bin/...): needs `architecture`, a builder whose module takes it.
-    - a whole pickled module (torch.save(model)): only with `trust_model_code`.
-    """
+    """Load a user's model file (see the module docstring): a state dict into
+    `architecture` (a builder whose module takes it); a TorchScript archive or
+    a whole pickled module only with `trust_model_code`."""
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise CaseError("load", f"model file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise CaseError("load", f"model file {path} is empty (0 bytes): was it written completely?")
-    try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception:
-        pass  # not TorchScript: try the torch.save formats below
+    require_file(path)
+    kind = _file_kind(path)
+    if kind == "torchscript":
+        if not trust_model_code:
+            raise CaseError("load", f"model file {path} is a TorchScript archive; loading it runs the TorchScript code "
+                                    "it carries (a module's __setstate__ runs at load, and TorchScript can read and "
+                                    "write files). Pass --trust-model-code if you trust it, or give its weights as a "
+                                    "state dict: --model ARCH=weights.pth")
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as error:
+            raise CaseError("load", f"TorchScript archive {path} could not be loaded: "
+                                    f"{summarize_exception(error, 3)}") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        if "weights_only" not in str(error) and "Weights only load failed" not in str(error):
-            raise CaseError("load", f"model file {path} is neither a TorchScript archive nor a torch.save file, "
-                                    f"or it is truncated or corrupt ({summarize_exception(error, 2)})") from None
+        named = _pickled_globals(path, kind)
+        if named is None:
+            raise CaseError("load", f"model file {path} is a torch.save file whose pickle does not parse: it is "
+                                    f"truncated or corrupt ({summarize_exception(error, 1)})") from None
+        refused = [name for name in dict.fromkeys(named) if name not in _weights_only_globals()]
+        if not refused:
+            raise CaseError("load", f"model file {path}: torch's weights-only loader cannot read it "
+                                    f"({summarize_exception(error, 2)})") from None
         if not trust_model_code:
+            listed = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
             raise CaseError("load", f"model file {path} holds pickled Python objects (a whole model saved with "
-                                    "torch.save); loading it would run code from the file. Pass --trust-model-code "
-                                    "if you trust it, or save a state dict or a TorchScript archive instead.") from None
+                                    f"torch.save?), which name {listed}; loading it would run code from the file. "
+                                    "Pass --trust-model-code if you trust it, or save a state dict "
+                                    "instead.") from None
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error2:
@@ -120,6 +148,96 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
     except RuntimeError as error:
         raise CaseError("load", f"weights in {path} do not fit the architecture: {summarize_exception(error, 4)}") from None
     return model.eval()
+
+
+def _file_kind(path: Path) -> str:
+    """"torchscript", "zip" (torch.save's format) or "legacy" (torch.save's
+    format before torch 1.6), from the file's bytes and without running any of
+    it; CaseError for a file that is none of them."""
+    import torch
+
+    if zipfile.is_zipfile(path):
+        names = [member.filename for member in check_zip(path)]
+        inside = {name.split("/", 1)[1] for name in names if "/" in name}  # torch puts all under one folder
+        if "constants.pkl" in inside or any(name.startswith("code/") for name in inside):
+            return "torchscript"
+        if "data.pkl" in inside:
+            return "zip"
+        keras = "; it holds a config.json: is it a Keras .keras archive?" if "config.json" in names else ""
+        raise CaseError("load", f"model file {path} is a zip archive, but neither a torch.save file nor a "
+                                f"TorchScript archive (no data.pkl in it{keras})")
+    with open(path, "rb") as handle:
+        head = handle.read(64)  # the magic number's pickle takes 15 bytes
+    try:
+        magic = _DataOnlyUnpickler(io.BytesIO(head)).load()
+    except Exception:
+        magic = None
+    if magic != torch.serialization.MAGIC_NUMBER:
+        raise CaseError("load", f"model file {path} is neither a TorchScript archive nor a torch.save file (not a "
+                                "zip archive, nor torch's older pickle format): it is truncated or corrupt, or a "
+                                "file of another kind")
+    return "legacy"
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Reads pickled data that names no class or function (torch's magic number)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"the pickle names {module}.{name}")
+
+
+def _pickled_globals(path: Path, kind: str) -> list[str] | None:
+    """The classes and functions the file's pickle of the saved object names
+    (what unpickling would import and call), or None when that pickle does
+    not parse to its end: a file the weights-only loader refused holds code
+    only if it is a pickle at all, and random bytes fail that loader too."""
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+                data = read_member(archive, path, name, archive.getinfo(name).file_size)
+            ops = list(pickletools.genops(data))
+        else:
+            with open(path, "rb") as handle:
+                for _ in range(3):  # torch's magic number, protocol version and system info come first
+                    list(pickletools.genops(handle))
+                ops = list(pickletools.genops(handle))
+    except Exception:
+        return None
+    if not ops or ops[-1][0].name != "STOP":
+        return None
+    named: list[str] = []
+    pushed: list[str | None] = []  # what each opcode pushed: its string, or None (STACK_GLOBAL takes the last two)
+    memo: dict[int, str | None] = {}
+    for opcode, arg, _ in ops:
+        if opcode.name == "GLOBAL":  # "module name"; protocol 2 spells builtins as Python 2 did
+            named.append(re.sub(r"^__builtin__ ", "builtins ", arg).replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL":
+            named.append(".".join(str(part) for part in pushed[-2:]))
+        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+            pushed.append(arg)
+        elif opcode.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+            memo[len(memo) if opcode.name == "MEMOIZE" else arg] = pushed[-1] if pushed else None
+        elif opcode.name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(arg))
+        elif opcode.stack_after:
+            pushed.append(None)
+    return named
+
+
+def _weights_only_globals() -> set[str]:
+    """What torch's weights-only loader allows: its own list (a private
+    function of torch 2.x; empty if it moves) and the user's safe globals."""
+    import torch
+
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except (ImportError, AttributeError):
+        allowed = set()
+    return allowed | {f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()
+                      if hasattr(g, "__qualname__")}
 
 
 def _find_state_dict(loaded: Any) -> Mapping | None:
