@@ -10,12 +10,14 @@ normal distribution, no special values and seed 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 from hypothesis import strategies as st
 
+from harness.errors import CaseError
 from harness.layouts import DISTINCT_AXES
 from harness.specs import InputSpec, ModelSpec
 
@@ -42,6 +44,44 @@ class InputRecipe:
         return cls(dict(data["dims"]), dict(data["distributions"]), float(data["special_fraction"]), int(data["seed"]))
 
 
+@dataclass(frozen=True)
+class FreeValues:
+    """The values of low..high that no peer has taken, in order, held as the
+    bounds and the exclusions: a dim bound of 10**12 costs no list of sizes."""
+
+    low: int
+    high: int
+    taken: tuple[int, ...]   # sorted, each within low..high
+
+    @property
+    def count(self) -> int:
+        return max(0, self.high - self.low + 1 - len(self.taken))
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __getitem__(self, index: int) -> int:
+        """The index-th free value (negative: from the end), found by stepping
+        over the taken values below it."""
+        if not -self.count <= index < self.count:
+            raise IndexError(f"index {index} out of {self.count} free values")
+        value = self.low + (index if index >= 0 else index + self.count)
+        for taken in self.taken:
+            if taken > value:
+                break
+            value += 1
+        return value
+
+    def at_least(self, floor: int) -> "FreeValues":
+        """The free values from `floor` up."""
+        return free_values(max(self.low, floor), self.high, self.taken)
+
+
+def free_values(low: int, high: int, taken: Iterable[object]) -> FreeValues:
+    """The values of low..high not in `taken`, which may hold the names of peer dims not drawn yet (ignored)."""
+    return FreeValues(low, high, tuple(sorted({t for t in taken if isinstance(t, int) and low <= t <= high})))
+
+
 def _distinct_peers(spec: ModelSpec) -> dict[str, set]:
     """For each symbolic dim, the other dims (names or fixed sizes) it must differ
     from: those on C/H/W/D/T axes of the same input, so that no two of them can
@@ -66,8 +106,8 @@ def concrete_dims(draw, spec: ModelSpec) -> dict[str, int]:
     # Narrowest ranges first: they have the fewest values to avoid clashes with.
     for dim, (low, high) in sorted(spec.dim_bounds.items(), key=lambda item: item[1][1] - item[1][0]):
         taken = {values.get(p, p) for p in peers.get(dim, ())}
-        allowed = [v for v in range(low, high + 1) if v not in taken] or list(range(low, high + 1))
-        values[dim] = allowed[draw(st.integers(0, len(allowed) - 1))]
+        allowed = free_values(low, high, taken) or free_values(low, high, ())
+        values[dim] = allowed[draw(st.integers(0, allowed.count - 1))]
     return values
 
 
@@ -81,16 +121,16 @@ def pick_dims(spec: ModelSpec, choose: str) -> dict[str, int]:
     values: dict[str, int] = {}
     for dim, (low, high) in sorted(spec.dim_bounds.items(), key=lambda item: item[1][1] - item[1][0]):
         taken = {values.get(p, p) for p in peers.get(dim, ())}
-        allowed = [v for v in range(low, high + 1) if v not in taken] or list(range(low, high + 1))
+        allowed = free_values(low, high, taken) or free_values(low, high, ())
         if choose == "min" or (choose == "small" and dim not in batch):
             values[dim] = allowed[0]
         elif choose == "small":
-            values[dim] = next((v for v in allowed if v >= 2), allowed[-1])
+            values[dim] = allowed.at_least(2)[0] if allowed.at_least(2) else allowed[-1]
         elif choose == "max":
             values[dim] = allowed[-1]
         else:
-            wide = [v for v in allowed if v >= 2] if dim in batch else allowed
-            values[dim] = (wide or allowed)[len(wide or allowed) // 2]
+            wide = (allowed.at_least(2) if dim in batch else allowed) or allowed
+            values[dim] = wide[wide.count // 2]
     return values
 
 
@@ -115,6 +155,44 @@ def corner_recipes(spec: ModelSpec) -> list[tuple[str, InputRecipe]]:
         if all(recipe != other for _, other in unique):
             unique.append((name, recipe))
     return unique
+
+
+def tensor_bytes(inp: InputSpec, shape: tuple[int, ...]) -> int:
+    """The bytes of `inp`'s tensor at `shape`, in its own dtype."""
+    return math.prod(shape) * _numpy_dtype(inp.dtype).itemsize
+
+
+def check_tensor_budget(spec: ModelSpec, max_tensor_mb: float) -> None:
+    """Refuse a spec whose bounds let an input tensor grow past the budget
+    (`--parity-max-tensor-mb`), before any tensor is made. Every recipe stays
+    within the bounds, so the largest shape they allow is the only one to
+    check; the spec is refused rather than its largest shapes clipped, since
+    clipping would test less than the spec declares and say so nowhere."""
+    budget = max_tensor_mb * 2**20
+    largest = {dim: high for dim, (low, high) in spec.dim_bounds.items()}
+    over = []
+    for inp in spec.inputs:
+        shape = inp.example_shape(largest)
+        size = tensor_bytes(inp, shape)
+        if size > budget:
+            bounds = ", ".join(f"{d}={spec.dim_bounds[d][0]}..{spec.dim_bounds[d][1]}"
+                               for d in dict.fromkeys(inp.shape) if isinstance(d, str))
+            over.append(f"input {inp.name!r} at the largest shape its bounds allow, {inp.dtype}{list(shape)} "
+                        f"({bounds or 'no symbolic dims'}), is {_bytes_text(size)}")
+    if over:
+        raise CaseError("inputs", f"{'; '.join(over)}: over the tensor budget of {max_tensor_mb:g} MiB "
+                                  f"(--parity-max-tensor-mb). Narrow the dims' bounds in the input spec, or raise "
+                                  f"--parity-max-tensor-mb if the machine can hold it.")
+
+
+def _bytes_text(size: int) -> str:
+    """'29.1 TiB (32000000000000 bytes)'."""
+    scaled, unit = float(size), "bytes"
+    for name in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if scaled < 1024:
+            break
+        scaled, unit = scaled / 1024, name
+    return f"{size} bytes" if unit == "bytes" else f"{scaled:.3g} {unit} ({size} bytes)"
 
 
 def input_recipes(spec: ModelSpec) -> st.SearchStrategy[InputRecipe]:
@@ -154,6 +232,9 @@ def _numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+# Near the dtype's limits a draw past the domain's edge may overflow to inf: the
+# clip brings it back to the edge (the spec keeps the domain and its width finite).
+@np.errstate(over="ignore")
 def _float_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray:
     low, high = (float(v) for v in inp.domain)
     center, half = (low + high) / 2, (high - low) / 2

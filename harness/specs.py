@@ -7,6 +7,7 @@ within them; layouts are declared, never guessed from shapes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -49,6 +50,9 @@ class Tolerance:
             value = getattr(self, name)
             if not value >= 0:
                 raise SpecError(f"tolerance {name} must be >= 0, got {value!r}")
+            if math.isinf(value):
+                # An infinite bound passes every finite error: a check that cannot fail.
+                raise SpecError(f"tolerance {name} must be finite, got {value!r}")
         if self.max_mismatch > 1:
             raise SpecError(f"max_mismatch is a fraction in [0, 1], got {self.max_mismatch}")
 
@@ -102,6 +106,8 @@ class InputSpec:
         low, high = self.domain
         if not low <= high:
             raise SpecError(f"input {self.name!r}: domain {self.domain} is empty")
+        if self.is_float:
+            _check_float_domain(self.name, self.dtype, low, high)
         if self.dtype in INT_DTYPES and self.dtype != "bool":
             import numpy as np
 
@@ -121,6 +127,34 @@ class InputSpec:
     def example_shape(self, values: Mapping[str, int]) -> tuple[int, ...]:
         """The concrete shape for given values of the symbolic dims."""
         return tuple(values[d] if isinstance(d, str) else d for d in self.shape)
+
+
+def _float_range(dtype: str) -> tuple[float, float]:
+    """The finite values of a float dtype, as (lowest, highest)."""
+    import numpy as np
+
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        highest = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+    else:
+        highest = float(np.finfo(dtype).max)
+    return -highest, highest
+
+
+def _check_float_domain(name: str, dtype: str, low: float, high: float) -> None:
+    """Refuse a domain whose values, or whose width, are not finite where the
+    inputs are made: its tensors would be all inf or NaN, and a NaN compared
+    with a NaN passes. Inputs are drawn in float64 for float64 and in float32
+    otherwise (`inputs._float_tensor` scales by high - low), then cast."""
+    lowest, highest = _float_range(dtype)
+    if not (lowest <= low and high <= highest):
+        raise SpecError(f"input {name!r}: domain ({low:g}, {high:g}) is not finite in {dtype}, whose finite values "
+                        f"are {lowest:g}..{highest:g}; give a domain within them")
+    work = "float64" if dtype == "float64" else "float32"
+    if high - low > _float_range(work)[1]:
+        raise SpecError(f"input {name!r}: domain ({low:g}, {high:g}) spans {high - low:g}, more than {work} "
+                        f"(in which {dtype} inputs are drawn) holds ({_float_range(work)[1]:g}); give a narrower domain")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ deterministic tensors that stay within their domain."""
 from __future__ import annotations
 
 import itertools
+import time
+import tracemalloc
 
 import ml_dtypes
 import numpy as np
@@ -12,13 +14,21 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
+from harness.engine import example_recipe
+from harness.errors import CaseError
 from harness.inputs import (
     DISTRIBUTIONS,
     SPECIAL_FRACTIONS,
     InputRecipe,
+    check_tensor_budget,
+    corner_recipes,
+    free_values,
     input_recipes,
     make_inputs,
+    pick_dims,
+    tensor_bytes,
 )
+from harness.options import parse_input_spec
 from harness.specs import InputSpec, ModelSpec, SpecError
 
 FAST = settings(max_examples=60, deadline=None, database=None,
@@ -309,3 +319,88 @@ def test_padding_mask_must_be_an_integer_matrix():
         InputSpec("mask", ("N", "T", 2), {"N": (1, 2), "T": (1, 3)}, dtype="int64", kind="padding_mask")
     with pytest.raises(SpecError, match="unknown kind 'pixels'"):
         InputSpec("x", ("N",), {"N": (1, 2)}, kind="pixels")
+
+
+# --------------------------------------------------------------------------- dims without their range in memory
+
+@FAST
+@given(st.integers(1, 30), st.integers(0, 30), st.sets(st.one_of(st.integers(-2, 40), st.sampled_from(["H", "W"]))))
+def test_free_values_are_the_list_of_untaken_values(low, extra, taken):
+    high = low + extra
+    listed = [v for v in range(low, high + 1) if v not in taken]
+    free = free_values(low, high, taken)
+    assert free.count == len(listed) and bool(free) == bool(listed)
+    assert [free[i] for i in range(free.count)] == listed
+    assert [free[-i] for i in range(1, free.count + 1)] == listed[::-1]
+    for floor in (0, 2, low + 1, high + 1):
+        assert [free.at_least(floor)[i] for i in range(free.at_least(floor).count)] == [v for v in listed if v >= floor]
+    with pytest.raises(IndexError):
+        free[free.count]
+
+
+HUGE = ModelSpec("huge", (parse_input_spec("x:float32[N=1..1000000000000,8]"),
+                          parse_input_spec("image:float32[N=1..1000000000000,3,H=2..1000000000000,W=2..9]:NCHW")),
+                 ("y",))
+
+
+def test_a_dim_bound_of_10_to_the_12_is_drawn_without_a_list_of_sizes():
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        corners = corner_recipes(HUGE)
+        example = example_recipe(HUGE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    first = find(input_recipes(HUGE), lambda r: True, settings=settings(database=None))
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0 and peak < 2**20, (elapsed, peak)   # a list of 10**12 sizes would take 8 TB
+    largest = dict(corners)["largest shapes"].dims
+    assert largest["N"] == 10**12 and largest["H"] == 10**12 and largest["W"] == 9
+    assert 2 <= example.dims["N"] <= 10**12 and len({example.dims["N"], example.dims["H"]}) == 2
+    assert first.dims == {"W": 2, "N": 1, "H": 4}
+    # the whole range is reachable, not only its start
+    drawn = find(input_recipes(HUGE), lambda r: r.dims["N"] > 10**11 and r.dims["H"] > 10**11,
+                 settings=settings(max_examples=500, database=None))
+    assert drawn.dims["N"] <= 10**12 and drawn.dims["H"] <= 10**12 and drawn.dims["H"] != drawn.dims["W"]
+
+
+def test_pick_dims_keep_their_meaning_on_huge_bounds():
+    assert pick_dims(HUGE, "min") == {"W": 2, "N": 1, "H": 4}
+    assert pick_dims(HUGE, "max") == {"W": 9, "N": 10**12, "H": 10**12}
+    small, mid = pick_dims(HUGE, "small"), pick_dims(HUGE, "mid")
+    assert small["N"] == 2 and mid["N"] == (10**12 - 2 + 1) // 2 + 2
+
+
+def test_tensor_budget_refuses_the_largest_shape_with_its_sizes():
+    with pytest.raises(CaseError) as info:
+        check_tensor_budget(HUGE, 1024)
+    message = info.value.message
+    assert info.value.stage == "inputs"
+    assert "input 'x' at the largest shape its bounds allow, float32[1000000000000, 8] (N=1..1000000000000), is " \
+           "29.1 TiB (32000000000000 bytes)" in message
+    assert "input 'image'" in message and "H=2..1000000000000, W=2..9" in message
+    assert "over the tensor budget of 1024 MiB (--parity-max-tensor-mb)" in message
+    assert "Narrow the dims' bounds" in message
+
+
+def test_tensor_budget_counts_each_tensor_in_its_own_dtype():
+    spec = model(InputSpec("x", ("N", 1024, 1024), {"N": (1, 256)}, dtype="float16"))   # 512 MiB at N=256
+    assert tensor_bytes(spec.inputs[0], (256, 1024, 1024)) == 512 * 2**20
+    check_tensor_budget(spec, 512)
+    with pytest.raises(CaseError, match=r"float16\[256, 1024, 1024\] \(N=1..256\), is 512 MiB \(536870912 bytes\)"):
+        check_tensor_budget(spec, 511.5)
+    check_tensor_budget(model(InputSpec("b", (2**20,), dtype="bool")), 1)   # one byte each
+    check_tensor_budget(model(InputSpec("b", (2**20,), dtype="bfloat16")), 2)
+    with pytest.raises(CaseError, match="no symbolic dims"):
+        check_tensor_budget(model(InputSpec("b", (2**20,), dtype="bfloat16")), 1.9)
+
+
+@pytest.mark.parametrize("dtype,domain", [("float32", (-1.7e38, 1.7e38)), ("float32", (3e38, 3.4e38)),
+                                          ("float16", (-65504.0, 65504.0)), ("bfloat16", (-1.6e38, 1.6e38)),
+                                          ("float64", (-8e307, 8e307))])
+def test_the_widest_accepted_domains_make_finite_tensors(dtype, domain):
+    spec = model(InputSpec("x", (64, 64), dtype=dtype, domain=domain))
+    for distribution, special in itertools.product(DISTRIBUTIONS, SPECIAL_FRACTIONS):
+        x = make_inputs(spec, InputRecipe({}, {"x": distribution}, special, 5))["x"].astype(np.float64)
+        assert np.isfinite(x).all(), (distribution, special)

@@ -7,14 +7,18 @@ import json
 import re
 from pathlib import Path
 
+import onnx
 import pytest
 
 from harness.layouts import LayoutError
 from harness.options import (
+    DEFAULT_MAX_TENSOR_MB,
     OptionError,
     RunOptions,
     parse_choice,
     parse_input_spec,
+    parse_max_tensor_mb,
+    parse_opset,
     parse_per_output,
     parse_tolerance_overrides,
     split_list,
@@ -76,6 +80,18 @@ BAD_SPECS = [
     ("image:float32[3]::1-2", "value range '1-2' is not LOW..HIGH"),
     ("image:float32[3]::3..-3", "domain (3.0, -3.0) is empty"),
     ("image:float32[3]::0..1:x", "too many ':' parts"),
+    # value ranges whose values, or whose width, are not finite where inputs are made
+    ("image:float32[N=1..2,8]::-1e309..1e309", "domain (-inf, inf) is not finite in float32, whose finite values "
+                                               "are -3.40282e+38..3.40282e+38"),
+    ("image:float32[8]::-1e39..1e39", "domain (-1e+39, 1e+39) is not finite in float32"),
+    ("image:float16[8]::0..70000", "domain (0, 70000) is not finite in float16, whose finite values are "
+                                   "-65504..65504"),
+    ("image:bfloat16[8]::-1e39..0", "is not finite in bfloat16, whose finite values are -3.38953e+38..3.38953e+38"),
+    ("image:float32[8]::-3e38..3e38", "domain (-3e+38, 3e+38) spans 6e+38, more than float32 (in which float32 "
+                                      "inputs are drawn) holds (3.40282e+38)"),
+    ("image:bfloat16[8]::-3e38..3e38", "more than float32 (in which bfloat16 inputs are drawn) holds"),
+    ("image:float64[8]::-1e308..1e308", "spans inf, more than float64"),
+    ("image:int64[8]::-1e309..1e309", "does not fit int64"),
 ]
 
 
@@ -121,12 +137,20 @@ def test_parse_per_output_polygraphy_syntax():
 
 @pytest.mark.parametrize("text,item", [("abc", "abc"), ("logits:", "logits:"), ("logits:x", "logits:x"),
                                        ("-1e-4", "-1e-4"), ("a:-1", "a:-1"), ("nan", "nan"),
-                                       ("1e-4 logits:oops", "logits:oops")])
+                                       ("1e-4 logits:oops", "logits:oops"), ("inf", "inf"),
+                                       ("logits:inf", "logits:inf"), ("1e999", "1e999"), ("-inf", "-inf"),
+                                       ("logits:nan", "logits:nan")])
 def test_parse_per_output_bad(text, item):
     with pytest.raises(OptionError) as info:
         parse_per_output("--rtol", [text])
     assert str(info.value).startswith("--rtol: ")
     assert repr(item) in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "logits:inf", "1e400"])
+def test_non_finite_tolerance_says_why(text):
+    with pytest.raises(OptionError, match=r"must be a finite number >= 0 \(an infinite or NaN tolerance passes"):
+        parse_per_output("--atol", [text])
 
 
 def test_parse_tolerance_overrides():
@@ -144,6 +168,28 @@ def test_parse_tolerance_overrides_bad():
     assert parse_tolerance_overrides({"max_mismatch": ["1"]}) == {"max_mismatch": {"": 1.0}}
     with pytest.raises(OptionError, match=r"^--atol-by-max: 'x' is not NUMBER"):
         parse_tolerance_overrides({"atol_by_max": ["x"]})
+
+
+def test_parse_opset_accepts_what_onnx_knows():
+    assert parse_opset(None) is None
+    highest = onnx.defs.onnx_opset_version()
+    for opset in (7, 11, 18, highest):
+        assert parse_opset(opset) == opset
+
+
+@pytest.mark.parametrize("opset", [999, -1, 0, 6])
+def test_parse_opset_rejects_an_impossible_opset_with_the_range(opset):
+    highest = onnx.defs.onnx_opset_version()
+    with pytest.raises(OptionError) as info:
+        parse_opset(opset)
+    assert str(info.value).startswith(f"--opset {opset}: no such ONNX opset here; choose from 7..{highest}")
+
+
+def test_parse_max_tensor_mb():
+    assert parse_max_tensor_mb(0.5) == 0.5 and parse_max_tensor_mb(DEFAULT_MAX_TENSOR_MB) == 1024.0
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(OptionError, match=r"--parity-max-tensor-mb .*: a number of MiB > 0 and finite"):
+            parse_max_tensor_mb(bad)
 
 
 def test_split_list():
@@ -217,6 +263,12 @@ def test_input_spec_valid_and_example_shape():
     (dict(shape=(3, 0)), "dim 0 is neither a positive int nor a name"),
     (dict(shape=(3, 2.5)), "dim 2.5 is neither"),
     (dict(shape=(3,), domain=(1.0, -1.0)), "domain (1.0, -1.0) is empty"),
+    (dict(shape=(3,), domain=(float("nan"), 1.0)), "is empty"),
+    (dict(shape=(3,), domain=(-float("inf"), float("inf"))), "domain (-inf, inf) is not finite in float32"),
+    (dict(shape=(3,), domain=(-1e39, 1e39)), "domain (-1e+39, 1e+39) is not finite in float32"),
+    (dict(shape=(3,), dtype="float16", domain=(-65505.0, 0.0)), "not finite in float16, whose finite values are "
+                                                                "-65504..65504"),
+    (dict(shape=(3,), domain=(-2e38, 2e38)), "spans 4e+38, more than float32"),
 ])
 def test_input_spec_errors(kwargs, fragment):
     with pytest.raises(SpecError) as info:

@@ -35,6 +35,13 @@ def test_tolerance_rejects_negative_and_nan(field, value):
         Tolerance(**{field: value})
 
 
+@pytest.mark.parametrize("field", ["atol", "rtol", "atol_by_max", "noise_multiple"])
+def test_tolerance_rejects_infinity(field):
+    # An infinite bound passes every finite error: a check that cannot fail.
+    with pytest.raises(SpecError, match=f"tolerance {field} must be finite, got inf"):
+        Tolerance(**{field: math.inf})
+
+
 def test_tolerance_max_mismatch_is_a_fraction():
     assert Tolerance(max_mismatch=1.0).max_mismatch == 1.0
     with pytest.raises(SpecError, match=r"max_mismatch is a fraction in \[0, 1\], got 1.5"):

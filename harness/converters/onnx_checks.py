@@ -13,6 +13,18 @@ def main_opset(proto) -> int | None:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
 
 
+def check_opset(proto, requested: int | None, tool: str, model_name: str, advice: str) -> None:
+    """Refuse a file stamped with another default-domain opset than the one
+    `--opset` asked for: an exporter that cannot write an opset may write
+    another and say nothing (torch's dynamo exporter translates at 18 and keeps
+    18 where its down-conversion fails). `requested` None: the converter's own
+    default, which is recorded, not enforced. `advice`: what to try instead."""
+    used = main_opset(proto)
+    if requested is not None and used != requested:
+        raise CaseError("convert", f"{tool} wrote opset {used} for model {model_name!r}, not the opset "
+                                   f"{requested} asked for (--opset). {advice}")
+
+
 def check_file(path: Path, model_name: str) -> None:
     """`onnx.checker` on the written file (by path, so models over 2 GiB work too)."""
     import onnx

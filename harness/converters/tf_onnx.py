@@ -60,7 +60,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.converters.onnx_names import rename_values
-from harness.converters.onnx_checks import check_file, main_opset
+from harness.converters.onnx_checks import check_file, check_opset, main_opset
 from harness.errors import CaseError, summarize_exception
 from harness.layouts import permutation
 from harness.specs import ModelSpec
@@ -113,7 +113,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
             raise CaseError("convert", f"the nchw variant transposes NHWC tensors, but model {spec.name!r} has none "
                                        f"as the source holds it (inputs: {input_layouts}, outputs: {output_layouts}); "
                                        "use the nhwc variant, or declare the source's layouts (ModelSpec.layouts)")
-    opset = opset or DEFAULT_OPSET
+    asked_opset, opset = opset, opset or DEFAULT_OPSET
     function, signature, kind = spec_function(model, spec, input_layouts, example)
     graph_def, input_names, output_names, spec_names = _frozen_graph(function, spec, kind)
     xla_calls = _unmark_xla_functions(graph_def)
@@ -132,6 +132,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         raise CaseError("convert", f"tf2onnx.convert.from_graph_def (opset {opset}) failed for model {spec.name!r} "
                                    f"({kind}): {summarize_exception(error, 8)}\n"
                                    "Try another --opset; an op tf2onnx does not know needs a custom op handler.") from None
+    check_opset(proto, asked_opset, f"tf2onnx {tf2onnx.__version__}", spec.name, "Ask for another --opset.")
     graph = proto.graph
     renamed = {
         "inputs": rename_values(graph, graph.input, [i.name for i in spec.inputs], "input", "tf2onnx"),

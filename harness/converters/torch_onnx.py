@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.converters.onnx_checks import check_file, declared_input_dims, main_opset
+from harness.converters.onnx_checks import check_file, check_opset, declared_input_dims, main_opset
 from harness.errors import CaseError, summarize_exception
 from harness.shape_check import input_findings
 from harness.specs import ModelSpec
@@ -23,7 +23,8 @@ from harness.specs import ModelSpec
 NAME = "torch->onnx"
 # Bumped whenever this module changes what it writes, so that cached artifacts
 # (and their provenance) from an older harness are not reused.
-REVISION = 4
+# 5: a file at another opset than --opset asked for is refused, not cached.
+REVISION = 5
 # The ONNX protobuf limit is 2 GiB; below this the weights stay inside the file
 # rather than in a "model.onnx.data" sidecar that would have to travel with it.
 EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
@@ -61,7 +62,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     requested = exporter
     if isinstance(model, torch.jit.ScriptModule):
         exporter = "torchscript"  # torch.export cannot trace a ScriptModule; the TorchScript-based exporter can
-    opset = opset or DEFAULT_OPSET[exporter]
+    asked_opset, opset = opset, opset or DEFAULT_OPSET[exporter]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / FILENAME
     args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in example)
@@ -92,6 +93,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
                                    f"Try --exporter={other}, another --opset, or simplify the model's forward().") from None
     check_file(path, spec.name)
     written = onnx.load(str(path), load_external_data=False)
+    check_opset(written, asked_opset, f"torch.onnx.export ({exporter} exporter)", spec.name, _OPSET_ADVICE[exporter])
     _check_dims_kept(written, spec, layouts[0], exporter)
     return {
         "converter": NAME,
@@ -107,6 +109,14 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "output_layouts": dict(layouts[1]),
         "versions": versions(),
     }
+
+
+_OPSET_ADVICE = {
+    "dynamo": f"The dynamo exporter translates at opset {DEFAULT_OPSET['dynamo']} and converts down only where onnx's "
+              f"version converter can: ask for {DEFAULT_OPSET['dynamo']} or above, or use --exporter=torchscript for "
+              "a lower opset.",
+    "torchscript": "Ask for another --opset, or use --exporter=dynamo.",
+}
 
 
 def _check_dims_kept(proto, spec: ModelSpec, input_layouts: dict, exporter: str) -> None:

@@ -1,0 +1,206 @@
+"""Option values that change nothing in a run: each is an error or a warning, never silence.
+
+A value is looked at only where it differs from the option's default (a
+default typed out changes nothing by definition, and says nothing wrong).
+Errors are values that would leave the run testing something other than the
+user meant (layouts declared for a converted file that is not given, input
+shapes for models that take their own, a tolerance for an output no model
+has); warnings are values whose absence of effect leaves the results true
+(an exporter with no torch export to make). Knows nothing of pytest: the
+plugin raises the errors as a usage error and emits the warnings as
+ParityWarning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Collection, Sequence
+
+from harness import adapters
+from harness.matrix import Case
+from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
+
+# RunOptions field -> the command-line option that sets it (tolerance
+# overrides: one option per tolerance field, named by `_tolerance_flag`).
+FLAGS = {
+    "sources": "--source", "targets": "--target", "devices": "--device", "models": "--model", "tiers": "--tier",
+    "converted": "--converted", "converted_layouts": "--converted-layouts", "input_specs": "--input-spec",
+    "output_names": "--output-names", "exporter": "--exporter", "opset": "--opset",
+    "ort_opt_level": "--ort-opt-level", "strict_cuda": "--strict-cuda", "trust_model_code": "--trust-model-code",
+    "use_cache": "--no-parity-cache", "cache_dir": "--parity-cache-dir", "reports_dir": "--parity-reports",
+    "examples": "--parity-examples", "corners": "--no-parity-corners", "strict": "--parity-strict",
+    "max_tensor_mb": "--parity-max-tensor-mb", "isolate": "--parity-isolate", "timeout_s": "--parity-timeout",
+}
+
+
+@dataclass
+class OptionFindings:
+    errors: list[str] = field(default_factory=list)     # stop the run before any case
+    warnings: list[str] = field(default_factory=list)   # the run goes on; each is said once
+
+
+def changed_flags(options: RunOptions) -> list[str]:
+    """The options given a value other than their default, by flag."""
+    defaults = RunOptions()
+    changed = []
+    for option in fields(RunOptions):
+        if getattr(options, option.name) == getattr(defaults, option.name):
+            continue
+        if option.name == "tolerance_overrides":
+            changed += [_tolerance_flag(name) for name in TOLERANCE_FIELDS if options.tolerance_overrides.get(name)]
+        else:
+            changed.append(FLAGS.get(option.name, option.name))
+    return changed
+
+
+def options_without_parity(options: RunOptions, gate_flags: Collection[str] = ()) -> list[str]:
+    """Where pytest collects no parity case at all, every parity option given changes nothing."""
+    given = changed_flags(options) + list(gate_flags)
+    if not given:
+        return []
+    return [f"{', '.join(given)} given, but no parity case is collected: they apply to the parity cases only, "
+            "which run with --parity (the zoo's core tier) or any of --model, --source, --target, --device, "
+            "--tier, --converted"]
+
+
+def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Collection[str] = ()) -> OptionFindings:
+    """What the options of a run change nothing in, given the cases the matrix
+    built. gate_flags: the regression gate's options given (they live outside
+    RunOptions): --parity-baseline, --parity-save-baseline,
+    --parity-save-baseline-force, --parity-compare-fail, --parity-allow-lost-coverage.
+
+    A finding that depends on every model's spec is made only where every
+    model asked for could be loaded: one that could not is an error case of
+    its own already, and may be the one an option was meant for."""
+    found = OptionFindings()
+    defaults = RunOptions()
+    loaded = [c for c in cases if c.spec is not None and not c.error]
+    every_model_known = not any(c.error and c.spec is None and c.model_ref for c in cases)
+    running = [c for c in loaded if not c.skip]
+
+    if options.models and options.tiers != defaults.tiers:
+        found.warnings.append(f"--tier {','.join(options.tiers)}: --model names the models, so the tier selects "
+                              "nothing (it picks the zoo's models when no --model is given)")
+    if options.converted_layouts and options.converted is None:
+        found.errors.append(f"--converted-layouts {_layouts_text(options.converted_layouts)}: declares the layouts of "
+                            "a --converted file, but none is given; add --converted PATH, or drop "
+                            "--converted-layouts (the harness's own conversions record their layouts)")
+    if every_model_known:
+        found.warnings += _unused_matrix_values(options, loaded)
+        found.errors += _file_only_options(options, loaded) + _unknown_tolerance_outputs(options, loaded)
+    else:
+        found.warnings += [f"{message} (a model of this run could not be loaded: it may be the one meant)"
+                           for message in _unknown_tolerance_outputs(options, loaded)]
+    converting = loaded if options.converted is None else []
+    if options.exporter != defaults.exporter and not any(_converter_takes(c, "exporter") for c in converting):
+        found.warnings.append(f"--exporter {options.exporter}: no case of this run exports torch to ONNX"
+                              f"{_converted_note(options)}")
+    if options.opset is not None and not any(_converter_takes(c, "opset") for c in converting):
+        found.warnings.append(f"--opset {options.opset}: no case of this run converts to ONNX"
+                              f"{_converted_note(options)}")
+    if options.ort_opt_level != defaults.ort_opt_level and not any(c.target == "onnxruntime" for c in loaded):
+        found.warnings.append(f"--ort-opt-level {options.ort_opt_level}: no case of this run runs on onnxruntime")
+    if options.strict_cuda and not any(c.device == "cuda" for c in running):
+        skipped = next((c.skip for c in loaded if c.device == "cuda" and c.skip), None)
+        found.warnings.append("--strict-cuda: no case of this run runs on CUDA" +
+                              (f" (the CUDA cases skip: {skipped})" if skipped else ""))
+    if options.trust_model_code and every_model_known and loaded and all(c.spec.origin == "zoo" for c in loaded):
+        found.warnings.append("--trust-model-code: every model of this run is built by the zoo's code; no model "
+                              "file is loaded")
+    if options.converted is not None:
+        cache_flags = [flag for flag, changed in (("--no-parity-cache", not options.use_cache),
+                                                  ("--parity-cache-dir", options.cache_dir != defaults.cache_dir))
+                       if changed]
+        if cache_flags:
+            found.warnings.append(f"{', '.join(cache_flags)}: with --converted nothing is converted, so the cache "
+                                  "of converted files is not used")
+    if options.timeout_s != defaults.timeout_s and options.isolate == "never":
+        found.warnings.append(f"--parity-timeout {options.timeout_s:g}: limits cases in worker processes, and "
+                              "--parity-isolate=never runs none there")
+    if "--parity-save-baseline-force" in gate_flags and "--parity-save-baseline" not in gate_flags:
+        found.warnings.append("--parity-save-baseline-force: lets --parity-save-baseline overwrite, but no "
+                              "--parity-save-baseline is given")
+    for flag in ("--parity-compare-fail", "--parity-allow-lost-coverage"):
+        if flag in gate_flags and "--parity-baseline" not in gate_flags:
+            found.warnings.append(f"{flag}: sets how the regression gate judges, but no --parity-baseline is given "
+                                  "to hold the run against")
+    return found
+
+
+def _unused_matrix_values(options: RunOptions, loaded: list[Case]) -> list[str]:
+    """--source, --target, --device values that no case has; where none has
+    any, one warning for them all (no model selected leads anywhere)."""
+    defaults = RunOptions()
+    # Cases at a point of the matrix (a model without a builder for the sources asked for is a skip without one).
+    placed = [c for c in loaded if c.target]
+    typed = [(kind, values) for kind, values, default in (("source", options.sources, defaults.sources),
+                                                          ("target", options.targets, defaults.targets),
+                                                          ("device", options.devices, defaults.devices))
+             if values != default]
+    if not placed:
+        given = " ".join(f"--{kind} {','.join(values)}" for kind, values in typed) or "the default matrix"
+        models = ", ".join(options.models) or f"the zoo's {','.join(options.tiers)} tier"
+        return [f"{given}: no model selected ({models}) has a builder for these sources with a conversion path to "
+                "these targets: the run has no case"]
+    return [f"--{kind} {value}: no case of this run has it (no model asked for, or no conversion path from the "
+            f"sources asked for, leads to it)"
+            for kind, values in typed for value in values
+            if _known(kind, value) and not any(getattr(c, kind) == value for c in placed)]
+
+
+def _file_only_options(options: RunOptions, loaded: list[Case]) -> list[str]:
+    """--input-spec and --output-names describe model files that carry no
+    spec; a run without one would test the models' own specs instead."""
+    models = sorted({c.spec.name for c in loaded})
+    refusals = []
+    for flag, given, used in (
+            ("--input-spec", options.input_specs, any(c.spec.inputs == options.input_specs for c in loaded)),
+            ("--output-names", options.output_names,
+             any(tuple(o.name for o in c.spec.outputs) == options.output_names for c in loaded))):
+        if given and not used:
+            refusals.append(f"{flag}: applies to model files that carry no spec (model.pt, model.keras, graph.pb, a "
+                            f"SavedModel folder, -symbol.json), and no model of this run is one (the specs of "
+                            f"{', '.join(models) or 'none'} are used as they are). Drop {flag}, or give such a file "
+                            "to --model")
+    return refusals
+
+
+def _unknown_tolerance_outputs(options: RunOptions, loaded: list[Case]) -> list[str]:
+    """Tolerance overrides naming an output that no model of the run has; a
+    name that fits some models holds for those (the others have no such output)."""
+    outputs = {c.spec.name: [o.name for o in c.spec.outputs] for c in loaded}
+    known = {name for names in outputs.values() for name in names}
+    messages = []
+    for field_name, per_output in options.tolerance_overrides.items():
+        unknown = [name for name in per_output if name and name not in known]
+        if unknown:
+            listed = "; ".join(f"{model}: {', '.join(names)}" for model, names in sorted(outputs.items()))
+            messages.append(f"{_tolerance_flag(field_name)} {', '.join(f'{n}:{per_output[n]:g}' for n in unknown)}: "
+                            f"no model of this run has an output named {', '.join(map(repr, unknown))}; the outputs "
+                            f"are {listed or 'none'}")
+    return messages
+
+
+def _converter_takes(case: Case, option: str) -> bool:
+    """Whether the case converts with a converter that takes `option`."""
+    if case.target not in adapters.TARGET_FORMATS:
+        return False
+    converter = adapters.converter(case.source, adapters.target_format(case.target))
+    return converter is not None and option in converter.OPTIONS
+
+
+def _known(kind: str, value: str) -> bool:
+    """Unknown names are error cases of their own already."""
+    return value in {"source": adapters.SOURCES, "target": adapters.TARGETS, "device": DEVICES}[kind]
+
+
+def _converted_note(options: RunOptions) -> str:
+    return " (with --converted the harness converts nothing)" if options.converted is not None else ""
+
+
+def _layouts_text(layouts: dict[str, str]) -> str:
+    return ",".join(f"{name}:{layout}" for name, layout in layouts.items())
+
+
+def _tolerance_flag(field_name: str) -> str:
+    return f"--{field_name.replace('_', '-')}"
