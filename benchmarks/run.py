@@ -11,12 +11,16 @@
 4. reference: the keras source's `run` (the reference of every Keras case) on
             zoo models, against the fastest of Keras/TensorFlow's own inference
             calls (eager, tf.function, tf.function with XLA, predict_on_batch).
+5. isolation: the CPU zoo as `make parity` runs it (ci profile, cached
+            artifacts), every case in worker processes (--parity-isolate=always,
+            and auto, which is the same run when a LiteRT case is in it) against
+            every case in the pytest process (never); runs alternate.
 
 Each figure is the median and the min over several repeats (time.perf_counter,
 after a warm-up). Ratios are median over median. Prints a markdown table and
 writes everything, with machine info, to benchmarks/results.json.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--only inputs,compare,zoo,reference]
+    .venv/bin/python benchmarks/run.py [--quick] [--only inputs,compare,zoo,reference,isolation]
 """
 
 from __future__ import annotations
@@ -259,8 +263,9 @@ def _run(cmd: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]
     return time.perf_counter() - start, proc
 
 
-def _parity_run(workdir: Path, cache: Path, reports: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pytest", "--parity", "--device=cpu", "--parity-examples=3",
+def _parity_run(workdir: Path, cache: Path, reports: Path, args: tuple[str, ...] = ("--parity-examples=3",)
+                ) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "pytest", "--parity", "--device=cpu", *args,
            f"--parity-cache-dir={cache}", f"--parity-reports={reports}", "-q", "-p", "no:cacheprovider"]
     wall, proc = _run(cmd, workdir)
     info: dict[str, Any] = {"wall_s": wall, "returncode": proc.returncode}
@@ -337,6 +342,33 @@ def bench_zoo(quick: bool, repeats: int | None) -> tuple[list[dict], dict]:
     details = {"repeats": repeats, "cold": cold_runs, "cached": cached_runs,
                "import_torch_onnxruntime": import_t, "pytest_startup": pytest_t}
     return rows, details
+
+
+# ---------------------------------------------------------------- 5. isolation
+
+def bench_isolation(quick: bool) -> tuple[list[dict], dict]:
+    repeats = 1 if quick else 3
+    modes = ("never", "always", "auto")
+    root = Path(tempfile.mkdtemp(prefix="parity-bench-isolation-"))
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    try:
+        cache = root / "cache"
+        _parity_run(root, cache, root / "warm-up", ("--hypothesis-profile=ci", "--parity-isolate=never"))
+        for i in range(repeats):
+            for mode in modes:
+                info = _parity_run(root, cache, root / f"{mode}-{i}", ("--hypothesis-profile=ci",
+                                                                        f"--parity-isolate={mode}"))
+                if "error" in info:
+                    raise RuntimeError(f"parity run failed (rc {info['returncode']}):\n{info['error']}")
+                runs[mode].append(info)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    never = summarize([r["wall_s"] for r in runs["never"]])
+    rows = [row("5 isolation", f"CPU zoo, ci profile, cached, --parity-isolate={mode}",
+                summarize([r["wall_s"] for r in runs[mode]]), "--parity-isolate=never", never, "<= 1.15x", 1.15,
+                f"{runs[mode][-1]['cases']} cases, {runs[mode][-1]['statuses']}")
+            for mode in ("always", "auto")]
+    return rows, {"repeats": repeats, "runs": runs}
 
 
 # ---------------------------------------------------------------- 4. reference
@@ -432,8 +464,8 @@ def distinct_table(distinct: dict[str, list[int]], elements: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
-    parser.add_argument("--only", default="inputs,compare,zoo,reference",
-                        help="comma-separated subset of inputs,compare,zoo,reference")
+    parser.add_argument("--only", default="inputs,compare,zoo,reference,isolation",
+                        help="comma-separated subset of inputs,compare,zoo,reference,isolation")
     parser.add_argument("--zoo-repeats", type=int, default=None, help="cold+cached pairs for the zoo (default 3)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -453,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             r, d = bench_zoo(args.quick, args.zoo_repeats)
         elif name == "reference":
             r, d = bench_reference(args.quick)
+        elif name == "isolation":
+            r, d = bench_isolation(args.quick)
         else:
             parser.error(f"unknown benchmark {name!r}")
         rows += r

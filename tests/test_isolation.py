@@ -1,0 +1,169 @@
+"""Cases in worker processes: a crash or a hang in native code is that case's
+error, the run goes on in a fresh worker, and parity.json holds every case.
+
+Each hostile file is made here: an ONNX Loop and a TFLite WHILE that never end
+(each beside its twin that ends after two trips and passes), and a model whose
+forward dereferences a null pointer.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from harness.matrix import Case
+from harness.options import RunOptions
+from harness.worker import isolation_plan
+
+# Identity models over x[N, 8] -> y, registered from a user's model file.
+MODELS = textwrap.dedent("""
+    import ctypes
+
+    import torch
+
+    from harness import InputSpec, register_model
+
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+
+    class Crash(torch.nn.Module):
+        def forward(self, x):
+            ctypes.string_at(0)  # a null-pointer read: SIGSEGV, as a broken native kernel would
+            return x
+
+
+    spec = dict(inputs=[InputSpec("x", ("N", 8), dims={"N": (1, 3)})], outputs=["y"])
+    register_model("ident_a", torch=Identity, **spec)
+    register_model("crash", torch=Crash, **spec)
+    register_model("ident_b", torch=Identity, **spec)
+""")
+
+HANG_LIMIT_S = 5.0
+
+
+def loop_onnx(path: Path, trips: int) -> Path:
+    """y = x, through a Loop that runs `trips` times (2**62: never ends)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["trips"], value=helper.make_tensor("t", TensorProto.INT64, [], [trips])),
+         helper.make_node("Constant", [], ["go"], value=helper.make_tensor("g", TensorProto.BOOL, [], [True])),
+         helper.make_node("Loop", ["trips", "go", "x"], ["y"], body=body)],
+        "loop", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def while_tflite(path: Path, trips: int) -> Path:
+    """y = x, through a TFLite WHILE that runs `trips` times (2**62: never ends)."""
+    tf = pytest.importorskip("tensorflow")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
+    def identity(x):
+        limit = tf.constant(trips, tf.int64)
+        _, y = tf.while_loop(lambda i, v: i < limit, lambda i, v: (i + 1, v * 1.0), [tf.constant(0, tf.int64), x])
+        return {"y": y}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([identity.get_concrete_function()], identity)
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.fixture
+def models(parity_dir) -> Path:
+    path = parity_dir / "iso_models.py"
+    path.write_text(MODELS)
+    return path
+
+
+def test_a_segfault_is_its_case_error_and_the_run_goes_on_in_a_fresh_worker(run_parity, models):
+    run = run_parity(f"--model={models}", "--target=onnxruntime")
+    cases = run.cases
+    assert set(cases) == {"ident_a-torch-onnxruntime-cpu", "crash-torch-onnxruntime-cpu",
+                          "ident_b-torch-onnxruntime-cpu"}, run.output
+    crashed = cases["crash-torch-onnxruntime-cpu"]
+    assert crashed["status"] == "error"
+    assert "died from SIGSEGV" in crashed["message"] and crashed["stage"] == "load"
+    assert "string_at" in crashed["message"]  # the worker's last output lines: faulthandler's Python stack
+    assert cases["ident_a-torch-onnxruntime-cpu"]["status"] == "passed"
+    assert cases["ident_b-torch-onnxruntime-cpu"]["status"] == "passed"
+    # Reused until it died; the case after the crash ran in a fresh one.
+    pids = {name: case["isolation"]["worker_pid"] for name, case in cases.items()}
+    assert pids["ident_a-torch-onnxruntime-cpu"] == pids["crash-torch-onnxruntime-cpu"]
+    assert pids["ident_b-torch-onnxruntime-cpu"] != pids["crash-torch-onnxruntime-cpu"]
+    assert "model file" in cases["ident_a-torch-onnxruntime-cpu"]["isolation"]["reason"]
+    assert run.result.ret == 1
+
+
+@pytest.mark.parametrize("make, suffix, target", [(loop_onnx, "onnx", "onnxruntime"),
+                                                  (while_tflite, "tflite", "tflite")])
+def test_a_converted_file_that_never_finishes_is_killed_at_its_time_limit(run_parity, parity_dir, models,
+                                                                           make, suffix, target):
+    healthy = make(parity_dir / f"twice.{suffix}", 2)
+    run = run_parity(f"--model={models}", "-k", "ident_a", f"--converted={healthy}", f"--target={target}",
+                     f"--parity-timeout={HANG_LIMIT_S}")
+    assert run.single["status"] == "passed", run.output
+
+    hang = make(parity_dir / f"forever.{suffix}", 2**62)
+    run = run_parity(f"--model={models}", "-k", "ident_a", f"--converted={hang}", f"--target={target}",
+                     f"--parity-timeout={HANG_LIMIT_S}")
+    record = run.single
+    assert record["status"] == "error" and record["stage"] == "run", run.output
+    assert f"ran past its {HANG_LIMIT_S:g} s limit (--parity-timeout) in stage 'run'; it was killed" in record["message"]
+    # Detected at the limit, not long after it (the margin covers the worker's start on a loaded machine).
+    assert HANG_LIMIT_S <= record["duration_s"] < HANG_LIMIT_S + 30
+    assert run.result.ret == 1
+
+
+def test_the_time_limit_must_be_a_positive_number(run_parity):
+    run = run_parity("--model=simple", "--parity-timeout=0")
+    assert run.result.ret == 4 and "--parity-timeout: a number of seconds > 0" in "\n".join(run.result.errlines)
+
+
+def _case(name: str, target: str = "onnxruntime", ref: str | None = None, skip: str | None = None) -> Case:
+    return Case(name, "torch", target, "cpu", ref or name, skip=skip)
+
+
+def test_auto_isolates_a_run_when_one_of_its_cases_needs_it():
+    zoo = [_case("simple"), _case("cnn")]
+    assert isolation_plan(zoo, RunOptions(isolate="auto")) == {}
+    plan = isolation_plan([*zoo, _case("simple", "tflite"), _case("lstm", skip="no runtime")],
+                          RunOptions(isolate="auto"))
+    assert "native code" in plan["simple-torch-tflite-cpu"]
+    assert "shares the run's worker" in plan["simple-torch-onnxruntime-cpu"]
+    assert "lstm-torch-onnxruntime-cpu" not in plan  # a skip is only recorded
+    assert "model file" in isolation_plan([_case("m", ref="models/m.py")], RunOptions())["m-torch-onnxruntime-cpu"]
+    converted = RunOptions(converted=Path("m.onnx"))
+    assert "converted file" in isolation_plan(zoo, converted)["simple-torch-onnxruntime-cpu"]
+    assert set(isolation_plan(zoo, RunOptions(isolate="always"))) == {c.id for c in zoo}
+    assert isolation_plan([*zoo, _case("simple", "tflite")], RunOptions(isolate="never")) == {}
+
+
+def test_the_worker_returns_what_the_in_process_run_computes(run_parity):
+    """The same case, same seed (the ci profile is derandomized): identical numbers either way."""
+    records = {}
+    for mode in ("never", "always"):
+        run = run_parity("--model=simple", "--target=onnxruntime", f"--parity-isolate={mode}",
+                         "--hypothesis-profile=ci")
+        records[mode] = run.single
+    assert "isolation" not in records["never"] and records["always"]["isolation"]["reason"]
+    (never,), (always,) = records["never"]["outputs"].values(), records["always"]["outputs"].values()
+    assert records["never"]["examples"] == records["always"]["examples"]
+    assert never["max_abs"] == always["max_abs"] and np.isfinite(never["max_abs"])
