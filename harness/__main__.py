@@ -1,10 +1,13 @@
 """`python -m harness ...`: the engine outside pytest.
 
-    python -m harness replay reports/failures/CASE.npz   rerun one saved failing input
+    python -m harness replay reports/failures/CASE.npz [--model REF] [--converted PATH] [--trust-model-code]
+                                                         rerun one saved failing input; model files,
+                                                         converted files and trust from the command line only
     python -m harness report [reports/parity.json]       rebuild parity.html from the JSON
-    python -m harness diff OLD.json NEW.json [--html OUT.html] [--compare-fail error:10x]
+    python -m harness diff OLD.json NEW.json [--html OUT.html] [--compare-fail error:10x] [--allow-lost-coverage]
                                                          versions that changed, then the drift of
-                                                         every output; exit 1 on a regression
+                                                         every output; exit 1 on a regression or
+                                                         when NEW covers less than OLD
 """
 
 from __future__ import annotations
@@ -14,23 +17,66 @@ import sys
 from pathlib import Path
 
 
-def replay(path: Path) -> int:
+def replay(path: Path, model: str | None, converted: Path | None, trust_model_code: bool, cache_dir: Path) -> int:
+    """Rerun a saved failing input. The .npz says which case and with which
+    options; trust and every path (the model file, the converted file, the
+    cache) come from the command line only: a failure file is data, and may
+    come from anyone."""
+    import shlex
+    from dataclasses import replace
+
     from harness.cache import ArtifactCache
     from harness.engine import prepare_case, run_example
-    from harness.errors import CaseError
-    from harness.matrix import build_cases
+    from harness.errors import CaseError, summarize_exception
+    from harness.matrix import build_cases, model_name
     from harness.options import RunOptions
+    from harness.registry import zoo_models
     from harness.results import load_failure
 
-    info, inputs = load_failure(path)
-    options = RunOptions.from_json(info["options"])
-    options.models, options.sources = (info["model_ref"],), (info["source"],)
-    options.targets, options.devices = (info["target"],), (info["device"],)
-    cases = [c for c in build_cases(options) if c.id == info["case_id"]]
-    if not cases:
-        print(f"{path}: case {info['case_id']} cannot be rebuilt here", file=sys.stderr)
+    try:
+        info, inputs = load_failure(path)
+    except ValueError as error:
+        print(f"python -m harness replay: {error}", file=sys.stderr)
         return 2
-    case = cases[0]
+    try:
+        stored = RunOptions.from_json(info["options"])
+    except Exception as error:  # stored options of the wrong shape: a file made by hand, or by another version
+        print(f"python -m harness replay: {path}: its stored options cannot be used ({summarize_exception(error, 1)})",
+              file=sys.stderr)
+        return 2
+    ref = info["model_ref"]
+    needed = []  # what the command line must name, since the file may not
+    if model is None and ref not in zoo_models():
+        needed.append(("--model", ref))
+    if converted is None and stored.converted is not None:
+        needed.append(("--converted", str(stored.converted)))
+    if needed:
+        flags = " ".join(f"{flag} {shlex.quote(value)}" for flag, value in needed)
+        trusted = (f" (the run that saved it also passed --trust-model-code: add it only if you trust {ref})"
+                   if stored.trust_model_code else "")
+        print(f"python -m harness replay: {path} was saved from {' and '.join(repr(v) for _, v in needed)}; replay "
+              f"takes model files and converted files from the command line only, never from the failure file. "
+              f"If you trust them, run: python -m harness replay {shlex.quote(str(path))} {flags}{trusted}",
+              file=sys.stderr)
+        return 2
+    if converted is not None and stored.converted is None:
+        print(f"python -m harness replay: {path} was not found with a converted file: --converted does not apply",
+              file=sys.stderr)
+        return 2
+    options = replace(stored, models=(model or ref,), sources=(info["source"],), targets=(info["target"],),
+                      devices=(info["device"],), converted=converted, trust_model_code=trust_model_code,
+                      cache_dir=cache_dir, reports_dir=RunOptions().reports_dir)
+    cases = build_cases(options)
+    chosen = [c for c in cases if c.id == info["case_id"]]
+    if not chosen and model is not None:
+        # The file named on the command line may go by another name than the one the failure was saved from.
+        suffix = info["case_id"][len(model_name(ref)):]
+        chosen = [c for c in cases if c.id[len(c.model):] == suffix]
+    if not chosen:
+        why = "; ".join(c.error for c in cases if c.error) or f"no case {info['case_id']} among {[c.id for c in cases]}"
+        print(f"python -m harness replay: {path}: the case cannot be rebuilt here: {why}", file=sys.stderr)
+        return 2
+    case = chosen[0]
     if case.skip or case.error:
         print(f"{case.id}: {case.skip or case.error}", file=sys.stderr)
         return 2
@@ -39,6 +85,9 @@ def replay(path: Path) -> int:
         outcome = run_example(prepared, inputs, noise_wanted=lambda comparison: True)
     except CaseError as error:
         print(f"{case.id}: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # an option from the file that the engine cannot use
+        print(f"{case.id}: {summarize_exception(error, 6)}", file=sys.stderr)
         return 2
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
     print(f"{case.id} on {shapes}: {'PASSED' if outcome.passed else 'FAILED'}")
@@ -51,26 +100,37 @@ def replay(path: Path) -> int:
 
 def report(path: Path) -> int:
     from harness.report.html import write_html_report
-    from harness.results import load_results
+    from harness.results import ReportsFolderError, check_writable, load_results
 
+    try:
+        check_writable(path.parent, remedy="copy the JSON to a writable folder and rebuild the report there")
+    except ReportsFolderError as error:
+        print(f"python -m harness report: {error}", file=sys.stderr)
+        return 2
     out = write_html_report(load_results(path), path.with_suffix(".html"))
     print(out)
     return 0
 
 
-def diff(old_path: Path, new_path: Path, html_path: Path | None, compare_fail: str) -> int:
+def diff(old_path: Path, new_path: Path, html_path: Path | None, compare_fail: str,
+         allow_lost_coverage: bool = False) -> int:
+    """Exit 0 when the new run holds up against the old, 1 on a regression, lost coverage
+    (unless allowed) or a metric that is not a number, 2 when a file cannot be used."""
     from harness.report.baseline import (BaselineError, diff_runs, load_baseline, parse_compare_fail,
                                          render_diff_text, write_diff_html)
+    from harness.results import ReportsFolderError, check_writable
 
+    out = html_path or new_path.with_name(new_path.stem + ".diff.html")
     try:
         limits = parse_compare_fail(compare_fail)
         old, new = load_baseline(old_path), load_baseline(new_path)
-    except BaselineError as error:
+        check_writable(out.parent, remedy="give --html a path in a writable folder")
+    except (BaselineError, ReportsFolderError) as error:
         print(f"python -m harness diff: {error}", file=sys.stderr)
         return 2
-    result = diff_runs(old, new, limits, old_label=str(old_path), new_label=str(new_path))
+    result = diff_runs(old, new, limits, old_label=str(old_path), new_label=str(new_path),
+                       allow_lost_coverage=allow_lost_coverage)
     sys.stdout.write(render_diff_text(result))
-    out = html_path or new_path.with_name(new_path.stem + ".diff.html")
     write_diff_html(result, out)
     print(f"html: {out}")
     return 1 if result.failed else 0
@@ -80,7 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("replay", help="rerun a saved failing input").add_argument("npz", type=Path)
+    replay_parser = commands.add_parser("replay", help="rerun a saved failing input")
+    replay_parser.add_argument("npz", type=Path)
+    replay_parser.add_argument("--model", default=None, metavar="REF",
+                               help="the model, as --model took it (a file, ARCH=PATH, a .py file): needed for "
+                                    "any model but a zoo one, since paths are never taken from the .npz")
+    replay_parser.add_argument("--converted", type=Path, default=None, metavar="PATH",
+                               help="your converted file, for a failure found with --converted")
+    replay_parser.add_argument("--trust-model-code", action="store_true",
+                               help="allow model files whose loading runs code (never taken from the .npz)")
+    replay_parser.add_argument("--cache-dir", type=Path, default=Path(".parity-cache"), metavar="DIR",
+                               help="converted-artifact cache (default .parity-cache)")
     commands.add_parser("report", help="rebuild the HTML report").add_argument(
         "json", type=Path, nargs="?", default=Path("reports/parity.json"))
     diff_parser = commands.add_parser("diff", help="compare two runs' results (versions, then drift per output)")
@@ -90,11 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                              help="where to write the HTML diff (default: NEW.diff.html next to NEW)")
     diff_parser.add_argument("--compare-fail", default="error:10x",
                              help="growth that fails: error:10x, error:10, error:1000%% (default error:10x)")
+    diff_parser.add_argument("--allow-lost-coverage", action="store_true",
+                             help="exit 0 even where cases that ran in OLD are missing or skipped in NEW "
+                                  "(a deliberate change of the matrix)")
     args = parser.parse_args(argv)
     if args.command == "replay":
-        return replay(args.npz)
+        return replay(args.npz, args.model, args.converted, args.trust_model_code, args.cache_dir)
     if args.command == "diff":
-        return diff(args.old, args.new, args.html, args.compare_fail)
+        return diff(args.old, args.new, args.html, args.compare_fail, args.allow_lost_coverage)
     return report(args.json)
 
 

@@ -19,7 +19,7 @@ from harness import adapters
 from harness.cache import ArtifactCache
 from harness.compare import OutputComparison, compare_outputs
 from harness.errors import CaseError, summarize_exception
-from harness.inputs import InputRecipe, make_inputs
+from harness.inputs import InputRecipe, check_tensor_budget, free_values, make_inputs
 from harness.layouts import convert_layout
 from harness.matrix import Case
 from harness.options import RunOptions
@@ -74,18 +74,30 @@ def example_recipe(spec: ModelSpec) -> InputRecipe:
     not specialize a dim to 1 or merge two dims of equal size."""
     dims: dict[str, int] = {}
     for name, (low, high) in spec.dim_bounds.items():
-        candidates = [v for v in range(max(low, 2), high + 1) if v not in dims.values()]
-        dims[name] = candidates[len(candidates) // 3] if candidates else low
+        candidates = free_values(max(low, 2), high, dims.values())
+        dims[name] = candidates[candidates.count // 3] if candidates else low
     return InputRecipe(dims, {i.name: "normal" for i in spec.inputs}, 0.0, 0)
 
 
-def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> PreparedCase:
-    """Everything a case needs before its examples run; raises CaseError."""
+Progress = Callable[[str], None]   # told each stage's name as the stage starts
+
+
+def no_progress(stage: str) -> None:
+    """The progress callback of a case nobody watches."""
+
+
+def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
+                 progress: Progress = no_progress) -> PreparedCase:
+    """Everything a case needs before its examples run; raises CaseError.
+    `progress(stage)` is called as each stage starts (a worker reports it, so
+    that a hang can be placed)."""
     spec = case.spec
+    check_tensor_budget(spec, options.max_tensor_mb)   # before any model is built or tensor made
     source = adapters.source(case.source)
     runtime = adapters.runtime(case.target)
     timings: dict[str, float] = {}
 
+    progress("load")
     start = time.perf_counter()
     try:
         model = source.bind(source.build(spec.builders[case.source]), spec)
@@ -100,6 +112,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> Prepa
     reference = _checked_reference(source, model, spec, example)
     output_dtypes = {o.name: str(r.dtype) for o, r in zip(spec.outputs, reference)}
 
+    progress("convert")
     start = time.perf_counter()
     artifact_path, provenance, cache_hit = _artifact(case, options, cache, source, model, spec, example)
     timings["convert_s"] = time.perf_counter() - start
@@ -109,6 +122,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache) -> Prepa
     model = source.to_device(model, case.device)
     model64 = source.float64_copy(model)
 
+    progress("runtime")
     start = time.perf_counter()
     session = runtime.Session(artifact_path, case.device, options)
     binding = session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])

@@ -14,6 +14,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 from harness import adapters
+from harness.model_file import not_a_file
 from harness.options import DEVICES, RunOptions
 from harness.registry import get_model, load_model_file, zoo_models
 from harness.specs import ModelSpec, SpecError
@@ -111,21 +112,20 @@ def _loader(source: str, path: Path, spec_inputs, spec_outputs, architecture, op
     from harness.sources import tensorflow as tf_source
 
     names = ([i.name for i in spec_inputs], list(spec_outputs))
-    if path.is_dir():
-        return partial(tf_source.load_saved_model, path, *names)
-    return partial(tf_source.load_frozen_graph, path, *names)
+    load = tf_source.load_saved_model if path.is_dir() else tf_source.load_frozen_graph
+    return partial(load, path, *names, trust_model_code=options.trust_model_code)
 
 
 def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
     if ref.endswith(".py"):
         if not Path(ref).is_file():
-            raise SpecError(f"model file {ref} does not exist")
+            raise SpecError(f"model file {ref} {not_a_file(Path(ref))}")
         return load_model_file(Path(ref))
     arch_name, sep, path_text = ref.partition("=")
     if sep:
         arch, path = get_model(arch_name), Path(path_text)
         if not _exists(path):
-            raise SpecError(f"model file {path} (for architecture {arch_name!r}) does not exist")
+            raise SpecError(f"model file {path} (for architecture {arch_name!r}) {not_a_file(path)}")
         source = _file_source(path) or "torch"
         # A TensorFlow graph of a zoo architecture lays its tensors out as the Keras model does.
         builder_of = "keras" if source == "tensorflow" else source
@@ -134,9 +134,10 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
         layouts = {source: arch.layouts[builder_of]} if builder_of in arch.layouts else {}
         return [replace(arch, name=model_name(ref), builders={source: loader}, origin=str(path), layouts=layouts)]
     path = Path(ref)
-    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + MXNET_FILE_SUFFIXES + (".pb",)) or _exists(path):
+    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + MXNET_FILE_SUFFIXES + (".pb",)) or _exists(path) \
+            or path.is_symlink():
         if not _exists(path):
-            raise SpecError(f"model file {ref} does not exist")
+            raise SpecError(f"model file {ref} {not_a_file(path)}")
         source = _file_source(path)
         if source is None:
             raise SpecError(f"{ref}: not a model file or folder the harness knows (a torch .pt/.pth, a Keras "

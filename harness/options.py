@@ -7,6 +7,7 @@ Knows nothing of pytest: the plugin and `python -m harness` both build a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,21 @@ DEVICES = ("cpu", "cuda")
 EXPORTERS = ("dynamo", "torchscript")
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
 TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple")
+# The lowest ONNX opset ONNX Runtime still runs; the highest is what the installed onnx knows.
+LOWEST_OPSET = 7
+# The largest input tensor a case may make, in MiB. Fixed rather than a share of
+# this machine's memory, so that a spec accepted on a workstation is not refused
+# in CI. 1 GiB is some 2700 times the zoo's largest input at its bounds (378 KiB),
+# and about what a 16 GiB CI runner can afford: each example holds a tensor
+# several times (made in float32 or int64, laid out for each side, a float64
+# copy for the twin), besides the models' activations.
+DEFAULT_MAX_TENSOR_MB = 1024.0
+ISOLATION_MODES = ("auto", "always", "never")   # which cases run in a worker process: harness/worker.py
+# Ten minutes: eight times the slowest case measured on the 2-core CPU machine
+# (convnext_tiny, keras -> onnxruntime, 200 examples of the nightly profile,
+# conversion included: 73 s), so that a slow but healthy case on a loaded CI
+# machine is not cut off, while a hang costs a nightly run minutes, not hours.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class OptionError(ValueError):
@@ -51,6 +67,9 @@ class RunOptions:
     examples: int | None = None           # None: the hypothesis profile decides
     corners: bool = True                  # run the corner examples before hypothesis' search
     strict: bool = False                  # an inconclusive case fails
+    max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB   # the largest input tensor a case may make (MiB)
+    isolate: str = "auto"                 # which cases run in a worker process (ISOLATION_MODES)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # a case in a worker that runs longer is killed
 
     def conversion_options(self, layout_variant: str | None = None) -> dict:
         """Every option a converter may take; each converter uses those it names
@@ -129,10 +148,32 @@ def parse_per_output(option: str, values: Iterable[str]) -> dict[str, float]:
                 parsed = float(number)
             except ValueError:
                 raise OptionError(f"{option}: {item!r} is not NUMBER or OUTPUT:NUMBER (e.g. 1e-4 or logits:1e-3)") from None
-            if not parsed >= 0:
-                raise OptionError(f"{option}: {item!r} must be >= 0")
+            if not (parsed >= 0 and math.isfinite(parsed)):
+                raise OptionError(f"{option}: {item!r} must be a finite number >= 0 (an infinite or NaN tolerance "
+                                  "passes every error)")
             result[name if sep else ""] = parsed
     return result
+
+
+def parse_opset(value: int | None) -> int | None:
+    """--opset N: an ONNX opset the installed onnx knows and ONNX Runtime runs."""
+    if value is None:
+        return None
+    import onnx
+
+    highest = onnx.defs.onnx_opset_version()
+    if not LOWEST_OPSET <= value <= highest:
+        raise OptionError(f"--opset {value}: no such ONNX opset here; choose from {LOWEST_OPSET}..{highest} "
+                          f"(the highest is what onnx {onnx.__version__} knows)")
+    return value
+
+
+def parse_max_tensor_mb(value: float) -> float:
+    """--parity-max-tensor-mb: a positive, finite number of MiB."""
+    if not (value > 0 and math.isfinite(value)):
+        raise OptionError(f"--parity-max-tensor-mb {value:g}: a number of MiB > 0 and finite "
+                          f"(default {DEFAULT_MAX_TENSOR_MB:g})")
+    return value
 
 
 _DIM = re.compile(r"^(?:(\d+)|([A-Za-z_]\w*)=(\d+)\.\.(\d+)|([A-Za-z_]\w*))$")

@@ -16,11 +16,16 @@ from typing import Any
 
 import pytest
 
-from harness.options import (DEVICES, EXPORTERS, ORT_OPT_LEVELS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
-                             RunOptions, parse_input_spec, parse_layouts, parse_tiers, parse_tolerance_overrides,
-                             split_list)
+from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES, ORT_OPT_LEVELS, SOURCES, TARGETS,
+                             TOLERANCE_FIELDS, OptionError,
+                             RunOptions, parse_input_spec, parse_layouts, parse_max_tensor_mb, parse_opset,
+                             parse_tiers, parse_tolerance_overrides, split_list)
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "tier", "converted", "parity")
+DEFAULT_COMPARE_FAIL = "error:10x"
+# The regression gate's options (outside RunOptions), with their defaults.
+GATE_OPTIONS = {"--parity-baseline": None, "--parity-save-baseline": None, "--parity-save-baseline-force": False,
+                "--parity-compare-fail": DEFAULT_COMPARE_FAIL, "--parity-allow-lost-coverage": False}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +71,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--no-parity-corners", action="store_true",
         help="skip the corner examples (smallest and largest shapes, large and tiny magnitudes) that every case "
              "runs before hypothesis' search: for measuring what the search alone finds")
+    add("--parity-isolate", choices=ISOLATION_MODES, default="auto",
+        help="which cases run in a worker process, where a crash or a hang is the case's error and the run goes "
+             "on: auto (default: native runtimes such as LiteRT, and users' model or converted files), always, never")
+    add("--parity-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help=f"time limit of a case in a worker process, after which it is killed and errors "
+             f"(default {DEFAULT_TIMEOUT_S:g}: eight times the slowest case measured)")
+    add("--parity-max-tensor-mb", type=float, default=DEFAULT_MAX_TENSOR_MB, metavar="MIB",
+        help=f"largest input tensor a case may make, in MiB (default {DEFAULT_MAX_TENSOR_MB:g}); a spec whose bounds "
+             "allow a larger one is the case's error")
     add("--parity-reports", default="reports", metavar="DIR", help="where parity.json, parity.html and failures/ go")
     add("--parity-cache-dir", default=".parity-cache", metavar="DIR", help="converted-artifact cache")
     add("--no-parity-cache", action="store_true", help="convert again even where the cache holds the artifact")
@@ -74,13 +88,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--parity-baseline", metavar="PATH",
         help="hold this run against a baseline: fail on a case that passed and now fails, a conversion that "
              "worked and now errors, or an error metric that grew beyond --parity-compare-fail")
-    add("--parity-compare-fail", default="error:10x", metavar="EXPR",
+    add("--parity-compare-fail", default=DEFAULT_COMPARE_FAIL, metavar="EXPR",
         help="growth of an error metric that fails the baseline gate: error:10x (default), error:1000%%, "
              "normalized_error:5x,error_ratio:20x")
+    add("--parity-allow-lost-coverage", action="store_true",
+        help="let the baseline gate pass when cases that ran in the baseline (passed, failed, inconclusive, error) "
+             "are missing or skipped in this run: for a deliberate change of the matrix")
 
 
 def parity_requested(config: pytest.Config) -> bool:
     return any(config.getoption(name.replace("-", "_")) for name in PARITY_OPTIONS)
+
+
+def gate_flags(config: pytest.Config) -> list[str]:
+    """The regression gate's options given a value other than their default."""
+    return [flag for flag, default in GATE_OPTIONS.items() if config.getoption(flag[2:].replace("-", "_")) != default]
 
 
 def run_options(config: pytest.Config) -> RunOptions:
@@ -88,6 +110,8 @@ def run_options(config: pytest.Config) -> RunOptions:
     get = config.getoption
     if get("parity_examples") is not None and get("parity_examples") < 1:
         raise pytest.UsageError(f"--parity-examples: at least 1, got {get('parity_examples')}")
+    if not 0 < get("parity_timeout") < float("inf"):
+        raise pytest.UsageError(f"--parity-timeout: a number of seconds > 0, got {get('parity_timeout')}")
     try:
         defaults = RunOptions()
         return RunOptions(
@@ -101,7 +125,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             input_specs=tuple(parse_input_spec(s) for s in get("input_spec") or ()),
             output_names=split_list(get("output_names")),
             exporter=get("exporter"),
-            opset=get("opset"),
+            opset=parse_opset(get("opset")),
             ort_opt_level=get("ort_opt_level"),
             strict_cuda=get("strict_cuda"),
             tolerance_overrides=parse_tolerance_overrides({f: get(f) for f in TOLERANCE_FIELDS}),
@@ -112,6 +136,9 @@ def run_options(config: pytest.Config) -> RunOptions:
             examples=get("parity_examples"),
             corners=not get("no_parity_corners"),
             strict=get("parity_strict"),
+            isolate=get("parity_isolate"),
+            timeout_s=get("parity_timeout"),
+            max_tensor_mb=parse_max_tensor_mb(get("parity_max_tensor_mb")),
         )
     except OptionError as error:
         raise pytest.UsageError(str(error)) from None
@@ -131,6 +158,11 @@ def pytest_configure(config: pytest.Config) -> None:
         load_default_profile()
     if parity_requested(config):
         config.pluginmanager.register(ParityRun(config, run_options(config)), "parity-run")
+    else:
+        from harness.option_effects import options_without_parity
+
+        for message in options_without_parity(run_options(config), gate_flags(config)):
+            config.issue_config_time_warning(ParityWarning(message), stacklevel=2)
 
 
 class ParityWarning(UserWarning):
@@ -160,7 +192,15 @@ class ParityItem(pytest.Item):
     def setup(self) -> None:
         from harness.runner import start_case
 
-        self.record, self._prepared = start_case(self.case, self.run.options, self.run.cache)
+        reason = self.run.isolation(self.case)
+        if reason:
+            # The whole case runs in a worker, now: an error before its examples
+            # started shows as a pytest ERROR, as it does in process.
+            self.record = self.run.workers.run(self.case, reason)
+            if self.record["status"] != "error" or self.record["isolation"]["stage_reached"] == "run":
+                return
+        else:
+            self.record, self._prepared = start_case(self.case, self.run.options, self.run.cache)
         if self._prepared is None:
             self.run.add(self.record)
             self._publish()
@@ -172,7 +212,8 @@ class ParityItem(pytest.Item):
         from harness.runner import finish_case
 
         prepared, self._prepared = self._prepared, None
-        self.record = finish_case(self.record, prepared, self.run.options)
+        if prepared is not None:
+            self.record = finish_case(self.record, prepared, self.run.options)
         self.run.add(self.record)
         self._publish()
         if self.record["status"] == "error":
@@ -207,11 +248,32 @@ class ParityRun:
         self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
         self.records: list[dict[str, Any]] = []
         self._writer = None
+        self._reports_lock = self._claim_reports(options)
+        self._workers = None
+        self._isolation: dict[str, str] = {}   # case id -> why it runs in a worker
         self._gate_setup(config)
+        from harness.worker import isolation_possible
+
+        if not self.is_xdist_controller and isolation_possible(options):
+            self.workers.warm()  # its start-up overlaps the collection of the cases
         if self.is_xdist_controller:
             # Workers write parity.gwN.json; the files of an earlier run must not be merged into this one.
             for stale in options.reports_dir.glob("parity.gw*.json"):
                 stale.unlink()
+
+    @staticmethod
+    def _claim_reports(options: RunOptions):
+        """Hold the reports folder for this run: one that cannot be written to, or that another
+        run holds, stops the run here, before any case. An xdist worker is part of its controller's run."""
+        from harness.results import ReportsFolderError, claim_reports_folder
+
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return None
+        try:
+            return claim_reports_folder(options.reports_dir,
+                                        remedy="give this run a writable folder of its own with --parity-reports=DIR")
+        except ReportsFolderError as error:
+            raise pytest.UsageError(str(error)) from None
 
     def _gate_setup(self, config: pytest.Config) -> None:
         """Parse the baseline options now, so that a mistake stops the run before it starts."""
@@ -244,9 +306,34 @@ class ParityRun:
                 self.gate_error = str(error)
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if self.baseline is not None:
-            self.comparison = compare_to_baseline(results, self.baseline, self.compare_limits)
+            self.comparison = compare_to_baseline(results, self.baseline, self.compare_limits,
+                                                  self.config.getoption("parity_allow_lost_coverage"))
             if self.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def isolation(self, case) -> str | None:
+        """Why `case` runs in a worker process, or None where it runs here."""
+        return self._isolation.get(case.id)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        from harness.worker import isolation_plan
+
+        self._isolation = isolation_plan([item.case for item in session.items if isinstance(item, ParityItem)],
+                                         self.options)
+
+    @property
+    def workers(self):
+        if self._workers is None:
+            from harness.worker import CaseWorkers
+
+            self._workers = CaseWorkers(self.options)
+        return self._workers
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._reports_lock is not None:
+            self._reports_lock.release()
+        if self._workers is not None:
+            self._workers.close()
 
     @property
     def is_xdist_controller(self) -> bool:
@@ -276,10 +363,17 @@ class ParityRun:
     @pytest.hookimpl(tryfirst=True)  # before -k and -m deselect
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list) -> None:
         from harness.matrix import build_cases
+        from harness.option_effects import option_findings
 
+        built = build_cases(self.options)
+        findings = option_findings(self.options, built, gate_flags(config))
+        if findings.errors:
+            raise pytest.UsageError("\n".join(findings.errors))
+        for message in findings.warnings:
+            warnings.warn(ParityWarning(message))
         group = ParityGroup.from_parent(session, name="parity", nodeid="parity")
         cases = [ParityItem.from_parent(group, name=f"test_parity[{case.id}]", case=case, run=self)
-                 for case in build_cases(self.options)]
+                 for case in built]
         items.extend(cases)
         # Tell the terminal (and other listeners) what was collected, as for files.
         config.hook.pytest_collectreport(report=pytest.CollectReport(group.nodeid, "passed", None, cases))
@@ -312,7 +406,7 @@ class ParityRun:
         # One table per case, on the report of the phase that finished its record.
         if (html_plugin is None or not isinstance(item, ParityItem) or item.record is None
                 or "status" not in item.record or report.when == "teardown"
-                or (report.when == "setup" and item._prepared is not None)):
+                or (report.when == "setup" and report.passed)):
             return
         from harness.report.extras import outputs_table_html
 

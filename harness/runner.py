@@ -4,6 +4,7 @@ failure, append the record. The pytest plugin and `python -m harness` both call
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from harness.cache import ArtifactCache
-from harness.engine import PreparedCase, prepare_case
+from harness.engine import PreparedCase, Progress, no_progress, prepare_case
 from harness.errors import CaseError, summarize_exception
 from harness.explore import Exploration, explore_case
 from harness.matrix import Case
+from harness.model_file import describe as describe_model_file
 from harness.options import RunOptions
 from harness.results import ResultsWriter, save_failure
 
@@ -25,13 +27,20 @@ def examples_database(options: RunOptions) -> Path:
 
 
 def base_record(case: Case) -> dict[str, Any]:
-    return {"id": case.id, "model": case.model, "model_ref": case.model_ref, "source": case.source,
-            "target": case.target, "device": case.device, "variant": case.variant}
+    record = {"id": case.id, "model": case.model, "model_ref": case.model_ref, "source": case.source,
+              "target": case.target, "device": case.device, "variant": case.variant}
+    # The user's file the model came from, with its sha256 (model_file.describe): what exactly was tested.
+    described = describe_model_file(case.spec.origin) if case.spec is not None and case.spec.origin != "zoo" else None
+    if described:
+        record["model_file"] = described
+    return record
 
 
-def start_case(case: Case, options: RunOptions, cache: ArtifactCache) -> tuple[dict[str, Any], PreparedCase | None]:
+def start_case(case: Case, options: RunOptions, cache: ArtifactCache,
+               progress: Progress = no_progress) -> tuple[dict[str, Any], PreparedCase | None]:
     """Everything before the examples. The record comes back finished (status
-    set) for a skip or an error; otherwise with the prepared case to explore."""
+    set) for a skip or an error; otherwise with the prepared case to explore.
+    `progress(stage)` is told each stage as it starts."""
     record = base_record(case)
     record["_start"] = time.perf_counter()
     if case.error:
@@ -41,7 +50,7 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache) -> tuple[d
         record.update(status="skipped", message=case.skip)
         return _finished(record), None
     try:
-        return record, prepare_case(case, options, cache)
+        return record, prepare_case(case, options, cache, progress)
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:  # a bug in an adapter must not end the run
@@ -49,8 +58,10 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache) -> tuple[d
     return _finished(record), None
 
 
-def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions) -> dict[str, Any]:
+def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions,
+                progress: Progress = no_progress) -> dict[str, Any]:
     """Run the examples of a prepared case and complete its record."""
+    progress("run")
     try:
         exploration = explore_case(prepared, options.examples, database_path=examples_database(options),
                                    corners=options.corners)
@@ -65,11 +76,12 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
     return _finished(record)
 
 
-def run_case(case: Case, options: RunOptions, cache: ArtifactCache, writer: ResultsWriter | None = None) -> dict[str, Any]:
+def run_case(case: Case, options: RunOptions, cache: ArtifactCache, writer: ResultsWriter | None = None,
+             progress: Progress = no_progress) -> dict[str, Any]:
     """One case from start to record, outside pytest."""
-    record, prepared = start_case(case, options, cache)
+    record, prepared = start_case(case, options, cache, progress)
     if prepared is not None:
-        record = finish_case(record, prepared, options)
+        record = finish_case(record, prepared, options, progress)
     if writer is not None:
         writer.add(record)
     return record
@@ -133,6 +145,7 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
               "device": case.device, "options": options.to_json(), "recipe": exploration.failure_recipe.to_json()}
     path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
+    command += _replay_flags(case, options)
     record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
                          "corner": exploration.failure_corner,
                          "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
@@ -145,6 +158,21 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
     if prepared.warnings:  # the likely cause, found before the first example
         record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
+
+
+def _replay_flags(case: Case, options: RunOptions) -> str:
+    """What `replay` must be told on its command line, which it never takes
+    from the .npz: the model file, the converted file, the trust, the cache."""
+    flags = []
+    if case.spec is not None and case.spec.origin != "zoo":
+        flags += ["--model", case.model_ref]
+    if options.converted is not None:
+        flags += ["--converted", str(options.converted)]
+    if options.trust_model_code:
+        flags.append("--trust-model-code")
+    if options.cache_dir != RunOptions().cache_dir:
+        flags += ["--cache-dir", str(options.cache_dir)]
+    return "".join(f" {shlex.quote(flag)}" for flag in flags)
 
 
 def _cost(timings: dict[str, float], calls: int) -> dict[str, Any]:

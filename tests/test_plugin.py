@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import textwrap
 import sys
@@ -116,7 +117,9 @@ def test_failure_saves_shrunk_input_that_replays(run_parity, tmp_path_factory):
     assert failure["shapes"]["input"] == [1, 3] and failure["recipe"]["distributions"]["input"] == "normal"
     stats = failure["input_stats"]["input"]
     assert stats["shape"] == [1, 3] and stats["min"] <= stats["mean"] <= stats["max"] and stats["non_finite"] == 0
-    replay = subprocess.run([sys.executable, "-m", "harness", "replay", str(npz)], cwd=run.path,
+    # The recorded command names the converted file: replay takes no path from the .npz.
+    assert f"--converted {bad}" in failure["replay"]
+    replay = subprocess.run([sys.executable, *shlex.split(failure["replay"])[1:]], cwd=run.path,
                             capture_output=True, text=True, timeout=300)
     assert replay.returncode == 1, replay.stderr
     assert "FAILED" in replay.stdout and "output:" in replay.stdout
