@@ -228,7 +228,7 @@ class CaseWorkers:
                 worker = self._worker = self._start()
             worker.wait_for("ready", self.startup_timeout_s, "the worker's start-up limit")
             worker.stage = "start"
-            worker.requests.send(("case", case.id))
+            worker.requests.send(("case", case.id, _hypothesis_settings()))
             record = worker.wait_for("record", self.options.timeout_s, "--parity-timeout")
         except WorkerFailure as failure:
             record = base_record(case)
@@ -259,12 +259,7 @@ class CaseWorkers:
 
     def _start(self) -> _Worker:
         self.started += 1
-        import hypothesis
-
-        profile = hypothesis.settings.default
-        init = {"sys_path": list(sys.path), "options": self.options.to_json(),
-                "hypothesis": {"max_examples": profile.max_examples, "derandomize": profile.derandomize}}
-        return _Worker(self._log_dir, init)
+        return _Worker(self._log_dir, {"sys_path": list(sys.path), "options": self.options.to_json()})
 
     def _discard(self) -> None:
         if self._worker is not None:
@@ -280,6 +275,15 @@ class CaseWorkers:
             os.rmdir(self._log_dir)
         except OSError:
             pass
+
+
+def _hypothesis_settings() -> dict[str, Any]:
+    """What of the active hypothesis profile a case's exploration reads. Sent
+    with each case: a worker may start before pytest loads --hypothesis-profile."""
+    import hypothesis
+
+    profile = hypothesis.settings.default
+    return {"max_examples": profile.max_examples, "derandomize": profile.derandomize}
 
 
 def _changes_process_state(case: Case, options: RunOptions) -> bool:
@@ -304,8 +308,6 @@ def _serve(requests: Connection, replies: Connection) -> None:
     import hypothesis
 
     register_profiles()
-    hypothesis.settings.register_profile("parity-worker", deadline=None, **init["hypothesis"])
-    hypothesis.settings.load_profile("parity-worker")
     options = RunOptions.from_json(init["options"])
     cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
     replies.send(("stage", "start"))
@@ -315,7 +317,9 @@ def _serve(requests: Connection, replies: Connection) -> None:
         request = requests.recv()
         if request is None:
             return
-        _, case_id = request
+        _, case_id, settings = request
+        hypothesis.settings.register_profile("parity-worker", deadline=None, **settings)
+        hypothesis.settings.load_profile("parity-worker")
         case = cases.get(case_id)
         if case is None:
             record = {"id": case_id, "status": "error", "stage": "internal", "duration_s": 0.0,

@@ -118,9 +118,12 @@ def run_parity(parity_dir, shared_cache):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
     env["PYTHONPATH"] = str(REPO)  # user model files here import tests.planted
 
-    def run(*args: str, examples: int = 4, cache: Path | None = None) -> ParityRun:
-        command = [sys.executable, "-m", "pytest", f"--parity-examples={examples}",
-                   f"--parity-cache-dir={cache or shared_cache}", "-p", "no:cacheprovider"]
+    def run(*args: str, examples: int | None = 4, cache: Path | None = None) -> ParityRun:
+        """examples=None: the hypothesis profile decides."""
+        command = [sys.executable, "-m", "pytest", f"--parity-cache-dir={cache or shared_cache}",
+                   "-p", "no:cacheprovider"]
+        if examples is not None:
+            command.append(f"--parity-examples={examples}")
         if not any(a.startswith("--device") for a in args):
             command.append("--device=cpu")
         if not any(a.startswith("--source") for a in args):
