@@ -128,6 +128,8 @@ def run_parity(parity_dir, shared_cache):
             command.append("--device=cpu")
         if not any(a.startswith("--source") for a in args):
             command.append("--source=torch")  # torch-only unless a test asks: TF cases cost seconds each
+        # A run that writes no results must not be read as the previous run's.
+        (parity_dir / "reports" / "parity.json").unlink(missing_ok=True)
         start = time.perf_counter()
         done = subprocess.run([*command, *args], cwd=parity_dir, env=env, capture_output=True, text=True, timeout=600)
         result = pytest.RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(),
