@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import adapters
+from harness import backends
 from harness.cache import ArtifactCache
 from harness.compare import OutputComparison, compare_outputs
 from harness.errors import CaseError, summarize_exception
@@ -93,8 +93,8 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     that a hang can be placed)."""
     spec = case.spec
     check_tensor_budget(spec, options.max_tensor_mb)   # before any model is built or tensor made
-    source = adapters.source(case.source)
-    runtime = adapters.runtime(case.target)
+    source = backends.source(case.source)
+    runtime = backends.runtime(case.target)
     timings: dict[str, float] = {}
 
     progress("load")
@@ -174,24 +174,42 @@ def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]
 
 def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
               example: list[np.ndarray]) -> tuple[Path, dict, bool]:
+    """The artifact at the end of the case's path, each hop through the cache on
+    its own: its key holds the hop and what it was given (the model's content
+    hash for the first, the key of the hop before it for the others), so one
+    export feeds every path that starts with it. The provenance is the last
+    hop's, with every hop's listed under "hops" when there are several."""
     layouts = spec.source_layouts(case.source)
     if options.converted is not None:
         return _user_artifact(options.converted, layouts, options.converted_layouts)
-    fmt = adapters.target_format(case.target)
-    converter = adapters.converter(case.source, fmt)
+    if not case.path:  # the target runs the source's own file (an ONNX model on ONNX Runtime)
+        path, provenance = source.artifact(model)
+        return path, provenance, False
     offered = options.conversion_options(case.variant)
-    conversion = {name: offered[name] for name in converter.OPTIONS}
-    key = {
-        "model": source.fingerprint(model),
-        "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs],
-                 "layouts": layouts},
-        "converter": f"{converter.NAME}@{converter.REVISION}",
-        "options": conversion,
-        "versions": converter.versions(),
-    }
-    folder, provenance, hit = cache.get_or_create(
-        key, lambda out: converter.convert(model, spec, example, out, layouts=layouts, **conversion))
-    return folder / converter.FILENAME, provenance, hit
+    given: Any = model
+    upstream = {"model": source.fingerprint(model)}
+    hops, hits, path = [], [], None
+    for name in case.path:
+        hop = backends.hop(name)
+        conversion = {option: offered[option] for option in hop.OPTIONS}
+        key = {
+            **upstream,
+            "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs],
+                     "layouts": layouts},
+            "converter": f"{hop.NAME}@{hop.REVISION}",
+            "options": conversion,
+            "versions": hop.versions(),
+        }
+        folder, provenance, hit = cache.get_or_create(
+            key, lambda out, hop=hop, given=given, layouts=layouts, conversion=conversion:
+            hop.convert(given, spec, example, out, layouts=layouts, **conversion))
+        hops.append(provenance)
+        hits.append(hit)
+        given = path = folder / hop.FILENAME
+        upstream = {"upstream": folder.name}   # the hop's cache key
+        layouts = (provenance.get("input_layouts", layouts[0]), provenance.get("output_layouts", layouts[1]))
+    provenance = dict(hops[-1]) if len(hops) == 1 else {**hops[-1], "hops": hops}
+    return path, provenance, all(hits)
 
 
 def _user_artifact(path: Path, layouts: tuple[dict, dict], declared: dict[str, str]) -> tuple[Path, dict, bool]:

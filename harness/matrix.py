@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
 
-from harness import adapters
+from harness import backends, paths
 from harness.model_file import not_a_file
 from harness.options import DEVICES, RunOptions
 from harness.registry import get_model, load_model_file, zoo_models
+from harness.sources import onnx as onnx_source
 from harness.specs import ModelSpec, SpecError
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ts", ".pkl", ".ckpt")
@@ -35,10 +36,13 @@ class Case:
     variant: str | None = None
     skip: str | None = None
     error: str | None = None
+    path: tuple[str, ...] = ()          # the hops from the source to the target's format
+    path_label: str | None = None       # how the id names a path other than the target's default
 
     @property
     def id(self) -> str:
-        return "-".join(p for p in (self.model, self.source, self.target, self.device, self.variant) if p)
+        parts = (self.model, self.source, self.target, self.device, self.variant, self.path_label)
+        return "-".join(p for p in parts if p)
 
 
 def _safe_name(text: str) -> str:
@@ -76,6 +80,8 @@ MXNET_FILE_SUFFIXES = ("-symbol.json", ".params")
 
 def _file_source(path: Path) -> str | None:
     """Which source framework reads a model file or folder, from its kind."""
+    if onnx_source.sniff(path):
+        return "onnx"
     if path.name.endswith(MXNET_FILE_SUFFIXES):
         return "mxnet"
     if path.is_dir() and (path / "saved_model.pb").is_file():
@@ -95,6 +101,8 @@ def _exists(path: Path) -> bool:
 
 def _loader(source: str, path: Path, spec_inputs, spec_outputs, architecture, options: RunOptions):
     """A zero-argument builder that loads `path` with the source's adapter."""
+    if source == "onnx":
+        return partial(onnx_source.load_file, path, architecture, options.trust_model_code)
     if source == "torch":
         from harness.sources import torch as torch_source
 
@@ -134,14 +142,20 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
         layouts = {source: arch.layouts[builder_of]} if builder_of in arch.layouts else {}
         return [replace(arch, name=model_name(ref), builders={source: loader}, origin=str(path), layouts=layouts)]
     path = Path(ref)
-    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + MXNET_FILE_SUFFIXES + (".pb",)) or _exists(path) \
+    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + MXNET_FILE_SUFFIXES + (".pb", ".onnx")) \
+            or _exists(path) \
             or path.is_symlink():
         if not _exists(path):
             raise SpecError(f"model file {ref} {not_a_file(path)}")
         source = _file_source(path)
         if source is None:
             raise SpecError(f"{ref}: not a model file or folder the harness knows (a torch .pt/.pth, a Keras "
-                            ".keras/.h5, a SavedModel folder, a frozen .pb, an MXNet -symbol.json/.params pair)")
+                            ".keras/.h5, a SavedModel folder, a frozen .pb, an MXNet -symbol.json/.params pair, an .onnx "
+                            "file or a folder in ONNX's test-data layout)")
+        if source == "onnx":  # the file declares its inputs; --input-spec bounds the dims it lets vary
+            inputs, outputs = onnx_source.spec_from_file(path, options.input_specs, options.output_names)
+            return [ModelSpec(name=model_name(ref), inputs=inputs, outputs=outputs, origin=ref,
+                              builders={source: _loader(source, path, inputs, outputs, None, options)})]
         if not options.input_specs:
             raise SpecError(f"model file {ref} carries no input shapes: give them with --input-spec "
                             "(e.g. --input-spec 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'), "
@@ -157,26 +171,27 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
 
 def build_cases(options: RunOptions) -> list[Case]:
     cases: list[Case] = []
-    for kind, values, known in (("source", options.sources, adapters.SOURCES),
-                                ("target", options.targets, adapters.TARGETS),
+    known_sources, known_targets = backends.names("source"), backends.names("runtime")
+    for kind, values, known in (("source", options.sources, known_sources),
+                                ("target", options.targets, known_targets),
                                 ("device", options.devices, DEVICES)):
         for value in values:
             if value not in known:
-                cases.append(Case(f"unknown-{kind}", value, "", "", "", error=(
-                    f"unknown {kind} {value!r}: choose from {', '.join(known)} (--{kind}=a,b)")))
-    sources = [s for s in options.sources or adapters.SOURCES if s in adapters.SOURCES]
-    targets = [t for t in options.targets if t in adapters.TARGETS]
+                why = backends.broken(value) or f"unknown {kind} {value!r}: choose from {', '.join(known)} (--{kind}=a,b)"
+                cases.append(Case(f"unknown-{kind}", value, "", "", "", error=why))
+    sources = [s for s in options.sources or known_sources if s in known_sources]
+    targets = [t for t in options.targets if t in known_targets]
     devices = [d for d in options.devices if d in DEVICES]
 
     converted_format = None
     if options.converted is not None:
-        converted_format = adapters.ARTIFACT_SUFFIXES.get(options.converted.suffix.lower())
+        converted_format = backends.ARTIFACT_SUFFIXES.get(options.converted.suffix.lower())
         problem = None
         if len(options.models) != 1:
             problem = "--converted pairs one original with one converted file: give exactly one --model"
         elif converted_format is None:
             problem = (f"--converted {options.converted}: unknown artifact type {options.converted.suffix!r}; "
-                       f"known: {', '.join(adapters.ARTIFACT_SUFFIXES)}")
+                       f"known: {', '.join(backends.ARTIFACT_SUFFIXES)}")
         if problem:
             return cases + [Case("converted", "", "", "", str(options.converted), error=problem)]
 
@@ -198,9 +213,9 @@ def build_cases(options: RunOptions) -> list[Case]:
             if source not in spec.builders:
                 continue  # the model does not exist in that framework: no case, not a skip
             for target in targets:
-                for variant in _variants(spec, source, target, converted_format):
-                    model_cases += [_case(spec, ref, source, target, device, variant, converted_format)
-                                    for device in devices]
+                for variant, path, label in _variants(spec, source, target, converted_format, options.path):
+                    model_cases += [replace(_case(spec, ref, source, target, device, variant, converted_format),
+                                            path=path, path_label=label) for device in devices]
         if not model_cases and not options.models:
             continue  # a zoo model of the tier that is not in the sources asked for: not a case
         if not model_cases:
@@ -221,19 +236,25 @@ def _unique_name(name: str, ref: str, taken: dict[str, str]) -> str:
     return candidate
 
 
-def _variants(spec: ModelSpec, source: str, target: str, converted_format: str | None) -> list[str | None]:
-    """The layout variants of a (model, source, target): the converter's when the
-    model as the source holds it has channels-last tensors, else one plain case;
-    none when no conversion path leads to the target's format."""
-    fmt = adapters.target_format(target)
+def _variants(spec: ModelSpec, source: str, target: str, converted_format: str | None,
+              wanted_path: str) -> list[tuple[str | None, tuple[str, ...], str | None]]:
+    """(layout variant, path, path label) of each case of a (model, source,
+    target): one per path the run takes (`--path`; a path other than the
+    target's shortest is named in the id), and per layout variant of a hop on
+    it when the model as the source holds it has channels-last tensors; none
+    when no path leads to the target's formats."""
     if converted_format:
-        return ["converted"] if converted_format in adapters.TARGET_FORMATS[target] else []
-    converter = adapters.converter(source, fmt)
-    if converter is None:
-        return []
+        return [("converted", (), None)] if converted_format in backends.runtime_formats(target) else []
+    available = paths.paths(source, target)
     inputs, outputs = spec.source_layouts(source)
     channels_last = any(layout in ("NHWC", "NDHWC") for layout in {**inputs, **outputs}.values())
-    return list(getattr(converter, "VARIANTS", ())) if channels_last and hasattr(converter, "VARIANTS") else [None]
+    found = []
+    for path in paths.choose(available, wanted_path):
+        label = None if path == available[0] else paths.path_label(path)
+        layout_variants = [v for name in path for v in getattr(backends.hop(name), "VARIANTS", ())]
+        for variant in (layout_variants if channels_last and layout_variants else [None]):
+            found.append((variant, path, label))
+    return found
 
 
 def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, variant: str | None,
@@ -242,7 +263,7 @@ def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, vari
     known = spec.unsupported.get(f"{source}->{target}")
     if known and not converted_format:
         return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
-    reason = (adapters.source_missing(source, device) or adapters.runtime_missing(target, device)
+    reason = (backends.source_missing(source, device) or backends.runtime_missing(target, device)
               or next(filter(None, map(package_missing, spec.requires)), None))
     return replace(case, skip=reason) if reason else case
 

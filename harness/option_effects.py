@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Collection, Sequence
 
-from harness import adapters
+from harness import backends
 from harness.matrix import Case
 from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
 
@@ -182,16 +182,13 @@ def _unknown_tolerance_outputs(options: RunOptions, loaded: list[Case]) -> list[
 
 
 def _converter_takes(case: Case, option: str) -> bool:
-    """Whether the case converts with a converter that takes `option`."""
-    if case.target not in adapters.TARGET_FORMATS:
-        return False
-    converter = adapters.converter(case.source, adapters.target_format(case.target))
-    return converter is not None and option in converter.OPTIONS
+    """Whether a hop on the case's path takes `option`."""
+    return any(option in backends.hop(name).OPTIONS for name in case.path)
 
 
 def _known(kind: str, value: str) -> bool:
     """Unknown names are error cases of their own already."""
-    return value in {"source": adapters.SOURCES, "target": adapters.TARGETS, "device": DEVICES}[kind]
+    return value in {"source": backends.names("source"), "target": backends.names("runtime"), "device": DEVICES}[kind]
 
 
 def _converted_note(options: RunOptions) -> str:

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from harness.backends import BUILTIN
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, TIERS, InputSpec, SpecError
 
-SOURCES = ("torch", "keras", "tensorflow", "mxnet")
-TARGETS = ("onnxruntime", "tflite")
+SOURCES = tuple(BUILTIN["source"])
+TARGETS = tuple(BUILTIN["runtime"])    # the default targets: the built-in ones (others by name)
 DEVICES = ("cpu", "cuda")
 EXPORTERS = ("dynamo", "torchscript")
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -68,6 +69,7 @@ class RunOptions:
     corners: bool = True                  # run the corner examples before hypothesis' search
     strict: bool = False                  # an inconclusive case fails
     max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB   # the largest input tensor a case may make (MiB)
+    path: str = "shortest"                # which conversion paths: shortest, all, or formats (onnx,openvino-ir)
     isolate: str = "auto"                 # which cases run in a worker process (ISOLATION_MODES)
     timeout_s: float = DEFAULT_TIMEOUT_S  # a case in a worker that runs longer is killed
 

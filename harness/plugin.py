@@ -52,6 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "e.g. 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'; repeat per input")
     add("--output-names", metavar="NAMES",
         help="output names of a model file without a spec, comma-separated (frozen graphs: op names, e.g. Identity)")
+    add("--path", default="shortest", metavar="PATHS",
+        help="which conversion paths to a target run where there are several: shortest (default), all, or the "
+             "formats a path writes, e.g. onnx,openvino-ir")
     add("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default: dynamo)")
     add("--opset", type=int, default=None, help="ONNX opset to export (default: 18 dynamo, 17 torchscript)")
     add("--ort-opt-level", choices=ORT_OPT_LEVELS, default="all", help="ONNX Runtime graph optimization level")
@@ -136,6 +139,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             examples=get("parity_examples"),
             corners=not get("no_parity_corners"),
             strict=get("parity_strict"),
+            path=get("path"),
             isolate=get("parity_isolate"),
             timeout_s=get("parity_timeout"),
             max_tensor_mb=parse_max_tensor_mb(get("parity_max_tensor_mb")),

@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from harness import adapters
+from harness import backends
 from harness.matrix import Case
 from harness.options import RunOptions
 
@@ -65,8 +65,7 @@ def isolation_plan(cases: list[Case], options: RunOptions) -> dict[str, str]:
 
 def isolation_need(case: Case, options: RunOptions) -> str | None:
     """Why `case` itself needs a worker process, or None."""
-    runtime = adapters.TARGETS.get(case.target)
-    if runtime and _module_flag(runtime, "NEEDS_ISOLATION"):
+    if getattr(backends.runtime(case.target), "NEEDS_ISOLATION", False):
         return f"the {case.target} runtime runs native code that can crash or hang on a malformed file"
     if _changes_process_state(case, options):
         return f"the {case.source} -> {case.target} conversion changes process-wide state"
@@ -82,18 +81,10 @@ def isolation_possible(options: RunOptions) -> bool:
     before the cases are, so that a worker can start while they are collected."""
     if options.isolate != "auto":
         return options.isolate == "always"
-    targets = [adapters.TARGETS[t] for t in options.targets if t in adapters.TARGETS]
-    converters = [m for (source, fmt), m in adapters.CONVERTERS.items()
-                  if any(fmt == adapters.TARGET_FORMATS[t][0] for t in options.targets if t in adapters.TARGETS)]
+    targets = [t for t in options.targets if t in backends.names("runtime")]
     return (options.converted is not None or any(map(_is_file_ref, options.models))
-            or any(_module_flag(m, "NEEDS_ISOLATION") for m in targets)
-            or any(_module_flag(m, "CHANGES_PROCESS_STATE") for m in converters))
-
-
-def _module_flag(module_name: str, flag: str) -> bool:
-    import importlib
-
-    return bool(getattr(importlib.import_module(module_name), flag, False))
+            or any(getattr(backends.runtime(t), "NEEDS_ISOLATION", False) for t in targets)
+            or any(getattr(backends.hop(h), "CHANGES_PROCESS_STATE", False) for h in backends.names("hop")))
 
 
 def _is_file_ref(ref: str) -> bool:
@@ -287,11 +278,10 @@ def _hypothesis_settings() -> dict[str, Any]:
 
 
 def _changes_process_state(case: Case, options: RunOptions) -> bool:
-    """Whether the harness converts this case with a converter that changes
-    process-wide state (its worker is not reused after it)."""
-    fmt = adapters.TARGET_FORMATS.get(case.target, (None,))[0]
-    converter = adapters.CONVERTERS.get((case.source, fmt))
-    return options.converted is None and bool(converter) and _module_flag(converter, "CHANGES_PROCESS_STATE")
+    """Whether a hop on the case's path changes process-wide state (its worker
+    is not reused after it)."""
+    return options.converted is None and any(getattr(backends.hop(h), "CHANGES_PROCESS_STATE", False)
+                                             for h in case.path)
 
 
 # --- the worker's side ---------------------------------------------------------------------------

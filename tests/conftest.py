@@ -115,11 +115,12 @@ def run_parity(parity_dir, shared_cache):
     """Run `pytest` with the plugin in a fresh process in `parity_dir`, with quick
     settings (cpu, torch, few examples) unless the args say otherwise. A subprocess, not pytester: pytester restores
     sys.modules after each test, and torch's C extensions break when re-imported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
-    env["PYTHONPATH"] = str(REPO)  # user model files here import tests.planted
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
+    base_env["PYTHONPATH"] = str(REPO)  # user model files here import tests.planted
 
-    def run(*args: str, examples: int | None = 4, cache: Path | None = None) -> ParityRun:
-        """examples=None: the hypothesis profile decides."""
+    def run(*args: str, examples: int | None = 4, cache: Path | None = None,
+            env: dict[str, str] | None = None) -> ParityRun:
+        """examples=None: the hypothesis profile decides; env: variables to set besides."""
         command = [sys.executable, "-m", "pytest", f"--parity-cache-dir={cache or shared_cache}",
                    "-p", "no:cacheprovider"]
         if examples is not None:
@@ -131,7 +132,8 @@ def run_parity(parity_dir, shared_cache):
         # A run that writes no results must not be read as the previous run's.
         (parity_dir / "reports" / "parity.json").unlink(missing_ok=True)
         start = time.perf_counter()
-        done = subprocess.run([*command, *args], cwd=parity_dir, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*command, *args], cwd=parity_dir, env={**base_env, **(env or {})},
+                              capture_output=True, text=True, timeout=600)
         result = pytest.RunResult(done.returncode, done.stdout.splitlines(), done.stderr.splitlines(),
                                   time.perf_counter() - start)
         return ParityRun(result, parity_dir)

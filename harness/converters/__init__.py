@@ -1,5 +1,6 @@
-"""One module per conversion edge. Each module's
-`convert(model, spec, example, out_dir, *, layouts, **options)` writes the
+"""One module per conversion hop, from a format it `READS` to the one it
+`WRITES` (the contract: harness/backends.py). Each module's
+`convert(model_or_file, spec, example, out_dir, *, layouts, **options)` writes the
 artifact into the folder it is given and returns the provenance: the tool, its
 version, the options, and the layouts of the artifact's inputs and outputs
 (`input_layouts`, `output_layouts`), which the engine uses to transpose

@@ -56,6 +56,8 @@ from harness.layouts import permutation
 from harness.specs import ModelSpec
 
 NAME = "mxnet->onnx"
+READS = ("mxnet",)
+WRITES = "onnx"
 REVISION = 1
 OPTIONS = ("opset",)
 DEFAULT_OPSET = 13

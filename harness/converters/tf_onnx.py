@@ -66,6 +66,8 @@ from harness.layouts import permutation
 from harness.specs import ModelSpec
 
 NAME = "tf->onnx"
+READS = ("keras", "tensorflow")
+WRITES = "onnx"
 REVISION = 3
 OPTIONS = ("opset", "layout_variant")
 DEFAULT_OPSET = 17

@@ -53,6 +53,8 @@ from harness.errors import CaseError, summarize_exception
 from harness.specs import ModelSpec
 
 NAME = "tf->tflite"
+READS = ("keras", "tensorflow")
+WRITES = "tflite"
 REVISION = 4
 # TFLite has no opset: a run's --opset is for the ONNX edges and is not passed here.
 OPTIONS = ("layout_variant",)

@@ -21,6 +21,8 @@ from harness.shape_check import input_findings
 from harness.specs import ModelSpec
 
 NAME = "torch->onnx"
+READS = ("torch",)
+WRITES = "onnx"
 # Bumped whenever this module changes what it writes, so that cached artifacts
 # (and their provenance) from an older harness are not reused.
 # 5: a file at another opset than --opset asked for is refused, not cached.

@@ -1,4 +1,4 @@
 """One module per target runtime: whether it is available on a device here
 (`missing`), its versions, and a `Session(path, device, options)` that loads an
 artifact once per case, binds the spec's inputs and outputs to it and runs it.
-Which formats a runtime takes is in `harness.adapters.TARGET_FORMATS`."""
+Which formats a runtime takes is its `FORMATS` (the contract: harness/backends.py)."""

@@ -14,8 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
+from harness.runtimes.binding import match_names
 
 NAME = "onnxruntime"
+FORMATS = ("onnx",)
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -78,8 +80,8 @@ class Session:
     def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
         """Match the spec's inputs and outputs to the artifact's, by name, or by
         position when no name matches and the counts agree; return what was done."""
-        self._input_names = _match("input", input_names, [i.name for i in self.inputs])
-        self._output_names = _match("output", output_names, [o.name for o in self.outputs])
+        self._input_names = match_names("input", input_names, [i.name for i in self.inputs])
+        self._output_names = match_names("output", output_names, [o.name for o in self.outputs])
         for spec_name, name, dtype in zip(input_names, self._input_names, input_dtypes):
             expected = _ORT_TYPES.get(next(i.type for i in self.inputs if i.name == name))
             if expected is not None and expected != dtype:
@@ -100,12 +102,3 @@ class Session:
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         feed = dict(zip(self._input_names, inputs))
         return self.session.run(list(self._output_names), feed)
-
-
-def _match(kind: str, wanted: Sequence[str], present: Sequence[str]) -> list[str]:
-    if set(wanted) <= set(present):
-        return list(wanted)
-    if not set(wanted) & set(present) and len(wanted) == len(present):
-        return list(present)
-    raise CaseError("runtime", f"the converted model's {kind}s {list(present)} do not match the spec's {list(wanted)}: "
-                               f"name them alike, or give the same number of {kind}s in the same order")

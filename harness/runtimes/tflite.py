@@ -20,6 +20,7 @@ import numpy as np
 from harness.errors import CaseError, summarize_exception
 
 NAME = "tflite"
+FORMATS = ("tflite",)
 # A malformed file has hung the interpreter in allocate_tensors: cases run in a
 # worker process under --parity-isolate=auto (harness/worker.py).
 NEEDS_ISOLATION = True

@@ -1,0 +1,128 @@
+"""The contract every backend meets, and the one registry of them.
+
+Three kinds of backend, each a module (or any object with these attributes):
+
+- a **source** holds the original model: `NAME` (also the format of the model
+  it holds in memory), `missing(device)`, `versions()`, `build(builder)`,
+  `bind(model, spec)`, `configure_device`, `to_device`, `run(model, inputs,
+  device, float64=False)`, `float64_copy(model)` (its twin for the noise
+  floor, or None), `fingerprint(model)`;
+- a **hop** converts one format into another: `NAME`, `READS` (the formats it
+  takes: a source's in-memory model, or a file format), `WRITES`, `REVISION`
+  (bumped when its output changes, so cached artifacts are remade),
+  `FILENAME`, `OPTIONS` (the run options it takes, which enter its cache key),
+  `versions()`, `convert(...)` -> provenance; optionally `VARIANTS` (layout
+  variants) and `CHANGES_PROCESS_STATE`;
+- a **runtime** runs artifacts: `NAME`, `FORMATS` (what it runs, the preferred
+  first), `missing(device)`, `versions()`, `Session(path, device, options)` with
+  `bind`, `declared_inputs`, `run`, `provenance`; optionally `NEEDS_ISOLATION`.
+
+Built-ins are listed here by module name and imported only when a case needs
+them. Other packages add backends through the `parity_backends` entry point
+group: the entry point's name is the backend's name and its value a module
+(`my_runtime = "my_package.parity_runtime"`) whose `KIND` says which kind it is.
+A backend whose entry point fails to import is not dropped silently: its cases
+are errors naming the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+KINDS = ("source", "hop", "runtime")
+ENTRY_POINT_GROUP = "parity_backends"
+
+BUILTIN: dict[str, dict[str, str]] = {
+    "source": {"torch": "harness.sources.torch", "keras": "harness.sources.keras",
+               "tensorflow": "harness.sources.tensorflow", "mxnet": "harness.sources.mxnet"},
+    "hop": {"torch->onnx": "harness.converters.torch_onnx", "tf->onnx": "harness.converters.tf_onnx",
+            "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx"},
+    "runtime": {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite"},
+}
+# file suffix -> artifact format, for users' own converted files
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+class BackendError(Exception):
+    """A registered backend that cannot be used: its message names the package."""
+
+
+@lru_cache(maxsize=None)
+def _entry_points() -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+    """(kind -> name -> module or object, (kind, name) -> why it failed) for the
+    entry points of other packages. A failed import is kept under kind "?":
+    its KIND is unknown until it imports."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    broken: dict[tuple[str, str], str] = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        package = point.dist.name if point.dist is not None else "an unknown package"
+        try:
+            backend = point.load()
+        except Exception as error:  # any error of a third party's import must not end the run
+            broken[("?", point.name)] = (f"the {ENTRY_POINT_GROUP} entry point {point.name!r} of {package} "
+                                         f"({point.value}) failed to import: {type(error).__name__}: {error}")
+            continue
+        kind = getattr(backend, "KIND", None)
+        if kind not in KINDS:
+            broken[("?", point.name)] = (f"the {ENTRY_POINT_GROUP} entry point {point.name!r} of {package} declares "
+                                         f"KIND {kind!r}; it must be one of {', '.join(KINDS)}")
+            continue
+        found[kind][point.name] = backend
+    return found, broken
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """Every backend of `kind`: the built-ins, then those of other packages."""
+    return tuple(BUILTIN[kind]) + tuple(n for n in _entry_points()[0][kind] if n not in BUILTIN[kind])
+
+
+def broken(name: str) -> str | None:
+    """Why the entry point called `name` cannot be used, or None."""
+    return _entry_points()[1].get(("?", name))
+
+
+def get(kind: str, name: str) -> Any:
+    """The backend `name` of `kind` (a built-in is imported now)."""
+    if name in BUILTIN[kind]:
+        return importlib.import_module(BUILTIN[kind][name])
+    if name in _entry_points()[0][kind]:
+        return _entry_points()[0][kind][name]
+    raise BackendError(broken(name) or f"no {kind} backend {name!r}; known: {', '.join(names(kind))}")
+
+
+def source(name: str) -> ModuleType:
+    return get("source", name)
+
+
+def runtime(name: str) -> ModuleType:
+    return get("runtime", name)
+
+
+def hop(name: str) -> ModuleType:
+    return get("hop", name)
+
+
+def runtime_formats(name: str) -> tuple[str, ...]:
+    """The artifact formats runtime `name` runs, the one to convert to first."""
+    return tuple(runtime(name).FORMATS)
+
+
+@lru_cache(maxsize=None)
+def source_missing(name: str, device: str) -> str | None:
+    try:
+        return source(name).missing(device)
+    except ImportError as error:
+        return f"the {name} source adapter cannot be imported here: {error}"
+
+
+@lru_cache(maxsize=None)
+def runtime_missing(name: str, device: str) -> str | None:
+    try:
+        return runtime(name).missing(device)
+    except ImportError as error:
+        return f"the {name} runtime adapter cannot be imported here: {error}"

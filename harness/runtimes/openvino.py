@@ -1,0 +1,215 @@
+"""OpenVINO as a target: ONNX files read directly and OpenVINO IR (.xml + .bin),
+compiled for the CPU.
+
+Precision trap: on a CPU that lists BF16 (AVX512-BF16, AMX) OpenVINO's CPU
+plugin computes in bf16 unless told otherwise, with errors near 5e-3 of the
+output's scale where float32 holds 1e-6 (measured on the zoo's CNN, MLP and
+transformer block, against ONNX Runtime). Every session therefore sets
+`INFERENCE_PRECISION_HINT` itself (f32 for the fp32 precision) and refuses to
+run when the compiled model reports another precision than the one asked for:
+OpenVINO turns an f16 hint into bf16 on a CPU without FP16, without a word.
+
+The model is compiled once with its own (dynamic) shapes; one infer request
+takes each example's shapes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.errors import CaseError, summarize_exception
+from harness.runtimes.binding import match_names
+
+NAME = "openvino"
+FORMATS = ("onnx", "openvino-ir")
+DEVICES = ("cpu",)
+PRECISIONS = ("fp32", "bf16", "fp16")
+# precision -> the INFERENCE_PRECISION_HINT that asks for it (as the compiled model reports it back)
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# precision -> what the device must list in OPTIMIZATION_CAPABILITIES to compute in it
+_CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}
+_OV_DEVICES = {"cpu": "CPU"}
+IR_SUFFIX = ".xml"
+# element type name -> numpy dtype name (bf16 is not numpy's float16, which openvino's to_dtype() gives)
+_OV_TYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16", "i64": "int64",
+             "i32": "int32", "i16": "int16", "i8": "int8", "u8": "uint8", "boolean": "bool"}
+
+
+@lru_cache(maxsize=None)
+def _core():
+    """One OpenVINO Core per process: it holds the plugins, loaded once."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def missing(device: str) -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError as error:
+        return f"openvino is not installed ({error}); pip install openvino"
+    listed = _core().available_devices
+    if device == "cuda":
+        return ("OpenVINO does not run on CUDA devices (it runs on CPUs and Intel GPUs): run the openvino target "
+                "with --device=cpu")
+    if device not in _OV_DEVICES:
+        gpu = (f"OpenVINO lists {', '.join(d for d in listed if d.startswith('GPU'))} here, but an Intel GPU"
+               if any(d.startswith("GPU") for d in listed) else "an Intel GPU")
+        return (f"the openvino target does not know device {device!r}: it runs on the CPU ({gpu} is not a "
+                "harness device yet)")
+    if _OV_DEVICES[device] not in listed:
+        return f"OpenVINO lists no {_OV_DEVICES[device]} device here (it lists {listed or 'none'})"
+    return None
+
+
+def missing_precision(device: str, precision: str) -> str | None:
+    """Why `device` cannot compute in `precision` (a skip reason), or None."""
+    if precision not in PRECISIONS:
+        return f"the openvino target has no precision {precision!r} (it has {', '.join(PRECISIONS)})"
+    if precision not in _CAPABILITIES:
+        return None
+    if device not in _OV_DEVICES:
+        return missing(device)
+    core, ov_device = _core(), _OV_DEVICES[device]
+    capabilities = list(core.get_property(ov_device, "OPTIMIZATION_CAPABILITIES"))
+    if _CAPABILITIES[precision] in capabilities:
+        return None
+    return (f"this {ov_device} ({core.get_property(ov_device, 'FULL_DEVICE_NAME')}) does not list "
+            f"{_CAPABILITIES[precision]} in OpenVINO's OPTIMIZATION_CAPABILITIES ({', '.join(capabilities)}): "
+            f"it cannot compute in {precision}, and OpenVINO would run another precision under that name")
+
+
+def versions() -> dict[str, str]:
+    import openvino as ov
+
+    return {"openvino": ov.__version__}
+
+
+class Session:
+    """A model compiled for one device at one precision, with the ports that
+    the spec's inputs and outputs map onto."""
+
+    def __init__(self, path: Path, device: str, options: Any, precision: str = "fp32"):
+        """path: an .onnx file, or an IR's .xml with its .bin beside it.
+        options: the run's options; OpenVINO reads none of them yet."""
+        path = Path(path)
+        if device not in _OV_DEVICES:
+            raise CaseError("runtime", f"the openvino target runs on the CPU here, not on {device!r}")
+        if precision not in HINTS:
+            raise CaseError("runtime", f"the openvino target has no precision {precision!r} "
+                                       f"(it has {', '.join(PRECISIONS)})")
+        self.format = "openvino-ir" if path.suffix == IR_SUFFIX else "onnx"
+        self.model = _read(path, self.format)
+        hint = HINTS[precision]
+        try:
+            self.compiled = _core().compile_model(self.model, _OV_DEVICES[device], {"INFERENCE_PRECISION_HINT": hint})
+        except Exception as error:
+            raise CaseError("runtime", f"OpenVINO could not compile {path} for the {_OV_DEVICES[device]}: "
+                                       f"{summarize_exception(error, 6)}\nThe {_OV_DEVICES[device]} plugin does "
+                                       "not support an op or a shape of this model (named above): simplify the "
+                                       "model, or run it on another target") from None
+        reported = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if reported != hint:
+            raise CaseError("runtime", f"OpenVINO compiled {path} to compute in {reported}, not the {hint} that "
+                                       f"precision {precision} asked for (INFERENCE_PRECISION_HINT): the "
+                                       f"{_OV_DEVICES[device]} cannot compute in {hint}; run this precision "
+                                       "on a device that lists it in OPTIMIZATION_CAPABILITIES")
+        self.request = self.compiled.create_infer_request()
+        self._inputs: list[int] = []
+        self._outputs: list[int] = []
+        self.provenance = {
+            "format": self.format,
+            "device": device,
+            "precision": precision,
+            "inference_precision_hint": hint,
+            # what the compiled model computes in, read back, not assumed from the hint
+            "inference_precision": reported,
+            "execution_devices": list(self.compiled.get_property("EXECUTION_DEVICES")),
+            "num_streams": int(self.compiled.get_property("NUM_STREAMS")),
+            "inference_num_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+            "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
+        }
+
+    def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
+        """Match the spec's inputs and outputs to the model's ports, by name (any
+        of a port's tensor names), or by position when no name matches and the
+        counts agree; return what was done."""
+        inputs, outputs = self.model.inputs, self.model.outputs
+        in_present, out_present = _port_names(inputs, input_names), _port_names(outputs, output_names)
+        in_names = match_names("input", input_names, in_present)
+        out_names = match_names("output", output_names, out_present)
+        self._inputs = [in_present.index(name) for name in in_names]
+        self._outputs = [out_present.index(name) for name in out_names]
+        for spec_name, name, index, dtype in zip(input_names, in_names, self._inputs, input_dtypes):
+            expected = _OV_TYPES.get(inputs[index].get_element_type().get_type_name())
+            if expected is not None and expected != dtype:
+                raise CaseError("runtime", f"the converted model's input {name!r} takes {expected} but the spec's "
+                                           f"input {spec_name!r} is {dtype}: fix the input spec or the conversion")
+        by_name = list(in_names) == list(input_names) and list(out_names) == list(output_names)
+        matched_by = "name" if by_name else "position"
+        self.provenance["matched_by"] = matched_by
+        return {"matched_by": matched_by,
+                "inputs": dict(zip(input_names, in_names)),
+                "outputs": dict(zip(output_names, out_names))}
+
+    def declared_inputs(self) -> list[list[int | None]]:
+        """The bound inputs' declared shapes, in the spec's order (None: a dim the
+        model lets vary; [] where even the rank may vary)."""
+        shapes = [self.model.inputs[index].get_partial_shape() for index in self._inputs]
+        return [[] if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
+                for shape in shapes]
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        import openvino as ov
+
+        for index, array in zip(self._inputs, inputs):
+            # no cast: a wrong dtype is refused in bind
+            self.request.set_input_tensor(index, ov.Tensor(np.ascontiguousarray(array)))
+        self.request.infer()
+        # Copied out: the request reuses its output buffers on the next example.
+        return [self.request.get_output_tensor(index).data.copy() for index in self._outputs]
+
+    def close(self) -> None:
+        self.request = self.compiled = self.model = None
+
+
+def _read(path: Path, fmt: str):
+    """The model in `path`, read; a CaseError naming the file when it cannot be."""
+    if not path.is_file():
+        raise CaseError("runtime", f"{path} does not exist or is not a file: give the path of an .onnx file or of "
+                                   "an OpenVINO IR's .xml")
+    if fmt == "openvino-ir":
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise CaseError("runtime", f"the OpenVINO IR {path} has no weights file {weights.name} beside it: an IR is "
+                                       "an .xml and a .bin of the same name in one folder; copy the .bin along, or "
+                                       "convert the model again")
+    try:
+        return _core().read_model(str(path))
+    except Exception as error:
+        # OpenVINO raises one RuntimeError for every way a file can be wrong: its
+        # message is all there is to tell them apart.
+        text = str(error)
+        if fmt == "openvino-ir" and "weights" in text:
+            advice = (f"its weights file {path.with_suffix('.bin').name} does not hold the weights the .xml points "
+                      "to: it is truncated or belongs to another conversion; copy it again, or convert the model again")
+        elif "conversion rule" in text or "OpConversionFailure" in text:
+            advice = "it has an op OpenVINO cannot convert (named below): run it on another target, or replace the op"
+        elif "outside the base directory" in text:
+            advice = ("it points to external data outside its own folder, which the harness does not read: keep the "
+                      "data files beside the model")
+        else:
+            advice = "it does not parse as a model: check that the file is complete and is what its suffix says"
+        raise CaseError("runtime", f"OpenVINO could not read {path}: {advice}.\n"
+                                   f"{summarize_exception(error, 6)}") from None
+
+
+def _port_names(ports, wanted: Sequence[str]) -> list[str]:
+    """One name per port, in order: the wanted name it carries (a port may carry
+    several tensor names), else its first name, else its position."""
+    return [next((name for name in wanted if name in port.get_names()), min(port.get_names(), default=f"#{index}"))
+            for index, port in enumerate(ports)]

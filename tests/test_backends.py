@@ -1,0 +1,149 @@
+"""The backend contract: every registered backend meets it, conversion paths
+follow the graph of formats, and another package adds a runtime through the
+`parity_backends` entry point group without touching the harness.
+
+The third-party runtime here is real: ONNX's own reference evaluator
+(`onnx.reference`), installed as a package with an entry point in a folder
+on the path. Its planted twin scales every output by 1.001 and must fail.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import backends, paths
+
+REQUIRED = {
+    "source": ("NAME", "missing", "versions", "build", "bind", "configure_device", "to_device", "run",
+               "float64_copy", "fingerprint"),
+    "hop": ("NAME", "READS", "WRITES", "REVISION", "FILENAME", "OPTIONS", "versions", "convert"),
+    "runtime": ("NAME", "FORMATS", "missing", "versions", "Session"),
+}
+
+
+@pytest.mark.parametrize("kind", backends.KINDS)
+def test_every_registered_backend_meets_the_contract(kind):
+    unavailable = {}
+    for name in backends.names(kind):
+        backend = backends.get(kind, name)
+        absent = [attribute for attribute in REQUIRED[kind] if not hasattr(backend, attribute)]
+        assert not absent, f"{kind} {name} lacks {absent}"
+        versions = {}
+        if kind == "hop":
+            assert isinstance(backend.WRITES, str) and backend.READS and backend.WRITES not in backend.READS
+            assert list(inspect.signature(backend.convert).parameters)[:4] == ["model", "spec", "example", "out_dir"]
+        else:
+            reason = backend.missing("cpu")
+            assert reason is None or isinstance(reason, str)
+            if reason:
+                unavailable[name] = reason
+        if not unavailable.get(name):
+            versions = backend.versions()
+            assert isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())
+        if kind == "runtime":
+            assert backend.FORMATS and all(isinstance(f, str) for f in backend.FORMATS)
+    print(f"{kind}s unavailable here: {unavailable or 'none'}")
+
+
+def test_paths_follow_the_graph_of_formats():
+    assert paths.paths("torch", "onnxruntime") == (("torch->onnx",),)
+    assert paths.paths("keras", "tflite") == (("tf->tflite",),)
+    assert paths.paths("mxnet", "tflite") == ()   # no hop writes tflite from MXNet's model
+    assert paths.choose(paths.paths("torch", "onnxruntime"), "shortest") == [("torch->onnx",)]
+    assert paths.choose(paths.paths("torch", "onnxruntime"), "onnx") == [("torch->onnx",)]
+    assert paths.choose(paths.paths("torch", "onnxruntime"), "tflite") == []
+
+
+PACKAGE = "parity_reference_runtime"
+RUNTIME = textwrap.dedent('''
+    """ONNX's reference evaluator as a parity target, shipped by another package."""
+    import numpy as np
+
+    KIND = "runtime"
+    NAME = "onnx_reference"
+    FORMATS = ("onnx",)
+    SCALE = {scale}   # 1.0: correct; anything else is a planted bug
+
+
+    def missing(device):
+        return None if device == "cpu" else "the reference evaluator runs on the CPU"
+
+
+    def versions():
+        import onnx
+        return {{"onnx": onnx.__version__}}
+
+
+    class Session:
+        def __init__(self, path, device, options):
+            from onnx.reference import ReferenceEvaluator
+            self.evaluator = ReferenceEvaluator(str(path))
+            self.provenance = {{"runtime": NAME}}
+
+        def bind(self, input_names, input_dtypes, output_names):
+            self.inputs, self.outputs = list(input_names), list(output_names)
+            return {{"inputs": self.inputs, "outputs": self.outputs}}
+
+        def declared_inputs(self):
+            return [[None] * len(i.type.tensor_type.shape.dim) for i in self.evaluator.proto_.graph.input]
+
+        def run(self, inputs):
+            results = self.evaluator.run(self.outputs, dict(zip(self.inputs, inputs)))
+            return [np.asarray(r) * np.asarray(SCALE, dtype=np.asarray(r).dtype) for r in results]
+''')
+
+
+def _install(site: Path, name: str, module: str, entry_points: str) -> None:
+    """A package `name` with `module`.py and a dist-info declaring `entry_points`."""
+    (site / f"{name}.py").write_text(module)
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\n{entry_points}\n")
+
+
+@pytest.fixture
+def third_party(tmp_path, run_parity, parity_dir):
+    site = tmp_path / "site"
+    site.mkdir()
+
+    def install(scale: float = 1.0, broken: bool = False):
+        _install(site, PACKAGE, RUNTIME.format(scale=scale), f"onnx_reference = {PACKAGE}")
+        if broken:
+            _install(site, "parity_broken_runtime", "raise ImportError('needs libfoo.so')\n",
+                     "broken_runtime = parity_broken_runtime")
+        return site
+
+    return install
+
+
+def _run_with(run_parity, site: Path, *args: str):
+    import os
+
+    pythonpath = os.pathsep.join(filter(None, [str(site), str(Path(__file__).resolve().parents[1])]))
+    return run_parity(*args, env={"PYTHONPATH": pythonpath})
+
+
+def test_a_runtime_from_another_package_runs_the_zoo_and_its_planted_twin_fails(third_party, run_parity):
+    site = third_party()
+    run = _run_with(run_parity, site, "--model=mlp", "--target=onnx_reference")
+    record = run.single
+    assert record["id"] == "mlp-torch-onnx_reference-cpu" and record["status"] == "passed", run.output
+    assert record["versions"]["onnx"]
+
+    (site / f"{PACKAGE}.py").write_text(RUNTIME.format(scale=1.001))
+    run = _run_with(run_parity, site, "--model=mlp", "--target=onnx_reference")
+    assert run.single["status"] == "failed", run.output
+
+
+def test_a_backend_that_fails_to_import_is_an_error_naming_its_package(third_party, run_parity):
+    site = third_party(broken=True)
+    run = _run_with(run_parity, site, "--model=mlp", "--target=broken_runtime,onnx_reference")
+    cases = run.cases
+    broken = next(c for c in cases.values() if c["status"] == "error")
+    assert "parity_broken_runtime" in broken["message"] and "needs libfoo.so" in broken["message"]
+    assert cases["mlp-torch-onnx_reference-cpu"]["status"] == "passed"

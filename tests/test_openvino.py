@@ -1,0 +1,386 @@
+"""OpenVINO as a target and the ONNX -> OpenVINO IR hop, on real files with
+real OpenVINO: parity with ONNX Runtime at float32, the precision traps (the
+CPU plugin's bf16 default, save_model's fp16 weights), a planted weight error
+beside its correct twin, bad files, and binding."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("openvino")
+
+from harness.compare import compare_outputs
+from harness.converters import onnx_openvino
+from harness.errors import CaseError
+from harness.inputs import InputRecipe, corner_recipes, make_inputs
+from harness.registry import get_model
+from harness.runtimes import onnxruntime as ort_runtime
+from harness.runtimes import openvino as ov_runtime
+from harness.tolerances import resolve_tolerance
+from tests import planted
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("cnn", "mlp")
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("openvino-onnx")
+    return {name: planted.export_zoo(name, tmp / name) for name in MODELS}
+
+
+@pytest.fixture(scope="module")
+def ir_files(onnx_files, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """(the hop's model.xml, its provenance) per model."""
+    tmp = tmp_path_factory.mktemp("openvino-ir")
+    return {name: _convert(onnx_files[name], name, tmp / name) for name in MODELS}
+
+
+def _convert(source: Path, model: str, out: Path) -> tuple[Path, dict]:
+    spec = get_model(model)
+    provenance = onnx_openvino.convert(source, spec, [], out, layouts=spec.source_layouts("torch"))
+    return out / onnx_openvino.FILENAME, provenance
+
+
+def _examples(model: str) -> list[list[np.ndarray]]:
+    """The corner examples (smallest and largest shapes, large and tiny values)
+    and a few normal draws: shapes change from one example to the next."""
+    spec = get_model(model)
+    recipes = [recipe for _, recipe in corner_recipes(spec)]
+    recipes += [InputRecipe(recipes[0].dims, {i.name: "normal" for i in spec.inputs}, 0.0, seed) for seed in (7, 8)]
+    return [[make_inputs(spec, recipe)[i.name] for i in spec.inputs] for recipe in recipes]
+
+
+def _reference(path: Path, model: str) -> list[list[np.ndarray]]:
+    """ONNX Runtime's CPU provider, graph optimizations off, on `_examples(model)`."""
+    spec = get_model(model)
+    session = ort_runtime.Session(path, "cpu", SimpleNamespace(ort_opt_level="disable", strict_cuda=False))
+    session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
+    return [session.run(example) for example in _examples(model)]
+
+
+def _open(path: Path, model: str, precision: str = "fp32") -> ov_runtime.Session:
+    spec = get_model(model)
+    session = ov_runtime.Session(path, "cpu", None, precision)
+    session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
+    return session
+
+
+def _worst(reference: list[list[np.ndarray]], session: ov_runtime.Session, model: str):
+    """The worst comparison over the examples, each output held to its default
+    float32 tolerance on the CPU, as the engine resolves it."""
+    spec = get_model(model)
+    worst = None
+    for expected, example in zip(reference, _examples(model)):
+        for output, want, got in zip(spec.outputs, expected, session.run(example)):
+            tolerance = resolve_tolerance(output, str(want.dtype), ov_runtime.NAME, "cpu")
+            result = compare_outputs(output.name, want, got, tolerance)
+            if worst is None or result.error_ratio > worst.error_ratio:
+                worst = result
+    return worst
+
+
+def _skip_without(precision: str) -> None:
+    reason = ov_runtime.missing_precision("cpu", precision)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+# --- float32 parity -----------------------------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("artifact", ["onnx", "openvino-ir"])
+def test_fp32_matches_onnxruntime(onnx_files, ir_files, model, artifact):
+    path = onnx_files[model] if artifact == "onnx" else ir_files[model][0]
+    session = _open(path, model)
+    worst = _worst(_reference(onnx_files[model], model), session, model)
+    assert worst.passed, worst.message
+    assert worst.normalized_error < 1e-5
+    provenance = session.provenance
+    assert provenance["format"] == artifact
+    assert provenance["inference_precision_hint"] == "f32"
+    assert provenance["inference_precision"] == "f32"  # what the compiled model reports
+    assert provenance["execution_devices"] == ["CPU"]
+    assert provenance["num_streams"] >= 1 and provenance["inference_num_threads"] >= 1
+    session.close()
+
+
+def test_outputs_are_copied_out_of_the_request(onnx_files):
+    session = _open(onnx_files["mlp"], "mlp")
+    first, second = _examples("mlp")[-2:]  # same shapes, other values
+    kept = session.run(first)[0]
+    snapshot = kept.copy()
+    session.run(second)
+    np.testing.assert_array_equal(kept, snapshot)
+
+
+# --- the precision traps -------------------------------------------------------------
+
+def test_default_precision_is_bf16_and_fails_fp32_tolerances(onnx_files):
+    """The planted twin of the fp32 test: the CPU plugin's default precision on a
+    CPU with BF16. Compiled without a hint it reports bf16, and misses the float32
+    tolerance by two orders of magnitude; the session at fp32 passes."""
+    import openvino as ov
+
+    _skip_without("bf16")
+    model, path = "cnn", onnx_files["cnn"]
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU")  # no INFERENCE_PRECISION_HINT
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+    spec = get_model(model)
+    reference = _reference(path, model)
+    request = compiled.create_infer_request()
+    ratios = []
+    for expected, example in zip(reference, _examples(model)):
+        request.infer(example)
+        got = request.get_output_tensor(0).data.copy()
+        tolerance = resolve_tolerance(spec.outputs[0], "float32", ov_runtime.NAME, "cpu")
+        ratios.append(compare_outputs(spec.outputs[0].name, expected[0], got, tolerance).error_ratio)
+    assert max(ratios) > 10
+    assert _worst(reference, _open(path, model, "fp32"), model).passed
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_bf16_precision_fails_fp32_tolerances(onnx_files, model):
+    _skip_without("bf16")
+    session = _open(onnx_files[model], model, "bf16")
+    assert session.provenance["inference_precision"] == "bf16"
+    worst = _worst(_reference(onnx_files[model], model), session, model)
+    assert not worst.passed and worst.error_ratio > 10
+    assert worst.normalized_error < 2e-2  # bf16's rounding, not a broken model (measured: 4.8e-3 to 5.7e-3)
+
+
+def test_fp16_precision_runs_in_f16_or_is_refused(onnx_files):
+    """On a CPU without FP16 OpenVINO turns an f16 hint into bf16 without a word:
+    missing_precision says so, and a session asked for fp16 refuses to run."""
+    reason = ov_runtime.missing_precision("cpu", "fp16")
+    if reason is None:
+        session = _open(onnx_files["cnn"], "cnn", "fp16")
+        assert session.provenance["inference_precision"] == "f16"
+        worst = _worst(_reference(onnx_files["cnn"], "cnn"), session, "cnn")
+        assert not worst.passed and worst.normalized_error < 1e-2
+        return
+    assert "FP16" in reason and "OPTIMIZATION_CAPABILITIES" in reason
+    with pytest.raises(CaseError) as caught:
+        ov_runtime.Session(onnx_files["cnn"], "cpu", None, "fp16")
+    assert caught.value.stage == "runtime"
+    assert str(onnx_files["cnn"]) in caught.value.message and "not the f16" in caught.value.message
+
+
+def test_save_model_default_fp16_weights_are_caught(onnx_files, ir_files, tmp_path):
+    """ov.save_model stores float16 weights unless told not to: such an IR is off
+    beyond the float32 tolerance; the hop's IR holds float32 weights only, and
+    the hop's own check refuses a compressed one."""
+    import openvino as ov
+
+    model = "cnn"
+    converted = ov.convert_model(str(onnx_files[model]))
+    compressed = tmp_path / "compressed" / "model.xml"
+    ov.save_model(converted, str(compressed))  # the default: compress_to_fp16=True
+    hop_ir, provenance = ir_files[model]
+    assert provenance["compress_to_fp16"] is False
+    assert set(provenance["weight_element_types"]) == {"f32"}
+    assert hop_ir.with_suffix(".bin").stat().st_size > 1.9 * compressed.with_suffix(".bin").stat().st_size
+
+    saved = ov.Core().read_model(str(compressed))
+    assert "f16" in onnx_openvino._float_constants(saved)
+    with pytest.raises(CaseError, match="compressed to float16"):
+        onnx_openvino._check_weights(converted, saved, compressed)
+
+    reference = _reference(onnx_files[model], model)
+    worst = _worst(reference, _open(compressed, model), model)
+    assert not worst.passed and worst.error_ratio > 5
+    assert _worst(reference, _open(hop_ir, model), model).passed
+
+
+def test_ir_with_one_weight_off_by_1e_3_fails_beside_its_twin(onnx_files, ir_files, tmp_path):
+    model = "cnn"
+    source = tmp_path / "perturbed.onnx"
+    shutil.copy(onnx_files[model], source)
+    perturbed, _ = _convert(planted.perturb_weight(source, 1e-3), model, tmp_path / "perturbed-ir")
+    reference = _reference(onnx_files[model], model)
+    worst = _worst(reference, _open(perturbed, model), model)
+    assert not worst.passed
+    assert 1 < worst.error_ratio < 1e3  # a small error, caught, not a gross one
+    assert _worst(reference, _open(ir_files[model][0], model), model).passed
+
+
+# --- the hop --------------------------------------------------------------------------
+
+def test_hop_provenance(onnx_files, ir_files):
+    import hashlib
+
+    path, provenance = ir_files["cnn"]
+    assert path.name == "model.xml" and path.with_suffix(".bin").is_file()
+    assert provenance["converter"] == onnx_openvino.NAME == "openvino.convert_model"
+    assert provenance["source_sha256"] == hashlib.sha256(onnx_files["cnn"].read_bytes()).hexdigest()
+    assert provenance["input_layouts"] == {"image": "NCHW"}
+    assert provenance["output_layouts"] == get_model("cnn").source_layouts("torch")[1]
+    assert provenance["tensor_names"]["inputs"] == [["image"]]
+    assert provenance["versions"] == onnx_openvino.versions() and "openvino" in provenance["versions"]
+    assert (onnx_openvino.READS, onnx_openvino.WRITES) == ("onnx", "openvino-ir")
+    assert onnx_openvino.missing() is None
+
+
+# --- bad input ------------------------------------------------------------------------
+
+@pytest.fixture
+def ir_copy(ir_files, tmp_path) -> Path:
+    """A copy of the cnn IR that a test may damage."""
+    xml = ir_files["cnn"][0]
+    shutil.copy(xml, tmp_path / xml.name)
+    shutil.copy(xml.with_suffix(".bin"), tmp_path / xml.with_suffix(".bin").name)
+    return tmp_path / xml.name
+
+
+def test_ir_without_its_bin_is_an_error_naming_the_file(ir_copy):
+    ir_copy.with_suffix(".bin").unlink()
+    with pytest.raises(CaseError) as caught:
+        ov_runtime.Session(ir_copy, "cpu", None)
+    assert caught.value.stage == "runtime"
+    assert str(ir_copy) in caught.value.message and "model.bin" in caught.value.message
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_truncated_bin_is_an_error_naming_the_file(ir_copy, keep):
+    weights = ir_copy.with_suffix(".bin")
+    data = weights.read_bytes()
+    weights.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(CaseError) as caught:
+        ov_runtime.Session(ir_copy, "cpu", None)
+    assert str(ir_copy) in caught.value.message and "truncated" in caught.value.message
+
+
+@pytest.mark.parametrize("content", [b"not a model\n", "truncated"])
+def test_onnx_that_does_not_parse_is_an_error_naming_the_file(onnx_files, tmp_path, content):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(onnx_files["cnn"].read_bytes()[:3000] if content == "truncated" else content)
+    with pytest.raises(CaseError) as caught:
+        ov_runtime.Session(path, "cpu", None)
+    assert caught.value.stage == "runtime" and str(path) in caught.value.message
+    with pytest.raises(CaseError) as caught:
+        _convert(path, "cnn", tmp_path / "ir")
+    assert caught.value.stage == "convert" and str(path) in caught.value.message
+    assert not (tmp_path / "ir" / "model.xml").exists()
+
+
+def _custom_op_model(path: Path) -> Path:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "custom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_op_openvino_cannot_run_is_an_error_naming_file_and_op(tmp_path):
+    path = _custom_op_model(tmp_path / "custom.onnx")
+    with pytest.raises(CaseError) as caught:
+        ov_runtime.Session(path, "cpu", None)
+    assert str(path) in caught.value.message and "FancyOp" in caught.value.message
+    assert "another target" in caught.value.message
+    with pytest.raises(CaseError) as caught:
+        _convert(path, "mlp", tmp_path / "ir")
+    assert caught.value.stage == "convert"
+    assert str(path) in caught.value.message and "FancyOp" in caught.value.message
+
+
+def test_external_data_outside_the_model_folder_is_refused(onnx_files, tmp_path):
+    """A model file must not make the harness read arbitrary files."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / "model.onnx"
+    proto = onnx.load(str(onnx_files["mlp"]))
+    onnx.save(proto, str(path), save_as_external_data=True, location="weights.data", size_threshold=0)
+    (folder / "weights.data").rename(tmp_path / "weights.data")
+    proto = onnx.load(str(path), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.data"
+    onnx.save(proto, str(path))
+    with pytest.raises(CaseError) as caught:
+        ov_runtime.Session(path, "cpu", None)
+    assert str(path) in caught.value.message and "outside its own folder" in caught.value.message
+    with pytest.raises(CaseError) as caught:
+        _convert(path, "mlp", tmp_path / "ir")
+    assert str(path) in caught.value.message and "outside" in caught.value.message
+
+
+# --- binding and declared shapes --------------------------------------------------------
+
+def _renamed(source: Path, out: Path) -> Path:
+    """The ONNX file with its inputs and outputs renamed input_K / output_K."""
+    proto = onnx.load(str(source))
+    renames = {v.name: f"input_{k}" for k, v in enumerate(proto.graph.input)}
+    renames |= {v.name: f"output_{k}" for k, v in enumerate(proto.graph.output)}
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.name = renames[value.name]
+    for node in proto.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_bind_by_name(onnx_files):
+    session = ov_runtime.Session(onnx_files["cnn"], "cpu", None)
+    bound = session.bind(["image"], ["float32"], ["features"])
+    assert bound == {"matched_by": "name", "inputs": {"image": "image"}, "outputs": {"features": "features"}}
+
+
+def test_bind_by_position_runs_the_same(onnx_files, tmp_path):
+    model = "mlp"
+    session = ov_runtime.Session(_renamed(onnx_files[model], tmp_path / "renamed.onnx"), "cpu", None)
+    bound = session.bind(["x"], ["float32"], ["logits"])
+    assert bound == {"matched_by": "position", "inputs": {"x": "input_0"}, "outputs": {"logits": "output_0"}}
+    example = _examples(model)[0]
+    np.testing.assert_array_equal(session.run(example)[0], _open(onnx_files[model], model).run(example)[0])
+
+
+@pytest.mark.parametrize("inputs, dtypes, outputs, words", [
+    (["x", "mask"], ["float32", "float32"], ["logits"], "do not match"),      # one more than the model has
+    (["x"], ["float32"], ["logits", "probs"], "do not match"),
+    (["x"], ["int64"], ["logits"], "takes float32"),
+])
+def test_bind_refuses_what_does_not_fit(onnx_files, inputs, dtypes, outputs, words):
+    session = ov_runtime.Session(onnx_files["mlp"], "cpu", None)
+    with pytest.raises(CaseError, match=words):
+        session.bind(inputs, dtypes, outputs)
+
+
+@pytest.mark.parametrize("artifact", ["onnx", "openvino-ir"])
+def test_declared_inputs_keep_dynamic_dims(onnx_files, ir_files, artifact):
+    for model, expected in (("cnn", [[None, 3, None, None]]), ("mlp", [[None, 16]])):
+        path = onnx_files[model] if artifact == "onnx" else ir_files[model][0]
+        assert _open(path, model).declared_inputs() == expected
+
+
+# --- availability -------------------------------------------------------------------------
+
+def test_devices_and_precisions():
+    assert ov_runtime.missing("cpu") is None
+    assert "CUDA" in ov_runtime.missing("cuda")
+    assert "Intel GPU" in ov_runtime.missing("gpu")
+    assert ov_runtime.missing_precision("cpu", "fp32") is None
+    assert "no precision" in ov_runtime.missing_precision("cpu", "int8")
+    assert "CUDA" in ov_runtime.missing_precision("cuda", "bf16")
+    assert ov_runtime.versions()["openvino"]
+    assert (ov_runtime.FORMATS, ov_runtime.DEVICES, ov_runtime.PRECISIONS) == (
+        ("onnx", "openvino-ir"), ("cpu",), ("fp32", "bf16", "fp16"))
+
+
+def test_modules_import_without_openvino():
+    code = ("import sys, harness.runtimes.openvino, harness.converters.onnx_openvino; "
+            "assert 'openvino' not in sys.modules, 'openvino imported at module level'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
