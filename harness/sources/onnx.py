@@ -68,9 +68,11 @@ class OnnxModel:
     feeds / fetches: the names `run` feeds and fetches, in the spec's order
         (`bind` sets them; the file's order before).
     session: what runs it, ONNX Runtime's InferenceSession or, for a float64
-        twin ORT cannot run, an onnx.reference.ReferenceEvaluator.
+        twin ORT cannot run, an onnx.reference.ReferenceEvaluator; runner
+        names which ("onnxruntime", "onnx.reference").
     widened: the inputs that take float64 where the file's take float32 (the twin's).
     float64_status: what `float64_copy` made of the model (see `float64_status`).
+    input_types: the file's element type (onnx.TensorProto) of each input.
     """
 
     path: Path
@@ -146,9 +148,9 @@ def load_file(path: Path, architecture: Callable[[], Any] | None = None, trust_m
     _check(file)
     stored_outside = [t for t in _tensors(proto) if t.data_location == _EXTERNAL]
     digest = hashlib.sha256(data)
-    for name, location in sorted(external.items()):
-        digest.update(b"\0" + name.encode() + b"\0")
-        digest.update(location.read_bytes())
+    for location, data_file in sorted(external.items()):
+        digest.update(b"\0" + location.encode() + b"\0")
+        digest.update(data_file.read_bytes())
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(file.parent))
     except Exception as error:
@@ -208,8 +210,7 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
     if twin is None:
         model.float64_status = "no noise floor: the model holds no float32 tensor to widen to float64"
         return None
-    widened = frozenset(v.name for v in twin.graph.input
-                        if v.name in model.input_names and v.type.tensor_type.elem_type == 11)
+    widened = frozenset(name for name in model.input_names if _DTYPES.get(model.input_types.get(name)) == "float32")
     where = f"; kept in float32 where the op has no float64: {', '.join(kept)}" if kept else ""
     try:
         session, runner = _cpu_session(twin.SerializeToString()), "onnxruntime"
@@ -227,8 +228,7 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
         status = (f"float64 twin run in onnx.reference: onnxruntime cannot run it ({ort_reason})"
                   f"{where}")
     model.float64_status = status
-    return replace(model, proto=twin, session=session, runner=runner, widened=widened, float64_status=status,
-                   input_types={})
+    return replace(model, proto=twin, session=session, runner=runner, widened=widened, float64_status=status)
 
 
 def float64_status(model: OnnxModel) -> str:
