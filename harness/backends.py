@@ -39,8 +39,10 @@ BUILTIN: dict[str, dict[str, str]] = {
     "source": {"torch": "harness.sources.torch", "keras": "harness.sources.keras",
                "tensorflow": "harness.sources.tensorflow", "mxnet": "harness.sources.mxnet"},
     "hop": {"torch->onnx": "harness.converters.torch_onnx", "tf->onnx": "harness.converters.tf_onnx",
-            "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx"},
-    "runtime": {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite"},
+            "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx",
+            "onnx->openvino-ir": "harness.converters.onnx_openvino"},
+    "runtime": {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite",
+                "openvino": "harness.runtimes.openvino"},
 }
 # file suffix -> artifact format, for users' own converted files
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}

@@ -203,12 +203,14 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         folder, provenance, hit = cache.get_or_create(
             key, lambda out, hop=hop, given=given, layouts=layouts, conversion=conversion:
             hop.convert(given, spec, example, out, layouts=layouts, **conversion))
-        hops.append(provenance)
+        hops.append({**provenance, "cache_hit": hit})
         hits.append(hit)
         given = path = folder / hop.FILENAME
         upstream = {"upstream": folder.name}   # the hop's cache key
         layouts = (provenance.get("input_layouts", layouts[0]), provenance.get("output_layouts", layouts[1]))
-    provenance = dict(hops[-1]) if len(hops) == 1 else {**hops[-1], "hops": hops}
+    provenance = {k: v for k, v in hops[-1].items() if k != "cache_hit"}
+    if len(hops) > 1:
+        provenance["hops"] = hops
     return path, provenance, all(hits)
 
 

@@ -226,7 +226,7 @@ def test_hop_provenance(onnx_files, ir_files):
     assert provenance["output_layouts"] == get_model("cnn").source_layouts("torch")[1]
     assert provenance["tensor_names"]["inputs"] == [["image"]]
     assert provenance["versions"] == onnx_openvino.versions() and "openvino" in provenance["versions"]
-    assert (onnx_openvino.READS, onnx_openvino.WRITES) == ("onnx", "openvino-ir")
+    assert (onnx_openvino.READS, onnx_openvino.WRITES) == (("onnx",), "openvino-ir")
     assert onnx_openvino.missing() is None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
 from collections import Counter, defaultdict
@@ -116,7 +117,8 @@ CNN_SPEC = "image:float32[N=1..4,3,H=16..40,W=20..48]"
 @pytest.mark.slow
 def test_an_exported_zoo_model_is_a_source_held_to_onnxruntime_with_optimizations(exported):
     path = exported["cnn"]
-    [(_, spec, error)] = matrix.resolve_models(RunOptions(models=(str(path),), input_specs=(parse_input_spec(CNN_SPEC),)))
+    options = RunOptions(models=(str(path),), input_specs=(parse_input_spec(CNN_SPEC),))
+    [(_, spec, error)] = matrix.resolve_models(options)
     assert error is None and set(spec.builders) == {"onnx"}
     assert [(i.name, i.shape, i.dims, i.dtype) for i in spec.inputs] == [
         ("image", ("N", 3, "H", "W"), {"N": (1, 4), "H": (16, 40), "W": (20, 48)}, "float32")]
@@ -171,6 +173,25 @@ def test_the_source_fingerprints_and_hands_on_the_file_itself(exported):
     assert flags["device"] == "cpu" and flags["graph_optimization_level"] == "disable" and "cuda" in flags["note"]
 
 
+@pytest.mark.slow
+def test_an_onnx_file_runs_end_to_end_once_the_source_is_registered(exported, monkeypatch, tmp_path):
+    """The one registration line the source needs (backends.BUILTIN), made
+    here: the case takes the empty path (ONNX Runtime runs the file itself)."""
+    from harness import backends, engine
+    from harness.cache import ArtifactCache
+
+    monkeypatch.setitem(backends.BUILTIN["source"], "onnx", "harness.sources.onnx")
+    options = RunOptions(models=(str(exported["cnn"]),), sources=("onnx",), targets=("onnxruntime",),
+                         devices=("cpu",), input_specs=(parse_input_spec(CNN_SPEC),), use_cache=False)
+    [case] = matrix.build_cases(options)
+    assert (case.id, case.path, case.skip, case.error) == ("model-onnx-onnxruntime-cpu", (), None, None)
+    prepared = engine.prepare_case(case, options, ArtifactCache(tmp_path / "cache"))
+    assert prepared.provenance["converter"] == "none" and prepared.provenance["reference"]["device"] == "cpu"
+    assert prepared.model64 is not None
+    outcome = engine.run_example(prepared, make_inputs(case.spec, example_recipe(case.spec)))
+    assert [c.passed for c in outcome.comparisons] == [True]
+
+
 # ---------------------------------------------------------------- the spec from the file
 
 def test_a_symbolic_dim_without_bounds_is_an_error_that_shows_the_option(tmp_path):
@@ -195,7 +216,8 @@ def test_bounds_for_a_dim_the_file_names_twice_are_given_once(tmp_path):
     path = _save(tmp_path / "m.onnx", [helper.make_node("Add", ["a", "b"], ["y"])],
                  [_value("a", ["n", 3]), _value("b", ["n", 3])], [_value("y", ["n", 3])])
     inputs, _ = onnx_source.spec_from_file(path, [parse_input_spec("a:float32[N=1..5,3]")])
-    assert [(i.name, i.shape, i.dims) for i in inputs] == [("a", ("N", 3), {"N": (1, 5)}), ("b", ("N", 3), {"N": (1, 5)})]
+    assert [(i.name, i.shape, i.dims) for i in inputs] == [("a", ("N", 3), {"N": (1, 5)}),
+                                                           ("b", ("N", 3), {"N": (1, 5)})]
 
 
 @pytest.mark.parametrize("options, complaint", [
@@ -298,10 +320,12 @@ def test_a_truncated_file_is_refused(tmp_path):
 
 
 def test_a_file_that_fails_the_checker_says_which_check(tmp_path):
-    path = _save(tmp_path / "m.onnx", [helper.make_node("NoSuchOp", ["x"], ["y"])], [_value("x", [2])], [_value("y", [2])])
+    path = _save(tmp_path / "m.onnx", [helper.make_node("NoSuchOp", ["x"], ["y"])],
+                 [_value("x", [2])], [_value("y", [2])])
     with pytest.raises(CaseError) as caught:
         onnx_source.load_file(path)
-    assert "fails onnx.checker" in str(caught.value) and "NoSuchOp" in str(caught.value) and str(path) in str(caught.value)
+    message = str(caught.value)
+    assert "fails onnx.checker" in message and "No Op registered for NoSuchOp" in message and str(path) in message
 
 
 _OPENED: list[str] | None = None
@@ -388,7 +412,8 @@ def test_files_load_without_trust_model_code_and_bind_checks_the_dtype(tmp_path)
 # ---------------------------------------------------------------- the float64 twin where it cannot be made
 
 def test_no_float64_twin_where_neither_onnxruntime_nor_onnx_reference_runs_it(tmp_path):
-    # com.microsoft's Gelu: ORT expands it into Erf, which has no float64 kernel; onnx.reference knows no com.microsoft op
+    # com.microsoft's Gelu: ORT expands it into Erf, which has no float64 kernel;
+    # onnx.reference knows no com.microsoft op
     path = _save(tmp_path / "m.onnx", [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")],
                  [_value("x", [2, 3])], [_value("y", [2, 3])], domains=["com.microsoft"])
     spec, model = _loaded(path)
@@ -535,6 +560,14 @@ def test_onnx_test_data_through_the_source(tmp_path, capsys):
     node_verdicts = report["node"]["verdicts"]
     for known_good in ("test_abs", "test_add", "test_relu"):
         assert node_verdicts[known_good] == "match", known_good
+    # the planted twin: test_abs with its largest stored output element off by 1e-3 relative
+    planted = tmp_path / "planted" / "test_abs"
+    shutil.copytree(node_root / "test_abs", planted)
+    stored = planted / "test_data_set_0" / "output_0.pb"
+    output = numpy_helper.to_array(TensorProto.FromString(stored.read_bytes())).copy()
+    output.flat[np.argmax(np.abs(output))] *= np.float32(1 + 1e-3)
+    stored.write_bytes(numpy_helper.from_array(output, "y").SerializeToString())
+    assert measure([planted])["verdicts"] == {"test_abs": "mismatch"}
     for found in report.values():
         counts = found["counts"]
         assert counts.get("loaded", 0) + counts.get("failed_to_load", 0) == counts.get("models", 0)

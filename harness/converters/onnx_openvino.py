@@ -31,7 +31,7 @@ from harness.errors import CaseError, summarize_exception
 from harness.specs import ModelSpec
 
 NAME = "openvino.convert_model"
-READS = "onnx"
+READS = ("onnx",)
 WRITES = "openvino-ir"
 REVISION = 1
 FILENAME = "model.xml"

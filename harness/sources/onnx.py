@@ -99,8 +99,7 @@ def missing(device: str) -> str | None:
     """Why this source cannot run on `device` here, or None when it can. The
     reference runs on the CPU for every device (see the module docstring)."""
     try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        versions()
     except ImportError as error:
         return f"the onnx source needs onnx and onnxruntime ({error}); pip install onnx onnxruntime"
     if device not in ("cpu", "cuda"):
@@ -155,7 +154,8 @@ def load_file(path: Path, architecture: Callable[[], Any] | None = None, trust_m
         onnx.external_data_helper.load_external_data_for_model(proto, str(file.parent))
     except Exception as error:
         raise CaseError("load", f"ONNX file {file}: its external data could not be read "
-                                f"({summarize_exception(error, 2)}); write the model and its data files again") from None
+                                f"({summarize_exception(error, 2)}); write the model and its data files "
+                                "again") from None
     _check_external_sizes(stored_outside, file)
     session = _reference_session(file)
     names = _feedable_inputs(proto)
@@ -205,13 +205,14 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
     try:
         twin, kept = onnx_float64.widen(model.proto)
     except Exception as error:
-        model.float64_status = f"no noise floor: the model could not be widened to float64 ({summarize_exception(error, 2)})"
+        model.float64_status = ("no noise floor: the model could not be widened to float64 "
+                                f"({summarize_exception(error, 2)})")
         return None
     if twin is None:
         model.float64_status = "no noise floor: the model holds no float32 tensor to widen to float64"
         return None
     widened = frozenset(name for name in model.input_names if _DTYPES.get(model.input_types.get(name)) == "float32")
-    where = f"; kept in float32 where the op has no float64: {', '.join(kept)}" if kept else ""
+    where = f"; kept in float32 where the op has no float64: {', '.join(dict.fromkeys(kept))}" if kept else ""
     try:
         session, runner = _cpu_session(twin.SerializeToString()), "onnxruntime"
         status = f"float64 twin run in onnxruntime (CPU, optimizations disabled){where}"
@@ -222,8 +223,9 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
 
             session, runner = ReferenceEvaluator(twin), "onnx.reference"
         except Exception as reference_error:
+            reference_reason = _first_line(summarize_exception(reference_error, 1))
             model.float64_status = (f"no noise floor: onnxruntime cannot run the float64 twin ({ort_reason}) "
-                                    f"and onnx.reference cannot either ({_first_line(summarize_exception(reference_error, 1))})")
+                                    f"and onnx.reference cannot either ({reference_reason})")
             return None
         status = (f"float64 twin run in onnx.reference: onnxruntime cannot run it ({ort_reason})"
                   f"{where}")
@@ -592,8 +594,9 @@ def _declared(file: Path, value: Any) -> tuple[str, list[int | str | None] | Non
 
     kind = value.type.WhichOneof("value")
     if kind != "tensor_type":
-        raise SpecError(f"ONNX file {file}: input {value.name!r} is a {(kind or 'value of no type').replace('_type', '')}, "
-                        "not a tensor; the harness makes tensor inputs only")
+        what = (kind or "value of no type").replace("_type", "")
+        raise SpecError(f"ONNX file {file}: input {value.name!r} is a {what}, not a tensor; the harness makes tensor "
+                        "inputs only")
     elem = value.type.tensor_type.elem_type
     dtype = _DTYPES.get(elem)
     if dtype is None:
@@ -643,7 +646,8 @@ def _given_specs(file: Path, declared: Sequence[Any], input_specs: Sequence[Inpu
     return given
 
 
-def _bounds_by_file_name(declared: Sequence[Any], given: dict[str, InputSpec]) -> dict[str, tuple[str, tuple[int, int]]]:
+def _bounds_by_file_name(declared: Sequence[Any],
+                         given: dict[str, InputSpec]) -> dict[str, tuple[str, tuple[int, int]]]:
     """The file's dim name -> (the spec's dim name, bounds), from the inputs
     --input-spec gave, position by position: a symbolic dim the file names
     alike on another input is the same dim."""

@@ -33,37 +33,39 @@ def widen(model: Any) -> tuple[Any | None, list[str]]:
     original = _float32_names(model)
     twin = onnx.ModelProto()
     twin.CopyFrom(model)
-    widened = [False]
     kept: list[str] = []
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in twin.opset_import}
     taken = _all_names(twin)
+    widened = False
     for graph in _graphs(twin):
-        _widen_graph(graph, original, opsets, taken, widened, kept)
+        widened |= _widen_graph(graph, original, opsets, taken, kept)
     for function in twin.functions:
         for node in function.node:
-            widened[0] |= _widen_attributes(node)
-    return (twin if widened[0] else None), kept
+            widened |= _widen_attributes(node)
+    return (twin if widened else None), kept
 
 
-def _widen_graph(graph: Any, original: set[str], opsets: dict[str, int], taken: set[str],
-                 widened: list[bool], kept: list[str]) -> None:
-    for tensor in graph.initializer:
-        widened[0] |= _widen_tensor(tensor)
-    for sparse in graph.sparse_initializer:
-        widened[0] |= _widen_tensor(sparse.values)
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
-        widened[0] |= _widen_type(value.type)
+def _widen_graph(graph: Any, original: set[str], opsets: dict[str, int], taken: set[str], kept: list[str]) -> bool:
+    """Widen one graph in place (its subgraphs are graphs of their own); whether anything was float32."""
     import onnx
 
+    widened = False
+    for tensor in graph.initializer:
+        widened |= _widen_tensor(tensor)
+    for sparse in graph.sparse_initializer:
+        widened |= _widen_tensor(sparse.values)
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        widened |= _widen_type(value.type)
     nodes = []
     for node in graph.node:
-        widened[0] |= _widen_attributes(node)
+        widened |= _widen_attributes(node)
         before, after = _float32_only_casts(node, original, opsets, taken, kept)
         kept_node = onnx.NodeProto()
         kept_node.CopyFrom(node)  # a copy: the originals go with the field that is cleared below
         nodes += before + [kept_node] + after
     del graph.node[:]
     graph.node.extend(nodes)
+    return widened
 
 
 def _widen_tensor(tensor: Any) -> bool:
