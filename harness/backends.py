@@ -37,7 +37,8 @@ ENTRY_POINT_GROUP = "parity_backends"
 
 BUILTIN: dict[str, dict[str, str]] = {
     "source": {"torch": "harness.sources.torch", "keras": "harness.sources.keras",
-               "tensorflow": "harness.sources.tensorflow", "mxnet": "harness.sources.mxnet"},
+               "tensorflow": "harness.sources.tensorflow", "mxnet": "harness.sources.mxnet",
+               "onnx": "harness.sources.onnx"},
     "hop": {"torch->onnx": "harness.converters.torch_onnx", "tf->onnx": "harness.converters.tf_onnx",
             "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx",
             "onnx->openvino-ir": "harness.converters.onnx_openvino"},

@@ -174,13 +174,11 @@ def test_the_source_fingerprints_and_hands_on_the_file_itself(exported):
 
 
 @pytest.mark.slow
-def test_an_onnx_file_runs_end_to_end_once_the_source_is_registered(exported, monkeypatch, tmp_path):
-    """The one registration line the source needs (backends.BUILTIN), made
-    here: the case takes the empty path (ONNX Runtime runs the file itself)."""
-    from harness import backends, engine
+def test_an_onnx_file_runs_end_to_end_on_the_empty_path(exported, tmp_path):
+    """ONNX Runtime runs the file itself: no hop, no conversion."""
+    from harness import engine
     from harness.cache import ArtifactCache
 
-    monkeypatch.setitem(backends.BUILTIN["source"], "onnx", "harness.sources.onnx")
     options = RunOptions(models=(str(exported["cnn"]),), sources=("onnx",), targets=("onnxruntime",),
                          devices=("cpu",), input_specs=(parse_input_spec(CNN_SPEC),), use_cache=False)
     [case] = matrix.build_cases(options)
