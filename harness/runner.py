@@ -15,6 +15,7 @@ from harness.cache import ArtifactCache
 from harness.engine import PreparedCase, Progress, no_progress, prepare_case
 from harness.errors import CaseError, summarize_exception
 from harness.explore import Exploration, explore_case
+from harness.golden import check_golden, golden_failure
 from harness.matrix import Case
 from harness.model_file import describe as describe_model_file
 from harness.options import RunOptions
@@ -60,12 +61,20 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache,
 
 def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions,
                 progress: Progress = no_progress) -> dict[str, Any]:
-    """Run the examples of a prepared case and complete its record."""
+    """Run the golden examples stored with the model, if any, then the drawn
+    examples, and complete the record."""
     progress("run")
     try:
+        golden = check_golden(prepared)
         exploration = explore_case(prepared, options.examples, database_path=examples_database(options),
                                    corners=options.corners)
         record.update(_describe(prepared, exploration, options))
+        if golden is not None:
+            record["golden"] = golden
+            failure = golden_failure(golden)
+            if failure:  # the stored outputs are the model author's word: they fail the case on their own
+                record["message"] = failure if record["status"] != "failed" else f"{failure}\n{record['message']}"
+                record["status"] = "failed"
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:
