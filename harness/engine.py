@@ -130,7 +130,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
 
     provenance = {**provenance, "runtime": session.provenance, "binding": binding,
                   "reference": {"device": case.device, "input_layouts": source_in, "output_layouts": source_out,
-                                **device_flags}}
+                                **device_flags, "float64_twin": _twin_status(source, model, model64)}}
     versions = {**source.versions(), **runtime.versions()}
     if "versions" in provenance:
         versions.update(provenance["versions"])
@@ -150,6 +150,14 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
         source_layouts=(source_in, source_out), artifact_layouts=artifact_layouts, warnings=warnings,
     )
+
+
+def _twin_status(source, model: Any, model64: Any | None) -> str:
+    """What the noise floor rests on: the source's own account where it gives
+    one (an ONNX file's twin may run in another engine, or not at all)."""
+    if hasattr(source, "float64_status"):
+        return source.float64_status(model)
+    return "float64 twin" if model64 is not None else "no float64 twin: no noise floor for this source"
 
 
 def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]) -> list[np.ndarray]:
