@@ -61,13 +61,16 @@ def not_a_file(path: Path) -> str:
     return f"is {kind}, not a regular file"
 
 
-def require_file(path: Path, what: str = "model file") -> None:
-    """CaseError('load') unless `path` is a regular file with something in it."""
+def require_file(path: Path, what: str = "model file", *, named: str | None = None, stage: str = "load") -> None:
+    """CaseError(`stage`) unless `path` is a regular file with something in it.
+    Messages name it "{what} {path}", or `named` where the file is a part of a
+    model ("SavedModel DIR: saved_model.pb")."""
     path = Path(path)
+    named = named or f"{what} {path}"
     if not path.is_file():
-        raise CaseError("load", f"{what} {path} {not_a_file(path)}")
+        raise CaseError(stage, f"{named} {not_a_file(path)}")
     if path.stat().st_size == 0:
-        raise CaseError("load", f"{what} {path} is empty (0 bytes): was it written completely?")
+        raise CaseError(stage, f"{named} is empty (0 bytes): was it written completely?")
 
 
 # ---------------------------------------------------------------- zip archives

@@ -1,4 +1,4 @@
-"""The model registry: the public API through which the zoo and users' own files
+"""The model registry: the public API through which zoos and users' own files
 declare models.
 
     from harness import register_model, InputSpec
@@ -12,6 +12,12 @@ declare models.
 
 A builder is a zero-argument callable or a "module:function" string resolved on
 first use, so that registering a model never imports a framework.
+
+A zoo is a package whose import registers models, declared under the
+`parity_models` entry point group (`my_zoo = "my_package.models"`); the
+harness's own zoo is declared so in pyproject.toml, and this module names no
+zoo: every installed zoo is imported on first use. A zoo that fails to import
+is not dropped silently: `broken_zoos` says why, naming the package.
 """
 
 from __future__ import annotations
@@ -24,9 +30,17 @@ from typing import Any, Callable, Iterable
 
 from harness.specs import InputSpec, ModelSpec, OutputSpec, SpecError
 
+ZOO_ENTRY_POINT_GROUP = "parity_models"
+
 _MODELS: dict[str, ModelSpec] = {}
-_ZOO_LOADED = False
-_origin_stack: list[str] = []
+# model name -> who registered it (a zoo's package, a file), for the message of a clash
+_REGISTERED_BY: dict[str, str] = {}
+# (origin, registrant) of the zoo or file being imported now; a model registered
+# outside any (its zoo imported by hand) is a zoo model
+_registering: list[tuple[str, str]] = []
+_ZOOS_LOADED = False
+_BROKEN_ZOOS: dict[str, str] = {}   # entry point name -> why it failed to import
+_ZOO_COUNT = 0                      # entry points found, for the message of an empty zoo
 
 
 def register_model(
@@ -55,10 +69,10 @@ def register_model(
     """
     if not builders:
         raise SpecError(f"model {name!r} has no builder: pass e.g. torch=build_fn")
-    origin = _origin_stack[-1] if _origin_stack else "zoo"
-    existing = _MODELS.get(name)
-    if existing is not None and existing.origin != origin:
-        raise SpecError(f"model {name!r} from {origin} is already registered by {existing.origin}")
+    origin, registrant = _registering[-1] if _registering else ("zoo", "zoo")
+    existing = _REGISTERED_BY.get(name)
+    if existing is not None and existing != registrant:
+        raise SpecError(f"model {name!r} from {registrant} is already registered by {existing}")
     spec = ModelSpec(
         name=name,
         inputs=tuple(inputs),
@@ -72,6 +86,7 @@ def register_model(
         requires=tuple(requires),
     )
     _MODELS[name] = spec
+    _REGISTERED_BY[name] = registrant
     return spec
 
 
@@ -89,32 +104,59 @@ def _resolve_later(builder: Callable[[], Any] | str) -> Callable[[], Any]:
     return build
 
 
-def _load_zoo() -> None:
-    global _ZOO_LOADED
-    if not _ZOO_LOADED:
-        _ZOO_LOADED = True
-        importlib.import_module("model_zoo")
+def _load_zoos() -> None:
+    """Import every package's zoo (the entry points of ZOO_ENTRY_POINT_GROUP),
+    once; one that fails is kept in _BROKEN_ZOOS and the others load."""
+    global _ZOOS_LOADED, _ZOO_COUNT
+    if _ZOOS_LOADED:
+        return
+    _ZOOS_LOADED = True
+    from importlib.metadata import entry_points
+
+    points = entry_points(group=ZOO_ENTRY_POINT_GROUP)
+    _ZOO_COUNT = len(points)
+    for point in points:
+        package = point.dist.name if point.dist is not None else "an unknown package"
+        _registering.append(("zoo", f"the zoo of {package}"))
+        try:
+            point.load()
+        except Exception as error:  # a third party's zoo must not take the other zoos and files down with it
+            _BROKEN_ZOOS[point.name] = (f"the {ZOO_ENTRY_POINT_GROUP} entry point {point.name!r} of {package} "
+                                        f"({point.value}) failed to import: {type(error).__name__}: {error}")
+        finally:
+            _registering.pop()
 
 
 def zoo_models() -> dict[str, ModelSpec]:
-    """Every model registered by the built-in zoo, by name."""
-    _load_zoo()
+    """Every model registered by an installed zoo, by name."""
+    _load_zoos()
     return {name: spec for name, spec in _MODELS.items() if spec.origin == "zoo"}
 
 
+def broken_zoos() -> dict[str, str]:
+    """Entry point name -> why that zoo failed to import (the message names its package)."""
+    _load_zoos()
+    return dict(_BROKEN_ZOOS)
+
+
 def get_model(name: str) -> ModelSpec:
-    _load_zoo()
+    _load_zoos()
     try:
         return _MODELS[name]
     except KeyError:
-        known = ", ".join(sorted(zoo_models()))
-        raise SpecError(f"unknown model {name!r}; zoo models: {known} (or give a path to a model file)") from None
+        pass
+    known = ", ".join(sorted(zoo_models())) or "none"
+    problems = "".join(f"; {why}" for why in _BROKEN_ZOOS.values())
+    if not _ZOO_COUNT:
+        problems += (f"; no installed package declares a {ZOO_ENTRY_POINT_GROUP} entry point (is the harness "
+                     "installed? pip install -e .)")
+    raise SpecError(f"unknown model {name!r}; zoo models: {known}{problems} (or give a path to a model file)")
 
 
 def load_model_file(path: Path) -> list[ModelSpec]:
     """Run a user's Python file that calls `register_model`; return what it registered."""
     path = Path(path).resolve()
-    _load_zoo()
+    _load_zoos()
     before = dict(_MODELS)
     module_name = f"_parity_user_models_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -122,11 +164,11 @@ def load_model_file(path: Path) -> list[ModelSpec]:
         raise SpecError(f"{path}: not a Python file that can be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    _origin_stack.append(str(path))
+    _registering.append((str(path), str(path)))
     try:
         spec.loader.exec_module(module)
     finally:
-        _origin_stack.pop()
+        _registering.pop()
     registered = [m for name, m in _MODELS.items() if m.origin == str(path) and before.get(name) is not m]
     if not registered:
         raise SpecError(f"{path}: the file registered no model; call harness.register_model(...) in it")

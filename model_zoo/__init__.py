@@ -2,7 +2,9 @@
 
 Importing this package registers every zoo model with `harness.register_model`;
 it never imports a deep-learning framework: builders are given as
-"module:function" strings, resolved only when a model is built.
+"module:function" strings, resolved only when a model is built. The harness
+imports it as it imports any package's zoo: through the `parity_models` entry
+point that pyproject.toml declares (harness/registry.py names no zoo).
 
 Layout:
     basic.py        simple, mlp, two_outputs

@@ -40,12 +40,13 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import CONFIG_MEMBER_BUDGET, check_zip, read_member, require_file
+from harness.sources.model_io import check_twin_outputs, prepare_inputs, select_outputs
 
 NAME = "keras"
 
@@ -161,9 +162,7 @@ def _load_checkpoint(path: Path, prefix: str, architecture: Callable[[], Any] | 
 
     if not Path(prefix + ".index").is_file():
         raise CaseError("load", f"TF checkpoint {path} does not exist (no {Path(prefix).name}.index beside it)")
-    if Path(prefix + ".index").stat().st_size == 0:
-        raise CaseError("load", f"TF checkpoint {path}: {Path(prefix).name}.index is empty (0 bytes): "
-                                "was it written completely?")
+    require_file(Path(prefix + ".index"), named=f"TF checkpoint {path}: {Path(prefix).name}.index")
     try:
         keys = [name for name, _ in tf.train.list_variables(prefix)]
     except Exception as error:
@@ -602,19 +601,10 @@ def run(model: Any, inputs: Sequence[np.ndarray], device: str, float64: bool = F
 
     tf_device = "/GPU:0" if device == "cuda" else "/CPU:0"
     with tf.device(tf_device), _arithmetic_as_written():
-        tensors = []
-        for array in inputs:
-            array = np.ascontiguousarray(array)
-            if float64 and np.issubdtype(array.dtype, np.floating):
-                array = array.astype(np.float64)
-            tensors.append(tf.convert_to_tensor(array))
+        tensors = [tf.convert_to_tensor(array) for array in prepare_inputs(inputs, float64)]
         outputs = compiled_call(model, tensors, tf_device)(*tensors)
-    result = [np.asarray(t) for t in _flatten(outputs)]
-    if float64:
-        narrow = [str(r.dtype) for r in result if np.issubdtype(r.dtype, np.floating) and r.dtype != np.float64]
-        if narrow:
-            raise CaseError("run", f"the float64 twin returned {narrow}: a layer computes in lower precision")
-    return result
+    result = [np.asarray(t) for t in select_outputs(outputs, _is_tensor)]
+    return check_twin_outputs(result) if float64 else result
 
 
 # The attribute of a keras.Model that holds its compiled calls. Set with
@@ -699,14 +689,8 @@ def _arithmetic_as_written() -> Iterator[None]:
         eager.function_call_options = saved
 
 
-def _flatten(outputs: Any) -> list:
-    if isinstance(outputs, Mapping):
-        return [t for v in outputs.values() for t in _flatten(v)]
-    if isinstance(outputs, (tuple, list)):
-        return [t for v in outputs for t in _flatten(v)]
-    if hasattr(outputs, "numpy") or isinstance(outputs, np.ndarray):
-        return [outputs]
-    raise CaseError("run", f"the model returned {type(outputs).__name__}; expected tensors (alone, in a tuple, list or dict)")
+def _is_tensor(value: Any) -> bool:
+    return hasattr(value, "numpy") or isinstance(value, np.ndarray)
 
 
 def bind(model: Any, spec: Any) -> Any:

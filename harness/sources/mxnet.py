@@ -53,7 +53,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
-from harness.model_file import not_a_file
+from harness.model_file import glob_escape, require_file
+from harness.sources.model_io import check_twin_outputs, prepare_inputs, select_outputs
 
 NAME = "mxnet"
 
@@ -213,8 +214,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
     import_mxnet()
     path = Path(path)
     if path.name.endswith("-symbol.json"):
-        if not path.is_file():
-            raise CaseError("load", f"symbol file {path} {not_a_file(path)}")
+        require_file(path, "symbol file")
         prefix = path.name[: -len("-symbol.json")]
         params = _latest_params(path.parent, prefix)
         if params is None:
@@ -223,8 +223,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
                                     "HybridBlock.export writes it)")
         return _load_pair(path, params, input_names)
     if path.name.endswith(".params"):
-        if not path.is_file():
-            raise CaseError("load", f"params file {path} {not_a_file(path)}")
+        require_file(path, "params file")
         match = _EPOCH_PARAMS.match(path.name)
         prefix = match.group("prefix") if match else path.name[: -len(".params")]
         symbol = path.parent / f"{prefix}-symbol.json"
@@ -240,21 +239,16 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
 
 def _latest_params(folder: Path, prefix: str) -> Path | None:
     found = []
-    for candidate in folder.glob(f"{_glob_escape(prefix)}-*.params"):
+    for candidate in folder.glob(f"{glob_escape(prefix)}-*.params"):
         match = _EPOCH_PARAMS.match(candidate.name)
         if match and match.group("prefix") == prefix and candidate.is_file():
             found.append((int(match.group("epoch")), candidate))
     return max(found)[1] if found else None
 
 
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
 def _read_params(path: Path) -> dict[str, Any]:
     mx = import_mxnet()
-    if path.stat().st_size == 0:
-        raise CaseError("load", f"params file {path} is empty (0 bytes): was it written completely?")
+    require_file(path, "params file")
     try:
         loaded = mx.nd.load(str(path))
     except Exception as error:
@@ -268,9 +262,8 @@ def _read_params(path: Path) -> dict[str, Any]:
 
 def _read_symbol(path: Path) -> Any:
     mx = import_mxnet()
+    require_file(path, "symbol file")
     text = path.read_text(errors="replace")
-    if not text.strip():
-        raise CaseError("load", f"symbol file {path} is empty: was it written completely?")
     try:
         graph = json.loads(text)
     except ValueError as error:
@@ -392,7 +385,7 @@ def _graph(model: Any) -> tuple[list, Any]:
     inputs = [mx.sym.var(n) for n in names]
     outputs = model(*inputs)
     if isinstance(outputs, (list, tuple)):
-        outputs = mx.sym.Group(list(_flatten(outputs)))
+        outputs = mx.sym.Group(select_outputs(outputs, _is_array, tensors="symbols"))
     return inputs, outputs
 
 
@@ -499,30 +492,19 @@ def run(model: Any, inputs: Sequence[np.ndarray], device: str, float64: bool = F
     """Run the model on numpy inputs (spec order); outputs as numpy, in order."""
     mx = import_mxnet()
     context = _context(device)
-    arrays = []
-    for array in inputs:
-        array = np.ascontiguousarray(array)
-        if float64 and np.issubdtype(array.dtype, np.floating):
-            array = array.astype(np.float64)
-        arrays.append(mx.nd.array(array, ctx=context, dtype=array.dtype))
+    arrays = [mx.nd.array(array, ctx=context, dtype=array.dtype) for array in prepare_inputs(inputs, float64)]
     try:
         outputs = model(*arrays)
-        result = [o.asnumpy() for o in _flatten(outputs)]  # asnumpy waits: errors of the async engine land here
+        # asnumpy waits: errors of the async engine land here
+        result = [o.asnumpy() for o in select_outputs(outputs, _is_array, tensors="NDArrays")]
     except mx.base.MXNetError as error:
         raise CaseError("run", f"MXNet failed to run the model: {_short(error)}") from None
-    if float64:
-        narrow = [str(r.dtype) for r in result if np.issubdtype(r.dtype, np.floating) and r.dtype != np.float64]
-        if narrow:
-            raise CaseError("run", f"the float64 twin returned {narrow}: a layer computes in lower precision")
-    return result
+    return check_twin_outputs(result) if float64 else result
 
 
-def _flatten(outputs: Any) -> list:
-    if isinstance(outputs, (tuple, list)):
-        return [t for v in outputs for t in _flatten(v)]
-    if hasattr(outputs, "asnumpy") or hasattr(outputs, "tojson"):
-        return [outputs]
-    raise CaseError("run", f"the model returned {type(outputs).__name__}; expected NDArrays (alone, in a tuple or list)")
+def _is_array(value: Any) -> bool:
+    """An NDArray, or a symbol where the block is traced."""
+    return hasattr(value, "asnumpy") or hasattr(value, "tojson")
 
 
 def bind(model: Any, spec: Any) -> Any:

@@ -43,6 +43,7 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import not_a_file, require_file
+from harness.runtimes.binding import bound_names
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
 NAME = "onnx"
@@ -569,15 +570,13 @@ def _ort_reason(error: BaseException) -> str:
 
 
 def _match(kind: str, wanted: Sequence[str], present: Sequence[str], file: Path) -> list[str]:
-    """The runtimes' rule (`binding.match_names`), with this file named in the error."""
-    from harness.runtimes.binding import match_names
-
-    try:
-        return match_names(kind, wanted, present)
-    except CaseError:
+    """The runtimes' rule (`binding.bound_names`), with this file named in the error."""
+    names = bound_names(wanted, present)
+    if names is None:
         raise CaseError("inputs", f"ONNX file {file} has {kind}s {list(present)}, which do not match the spec's "
                                   f"{list(wanted)}: name them as the file does (--input-spec, --output-names), or "
-                                  f"give as many {kind}s in the file's order") from None
+                                  f"give as many {kind}s in the file's order")
+    return names
 
 
 def _first_line(text: str) -> str:

@@ -32,7 +32,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
-from harness.model_file import folder_sha256, not_a_file
+from harness.model_file import folder_sha256, not_a_file, require_file
+from harness.runtimes.binding import bound_names
 from harness.sources import tf_graph_scan
 
 NAME = "tensorflow"
@@ -152,8 +153,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
         if not (path / "saved_model.pb").is_file():
             raise CaseError("load", f"folder {path} is not a SavedModel (it has no saved_model.pb)")
         return load_saved_model(path, _names(input_names), _names(output_names), trust_model_code=trust_model_code)
-    if path.stat().st_size == 0:
-        raise CaseError("load", f"model file {path} is empty (0 bytes): was it written completely?")
+    require_file(path)
     if not input_names or not output_names:
         raise CaseError("load", f"frozen graph {path} does not say which tensors are its inputs and outputs: give "
                                 "them with --input-spec (named as the graph's Placeholder ops) and --output-names "
@@ -240,8 +240,7 @@ def load_saved_model(path: Path, input_names: list[str] | None, output_names: li
                         else f"{path} is a file, not a SavedModel folder")
     if not (path / "saved_model.pb").is_file():
         raise CaseError("load", f"folder {path} is not a SavedModel (it has no saved_model.pb)")
-    if (path / "saved_model.pb").stat().st_size == 0:
-        raise CaseError("load", f"SavedModel {path}: saved_model.pb is empty (0 bytes): was it written completely?")
+    require_file(path / "saved_model.pb", named=f"SavedModel {path}: saved_model.pb")
     if not trust_model_code:
         _refuse_unsafe_ops(f"SavedModel {path}", tf_graph_scan.scan_saved_model(_saved_model_proto(path)))
     try:
@@ -313,11 +312,13 @@ def _ordered_outputs(path: Path, keys: list[str], wanted: list[str] | None) -> t
         ordered = sorted(keys)
         return ordered, ordered
     wanted = list(wanted)
-    if all(w in keys for w in wanted):
-        return wanted, wanted
+    # A Keras export names its outputs by position (output_0, output_1, ...):
+    # only then do the keys have an order to bind by.
     positional = [f"output_{i}" for i in range(len(keys))]
-    if not any(w in keys for w in wanted) and len(wanted) == len(keys) and sorted(keys) == sorted(positional):
-        return positional, wanted  # a Keras export: outputs named by position
+    by_position = sorted(keys) == sorted(positional)
+    bound = bound_names(wanted, positional if by_position else keys, by_position)
+    if bound is not None:
+        return bound, wanted
     bad = [w for w in wanted if w not in keys]
     raise CaseError("load", f"SavedModel {path}: its '{SERVING_KEY}' signature has no output {bad[0]!r}; "
                             f"its outputs are {sorted(keys)}{_did_you_mean(bad[0], keys)} (--output-names)")
@@ -376,11 +377,8 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
     import tensorflow as tf
 
     path = Path(path)
-    if not path.is_file():
-        raise CaseError("load", f"frozen graph {path} {not_a_file(path)}")
+    require_file(path, "frozen graph")
     data = path.read_bytes()
-    if not data:
-        raise CaseError("load", f"frozen graph {path} is empty (0 bytes): was it written completely?")
     if not input_names or not output_names:
         raise CaseError("load", f"frozen graph {path}: give its input and output tensor names "
                                 "(--input-spec names its Placeholder ops, --output-names its output ops)")

@@ -36,6 +36,7 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import check_zip, read_member, require_file
+from harness.sources.model_io import prepare_inputs, select_outputs
 
 NAME = "torch"
 
@@ -306,14 +307,9 @@ def run(model: Any, inputs: Sequence[np.ndarray], device: str, float64: bool = F
     """Run the model on numpy inputs (in the spec's order); outputs as numpy, in order."""
     import torch
 
-    tensors = []
-    for array in inputs:
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
-        if float64 and tensor.is_floating_point():
-            tensor = tensor.double()
-        tensors.append(tensor)
-    from harness.sources.torch_bound import flatten_tensors
+    from harness.sources.torch_bound import is_tensor
 
+    tensors = [torch.from_numpy(array).to(device) for array in prepare_inputs(inputs, float64)]
     with torch.inference_mode():
         outputs = model(*tensors)
-    return [t.detach().cpu().numpy() for t in flatten_tensors(outputs)]
+    return [t.detach().cpu().numpy() for t in select_outputs(outputs, is_tensor)]

@@ -15,12 +15,11 @@ imports torch.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from typing import Any, Sequence
 
 import torch
 
-from harness.errors import CaseError
+from harness.sources.model_io import select_outputs
 
 
 class SpecBound(torch.nn.Module):
@@ -44,7 +43,7 @@ class SpecBound(torch.nn.Module):
             result = self.inner(**dict(zip(self.input_names, inputs)))
         else:
             result = self.inner(*inputs)
-        return tuple(select_outputs(result, self.output_names))
+        return tuple(select_outputs(result, is_tensor, self.output_names))
 
 
 def binds_by_keyword(model: torch.nn.Module, input_names: Sequence[str]) -> bool:
@@ -62,37 +61,5 @@ def binds_by_keyword(model: torch.nn.Module, input_names: Sequence[str]) -> bool
     return positional[:len(input_names)] != list(input_names)
 
 
-def select_outputs(result: Any, names: Sequence[str]) -> list[torch.Tensor]:
-    """The spec's outputs from what a model returned: by name from a mapping
-    (a dict, a transformers ModelOutput) that has them all, else every tensor
-    in order (None entries skipped)."""
-    if names and isinstance(result, Mapping) and all(name in result for name in names):
-        return [result[name] for name in names]
-    return flatten_tensors(result)
-
-
-def flatten_tensors(result: Any) -> list[torch.Tensor]:
-    """Every tensor of a model's result in order (a tensor, or tuples, lists and
-    dicts of them; None entries skipped); anything else is an error that says
-    how to pick the outputs by name."""
-    flat = list(_flatten(result))
-    strange = [type(v).__name__ for v in flat if not isinstance(v, torch.Tensor)]
-    if strange:
-        keys = f" (its keys: {list(result)})" if isinstance(result, Mapping) else ""
-        raise CaseError("run", f"the model returned {type(result).__name__}{keys}, holding {', '.join(strange)} beside "
-                               "tensors: name the spec's outputs after the entries to compare, and they are picked "
-                               "by name")
-    return flat
-
-
-def _flatten(value: Any):
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for item in value.values():
-            yield from _flatten(item)
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _flatten(item)
-    else:
-        yield value
+def is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)
