@@ -14,8 +14,14 @@ Three kinds of backend, each a module (or any object with these attributes):
   `versions()`, `convert(...)` -> provenance; optionally `VARIANTS` (layout
   variants) and `CHANGES_PROCESS_STATE`;
 - a **runtime** runs artifacts: `NAME`, `FORMATS` (what it runs, the preferred
-  first), `missing(device)`, `versions()`, `Session(path, device, options)` with
-  `bind`, `declared_inputs`, `run`, `provenance`; optionally `NEEDS_ISOLATION`.
+  first), `missing(device)`, `versions()`, `Session(path, device, options,
+  precision)` with `bind`, `declared_inputs`, `run`, `provenance`; optionally
+  `NEEDS_ISOLATION`, `PRECISIONS` (what it can compute in, of
+  `options.PRECISIONS`; ("fp32",) where absent) and `missing_precision(device,
+  precision)` (a skip reason where the device cannot compute in a precision
+  the runtime declares, or None). Every Session takes `precision`, one of its
+  PRECISIONS (a runtime without the attribute gets "fp32" only), so that the
+  engine opens every runtime the same way.
 
 Built-ins are listed here by module name and imported only when a case needs
 them. Other packages add backends through the `parity_backends` entry point
@@ -115,6 +121,11 @@ def runtime_formats(name: str) -> tuple[str, ...]:
     return tuple(runtime(name).FORMATS)
 
 
+def runtime_precisions(name: str) -> tuple[str, ...]:
+    """The precisions runtime `name` computes in: its PRECISIONS, fp32 alone where it declares none."""
+    return tuple(getattr(runtime(name), "PRECISIONS", ("fp32",)))
+
+
 @lru_cache(maxsize=None)
 def source_missing(name: str, device: str) -> str | None:
     try:
@@ -129,3 +140,10 @@ def runtime_missing(name: str, device: str) -> str | None:
         return runtime(name).missing(device)
     except ImportError as error:
         return f"the {name} runtime adapter cannot be imported here: {error}"
+
+
+@lru_cache(maxsize=None)
+def runtime_missing_precision(name: str, device: str, precision: str) -> str | None:
+    """Why runtime `name` cannot compute in `precision` (one it declares) on `device`, or None."""
+    check = getattr(runtime(name), "missing_precision", None)
+    return check(device, precision) if check is not None else None

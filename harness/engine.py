@@ -22,6 +22,7 @@ from harness.errors import CaseError, summarize_exception
 from harness.inputs import InputRecipe, check_tensor_budget, free_values, make_inputs
 from harness.layouts import convert_layout
 from harness.matrix import Case
+from harness.model_file import require_file
 from harness.options import RunOptions
 from harness.shape_check import ShapeFinding, input_findings
 from harness.specs import ModelSpec, Tolerance
@@ -33,7 +34,7 @@ class PreparedCase:
     case: Case
     spec: ModelSpec
     source: Any                      # the source adapter module
-    model: Any                       # the original, on the case's device
+    model: Any                       # the original, on the case's reference device
     model64: Any | None              # its float64 twin, for the noise floor
     session: Any                     # the target runtime's loaded artifact
     tolerances: dict[str, Tolerance]
@@ -118,25 +119,27 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     timings["convert_s"] = time.perf_counter() - start
     provenance["cache_hit"] = cache_hit
 
-    device_flags = source.configure_device(case.device, options.strict_cuda)
-    model = source.to_device(model, case.device)
+    device_flags = source.configure_device(case.reference_device, options.strict_cuda)
+    model = source.to_device(model, case.reference_device)
     model64 = source.float64_copy(model)
 
     progress("runtime")
     start = time.perf_counter()
-    session = runtime.Session(artifact_path, case.device, options)
+    session = runtime.Session(artifact_path, case.device, options, precision=case.precision)
     binding = session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
     timings["load_s"] = time.perf_counter() - start
 
     provenance = {**provenance, "runtime": session.provenance, "binding": binding,
-                  "reference": {"device": case.device, "input_layouts": source_in, "output_layouts": source_out,
+                  "reference": {"device": case.reference_device, "input_layouts": source_in,
+                                "output_layouts": source_out,
                                 **device_flags, "float64_twin": _twin_status(source, model, model64)}}
     versions = {**source.versions(), **runtime.versions()}
     if "versions" in provenance:
         versions.update(provenance["versions"])
     tolerances = {
-        o.name: resolve_tolerance(o, output_dtypes[o.name], case.target, case.device,
-                                  options.strict_cuda, options.tolerance_overrides, noise_floor=model64 is not None)
+        o.name: resolve_tolerance(o, output_dtypes[o.name], case.target, case.device, options.strict_cuda,
+                                  options.tolerance_overrides, noise_floor=model64 is not None,
+                                  precision=case.precision, reference_device=case.reference_device)
         for o in spec.outputs
     }
     artifact_layouts = ({i.name: provenance.get("input_layouts", {}).get(i.name, source_in[i.name]) for i in spec.inputs},
@@ -223,11 +226,8 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
 
 
 def _user_artifact(path: Path, layouts: tuple[dict, dict], declared: dict[str, str]) -> tuple[Path, dict, bool]:
-    if not path.is_file():
-        raise CaseError("convert", f"converted file {path} does not exist")
+    require_file(path, "converted file", stage="convert")
     data = path.read_bytes()
-    if not data:
-        raise CaseError("convert", f"converted file {path} is empty (0 bytes): was it written completely?")
     # A user's file keeps the original's layouts unless --converted-layouts says
     # otherwise: the harness never guesses a layout from a shape.
     inputs, outputs = layouts
@@ -250,13 +250,13 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     ordered = [_relaid(tensors[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
     start = time.perf_counter()
     try:
-        reference = prepared.source.run(prepared.model, ordered, case.device)
+        reference = prepared.source.run(prepared.model, ordered, case.reference_device)
     except CaseError:
         raise
     except Exception as error:
         shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in tensors.items())
         if _out_of_memory(error):
-            raise _out_of_memory_error(spec, case.device, shapes, error) from None
+            raise _out_of_memory_error(spec, case.reference_device, shapes, error) from None
         raise CaseError("inputs", f"the original model {spec.name!r} fails on inputs within its spec ({shapes}): "
                                   f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds.") from None
     prepared.timings[timing] = prepared.timings.get(timing, 0.0) + time.perf_counter() - start
@@ -367,7 +367,7 @@ def _noise_floor(prepared: PreparedCase, inputs, reference, comparisons) -> dict
     if prepared.model64 is None:
         return {}
     try:
-        exact = prepared.source.run(prepared.model64, inputs, prepared.case.device, float64=True)
+        exact = prepared.source.run(prepared.model64, inputs, prepared.case.reference_device, float64=True)
     except Exception:
         return {}
     noise = {}

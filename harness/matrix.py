@@ -16,7 +16,7 @@ from pathlib import Path
 from harness import backends, paths
 from harness.model_file import not_a_file
 from harness.options import DEVICES, RunOptions
-from harness.registry import get_model, load_model_file, zoo_models
+from harness.registry import broken_zoos, get_model, load_model_file, zoo_models
 from harness.sources import onnx as onnx_source
 from harness.specs import ModelSpec, SpecError
 
@@ -25,7 +25,13 @@ TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ts", ".pkl", ".ckpt")
 
 @dataclass(frozen=True)
 class Case:
-    """One point of the matrix; `model_ref` is what the user typed for the model."""
+    """One point of the matrix; `model_ref` is what the user typed for the model.
+
+    `device` is the target's; the reference (the source) runs on
+    `reference_device`, which is the target's device unless given otherwise.
+    The id names a precision other than fp32, and a reference device other than
+    the target's, at its end, so that the ids of fp32 cases with both sides on
+    one device are those of the runs before either axis (saved baselines match)."""
 
     model: str
     source: str
@@ -38,10 +44,18 @@ class Case:
     error: str | None = None
     path: tuple[str, ...] = ()          # the hops from the source to the target's format
     path_label: str | None = None       # how the id names a path other than the target's default
+    precision: str = "fp32"             # what the target computes in: one of its runtime's PRECISIONS
+    reference_device: str | None = None   # None when made: the target's `device`
+
+    def __post_init__(self) -> None:
+        if self.reference_device is None:
+            object.__setattr__(self, "reference_device", self.device)
 
     @property
     def id(self) -> str:
-        parts = (self.model, self.source, self.target, self.device, self.variant, self.path_label)
+        parts = (self.model, self.source, self.target, self.device, self.variant, self.path_label,
+                 None if self.precision == "fp32" else self.precision,
+                 None if self.reference_device == self.device else f"ref-{self.reference_device}")
         return "-".join(p for p in parts if p)
 
 
@@ -61,9 +75,11 @@ def model_name(ref: str) -> str:
 
 def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str | None]]:
     """(model_ref, spec, error) for each model asked for; the zoo's models of
-    the selected tiers when none is."""
+    the selected tiers when none is (and an error for each zoo that failed to import)."""
     refs = options.models or tuple(name for name, spec in zoo_models().items() if spec.tier in options.tiers)
     resolved: list[tuple[str, ModelSpec | None, str | None]] = []
+    if not options.models:  # a zoo that fails to import is an error case of its own; the other zoos' models run
+        resolved += [(f"zoo:{name}", None, why) for name, why in broken_zoos().items()]
     for ref in refs:
         try:
             resolved.extend((ref, spec, None) for spec in _resolve(ref, options))
@@ -213,17 +229,30 @@ def build_cases(options: RunOptions) -> list[Case]:
             if source not in spec.builders:
                 continue  # the model does not exist in that framework: no case, not a skip
             for target in targets:
+                precisions = [p for p in options.precisions if p in backends.runtime_precisions(target)]
                 for variant, path, label in _variants(spec, source, target, converted_format, options.path):
-                    model_cases += [replace(_case(spec, ref, source, target, device, variant, converted_format),
-                                            path=path, path_label=label) for device in devices]
+                    model_cases += [replace(_case(spec, ref, source, target, device, variant, converted_format,
+                                                  precision, options.reference_device or device),
+                                            path=path, path_label=label)
+                                    for device in devices for precision in precisions]
         if not model_cases and not options.models:
             continue  # a zoo model of the tier that is not in the sources asked for: not a case
         if not model_cases:
-            model_cases = [Case(spec.name, source, "", "", ref, spec=spec, skip=(
-                f"model {spec.name!r} has no builder for {', '.join(sources)} (it has: {', '.join(spec.builders)}), "
-                f"or no path from it to {', '.join(targets)}")) for source in sources[:1]]
+            reason = _no_case_reason(spec, sources, targets, options.precisions)
+            model_cases = [Case(spec.name, source, "", "", ref, spec=spec, skip=reason) for source in sources[:1]]
         cases += model_cases
     return cases
+
+
+def _no_case_reason(spec: ModelSpec, sources: list[str], targets: list[str], precisions: tuple[str, ...]) -> str:
+    """Why a model asked for by name has no case."""
+    declared = {target: backends.runtime_precisions(target) for target in targets}
+    if targets and not any(set(precisions) & set(p) for p in declared.values()):
+        listed = "; ".join(f"{target}: {', '.join(p)}" for target, p in declared.items())
+        return (f"no target asked for computes in {', '.join(precisions)} ({listed}): no case of model "
+                f"{spec.name!r} is made")
+    return (f"model {spec.name!r} has no builder for {', '.join(sources)} (it has: {', '.join(spec.builders)}), "
+            f"or no path from it to {', '.join(targets)}")
 
 
 def _unique_name(name: str, ref: str, taken: dict[str, str]) -> str:
@@ -258,12 +287,14 @@ def _variants(spec: ModelSpec, source: str, target: str, converted_format: str |
 
 
 def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, variant: str | None,
-          converted_format: str | None) -> Case:
-    case = Case(spec.name, source, target, device, ref, spec=spec, variant=variant)
+          converted_format: str | None, precision: str, reference_device: str) -> Case:
+    case = Case(spec.name, source, target, device, ref, spec=spec, variant=variant, precision=precision,
+                reference_device=reference_device)
     known = spec.unsupported.get(f"{source}->{target}")
     if known and not converted_format:
         return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
-    reason = (backends.source_missing(source, device) or backends.runtime_missing(target, device)
+    reason = (backends.source_missing(source, reference_device) or backends.runtime_missing(target, device)
+              or backends.runtime_missing_precision(target, device, precision)
               or next(filter(None, map(package_missing, spec.requires)), None))
     return replace(case, skip=reason) if reason else case
 

@@ -24,12 +24,14 @@ from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
 # overrides: one option per tolerance field, named by `_tolerance_flag`).
 FLAGS = {
     "sources": "--source", "targets": "--target", "devices": "--device", "models": "--model", "tiers": "--tier",
+    "reference_device": "--reference-device", "precisions": "--precision",
     "converted": "--converted", "converted_layouts": "--converted-layouts", "input_specs": "--input-spec",
     "output_names": "--output-names", "exporter": "--exporter", "opset": "--opset",
     "ort_opt_level": "--ort-opt-level", "strict_cuda": "--strict-cuda", "trust_model_code": "--trust-model-code",
     "use_cache": "--no-parity-cache", "cache_dir": "--parity-cache-dir", "reports_dir": "--parity-reports",
     "examples": "--parity-examples", "corners": "--no-parity-corners", "strict": "--parity-strict",
     "max_tensor_mb": "--parity-max-tensor-mb", "isolate": "--parity-isolate", "timeout_s": "--parity-timeout",
+    "path": "--path", "precisions": "--precision", "reference_device": "--reference-device",
 }
 
 
@@ -98,10 +100,12 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
     if options.opset is not None and not any(_converter_takes(c, "opset") for c in converting):
         found.warnings.append(f"--opset {options.opset}: no case of this run converts to ONNX"
                               f"{_converted_note(options)}")
+    if options.precisions != defaults.precisions:
+        found.warnings += _undeclared_precisions(options)
     if options.ort_opt_level != defaults.ort_opt_level and not any(c.target == "onnxruntime" for c in loaded):
         found.warnings.append(f"--ort-opt-level {options.ort_opt_level}: no case of this run runs on onnxruntime")
-    if options.strict_cuda and not any(c.device == "cuda" for c in running):
-        skipped = next((c.skip for c in loaded if c.device == "cuda" and c.skip), None)
+    if options.strict_cuda and not any(map(_on_cuda, running)):
+        skipped = next((c.skip for c in loaded if _on_cuda(c) and c.skip), None)
         found.warnings.append("--strict-cuda: no case of this run runs on CUDA" +
                               (f" (the CUDA cases skip: {skipped})" if skipped else ""))
     if options.trust_model_code and every_model_known and loaded and all(c.spec.origin == "zoo" for c in loaded):
@@ -148,6 +152,16 @@ def _unused_matrix_values(options: RunOptions, loaded: list[Case]) -> list[str]:
             if _known(kind, value) and not any(getattr(c, kind) == value for c in placed)]
 
 
+def _undeclared_precisions(options: RunOptions) -> list[str]:
+    """--precision values that no target of the run computes in: no case is made for them."""
+    targets = [t for t in options.targets if _known("target", t)]
+    declared = {target: backends.runtime_precisions(target) for target in targets}
+    listed = "; ".join(f"{target}: {', '.join(precisions)}" for target, precisions in declared.items())
+    return [f"--precision {precision}: no target of this run computes in it, so no case is made for it (the "
+            f"targets' precisions: {listed or 'no known target'})"
+            for precision in options.precisions if not any(precision in p for p in declared.values())]
+
+
 def _file_only_options(options: RunOptions, loaded: list[Case]) -> list[str]:
     """--input-spec and --output-names describe model files that carry no
     spec; a run without one would test the models' own specs instead."""
@@ -179,6 +193,11 @@ def _unknown_tolerance_outputs(options: RunOptions, loaded: list[Case]) -> list[
                             f"no model of this run has an output named {', '.join(map(repr, unknown))}; the outputs "
                             f"are {listed or 'none'}")
     return messages
+
+
+def _on_cuda(case: Case) -> bool:
+    """Whether either side of the case computes on CUDA (--strict-cuda sets both sides' arithmetic)."""
+    return "cuda" in (case.device, case.reference_device)
 
 
 def _converter_takes(case: Case, option: str) -> bool:

@@ -19,6 +19,9 @@ from harness.specs import FLOAT_DTYPES, INT_DTYPES, TIERS, InputSpec, SpecError
 SOURCES = tuple(BUILTIN["source"])
 TARGETS = tuple(BUILTIN["runtime"])    # the default targets: the built-in ones (others by name)
 DEVICES = ("cpu", "cuda")
+# What a target may compute in (a runtime declares its own among these: backends.py);
+# a case's id names any but fp32, so that fp32 ids stay those of runs before the axis.
+PRECISIONS = ("fp32", "bf16", "fp16")
 EXPORTERS = ("dynamo", "torchscript")
 ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
 TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple")
@@ -49,7 +52,9 @@ class RunOptions:
 
     sources: tuple[str, ...] = ()        # empty: every source a model has a builder for
     targets: tuple[str, ...] = TARGETS
-    devices: tuple[str, ...] = DEVICES
+    devices: tuple[str, ...] = DEVICES    # the targets' devices, and the reference's unless reference_device
+    reference_device: str | None = None   # where the source runs; None: on each case's target device
+    precisions: tuple[str, ...] = ("fp32",)   # a case per precision its target declares
     models: tuple[str, ...] = ()          # empty: the zoo's models of `tiers`
     tiers: tuple[str, ...] = ("core",)    # which tiers of the zoo run when no model is named
     converted: Path | None = None         # a user's own converted artifact
@@ -87,7 +92,7 @@ class RunOptions:
     def from_json(cls, data: Mapping[str, Any]) -> "RunOptions":
         values = dict(data)
         defaults = cls()
-        for name in ("sources", "targets", "devices", "models", "tiers", "output_names"):
+        for name in ("sources", "targets", "devices", "precisions", "models", "tiers", "output_names"):
             values[name] = tuple(values.get(name, getattr(defaults, name)))
         values["input_specs"] = tuple(InputSpec(**{**i, "shape": tuple(i["shape"]),
                                                    "dims": {k: tuple(v) for k, v in i["dims"].items()},
@@ -125,6 +130,14 @@ def parse_tiers(values: Iterable[str] | str | None) -> tuple[str, ...]:
     for tier in tiers:
         parse_choice("--tier", tier, TIERS + ("all",))
     return tiers
+
+
+def parse_precisions(values: Iterable[str] | str | None) -> tuple[str, ...]:
+    """--precision fp32,bf16 -> ('fp32', 'bf16'); the default is fp32 alone."""
+    precisions = split_list(values)
+    for precision in precisions:
+        parse_choice("--precision", precision, PRECISIONS)
+    return precisions or ("fp32",)
 
 
 def parse_choice(option: str, value: str, choices: Iterable[str]) -> str:

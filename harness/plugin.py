@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES, ORT_OPT_LEVELS, SOURCES, TARGETS,
-                             TOLERANCE_FIELDS, OptionError,
+from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES, ORT_OPT_LEVELS,
+                             PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
                              RunOptions, parse_input_spec, parse_layouts, parse_max_tensor_mb, parse_opset,
-                             parse_tiers, parse_tolerance_overrides, split_list)
+                             parse_precisions, parse_tiers, parse_tolerance_overrides, split_list)
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "tier", "converted", "parity")
 DEFAULT_COMPARE_FAIL = "error:10x"
@@ -36,7 +36,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"source frameworks, comma-separated (default: all): {','.join(SOURCES)}")
     add("--target", action="append", metavar="NAMES",
         help=f"target runtimes, comma-separated (default: all): {','.join(TARGETS)}")
-    add("--device", action="append", metavar="NAMES", help=f"devices, comma-separated (default: {','.join(DEVICES)})")
+    add("--device", action="append", metavar="NAMES",
+        help=f"devices, comma-separated (default: {','.join(DEVICES)}): the target's, and the reference's unless "
+             "--reference-device")
+    add("--reference-device", choices=DEVICES, default=None,
+        help="where the reference (the source model) runs, whatever the target's device (default: on the target's "
+             "device); a case whose devices differ has -ref-DEVICE at the end of its id")
+    add("--precision", action="append", metavar="NAMES",
+        help=f"what the target computes in, comma-separated (default: fp32): {','.join(PRECISIONS)}; a case per "
+             "precision its target declares (openvino: all; onnxruntime, tflite: fp32), with -PRECISION at the end "
+             "of its id but for fp32, and that precision's tolerances")
     add("--model", action="append", metavar="MODELS",
         help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, "
              "model.pt, model.keras, model.h5, saved_model_dir, graph.pb, ARCH=checkpoint")
@@ -121,6 +130,8 @@ def run_options(config: pytest.Config) -> RunOptions:
             sources=split_list(get("source")) or defaults.sources,
             targets=split_list(get("target")) or defaults.targets,
             devices=split_list(get("device")) or defaults.devices,
+            reference_device=get("reference_device"),
+            precisions=parse_precisions(get("precision")),
             models=split_list(get("model")),
             tiers=parse_tiers(get("tier")),
             converted=Path(get("converted")) if get("converted") else None,

@@ -29,7 +29,8 @@ def examples_database(options: RunOptions) -> Path:
 
 def base_record(case: Case) -> dict[str, Any]:
     record = {"id": case.id, "model": case.model, "model_ref": case.model_ref, "source": case.source,
-              "target": case.target, "device": case.device, "variant": case.variant}
+              "target": case.target, "device": case.device, "reference_device": case.reference_device,
+              "precision": case.precision, "variant": case.variant}
     # The user's file the model came from, with its sha256 (model_file.describe): what exactly was tested.
     described = describe_model_file(case.spec.origin) if case.spec is not None and case.spec.origin != "zoo" else None
     if described:

@@ -1,6 +1,7 @@
 """Default tolerances and the order in which overrides apply.
 
-Defaults depend on the output's dtype and the device's arithmetic. The figures
+Defaults depend on the output's dtype, the device's arithmetic, and the
+precision the target computes in (its runtime's PRECISIONS). The figures
 behind them (2026-11, H100, error over max|ref| against a float64 reference on
 the zoo's CNN, depthwise CNN, MLP, transformer block and LSTM):
 - CPU float32, torch and ONNX Runtime: at most 1.3e-6.
@@ -10,8 +11,24 @@ the zoo's CNN, depthwise CNN, MLP, transformer block and LSTM):
 - CUDA with TF32 off: at most 2.7e-6, so strict CUDA mode uses the CPU figures.
 Each default leaves about 5x headroom over the worst figure seen.
 
+A target that computes in less than float32 has defaults of its own, per
+(target, precision). OpenVINO's INFERENCE_PRECISION_HINT (2026-11, OpenVINO
+2026.4, the zoo's cnn, mlp and transformer, 52 examples each, against ONNX
+Runtime's CPU provider with graph optimizations off; error over max|ref|):
+- bf16 (this team's AMD EPYC, which lists BF16): 4.78e-3 to 5.71e-3, 356x to 415x
+  the float32 tolerance. atol_by_max 2e-2 is 3.5x the worst, and rtol adds up
+  to 1e-2 more where the worst element is large.
+- f16 (a lent Intel Xeon with AVX512-FP16; CPUs without FP16 skip it):
+  7.55e-4 to 1.41e-3. atol_by_max 2.5e-3 is 1.8x the worst on its own, up to
+  8.9x with rtol on an element as large as max|ref|.
+A target with no figures of its own for a precision gets that precision's
+dtype default (HALF, BFLOAT16).
+
 Override order, later wins: default -> the model spec's output tolerance ->
-the spec's per-target tolerance -> the command line (field by field).
+the spec's per-target tolerance -> the command line (field by field). A model
+spec's tolerances are chosen for float32: at another precision only its
+per-target keys that name the precision apply ("openvino:bf16",
+"openvino:cpu:bf16").
 """
 
 from __future__ import annotations
@@ -40,10 +57,17 @@ CUDA_TF32_FLOAT = Tolerance(atol=1e-6, rtol=1e-3, atol_by_max=2e-3, noise_multip
 HALF = Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=1e-2, noise_multiple=NOISE_MULTIPLE)
 BFLOAT16 = Tolerance(atol=1e-3, rtol=5e-2, atol_by_max=5e-2, noise_multiple=NOISE_MULTIPLE)
 EXACT = Tolerance()
+OPENVINO_BF16 = Tolerance(atol=1e-6, rtol=1e-2, atol_by_max=2e-2, noise_multiple=NOISE_MULTIPLE)
+OPENVINO_FP16 = Tolerance(atol=1e-6, rtol=1e-2, atol_by_max=2.5e-3, noise_multiple=NOISE_MULTIPLE)
+# (target, precision) -> the default of its float outputs (figures in the module docstring)
+REDUCED_PRECISION = {("openvino", "bf16"): OPENVINO_BF16, ("openvino", "fp16"): OPENVINO_FP16}
+# precision -> the default of a target without figures of its own for it
+PRECISION_DTYPE_DEFAULT = {"bf16": BFLOAT16, "fp16": HALF}
 
 
-def default_tolerance(dtype: str, device: str, strict_cuda: bool = False, noise_floor: bool = False) -> Tolerance:
-    """The default for an output of `dtype` computed on `device`.
+def default_tolerance(dtype: str, device: str, strict_cuda: bool = False, noise_floor: bool = False,
+                      target: str = "", precision: str = "fp32", reference_device: str | None = None) -> Tolerance:
+    """The default for an output of `dtype` computed by `target` on `device` in `precision`.
 
     noise_floor: the source has a float64 twin, so the verdict can also pass an
     output within its noise multiple of the original's own float32 error. On
@@ -51,13 +75,19 @@ def default_tolerance(dtype: str, device: str, strict_cuda: bool = False, noise_
     CUDA provider does) that error includes TF32's, so the tight CPU bound
     plus the noise multiple pass what TF32 explains and nothing more, where the
     TF32 bound alone (2e-3 of max|ref|) lets a weight changed by 1e-3 through
-    (measured on an H100: the zoo CNN so perturbed passed at 0.08 of it)."""
+    (measured on an H100: the zoo CNN so perturbed passed at 0.08 of it).
+    reference_device: where the reference computes (None: on `device`); a
+    reference on the CPU has no TF32 in its noise, so a CUDA target keeps the
+    TF32 bound."""
     if dtype in ("float16",):
         return HALF
     if dtype in ("bfloat16",):
         return BFLOAT16
     if dtype in ("float32", "float64"):
-        return CUDA_TF32_FLOAT if device == "cuda" and not strict_cuda and not noise_floor else CPU_FLOAT
+        if precision != "fp32":
+            return REDUCED_PRECISION.get((target, precision), PRECISION_DTYPE_DEFAULT[precision])
+        tf32_in_noise = noise_floor and (reference_device or device) == device
+        return CUDA_TF32_FLOAT if device == "cuda" and not strict_cuda and not tf32_in_noise else CPU_FLOAT
     return EXACT
 
 
@@ -69,15 +99,24 @@ def resolve_tolerance(
     strict_cuda: bool = False,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
     noise_floor: bool = False,
+    precision: str = "fp32",
+    reference_device: str | None = None,
 ) -> Tolerance:
     """The tolerance one output is held to in one case.
 
     overrides: command-line values by field ("atol", "rtol", ...), each a mapping
     from output name to value, where the key "" applies to every output.
-    noise_floor: the source has a float64 twin (see `default_tolerance`).
+    noise_floor, reference_device: the source has a float64 twin, computing on
+    `reference_device` (see `default_tolerance`).
+    precision: what the target computes in; the spec's tolerances apply to
+    another than fp32 only where their key names it (see the module docstring).
     """
-    tolerance = output.tolerance or default_tolerance(dtype, device, strict_cuda, noise_floor)
-    for key in (f"{target}:{device}", target):
+    default = default_tolerance(dtype, device, strict_cuda, noise_floor, target, precision, reference_device)
+    if precision == "fp32":
+        tolerance, keys = output.tolerance or default, (f"{target}:{device}", target)
+    else:
+        tolerance, keys = default, (f"{target}:{device}:{precision}", f"{target}:{precision}")
+    for key in keys:
         if key in output.target_tolerances:
             tolerance = output.target_tolerances[key]
             break

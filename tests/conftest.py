@@ -39,6 +39,17 @@ def no_network(monkeypatch, tmp_path):
     return tmp_path / "keras_home"
 
 
+def install_package(site: Path, name: str, module: str, group: str, entry_points: str) -> None:
+    """A package `name` in the folder `site` (put it on PYTHONPATH), as pip
+    would install it: `module` as {name}.py, and a dist-info declaring
+    `entry_points` ("NAME = VALUE" lines) under the entry point `group`."""
+    (site / f"{name}.py").write_text(module)
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry_points}\n")
+
+
 class BuiltModels:
     """The zoo's models of one source, each built once per test process (the
     first build of a determinism test may seed it through `cache`)."""
@@ -129,6 +140,9 @@ def run_parity(parity_dir, shared_cache):
             command.append("--device=cpu")
         if not any(a.startswith("--source") for a in args):
             command.append("--source=torch")  # torch-only unless a test asks: TF cases cost seconds each
+        converted_tflite = any(a.startswith("--converted") and a.endswith(".tflite") for a in args)
+        if not any(a.startswith("--target") for a in args) and not converted_tflite:
+            command.append("--target=onnxruntime")  # one target unless a test asks: each adds a case per model
         # A run that writes no results must not be read as the previous run's.
         (parity_dir / "reports" / "parity.json").unlink(missing_ok=True)
         start = time.perf_counter()

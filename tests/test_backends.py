@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness import backends, paths
+from harness.options import PRECISIONS
+from tests.conftest import install_package
 
 REQUIRED = {
     "source": ("NAME", "missing", "versions", "build", "bind", "configure_device", "to_device", "run",
@@ -35,7 +37,8 @@ def test_every_registered_backend_meets_the_contract(kind):
         versions = {}
         if kind == "hop":
             assert isinstance(backend.WRITES, str) and backend.READS and backend.WRITES not in backend.READS
-            assert list(inspect.signature(backend.convert).parameters)[:4] == ["model", "spec", "example", "out_dir"]
+            # the first argument is the source's model or the previous hop's file
+            assert list(inspect.signature(backend.convert).parameters)[1:4] == ["spec", "example", "out_dir"]
         else:
             reason = backend.missing("cpu")
             assert reason is None or isinstance(reason, str)
@@ -46,6 +49,9 @@ def test_every_registered_backend_meets_the_contract(kind):
             assert isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())
         if kind == "runtime":
             assert backend.FORMATS and all(isinstance(f, str) for f in backend.FORMATS)
+            # every Session takes the precision (the engine opens every runtime alike), one of the known ones
+            assert "precision" in inspect.signature(backend.Session).parameters, f"runtime {name}"
+            assert set(backends.runtime_precisions(name)) <= set(PRECISIONS), f"runtime {name}"
     print(f"{kind}s unavailable here: {unavailable or 'none'}")
 
 
@@ -79,7 +85,7 @@ RUNTIME = textwrap.dedent('''
 
 
     class Session:
-        def __init__(self, path, device, options):
+        def __init__(self, path, device, options, precision):
             from onnx.reference import ReferenceEvaluator
             self.evaluator = ReferenceEvaluator(str(path))
             self.provenance = {{"runtime": NAME}}
@@ -97,25 +103,17 @@ RUNTIME = textwrap.dedent('''
 ''')
 
 
-def _install(site: Path, name: str, module: str, entry_points: str) -> None:
-    """A package `name` with `module`.py and a dist-info declaring `entry_points`."""
-    (site / f"{name}.py").write_text(module)
-    info = site / f"{name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\n{entry_points}\n")
-
-
 @pytest.fixture
 def third_party(tmp_path, run_parity, parity_dir):
     site = tmp_path / "site"
     site.mkdir()
 
     def install(scale: float = 1.0, broken: bool = False):
-        _install(site, PACKAGE, RUNTIME.format(scale=scale), f"onnx_reference = {PACKAGE}")
+        install_package(site, PACKAGE, RUNTIME.format(scale=scale), backends.ENTRY_POINT_GROUP,
+                        f"onnx_reference = {PACKAGE}")
         if broken:
-            _install(site, "parity_broken_runtime", "raise ImportError('needs libfoo.so')\n",
-                     "broken_runtime = parity_broken_runtime")
+            install_package(site, "parity_broken_runtime", "raise ImportError('needs libfoo.so')\n",
+                            backends.ENTRY_POINT_GROUP, "broken_runtime = parity_broken_runtime")
         return site
 
     return install

@@ -193,7 +193,7 @@ def test_save_model_default_fp16_weights_are_caught(onnx_files, ir_files, tmp_pa
     saved = ov.Core().read_model(str(compressed))
     assert "f16" in onnx_openvino._float_constants(saved)
     with pytest.raises(CaseError, match="compressed to float16"):
-        onnx_openvino._check_weights(converted, saved, compressed)
+        onnx_openvino.check_saved_weights(converted, saved, compressed)
 
     reference = _reference(onnx_files[model], model)
     worst = _worst(reference, _open(compressed, model), model)

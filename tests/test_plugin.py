@@ -176,7 +176,7 @@ def test_torch_only_run_imports_no_other_framework(tmp_path):
         "from harness.matrix import build_cases\n"
         "from harness.options import RunOptions\n"
         "from harness.runner import run_case\n"
-        f"options = RunOptions(sources=('torch',), devices=('cpu',), models=('cnn',), examples=2, cache_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        f"options = RunOptions(sources=('torch',), targets=('onnxruntime',), devices=('cpu',), models=('cnn',), examples=2, cache_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n"
         "records = [run_case(c, options, ArtifactCache(options.cache_dir)) for c in build_cases(options)]\n"
         "assert [r['status'] for r in records] == ['passed'], records\n"
         "loaded = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'ai_edge_litert', 'mxnet') if m in sys.modules]\n"
@@ -195,7 +195,7 @@ def test_outside_the_repo_the_plugin_loads_its_own_profile(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
     done = subprocess.run([sys.executable, "-m", "pytest", "--model=simple", "--device=cpu", "--source=torch",
-                           "-p", "no:cacheprovider"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           "--target=onnxruntime", "-p", "no:cacheprovider"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     (record,) = json.loads((tmp_path / "reports" / "parity.json").read_text())["cases"].values()
     assert record["status"] == "passed", done.stdout[-2000:]

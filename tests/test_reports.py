@@ -200,7 +200,7 @@ def test_second_run_on_a_busy_reports_folder_is_refused_and_the_first_loses_noth
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
     env["PYTHONPATH"] = str(REPO)
     first = subprocess.Popen([sys.executable, "-m", "pytest", "--model=waiting.py,simple", "--source=torch",
-                              "--device=cpu", "--parity-examples=3", f"--parity-cache-dir={shared_cache}",
+                              "--target=onnxruntime", "--device=cpu", "--parity-examples=3", f"--parity-cache-dir={shared_cache}",
                               "-p", "no:cacheprovider"], cwd=parity_dir, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

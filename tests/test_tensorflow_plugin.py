@@ -22,7 +22,7 @@ KERAS = ("--source=keras",)
 
 
 def test_zoo_cnn_variants_and_tflite_pass(run_parity):
-    run = run_parity("--model=cnn", *KERAS)
+    run = run_parity("--model=cnn", *KERAS, "--target=onnxruntime,tflite")
     run.result.assert_outcomes(passed=3)
     assert set(run.cases) == {"cnn-keras-onnxruntime-cpu-nhwc", "cnn-keras-onnxruntime-cpu-nchw", "cnn-keras-tflite-cpu"}
     nchw = run.cases["cnn-keras-onnxruntime-cpu-nchw"]["provenance"]
@@ -101,7 +101,7 @@ def test_saved_model_and_checkpoint_pass(run_parity, keras_files):
 
 def test_frozen_graph_with_names_passes_and_wrong_name_is_clear(run_parity, keras_files):
     good = run_parity(f"--model={keras_files / 'affine.pb'}", "--source=tensorflow", "--input-spec=x:float32[N=1..4,5]",
-                      "--output-names=y")
+                      "--output-names=y", "--target=onnxruntime,tflite")
     good.result.assert_outcomes(passed=2)
     bad = run_parity(f"--model={keras_files / 'affine.pb'}", "--source=tensorflow", "--target=onnxruntime",
                      "--input-spec=x:float32[N=1..4,5]", "--output-names=not_there")

@@ -17,6 +17,8 @@ from harness.tolerances import (
     CUDA_TF32_FLOAT,
     EXACT,
     HALF,
+    OPENVINO_BF16,
+    OPENVINO_FP16,
     default_tolerance,
     resolve_tolerance,
 )
@@ -205,3 +207,54 @@ def test_cuda_with_a_noise_floor_holds_to_the_cpu_bound_plus_the_noise_multiple(
     assert with_twin == CPU_FLOAT and with_twin.noise_multiple > 0
     assert resolve_tolerance(OutputSpec("y"), "float32", "onnxruntime", "cuda") == CUDA_TF32_FLOAT
     assert not _verdict(with_twin, 1e-4)  # TF32-sized: only the noise multiple may pass it
+
+
+def test_a_cpu_reference_keeps_the_tf32_bound_for_a_cuda_target():
+    """A reference on the CPU has no TF32 in its noise floor, so the noise
+    multiple cannot allow TF32's error: the CUDA target keeps the TF32 bound."""
+    apart = resolve_tolerance(OutputSpec("y"), "float32", "onnxruntime", "cuda", noise_floor=True,
+                              reference_device="cpu")
+    assert apart == CUDA_TF32_FLOAT
+    assert resolve_tolerance(OutputSpec("y"), "float32", "onnxruntime", "cuda", noise_floor=True,
+                             reference_device="cuda") == CPU_FLOAT
+    assert resolve_tolerance(OutputSpec("y"), "float32", "onnxruntime", "cuda", strict_cuda=True, noise_floor=True,
+                             reference_device="cpu") == CPU_FLOAT
+
+
+# --------------------------------------------------------------------------- precisions
+
+def test_reduced_precision_defaults_by_target_and_precision():
+    assert resolve_tolerance(OutputSpec("y"), "float32", "openvino", "cpu", precision="bf16") == OPENVINO_BF16
+    assert resolve_tolerance(OutputSpec("y"), "float32", "openvino", "cpu", precision="fp16") == OPENVINO_FP16
+    assert resolve_tolerance(OutputSpec("y"), "float32", "openvino", "cpu", precision="fp32") == CPU_FLOAT
+    # a target without figures of its own: the precision's dtype default
+    assert resolve_tolerance(OutputSpec("y"), "float32", "other", "cpu", precision="bf16") == BFLOAT16
+    assert resolve_tolerance(OutputSpec("y"), "float32", "other", "cpu", precision="fp16") == HALF
+    assert resolve_tolerance(OutputSpec("ids"), "int64", "openvino", "cpu", precision="bf16") == EXACT
+    assert OPENVINO_BF16.noise_multiple == OPENVINO_FP16.noise_multiple == CPU_FLOAT.noise_multiple
+    # the worst error measured, as a fraction of max|ref| on every element, passes; five times it does not
+    assert _offset_verdict(OPENVINO_BF16, 5.71e-3) and not _offset_verdict(OPENVINO_BF16, 5 * 5.71e-3)
+    assert _offset_verdict(OPENVINO_FP16, 1.41e-3) and not _offset_verdict(OPENVINO_FP16, 5 * 1.41e-3)
+
+
+def _offset_verdict(tol: Tolerance, normalized_error: float) -> bool:
+    """Every element off by `normalized_error` times max|ref| (the measurements' metric)."""
+    ref = np.random.default_rng(0).standard_normal(500).astype(np.float32)
+    got = ref + np.float32(normalized_error * np.abs(ref).max())
+    return compare_outputs("y", ref, got, tol).passed
+
+
+def test_a_specs_tolerances_hold_at_another_precision_only_where_their_key_names_it():
+    per_precision = Tolerance(atol_by_max=0.1)
+    out = OutputSpec("logits", tolerance=SPEC_TOL,
+                     target_tolerances={"openvino": TARGET_TOL, "openvino:bf16": per_precision,
+                                        "openvino:cpu:fp16": TARGET_DEVICE_TOL})
+    assert resolve_tolerance(out, "float32", "openvino", "cpu") == TARGET_TOL
+    assert resolve_tolerance(out, "float32", "openvino", "cpu", precision="bf16") == per_precision
+    assert resolve_tolerance(out, "float32", "openvino", "cpu", precision="fp16") == TARGET_DEVICE_TOL
+    # the spec's fp32 tolerance and its target's are not bf16's
+    assert resolve_tolerance(OUT, "float32", "openvino", "cpu", precision="bf16") == OPENVINO_BF16
+    # the command line still wins, field by field (the planted twin of the bf16 case)
+    held = resolve_tolerance(OUT, "float32", "openvino", "cpu", precision="bf16",
+                             overrides={"atol_by_max": {"": 1e-5}, "rtol": {"": 1e-5}})
+    assert held == OPENVINO_BF16.merged(atol_by_max=1e-5, rtol=1e-5)

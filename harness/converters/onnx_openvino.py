@@ -76,7 +76,7 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
     # Read back what was written: the weights' element types in the file, not the
     # option passed, say whether they were compressed.
     saved = ov.Core().read_model(str(path))
-    weight_types = _check_weights(model, saved, path)
+    weight_types = check_saved_weights(model, saved, path)
     _check_inputs(declared_input_dims(onnx.load(str(source), load_external_data=False)), saved, path)
     return {
         "converter": NAME,
@@ -121,7 +121,7 @@ def _float_constants(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _check_weights(converted, saved, path: Path) -> dict[str, int]:
+def check_saved_weights(converted, saved, path: Path) -> dict[str, int]:
     """The saved IR's float constants by element type, refused when any is
     narrower than in the converted model (weights compressed on saving)."""
     before, after = _float_constants(converted), _float_constants(saved)

@@ -24,7 +24,13 @@ PROVENANCE_FIRST = ("converter", "tool", "tool_version", "versions", "exporter",
 
 def _column(case: Mapping[str, Any]) -> str:
     parts = f"{case['source']} → {case['target']} / {case['device']}"
-    return parts + (f" / {case['variant']}" if case.get("variant") else "")
+    if case.get("variant"):
+        parts += f" / {case['variant']}"
+    if case.get("precision", "fp32") != "fp32":
+        parts += f" / {case['precision']}"
+    if case.get("reference_device", case["device"]) != case["device"]:
+        parts += f" / reference on {case['reference_device']}"
+    return parts
 
 
 def anchor(case_id: str) -> str:

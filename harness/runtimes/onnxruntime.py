@@ -49,10 +49,13 @@ def versions() -> dict[str, str]:
 class Session:
     """A loaded artifact, with the names that map the spec's inputs and outputs onto it."""
 
-    def __init__(self, path: Path, device: str, options: Any):
-        """options: the run's RunOptions (ort_opt_level, strict_cuda are used)."""
+    def __init__(self, path: Path, device: str, options: Any, precision: str = "fp32"):
+        """options: the run's RunOptions (ort_opt_level, strict_cuda are used);
+        precision: fp32, the one this runtime declares (no PRECISIONS)."""
         import onnxruntime as ort
 
+        if precision != "fp32":
+            raise CaseError("runtime", f"the onnxruntime target computes in fp32 only, not {precision}")
         opt_level, strict_cuda = options.ort_opt_level, options.strict_cuda
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])

@@ -50,14 +50,16 @@ def versions() -> dict[str, str]:
 class Session:
     """A loaded artifact, with the tensors that the spec's inputs and outputs map onto."""
 
-    def __init__(self, path: Path, device: str, options: Any = None):
+    def __init__(self, path: Path, device: str, options: Any = None, precision: str = "fp32"):
+        """precision: fp32, the one this runtime declares (no PRECISIONS)."""
         from ai_edge_litert.interpreter import Interpreter
 
         if device != "cpu":
             raise CaseError("runtime", f"the TFLite interpreter runs on the CPU here, not on {device!r}")
-        threads = getattr(options, "tflite_threads", None)
+        if precision != "fp32":
+            raise CaseError("runtime", f"the tflite target computes in fp32 only, not {precision}")
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter = Interpreter(model_path=str(path))
             self.interpreter.allocate_tensors()  # a file that parses but cannot be prepared fails here, not mid-run
             signatures = self.interpreter.get_signature_list()
         except Exception as error:
@@ -69,7 +71,7 @@ class Session:
         self._shapes: tuple[tuple[int, ...], ...] | None = None
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[dict[str, Any]] = []
-        self.provenance = {"interpreter": "ai_edge_litert", "num_threads": threads, "signatures": sorted(self.signatures)}
+        self.provenance = {"interpreter": "ai_edge_litert", "signatures": sorted(self.signatures)}
 
     def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
         """Match the spec's inputs and outputs to the model's tensors; return what was done."""
