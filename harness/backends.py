@@ -47,12 +47,13 @@ BUILTIN: dict[str, dict[str, str]] = {
                "onnx": "harness.sources.onnx"},
     "hop": {"torch->onnx": "harness.converters.torch_onnx", "tf->onnx": "harness.converters.tf_onnx",
             "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx",
-            "onnx->openvino-ir": "harness.converters.onnx_openvino"},
+            "onnx->openvino-ir": "harness.converters.onnx_openvino",
+            "torch->openvino-ir": "harness.converters.torch_openvino"},
     "runtime": {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite",
                 "openvino": "harness.runtimes.openvino"},
 }
 # file suffix -> artifact format, for users' own converted files
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino-ir"}
 
 
 class BackendError(Exception):

@@ -211,6 +211,10 @@ def build_cases(options: RunOptions) -> list[Case]:
         if problem:
             return cases + [Case("converted", "", "", "", str(options.converted), error=problem)]
 
+    path_problem = _unknown_path(options.path, sources, targets)
+    if path_problem:
+        return cases + [Case("path", "", "", "", "", error=path_problem)]
+
     taken: dict[str, str] = {}  # model name -> the reference it stands for
     for ref, spec, error in resolve_models(options):
         name = _unique_name(spec.name if spec else model_name(ref), ref, taken)
@@ -253,6 +257,19 @@ def _no_case_reason(spec: ModelSpec, sources: list[str], targets: list[str], pre
                 f"{spec.name!r} is made")
     return (f"model {spec.name!r} has no builder for {', '.join(sources)} (it has: {', '.join(spec.builders)}), "
             f"or no path from it to {', '.join(targets)}")
+
+
+def _unknown_path(wanted: str, sources: list[str], targets: list[str]) -> str | None:
+    """Why `--path` names no path this run could take, listing those it could; or None."""
+    if wanted in ("shortest", "all"):
+        return None
+    chain = tuple(f.strip() for f in wanted.split(",") if f.strip())
+    offered = {paths.written(p) for s in sources for t in targets for p in paths.paths(s, t)}
+    if chain in offered:
+        return None
+    listed = "; ".join(",".join(c) or "(none: the target runs the source's own file)" for c in sorted(offered))
+    return (f"--path {wanted}: no conversion path from {', '.join(sources)} to {', '.join(targets)} writes "
+            f"{', '.join(chain) or 'nothing'}; the paths there are: {listed or 'none'} (or shortest, all)")
 
 
 def _unique_name(name: str, ref: str, taken: dict[str, str]) -> str:

@@ -145,3 +145,47 @@ def test_a_backend_that_fails_to_import_is_an_error_naming_its_package(third_par
     broken = next(c for c in cases.values() if c["status"] == "error")
     assert "parity_broken_runtime" in broken["message"] and "needs libfoo.so" in broken["message"]
     assert cases["mlp-torch-onnx_reference-cpu"]["status"] == "passed"
+
+
+# ---------------------------------------------------------------- paths to OpenVINO
+
+def test_every_path_to_openvino_passes_and_the_export_runs_once(run_parity):
+    run = run_parity("--model=mlp", "--target=openvino", "--path=all")
+    cases = run.cases
+    assert {k: c["status"] for k, c in cases.items()} == {
+        "mlp-torch-openvino-cpu": "passed", "mlp-torch-openvino-cpu-via-openvino-ir": "passed",
+        "mlp-torch-openvino-cpu-via-onnx-openvino-ir": "passed"}, run.output
+    two_hops = cases["mlp-torch-openvino-cpu-via-onnx-openvino-ir"]["provenance"]["hops"]
+    assert [h["converter"] for h in two_hops] == ["torch->onnx", "openvino.convert_model"]
+    # the ONNX export the shortest path made (or an earlier run cached) is reused, not redone
+    assert two_hops[0]["cache_hit"] or cases["mlp-torch-openvino-cpu"]["provenance"]["cache_hit"]
+
+
+def test_a_path_that_no_case_can_take_is_an_error_listing_the_paths(run_parity):
+    run = run_parity("--model=mlp", "--target=openvino", "--path=tflite")
+    (record,) = run.cases.values()
+    assert record["status"] == "error"
+    assert "the paths there are: onnx; onnx,openvino-ir; openvino-ir" in record["message"]
+
+
+def test_the_direct_torch_path_catches_a_weight_changed_by_1e_3(run_parity, parity_dir):
+    import torch
+
+    from harness.converters import torch_openvino
+    from harness.engine import example_recipe
+    from harness.inputs import make_inputs
+    from harness.registry import get_model
+    from harness.sources import torch as torch_source
+
+    spec = get_model("mlp")
+    example = [make_inputs(spec, example_recipe(spec))[i.name] for i in spec.inputs]
+    for name, scale in (("twin", 1.0), ("perturbed", 1.001)):
+        model = torch_source.bind(spec.builders["torch"](), spec)
+        with torch.no_grad():
+            weight = next(p for p in model.parameters() if p.dim() == 2)
+            weight[0, 0] *= scale
+        torch_openvino.convert(model, spec, example, parity_dir / name, layouts=spec.source_layouts("torch"))
+    twin = run_parity("--model=mlp", f"--converted={parity_dir / 'twin' / 'model.xml'}", "--target=openvino")
+    assert twin.single["status"] == "passed", twin.output
+    perturbed = run_parity("--model=mlp", f"--converted={parity_dir / 'perturbed' / 'model.xml'}", "--target=openvino")
+    assert perturbed.single["status"] == "failed", perturbed.output
