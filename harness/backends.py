@@ -21,7 +21,10 @@ Three kinds of backend, each a module (or any object with these attributes):
   precision)` (a skip reason where the device cannot compute in a precision
   the runtime declares, or None). Every Session takes `precision`, one of its
   PRECISIONS (a runtime without the attribute gets "fp32" only), so that the
-  engine opens every runtime the same way.
+  engine opens every runtime the same way. A runtime's own settings are an
+  `Options` dataclass: each field (a default, and `metadata` with `help` and
+  optionally `choices`) becomes a command-line flag `--RUNTIME-FIELD`, and
+  the Session reads them with `own_options(NAME, options)`.
 
 Built-ins are listed here by module name and imported only when a case needs
 them. Other packages add backends through the `parity_backends` entry point
@@ -33,6 +36,7 @@ are errors naming the package.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from functools import lru_cache
 from types import ModuleType
@@ -148,3 +152,20 @@ def runtime_missing_precision(name: str, device: str, precision: str) -> str | N
     """Why runtime `name` cannot compute in `precision` (one it declares) on `device`, or None."""
     check = getattr(runtime(name), "missing_precision", None)
     return check(device, precision) if check is not None else None
+
+
+def option_fields(name: str) -> tuple[dataclasses.Field, ...]:
+    """The fields of runtime `name`'s own `Options` dataclass (none without one)."""
+    options = getattr(runtime(name), "Options", None)
+    return dataclasses.fields(options) if options is not None else ()
+
+
+def option_flag(name: str, option: dataclasses.Field) -> str:
+    """The command-line flag of a runtime's option: `--RUNTIME-FIELD`, or the
+    flag its metadata names (for options older than the contract)."""
+    return option.metadata.get("flag") or f"--{name}-{option.name.replace('_', '-')}"
+
+
+def own_options(name: str, run_options: Any) -> Any:
+    """Runtime `name`'s `Options`, with the values the run gave its flags."""
+    return runtime(name).Options(**getattr(run_options, "runtime_options", {}).get(name, {}))

@@ -27,7 +27,7 @@ FLAGS = {
     "reference_device": "--reference-device", "precisions": "--precision",
     "converted": "--converted", "converted_layouts": "--converted-layouts", "input_specs": "--input-spec",
     "output_names": "--output-names", "exporter": "--exporter", "opset": "--opset",
-    "ort_opt_level": "--ort-opt-level", "strict_cuda": "--strict-cuda", "trust_model_code": "--trust-model-code",
+"strict_cuda": "--strict-cuda", "trust_model_code": "--trust-model-code",
     "use_cache": "--no-parity-cache", "cache_dir": "--parity-cache-dir", "reports_dir": "--parity-reports",
     "examples": "--parity-examples", "corners": "--no-parity-corners", "strict": "--parity-strict",
     "max_tensor_mb": "--parity-max-tensor-mb", "isolate": "--parity-isolate", "timeout_s": "--parity-timeout",
@@ -50,6 +50,9 @@ def changed_flags(options: RunOptions) -> list[str]:
             continue
         if option.name == "tolerance_overrides":
             changed += [_tolerance_flag(name) for name in TOLERANCE_FIELDS if options.tolerance_overrides.get(name)]
+        elif option.name == "runtime_options":
+            changed += [_runtime_flag(runtime, name) for runtime, given in options.runtime_options.items()
+                        for name in given]
         else:
             changed.append(FLAGS.get(option.name, option.name))
     return changed
@@ -102,8 +105,10 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
                               f"{_converted_note(options)}")
     if options.precisions != defaults.precisions:
         found.warnings += _undeclared_precisions(options)
-    if options.ort_opt_level != defaults.ort_opt_level and not any(c.target == "onnxruntime" for c in loaded):
-        found.warnings.append(f"--ort-opt-level {options.ort_opt_level}: no case of this run runs on onnxruntime")
+    for runtime, given in options.runtime_options.items():
+        if given and not any(c.target == runtime for c in loaded):
+            flags = " ".join(f"{_runtime_flag(runtime, name)} {value}" for name, value in given.items())
+            found.warnings.append(f"{flags}: no case of this run runs on {runtime}")
     if options.strict_cuda and not any(map(_on_cuda, running)):
         skipped = next((c.skip for c in loaded if _on_cuda(c) and c.skip), None)
         found.warnings.append("--strict-cuda: no case of this run runs on CUDA" +
@@ -203,6 +208,11 @@ def _on_cuda(case: Case) -> bool:
 def _converter_takes(case: Case, option: str) -> bool:
     """Whether a hop on the case's path takes `option`."""
     return any(option in backends.hop(name).OPTIONS for name in case.path)
+
+
+def _runtime_flag(runtime: str, name: str) -> str:
+    option = next(f for f in backends.option_fields(runtime) if f.name == name)
+    return backends.option_flag(runtime, option)
 
 
 def _known(kind: str, value: str) -> bool:

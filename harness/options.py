@@ -23,7 +23,6 @@ DEVICES = ("cpu", "cuda")
 # a case's id names any but fp32, so that fp32 ids stay those of runs before the axis.
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXPORTERS = ("dynamo", "torchscript")
-ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
 TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple")
 # The lowest ONNX opset ONNX Runtime still runs; the highest is what the installed onnx knows.
 LOWEST_OPSET = 7
@@ -63,7 +62,7 @@ class RunOptions:
     output_names: tuple[str, ...] = ()
     exporter: str = "dynamo"
     opset: int | None = None
-    ort_opt_level: str = "all"
+    runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # runtime -> its Options given
     strict_cuda: bool = False
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
     trust_model_code: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES, ORT_OPT_LEVELS,
+from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
                              PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
                              RunOptions, parse_input_spec, parse_layouts, parse_max_tensor_mb, parse_opset,
                              parse_precisions, parse_tiers, parse_tolerance_overrides, split_list)
@@ -66,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "formats a path writes, e.g. onnx,openvino-ir")
     add("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default: dynamo)")
     add("--opset", type=int, default=None, help="ONNX opset to export (default: 18 dynamo, 17 torchscript)")
-    add("--ort-opt-level", choices=ORT_OPT_LEVELS, default="all", help="ONNX Runtime graph optimization level")
+    _add_runtime_options(add)
     add("--strict-cuda", action="store_true", help="turn TF32 off on CUDA and hold it to CPU tolerances")
     for name, help_text in (("atol", "absolute tolerance"), ("rtol", "relative tolerance"),
                             ("atol-by-max", "absolute tolerance as a fraction of max|ref|"),
@@ -108,6 +108,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "are missing or skipped in this run: for a deliberate change of the matrix")
 
 
+def _add_runtime_options(add) -> None:
+    """Each runtime's own settings (the fields of its Options dataclass) as flags."""
+    from harness import backends
+
+    for name in backends.names("runtime"):
+        try:
+            fields = backends.option_fields(name)
+        except Exception:  # a runtime that does not import: its cases say why, its flags are absent
+            continue
+        for option in fields:
+            add(backends.option_flag(name, option), dest=f"runtime_{name}_{option.name}", default=None,
+                type=type(option.default), choices=option.metadata.get("choices"),
+                help=f"{option.metadata.get('help', option.name)} ({name}; default {option.default})")
+
+
+def runtime_options(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    """runtime -> {field: value} for the runtime flags given on the command line."""
+    from harness import backends
+
+    given: dict[str, dict[str, Any]] = {}
+    for name in backends.names("runtime"):
+        try:
+            fields = backends.option_fields(name)
+        except Exception:
+            continue
+        for option in fields:
+            value = config.getoption(f"runtime_{name}_{option.name}")
+            if value is not None:
+                given.setdefault(name, {})[option.name] = value
+    return given
+
+
 def parity_requested(config: pytest.Config) -> bool:
     return any(config.getoption(name.replace("-", "_")) for name in PARITY_OPTIONS)
 
@@ -140,7 +172,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             output_names=split_list(get("output_names")),
             exporter=get("exporter"),
             opset=parse_opset(get("opset")),
-            ort_opt_level=get("ort_opt_level"),
+            runtime_options=runtime_options(config),
             strict_cuda=get("strict_cuda"),
             tolerance_overrides=parse_tolerance_overrides({f: get(f) for f in TOLERANCE_FIELDS}),
             trust_model_code=get("trust_model_code"),

@@ -189,3 +189,17 @@ def test_the_direct_torch_path_catches_a_weight_changed_by_1e_3(run_parity, pari
     assert twin.single["status"] == "passed", twin.output
     perturbed = run_parity("--model=mlp", f"--converted={parity_dir / 'perturbed' / 'model.xml'}", "--target=openvino")
     assert perturbed.single["status"] == "failed", perturbed.output
+
+
+def test_a_runtime_s_own_options_become_flags_and_reach_its_session(run_parity):
+    run = run_parity("--model=mlp", "--target=openvino", "--openvino-threads=1")
+    assert run.single["status"] == "passed", run.output
+    assert run.single["provenance"]["runtime"]["inference_num_threads"] == 1
+    run = run_parity("--model=mlp", "--target=onnxruntime", "--openvino-threads=1")
+    assert "--openvino-threads 1: no case of this run runs on openvino" in run.output
+
+
+def test_runtime_option_flags_are_made_from_each_runtime_s_options_dataclass():
+    flags = {backends.option_flag(name, option) for name in backends.names("runtime")
+             for option in backends.option_fields(name)}
+    assert {"--ort-opt-level", "--openvino-threads"} <= flags

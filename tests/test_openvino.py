@@ -62,7 +62,7 @@ def _examples(model: str) -> list[list[np.ndarray]]:
 def _reference(path: Path, model: str) -> list[list[np.ndarray]]:
     """ONNX Runtime's CPU provider, graph optimizations off, on `_examples(model)`."""
     spec = get_model(model)
-    session = ort_runtime.Session(path, "cpu", SimpleNamespace(ort_opt_level="disable", strict_cuda=False))
+    session = ort_runtime.Session(path, "cpu", SimpleNamespace(runtime_options={"onnxruntime": {"opt_level": "disable"}}, strict_cuda=False))
     session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
     return [session.run(example) for example in _examples(model)]
 

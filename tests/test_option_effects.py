@@ -33,7 +33,7 @@ def findings(gate_flags=(), **options):
 # --------------------------------------------------------------------------- values that change nothing
 
 def test_defaults_and_options_that_apply_say_nothing():
-    found = findings(models=("cnn", "mlp"), exporter="torchscript", opset=16, ort_opt_level="basic",
+    found = findings(models=("cnn", "mlp"), exporter="torchscript", opset=16, runtime_options={"onnxruntime": {"opt_level": "basic"}},
                      tolerance_overrides={"atol": {"": 1e-4, "logits": 1e-3}, "rtol": {"features": 1e-3}})
     assert found.errors == [] and found.warnings == []
 
@@ -88,7 +88,7 @@ def test_converted_layouts_without_a_converted_file_is_an_error():
     (dict(models=("cnn",), targets=("tflite",), opset=11), (), "--opset 11: no case of this run converts to ONNX"),
     (dict(models=("cnn",), converted=Path("cnn.onnx"), opset=11), (),
      "--opset 11: no case of this run converts to ONNX (with --converted the harness converts nothing)"),
-    (dict(models=("cnn",), targets=("tflite",), ort_opt_level="basic"), (),
+    (dict(models=("cnn",), targets=("tflite",), runtime_options={"onnxruntime": {"opt_level": "basic"}}), (),
      "--ort-opt-level basic: no case of this run runs on onnxruntime"),
     (dict(models=("cnn",), strict_cuda=True), (), "--strict-cuda: no case of this run runs on CUDA"),
     (dict(models=("cnn",), trust_model_code=True), (),

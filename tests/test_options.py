@@ -213,7 +213,7 @@ def test_run_options_json_round_trip():
         devices=("cpu",), models=("mlp", "cnn"), converted=Path("/tmp/model.onnx"),
         input_specs=(parse_input_spec("image:float32[N=1..4,3,H=16..64,W=16..64]:NCHW:-3..3"),
                      parse_input_spec("ids:int64[N=1..4,T=2..8]::0..99")),
-        output_names=("logits",), exporter="torchscript", opset=17, ort_opt_level="basic", strict_cuda=True,
+        output_names=("logits",), exporter="torchscript", opset=17, runtime_options={"onnxruntime": {"opt_level": "basic"}}, strict_cuda=True,
         tolerance_overrides={"atol": {"": 1e-4, "logits": 1e-3}}, trust_model_code=True, use_cache=False,
         cache_dir=Path("some/cache"), reports_dir=Path("out/reports"), examples=7,
     )

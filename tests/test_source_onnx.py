@@ -125,7 +125,7 @@ def test_an_exported_zoo_model_is_a_source_held_to_onnxruntime_with_optimization
     assert [o.name for o in spec.outputs] == ["features"]
 
     model = onnx_source.bind(onnx_source.build(spec.builders["onnx"]), spec)
-    target = ort_runtime.Session(path, "cpu", RunOptions(ort_opt_level="all"))
+    target = ort_runtime.Session(path, "cpu", RunOptions())
     target.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
     twin = onnx_source.float64_copy(model)
     assert twin is not None and twin.runner == "onnx.reference"  # ORT has no float64 Conv

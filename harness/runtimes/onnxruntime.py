@@ -8,6 +8,7 @@ session's providers are checked after creation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,17 +47,27 @@ def versions() -> dict[str, str]:
     return {"onnxruntime": ort.__version__}
 
 
+@dataclass
+class Options:
+    """ONNX Runtime's own settings (flags made from these fields)."""
+
+    opt_level: str = field(default="all", metadata={
+        "flag": "--ort-opt-level", "choices": tuple(OPT_LEVELS), "help": "ONNX Runtime graph optimization level"})
+
+
 class Session:
     """A loaded artifact, with the names that map the spec's inputs and outputs onto it."""
 
     def __init__(self, path: Path, device: str, options: Any, precision: str = "fp32"):
-        """options: the run's RunOptions (ort_opt_level, strict_cuda are used);
+        """options: the run's RunOptions (this runtime's own, and strict_cuda);
         precision: fp32, the one this runtime declares (no PRECISIONS)."""
         import onnxruntime as ort
 
+        from harness.backends import own_options
+
         if precision != "fp32":
             raise CaseError("runtime", f"the onnxruntime target computes in fp32 only, not {precision}")
-        opt_level, strict_cuda = options.ort_opt_level, options.strict_cuda
+        opt_level, strict_cuda = own_options(NAME, options).opt_level, options.strict_cuda
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
         options.log_severity_level = 3

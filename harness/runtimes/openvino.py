@@ -16,6 +16,7 @@ takes each example's shapes.
 from __future__ import annotations
 
 from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,13 +90,24 @@ def versions() -> dict[str, str]:
     return {"openvino": ov.__version__}
 
 
+@dataclass
+class Options:
+    """OpenVINO's own settings (flags made from these fields)."""
+
+    threads: int = field(default=0, metadata={
+        "help": "INFERENCE_NUM_THREADS of the compiled model; 0 lets OpenVINO choose (all cores), which "
+                "oversubscribes the CPU where several processes run cases"})
+
+
 class Session:
     """A model compiled for one device at one precision, with the ports that
     the spec's inputs and outputs map onto."""
 
     def __init__(self, path: Path, device: str, options: Any, precision: str = "fp32"):
         """path: an .onnx file, or an IR's .xml with its .bin beside it.
-        options: the run's options; OpenVINO reads none of them yet."""
+        options: the run's options, of which this runtime's own (`Options`)."""
+        from harness.backends import own_options
+
         path = Path(path)
         if device not in _OV_DEVICES:
             raise CaseError("runtime", f"the openvino target runs on the CPU here, not on {device!r}")
@@ -105,8 +117,12 @@ class Session:
         self.format = "openvino-ir" if path.suffix == IR_SUFFIX else "onnx"
         self.model = _read(path, self.format)
         hint = HINTS[precision]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
+        threads = own_options(NAME, options).threads
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
         try:
-            self.compiled = _core().compile_model(self.model, _OV_DEVICES[device], {"INFERENCE_PRECISION_HINT": hint})
+            self.compiled = _core().compile_model(self.model, _OV_DEVICES[device], config)
         except Exception as error:
             raise CaseError("runtime", f"OpenVINO could not compile {path} for the {_OV_DEVICES[device]}: "
                                        f"{summarize_exception(error, 6)}\nThe {_OV_DEVICES[device]} plugin does "
