@@ -1,6 +1,7 @@
 """The contract every backend meets, and the one registry of them.
 
-Three kinds of backend, each a module (or any object with these attributes):
+Three kinds of backend, each a module (or any object with these attributes),
+typed by the Protocols `Source`, `Hop` and `Runtime` below:
 
 - a **source** holds the original model: `NAME` (also the format of the model
   it holds in memory), `missing(device)`, `versions()`, `build(builder)`,
@@ -39,8 +40,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from functools import lru_cache
-from types import ModuleType
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
 
 KINDS = ("source", "hop", "runtime")
 ENTRY_POINT_GROUP = "parity_backends"
@@ -58,6 +59,48 @@ BUILTIN: dict[str, dict[str, str]] = {
 }
 # file suffix -> artifact format, for users' own converted files
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino-ir"}
+
+
+class Runtime(Protocol):
+    """What the engine and the matrix use of a runtime (a module meets it)."""
+
+    NAME: str
+    FORMATS: tuple[str, ...]
+    Session: Callable[..., Any]   # (path, device, options, precision) -> bind, declared_inputs, run, provenance
+
+    def missing(self, device: str) -> str | None: ...
+    def versions(self) -> dict[str, str]: ...
+
+
+class Hop(Protocol):
+    """One conversion, from a format it reads to the one it writes."""
+
+    NAME: str
+    READS: tuple[str, ...]
+    WRITES: str
+    REVISION: int
+    FILENAME: str
+    OPTIONS: tuple[str, ...]
+
+    def versions(self) -> dict[str, str]: ...
+    def convert(self, model: Any, spec: Any, example: Sequence[Any], out_dir: Path, *,
+                layouts: tuple[dict, dict], **options: Any) -> dict[str, Any]: ...
+
+
+class Source(Protocol):
+    """A framework that holds the original model and runs it as the reference."""
+
+    NAME: str
+
+    def missing(self, device: str) -> str | None: ...
+    def versions(self) -> dict[str, str]: ...
+    def build(self, builder: Callable[[], Any]) -> Any: ...
+    def bind(self, model: Any, spec: Any) -> Any: ...
+    def configure_device(self, device: str, strict_cuda: bool) -> dict[str, Any]: ...
+    def to_device(self, model: Any, device: str) -> Any: ...
+    def run(self, model: Any, inputs: Sequence[Any], device: str, float64: bool = False) -> list[Any]: ...
+    def float64_copy(self, model: Any) -> Any | None: ...
+    def fingerprint(self, model: Any) -> str: ...
 
 
 class BackendError(Exception):
@@ -109,15 +152,15 @@ def get(kind: str, name: str) -> Any:
     raise BackendError(broken(name) or f"no {kind} backend {name!r}; known: {', '.join(names(kind))}")
 
 
-def source(name: str) -> ModuleType:
+def source(name: str) -> Source:
     return get("source", name)
 
 
-def runtime(name: str) -> ModuleType:
+def runtime(name: str) -> Runtime:
     return get("runtime", name)
 
 
-def hop(name: str) -> ModuleType:
+def hop(name: str) -> Hop:
     return get("hop", name)
 
 

@@ -384,3 +384,23 @@ def test_modules_import_without_openvino():
     code = ("import sys, harness.runtimes.openvino, harness.converters.onnx_openvino; "
             "assert 'openvino' not in sys.modules, 'openvino imported at module level'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_the_declared_keras_gru_limitation_is_still_real(tmp_path):
+    """A canary for the zoo's `keras->openvino` declaration on `gru`: the day
+    OpenVINO converts the Loop tf2onnx writes for it, this fails and the
+    declaration must go (its cases would then run instead of skipping)."""
+    pytest.importorskip("tf2onnx")
+    from harness.converters import tf_onnx
+    from harness.engine import example_recipe
+    from harness.inputs import make_inputs
+    from harness.registry import get_model
+    from harness.sources import keras as keras_source
+
+    spec = get_model("gru")
+    assert "keras->openvino" in spec.unsupported
+    model = keras_source.bind(keras_source.build(spec.builders["keras"]), spec)
+    example = [make_inputs(spec, example_recipe(spec))[i.name] for i in spec.inputs]
+    tf_onnx.convert(model, spec, example, tmp_path, layouts=spec.source_layouts("keras"))
+    with pytest.raises(CaseError, match="Loop"):
+        ov_runtime.Session(tmp_path / "model.onnx", "cpu", None)
