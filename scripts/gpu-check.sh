@@ -3,6 +3,8 @@
 # From the repository root there, after the onnxruntime-gpu wheel's parts have
 # travelled into /tmp/ort-parts (../shared/tools/ort-gpu-chunks splits it):
 #   bash scripts/gpu-check.sh [zoo] [real] [planted] [isolation]   (default: all four)
+# Carry parity_harness.egg-info too (`make install` writes it): the zoo registers
+# through its parity_models entry point, which Python finds there on PYTHONPATH.
 # It installs the wheel into /tmp/site, then runs the harness from PYTHONPATH:
 # the torch zoo on CUDA (TF32, then --strict-cuda), the real tier (transformers,
 # and torchvision, which the GPU machine has in a build matching its torch) on
