@@ -4,7 +4,8 @@
 # travelled into /tmp/ort-parts (../shared/tools/ort-gpu-chunks splits it):
 #   bash scripts/gpu-check.sh [zoo] [real] [planted] [isolation]   (default: all four)
 # Carry parity_harness.egg-info too (`make install` writes it): the zoo registers
-# through its parity_models entry point, which Python finds there on PYTHONPATH.
+# through its parity_models entry point, which Python finds there on PYTHONPATH,
+# and pytest then loads the plugin through its pytest11 entry point by itself.
 # It installs the wheel into /tmp/site, then runs the harness from PYTHONPATH:
 # the torch zoo on CUDA (TF32, then --strict-cuda), the real tier (transformers,
 # and torchvision, which the GPU machine has in a build matching its torch) on
@@ -23,6 +24,8 @@ if [ -d /tmp/ort-parts ] && [ ! -d "$site/onnxruntime" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$whl" || echo "onnxruntime-gpu install failed"
 fi
 export PYTHONPATH="$site:$PWD"
+# With the egg-info, pytest finds the plugin itself; -p would register it twice.
+if [ -d parity_harness.egg-info ]; then PARITY_PLUGIN=${PARITY_PLUGIN-}; fi
 nvidia-smi -L
 python3 -c "import sys, torch, numpy, onnx, onnxruntime as ort, hypothesis; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'numpy', numpy.__version__, 'onnx', onnx.__version__, 'ort', ort.__version__, ort.get_available_providers())"
 
