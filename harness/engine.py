@@ -109,7 +109,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     timings["build_s"] = time.perf_counter() - start
 
     source_in, source_out = spec.source_layouts(case.source)
-    example = [_relaid(make_inputs(spec, example_recipe(spec))[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
+    example = [relaid(make_inputs(spec, example_recipe(spec))[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
     reference = _checked_reference(source, model, spec, example)
     output_dtypes = {o.name: str(r.dtype) for o, r in zip(spec.outputs, reference)}
 
@@ -247,7 +247,7 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     example; the time it took is added to `prepared.timings[timing]`."""
     spec, case = prepared.spec, prepared.case
     source_in = prepared.source_layouts[0]
-    ordered = [_relaid(tensors[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
+    ordered = [relaid(tensors[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
     start = time.perf_counter()
     try:
         reference = prepared.source.run(prepared.model, ordered, case.reference_device)
@@ -275,7 +275,7 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     artifact_in, artifact_out = prepared.artifact_layouts
     source_in, source_out = prepared.source_layouts
     ordered, reference = reference_outputs(prepared, tensors)
-    laid_out = [_relaid(x, source_in[i.name], artifact_in[i.name]) for i, x in zip(spec.inputs, ordered)]
+    laid_out = [relaid(x, source_in[i.name], artifact_in[i.name]) for i, x in zip(spec.inputs, ordered)]
     start = time.perf_counter()
     try:
         converted = prepared.session.run(laid_out)
@@ -290,7 +290,7 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     prepared.timings["target_s"] = prepared.timings.get("target_s", 0.0) + time.perf_counter() - start
     start = time.perf_counter()
     # Compared in the original's own layouts.
-    converted = [_relaid(y, artifact_out[o.name], source_out[o.name]) for o, y in zip(spec.outputs, converted)]
+    converted = [relaid(y, artifact_out[o.name], source_out[o.name]) for o, y in zip(spec.outputs, converted)]
     comparisons = [compare_outputs(o.name, r, g, prepared.tolerances[o.name])
                    for o, r, g in zip(spec.outputs, reference, converted)]
     prepared.timings["compare_s"] = prepared.timings.get("compare_s", 0.0) + time.perf_counter() - start
@@ -353,7 +353,7 @@ def _out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "out of memory" in text or "outofmemory" in text \
         or "failed to allocate" in text
 
-def _relaid(array: np.ndarray, src: str | None, dst: str | None) -> np.ndarray:
+def relaid(array: np.ndarray, src: str | None, dst: str | None) -> np.ndarray:
     """`array` moved from layout `src` to `dst`. A tensor whose rank does not fit
     `src` is left as it is, for the comparator to report as a shape mismatch."""
     if src is None or dst is None or src == dst or array.ndim != len(src):

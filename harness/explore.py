@@ -103,7 +103,6 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
     database_path: where hypothesis keeps the failing examples it found; kept
     beside the reports, so that a failure found one night is tried first the next."""
     exploration = Exploration()
-    spec = prepared.spec
     budget = max_examples or settings.default.max_examples
 
     start = time.perf_counter()

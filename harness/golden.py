@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare import compare_outputs
-from harness.engine import PreparedCase
-from harness.engine import _relaid as relaid
+from harness.engine import PreparedCase, relaid
 from harness.errors import summarize_exception
 
 
