@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from harness.locks import FileLock
+from harness.model_file import file_sha256
 
 PROVENANCE = "provenance.json"
 MANIFEST = "manifest.json"
@@ -77,7 +78,7 @@ class ArtifactCache:
         try:
             provenance = dict(create(work), cache_key=key)
             (work / PROVENANCE).write_text(json.dumps(provenance, indent=1, sort_keys=True, default=str))
-            manifest = {"sha256": {name: _sha256(work / name) for name in _files(work)}}
+            manifest = {"sha256": {name: file_sha256(work / name) for name in _files(work)}}
             (work / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             if not os.path.lexists(entry):
                 os.rename(work, entry)
@@ -114,7 +115,7 @@ def verify_entry(folder: Path) -> str | None:
     if extra:
         return f"{', '.join(extra)} in the entry but not in its manifest"
     for name in sorted(recorded):
-        digest = _sha256(folder / name)
+        digest = file_sha256(folder / name)
         if digest != recorded[name]:
             return f"{name} changed on disk (sha256 {digest[:16]}, recorded {str(recorded[name])[:16]})"
     return None
@@ -133,14 +134,6 @@ def _files(folder: Path) -> list[str]:
             if relative != MANIFEST:
                 names.append(relative)
     return sorted(names)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _new_folder(parent: Path, prefix: str) -> Path:

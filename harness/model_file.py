@@ -173,6 +173,15 @@ def describe(origin: str) -> dict[str, Any] | None:
     return described
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of one file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def folder_sha256(folder: Path) -> str:
     """sha256 over every file of a folder (relative path, NUL, bytes), in sorted order."""
     return _digest(str(folder), _signature(_files_of(Path(folder))), True)[0]

@@ -108,35 +108,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "are missing or skipped in this run: for a deliberate change of the matrix")
 
 
-def _add_runtime_options(add) -> None:
-    """Each runtime's own settings (the fields of its Options dataclass) as flags."""
+def _runtime_option_fields():
+    """(runtime, field) for each field of each registered runtime's Options; a
+    runtime that does not import has no flags here (its cases say why)."""
     from harness import backends
 
-    for name in backends.names("runtime"):
-        try:
-            fields = backends.option_fields(name)
-        except Exception:  # a runtime that does not import: its cases say why, its flags are absent
-            continue
-        for option in fields:
-            add(backends.option_flag(name, option), dest=f"runtime_{name}_{option.name}", default=None,
-                type=type(option.default), choices=option.metadata.get("choices"),
-                help=f"{option.metadata.get('help', option.name)} ({name}; default {option.default})")
-
-
-def runtime_options(config: pytest.Config) -> dict[str, dict[str, Any]]:
-    """runtime -> {field: value} for the runtime flags given on the command line."""
-    from harness import backends
-
-    given: dict[str, dict[str, Any]] = {}
     for name in backends.names("runtime"):
         try:
             fields = backends.option_fields(name)
         except Exception:
             continue
-        for option in fields:
-            value = config.getoption(f"runtime_{name}_{option.name}")
-            if value is not None:
-                given.setdefault(name, {})[option.name] = value
+        yield from ((name, option) for option in fields)
+
+
+def _add_runtime_options(add) -> None:
+    """Each runtime's own settings (the fields of its Options dataclass) as flags."""
+    from harness import backends
+
+    for name, option in _runtime_option_fields():
+        add(backends.option_flag(name, option), dest=f"runtime_{name}_{option.name}", default=None,
+            type=type(option.default), choices=option.metadata.get("choices"),
+            help=f"{option.metadata.get('help', option.name)} ({name}; default {option.default})")
+
+
+def runtime_options(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    """runtime -> {field: value} for the runtime flags given on the command line."""
+    given: dict[str, dict[str, Any]] = {}
+    for name, option in _runtime_option_fields():
+        value = config.getoption(f"runtime_{name}_{option.name}")
+        if value is not None:
+            given.setdefault(name, {})[option.name] = value
     return given
 
 

@@ -20,7 +20,6 @@ openvino is imported inside the functions, never at module level.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from harness.converters.onnx_checks import declared_input_dims
 from harness.errors import CaseError, summarize_exception
+from harness.model_file import file_sha256
 from harness.specs import ModelSpec
 
 NAME = "openvino.convert_model"
@@ -82,7 +82,7 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
         "converter": NAME,
         "tool": "openvino.convert_model + openvino.save_model",
         "tool_version": ov.__version__,
-        "source_sha256": _sha256(source),
+        "source_sha256": file_sha256(source),
         # save_model's default (True) would store the weights as float16
         "compress_to_fp16": COMPRESS_TO_FP16,
         "weight_element_types": weight_types,
@@ -145,11 +145,3 @@ def _check_inputs(declared: dict[str, list[int | None]], saved, path: Path) -> N
             raise CaseError("convert", f"the OpenVINO IR {path} takes input {name!r} with shape {shape}, not the "
                                        f"ONNX's {['?' if d is None else d for d in dims]}: it would not accept "
                                        "every shape the ONNX file does")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
