@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[torch,onnxruntime,tensorflow,tflite,mxnet,openvino,real,html,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[torch,onnxruntime,tensorflow,tflite,mxnet,openvino,precision,tensorrt,real,html,test]'
 	touch $(STAMP)
 
 parity: $(STAMP)

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     diff_parser.add_argument("--html", type=Path, default=None,
                              help="where to write the HTML diff (default: NEW.diff.html next to NEW)")
     diff_parser.add_argument("--compare-fail", default="error:10x",
-                             help="growth that fails: error:10x, error:10, error:1000%% (default error:10x)")
+                             help="growth that fails: error:10x, error:10, error:1000%% (default error:10x), "
+                                  "also cosine:, snr_db:; the drop of an agreement that fails: agreement:0.01")
     diff_parser.add_argument("--allow-lost-coverage", action="store_true",
                              help="exit 0 even where cases that ran in OLD are missing or skipped in NEW "
                                   "(a deliberate change of the matrix)")

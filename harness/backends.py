@@ -13,16 +13,25 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   (bumped when its output changes, so cached artifacts are remade),
   `FILENAME`, `OPTIONS` (the run options it takes, which enter its cache key),
   `versions()`, `convert(...)` -> provenance; optionally `VARIANTS` (layout
-  variants) and `CHANGES_PROCESS_STATE`;
+  variants), `CHANGES_PROCESS_STATE` and `PRECISIONS` (the precisions it can
+  write, of `options.PRECISIONS`; ("fp32",) where absent: a hop without fp32
+  only lowers, and may write the format it reads). A hop whose OPTIONS name
+  "precision" and "calibration" is given the precision it writes in this case
+  ("fp32" where another step lowers) and, where it lowers, the calibration
+  feed's settings (`calibration.Calibration.to_json()`, None otherwise);
 - a **runtime** runs artifacts: `NAME`, `FORMATS` (what it runs, the preferred
   first), `missing(device)`, `versions()`, `Session(path, device, options,
   precision)` with `bind`, `declared_inputs`, `run`, `provenance`; optionally
-  `NEEDS_ISOLATION`, `PRECISIONS` (what it can compute in, of
-  `options.PRECISIONS`; ("fp32",) where absent) and `missing_precision(device,
-  precision)` (a skip reason where the device cannot compute in a precision
-  the runtime declares, or None). Every Session takes `precision`, one of its
-  PRECISIONS (a runtime without the attribute gets "fp32" only), so that the
-  engine opens every runtime the same way. A runtime's own settings are an
+  `NEEDS_ISOLATION`, `PRECISIONS` (what it can lower an fp32 artifact to by
+  its own settings, of `options.PRECISIONS`; ("fp32",) where absent),
+  `missing_precision(device, precision)` (a skip reason where the device
+  cannot compute in a precision the runtime declares, or None) and
+  `SHAPE_PROFILE` (True: the Session is also given `profile=`, each input's
+  (min, opt, max) shape from `shape_profile.shape_profile`, for an engine
+  built for a range of shapes). Every Session takes `precision`, one of its
+  PRECISIONS: "fp32" means "run the artifact as its own types say", which is
+  what a runtime is given where a hop lowered the model (`paths.lowering`), so
+  that the engine opens every runtime the same way. A runtime's own settings are an
   `Options` dataclass: each field (a default, and `metadata` with `help` and
   optionally `choices`) becomes a command-line flag `--RUNTIME-FIELD`, and
   the Session reads them with `own_options(NAME, options)`.
@@ -53,10 +62,16 @@ BUILTIN: dict[str, dict[str, str]] = {
     "hop": {"torch->onnx": "harness.converters.torch_onnx", "tf->onnx": "harness.converters.tf_onnx",
             "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx",
             "onnx->openvino-ir": "harness.converters.onnx_openvino",
-            "torch->openvino-ir": "harness.converters.torch_openvino"},
+            "torch->openvino-ir": "harness.converters.torch_openvino",
+            "onnx->onnx-lowered": "harness.converters.onnx_lower"},
     "runtime": {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite",
-                "openvino": "harness.runtimes.openvino"},
+                "openvino": "harness.runtimes.openvino",
+                "tensorrt": "harness.runtimes.tensorrt",
+                "onnxruntime-tensorrt": "harness.runtimes.onnxruntime_tensorrt",
+                "onnx-reference": "harness.runtimes.onnx_reference"},
 }
+# Built-in runtimes a run targets only when named (--target): slow ones that serve one purpose.
+OPT_IN_RUNTIMES = ("onnx-reference",)
 # file suffix -> artifact format, for users' own converted files
 ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino-ir"}
 

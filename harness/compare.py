@@ -2,16 +2,22 @@
 
 An element passes when |got - ref| <= atol + atol_by_max * max|ref| + rtol * |ref|;
 NaN and Inf must sit at the same positions (with the same sign) on both sides.
+A float output passes when its elements do and it meets every whole-output
+threshold its tolerance sets (cosine, SNR, top-1 agreement, top-k overlap).
+`error_ratio` is the largest of the elementwise ratio and one ratio per
+threshold set, each <= 1 exactly when the threshold is met, so that
+"error_ratio <= 1 passes" holds for all of them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from harness.specs import Tolerance
+from harness.specs import SpecError, Tolerance
 
 
 @dataclass
@@ -32,8 +38,13 @@ class OutputComparison:
     mean_abs: float | None = None
     rmse: float | None = None
     cosine: float | None = None
+    snr_db: float | None = None             # 10*log10(sum ref^2 / sum (got-ref)^2): float outputs; inf: no error
+    top1_agreement: float | None = None     # positions whose top class agrees: outputs with a class axis
+    topk_overlap: float | None = None       # mean share of the top_k classes both sides have
+    top_k: int | None = None                # the k of topk_overlap (the spec's, clipped to the class axis)
     max_ulp: float | None = None
     max_ref: float | None = None
+    output_range: float | None = None       # the output's range atol_by_range scales with (None: max_ref)
     normalized_error: float | None = None   # max_abs / max|ref|: error against the output's scale
     error_ratio: float | None = None        # worst error over its tolerance: <= 1 passes
     mismatch_fraction: float | None = None
@@ -43,6 +54,8 @@ class OutputComparison:
     worst_got: float | None = None
     needed_atol: float | None = None        # smallest atol (rtol as set) that would have passed
     needed_rtol: float | None = None        # smallest rtol (atol as set) that would have passed
+    # The whole-output thresholds not met ("min_cosine", ...): no noise multiple excuses these.
+    failed_thresholds: list[str] = field(default_factory=list)
     # What passed it: "tolerance" (elementwise), "noise" (within its noise multiple of
     # the source's own float32 error: set by the engine, which holds the float64 twin).
     accepted_by: str | None = None
@@ -87,8 +100,16 @@ def _json_number(value):
     return value
 
 
-def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tolerance) -> OutputComparison:
-    """Compare one output of the converted model (`got`) against the original's (`ref`)."""
+def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tolerance,
+                    class_axis: int | None = None, top_k: int = 5,
+                    output_range: float | None = None) -> OutputComparison:
+    """Compare one output of the converted model (`got`) against the original's (`ref`).
+
+    class_axis: the axis of class scores (OutputSpec.class_axis): where given,
+    the top-1 agreement and the top-`top_k` overlap are measured, and the
+    tolerance's min_top1 and min_topk_overlap apply; elsewhere they do not.
+    output_range: the output's largest magnitude over the calibration feed,
+    which atol_by_range scales (None: this example's max|ref|)."""
     ref, got = np.asarray(ref), np.asarray(got)
     result = OutputComparison(
         name=name, passed=False, message="", tolerance=asdict(tolerance),
@@ -106,11 +127,15 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
         result.passed, result.message, result.accepted_by = True, f"{name}: empty output", "tolerance"
         return result
     is_float = ref.dtype.kind == "f" or ref.dtype.kind == "V"  # V: bfloat16 and friends
-    _fill_metrics(result, ref, got, tolerance, is_float)
+    if class_axis is not None and not -ref.ndim <= class_axis < ref.ndim:
+        raise SpecError(f"output {name!r}: class_axis {class_axis} does not fit its shape {ref.shape}")
+    result.output_range = output_range
+    _fill_metrics(result, ref, got, tolerance, is_float, class_axis if is_float else None, top_k)
     return result
 
 
-def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, tol: Tolerance, is_float: bool) -> None:
+def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, tol: Tolerance, is_float: bool,
+                  class_axis: int | None, top_k: int) -> None:
     # Work in float32 for float32 and narrower outputs (its rounding is far below any
     # tolerance worth setting) and in float64 otherwise; accumulate sums in float64.
     # The comparator runs on every example, so each full pass over the data counts.
@@ -138,7 +163,8 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
         diff[(diff == 0) & (ref.reshape(-1) != got.reshape(-1))] = 1.0
     abs_r = np.abs(r)
     max_ref = float(abs_r.max())
-    atol = tol.atol + tol.atol_by_max * max_ref
+    atol = tol.atol + tol.atol_by_max * max_ref + tol.atol_by_range * (
+        max_ref if result.output_range is None else result.output_range)
     bound = np.multiply(abs_r, work(tol.rtol))
     bound += work(atol)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -152,7 +178,7 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
     n = diff.size
     allowed = int(np.floor(tol.max_mismatch * n))
     worst = int(np.argmax(ratio))
-    result.error_ratio = _kth_largest(ratio, allowed)
+    elementwise = _kth_largest(ratio, allowed)
     result.mismatch_fraction = int(np.count_nonzero(ratio > 1)) / n
     result.max_abs = float(diff.max())
     result.mean_abs = float(np.sum(diff, dtype=np.float64)) / n
@@ -168,16 +194,32 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
     aa = float(np.einsum("i,i->", r, r, dtype=np.float64))
     gg = float(np.einsum("i,i->", g, g, dtype=np.float64))
     result.cosine = (aa + gg - dd) / (2 * np.sqrt(aa * gg)) if aa > 0 and gg > 0 else (1.0 if result.max_abs == 0 else 0.0)
+    if is_float:
+        # Over the finite elements, as every metric here; 0/0 (both all zero) is no error.
+        result.snr_db = np.inf if dd == 0 else (10 * (math.log10(aa) - math.log10(dd)) if aa > 0 else -np.inf)
+    if class_axis is not None:
+        shape = ref.shape
+        k = min(top_k, shape[class_axis])
+        result.top_k = k
+        result.top1_agreement = _top_agreement(r.reshape(shape), g.reshape(shape), class_axis, 1)
+        result.topk_overlap = _top_agreement(r.reshape(shape), g.reshape(shape), class_axis, k)
     if is_float and ref.dtype.kind == "f":
         result.max_ulp = _max_ulp(ref.reshape(-1), got.reshape(-1), nonfinite is not None)
     result.worst_index = tuple(int(i) for i in np.unravel_index(worst, ref.shape))
     result.worst_ref = float(ref.flat[worst])
     result.worst_got = float(got.flat[worst])
 
-    result.passed = result.nonfinite_mismatches == 0 and result.error_ratio <= 1.0
+    thresholds = _threshold_ratios(result, tol) if is_float else {}
+    result.failed_thresholds = [name for name, value in thresholds.items() if value > 1.0]
+    result.error_ratio = max([elementwise, *thresholds.values()])
+    elementwise_passed = result.nonfinite_mismatches == 0 and elementwise <= 1.0
+    result.passed = elementwise_passed and not result.failed_thresholds
     if result.passed:
         result.accepted_by = "tolerance"
         result.message = f"{result.name}: within tolerance"
+        return
+    if elementwise_passed:
+        result.message = f"{result.name}: within its elementwise tolerance, but {_describe_thresholds(result, tol)}"
         return
     if not result.nonfinite_mismatches:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -189,6 +231,75 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
             excess[diff <= atol] = 0
             result.needed_rtol = _kth_largest(excess, allowed) * margin
     result.message = _describe(result, atol, tol)
+    if result.failed_thresholds:
+        result.message += f"; and {_describe_thresholds(result, tol)}"
+
+
+def _top_agreement(ref: np.ndarray, got: np.ndarray, axis: int, k: int) -> float:
+    """The mean over positions of |top-k(ref) & top-k(got)| / k along `axis`.
+    A class tied with the k-th largest value counts as in the top k (a
+    quantized output that ties the top two classes contradicts neither), and
+    a position counts at most k shared classes."""
+    shared = np.count_nonzero((ref >= _kth_along(ref, axis, k)) & (got >= _kth_along(got, axis, k)), axis=axis)
+    return float(np.minimum(shared, k).mean() / k)
+
+
+def _kth_along(values: np.ndarray, axis: int, k: int) -> np.ndarray:
+    """The k-th largest value along `axis`, the axis kept (of length 1)."""
+    if k == 1:
+        return values.max(axis=axis, keepdims=True)   # one pass, where a partition takes several
+    n = values.shape[axis]
+    return np.partition(values, n - k, axis=axis).take([n - k], axis=axis)
+
+
+# A whole-output statistic of fewer numbers says nothing an elementwise bound
+# does not: one output of a regression (the zoo's `simple`, N=1) near 0 has an
+# SNR of a few dB at a correct int8 conversion, whatever its range.
+WHOLE_OUTPUT_MIN_ELEMENTS = 16
+
+
+def _threshold_ratios(result: OutputComparison, tol: Tolerance) -> dict[str, float]:
+    """A ratio per whole-output threshold set (and measurable here: cosine and
+    SNR on an output of WHOLE_OUTPUT_MIN_ELEMENTS elements or more), <= 1 exactly when it is
+    met; the SNR's is the error's amplitude over the largest the threshold
+    allows. A metric that is NaN (sums of float64 values beyond its range)
+    meets nothing."""
+    ratios = {}
+    whole = result.elements >= WHOLE_OUTPUT_MIN_ELEMENTS   # top-1 and top-k are per position: they always apply
+    if tol.min_cosine and whole:
+        ratios["min_cosine"] = _shortfall(result.cosine, tol.min_cosine)
+    if tol.min_snr_db and whole:
+        margin = (tol.min_snr_db - result.snr_db) / 20
+        ratios["min_snr_db"] = 0.0 if margin == -np.inf else (10.0 ** margin if margin <= 300 else np.inf)
+    if tol.min_top1 and result.top1_agreement is not None:
+        ratios["min_top1"] = _shortfall(result.top1_agreement, tol.min_top1)
+    if tol.min_topk_overlap and result.topk_overlap is not None:
+        ratios["min_topk_overlap"] = _shortfall(result.topk_overlap, tol.min_topk_overlap)
+    return ratios
+
+
+def _shortfall(value: float, minimum: float) -> float:
+    """(1 - value) / (1 - minimum): <= 1 exactly when value >= minimum; a
+    minimum of 1 asks for 1 exactly (0 when met, inf when not)."""
+    if math.isnan(value):
+        return np.inf
+    missing = max(1.0 - value, 0.0)   # a cosine may round to just above 1
+    if minimum >= 1.0:
+        return 0.0 if missing == 0 else np.inf
+    return missing / (1.0 - minimum)
+
+
+def _describe_thresholds(result: OutputComparison, tol: Tolerance) -> str:
+    """The whole-output thresholds not met, each with its value."""
+    labels = {"min_cosine": ("cosine", "cosine", ""), "min_snr_db": ("SNR", "snr_db", " dB"),
+              "min_top1": ("top-1 agreement", "top1_agreement", ""),
+              "min_topk_overlap": (f"top-{result.top_k} overlap", "topk_overlap", "")}
+    parts = []
+    for name in result.failed_thresholds:
+        label, metric, unit = labels[name]
+        # Enough digits that a value just below its threshold does not print as the threshold.
+        parts.append(f"{label} {getattr(result, metric):.10g}{unit} < {name} {getattr(tol, name):g}{unit}")
+    return "; ".join(parts)
 
 
 def _kth_largest(values: np.ndarray, k: int) -> float:

@@ -125,7 +125,7 @@ def _run_corners(prepared: PreparedCase, exploration: Exploration, budget: int
     dims shared by most of them and the original's outputs at those dims, for
     the input-sensitivity check, or None where fewer than two share dims."""
     by_dims: dict[tuple, list[list[np.ndarray]]] = {}
-    for name, recipe in corner_recipes(prepared.spec)[:budget]:
+    for name, recipe in corner_recipes(prepared.spec, prepared.distributions)[:budget]:
         tensors = _timed_inputs(prepared, recipe)
         outcome = run_example(prepared, tensors)
         exploration.record(recipe, tensors, outcome)
@@ -173,7 +173,7 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
         report_multiple_bugs=False,
         database=DirectoryBasedExampleDatabase(str(database_path)) if database_path else settings.default.database,
     )
-    @given(input_recipes(spec))
+    @given(input_recipes(spec, prepared.distributions))
     def check(recipe: InputRecipe) -> None:
         tensors = _timed_inputs(prepared, recipe)
         outcome = run_example(prepared, tensors)
@@ -206,14 +206,16 @@ def input_sensitivity(prepared: PreparedCase, known: tuple[dict[str, int], list[
     of 2 or more) are run."""
     spec = prepared.spec
     dims, outputs = known if known else (pick_dims(spec, "small"), [])
-    seeds = range(len(corner_recipes(spec)), len(corner_recipes(spec)) + SENSITIVITY_DRAWS + 1 - len(outputs))
+    corners = len(corner_recipes(spec, prepared.distributions))
+    seeds = range(corners, corners + SENSITIVITY_DRAWS + 1 - len(outputs))
     for seed in seeds:
         recipe = InputRecipe(dims, {i.name: "normal" for i in spec.inputs}, 0.0, seed)
         outputs = outputs + [reference_outputs(prepared, make_inputs(spec, recipe), timing="sensitivity_s")[1]]
     found: dict[str, dict[str, Any]] = {}
     for index, out in enumerate(spec.outputs):
         tolerance = prepared.tolerances[out.name].merged(noise_multiple=0.0)
-        ratios = [compare_outputs(out.name, outputs[0][index], other[index], tolerance).error_ratio
+        ratios = [compare_outputs(out.name, outputs[0][index], other[index], tolerance, out.class_axis,
+                                  out.top_k).error_ratio
                   for other in outputs[1:]]
         if any(r is None for r in ratios):
             found[out.name] = {"ratio": None, "inconclusive": False}  # shapes differ: the input matters

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare import compare_outputs
-from harness.engine import PreparedCase, relaid
+from harness.engine import PreparedCase
+from harness.layouts import relaid
 from harness.errors import summarize_exception
 
 
@@ -45,7 +46,7 @@ def check_golden(prepared: PreparedCase) -> dict[str, Any] | None:
             results.append({"set": name, "passed": False, "error": summarize_exception(error, 3)})
             continue
         comparisons = [compare_outputs(o.name, stored[fetch], relaid(g, artifact_out[o.name], source_out[o.name]),
-                                       prepared.tolerances[o.name])
+                                       prepared.tolerances[o.name], o.class_axis, o.top_k)
                        for o, fetch, g in zip(spec.outputs, fetches, got)]
         results.append({"set": name, "passed": all(c.passed for c in comparisons),
                         "outputs": [c.to_json() for c in comparisons],

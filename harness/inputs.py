@@ -19,10 +19,8 @@ from hypothesis import strategies as st
 
 from harness.errors import CaseError
 from harness.layouts import DISTINCT_AXES
-from harness.specs import InputSpec, ModelSpec
+from harness.specs import DISTRIBUTIONS, InputSpec, ModelSpec
 
-# Ordered from plain to harsh: hypothesis shrinks toward the first entry.
-DISTRIBUTIONS = ("normal", "uniform", "large", "tiny")
 SPECIAL_FRACTIONS = (0.0, 0.01, 0.1)
 TINY_SCALE = 1e-4
 
@@ -134,14 +132,16 @@ def pick_dims(spec: ModelSpec, choose: str) -> dict[str, int]:
     return values
 
 
-def corner_recipes(spec: ModelSpec) -> list[tuple[str, InputRecipe]]:
+def corner_recipes(spec: ModelSpec, distributions: tuple[str, ...] = DISTRIBUTIONS) -> list[tuple[str, InputRecipe]]:
     """The examples every case runs first, (name, recipe), before hypothesis
     searches: a bug that shows only at the largest shape, with a batch above 1,
     at large magnitudes or the domain's ends (a clip at 6, an overflow), or on
     tiny values is then found in the first few examples, not by luck. Cheapest
-    first; each recipe is distinct, so none repeats another."""
+    first; each recipe is distinct, so none repeats another. `distributions`:
+    the ones a case draws from (a corner of another takes the first)."""
     def each(distribution: str) -> dict[str, str]:
-        return {i.name: distribution for i in spec.inputs}
+        chosen = distribution if distribution in distributions else distributions[0]
+        return {i.name: chosen for i in spec.inputs}
 
     corners = [
         ("smallest shapes", InputRecipe(pick_dims(spec, "min"), each("normal"), 0.0, 0)),
@@ -195,12 +195,23 @@ def _bytes_text(size: int) -> str:
     return f"{size} bytes" if unit == "bytes" else f"{scaled:.3g} {unit} ({size} bytes)"
 
 
-def input_recipes(spec: ModelSpec) -> st.SearchStrategy[InputRecipe]:
-    """Recipes for one example of all of `spec`'s inputs."""
+def example_recipe(spec: ModelSpec) -> InputRecipe:
+    """The inputs used to export and to check the spec: every symbolic dim >= 2
+    and different from the others where the bounds allow, so that exporters do
+    not specialize a dim to 1 or merge two dims of equal size."""
+    dims: dict[str, int] = {}
+    for name, (low, high) in spec.dim_bounds.items():
+        candidates = free_values(max(low, 2), high, dims.values())
+        dims[name] = candidates[candidates.count // 3] if candidates else low
+    return InputRecipe(dims, {i.name: "normal" for i in spec.inputs}, 0.0, 0)
+
+
+def input_recipes(spec: ModelSpec, distributions: tuple[str, ...] = DISTRIBUTIONS) -> st.SearchStrategy[InputRecipe]:
+    """Recipes for one example of all of `spec`'s inputs, drawn from `distributions`."""
     return st.builds(
         InputRecipe,
         dims=concrete_dims(spec),
-        distributions=st.fixed_dictionaries({i.name: st.sampled_from(DISTRIBUTIONS) for i in spec.inputs}),
+        distributions=st.fixed_dictionaries({i.name: st.sampled_from(distributions) for i in spec.inputs}),
         special_fraction=st.sampled_from(SPECIAL_FRACTIONS),
         seed=st.integers(0, 2**32 - 1),
     )

@@ -63,3 +63,11 @@ def convert_layout(array: np.ndarray, src: str | None, dst: str | None) -> np.nd
     if src == dst:
         return array
     return np.ascontiguousarray(np.transpose(array, permutation(src, dst)))
+
+
+def relaid(array: np.ndarray, src: str | None, dst: str | None) -> np.ndarray:
+    """`array` moved from layout `src` to `dst`. A tensor whose rank does not fit
+    `src` is left as it is, for the comparator to report as a shape mismatch."""
+    if src is None or dst is None or src == dst or array.ndim != len(src):
+        return array
+    return convert_layout(array, src, dst)

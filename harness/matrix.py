@@ -12,15 +12,17 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Iterable
 
 from harness import backends, paths
 from harness.model_file import not_a_file
-from harness.options import DEVICES, RunOptions
+from harness.options import DEVICES, PRECISIONS, RunOptions
 from harness.registry import broken_zoos, get_model, load_model_file, zoo_models
 from harness.sources import onnx as onnx_source
 from harness.specs import ModelSpec, SpecError
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ts", ".pkl", ".ckpt")
+CONVERTED = "converted"   # Case.lowered_by of a user's file that holds its precision itself
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class Case:
     error: str | None = None
     path: tuple[str, ...] = ()          # the hops from the source to the target's format
     path_label: str | None = None       # how the id names a path other than the target's default
-    precision: str = "fp32"             # what the target computes in: one of its runtime's PRECISIONS
+    precision: str = "fp32"             # what the converted model computes in
+    # which step lowers it to `precision`: "" (fp32), a hop of `path`, paths.RUNTIME,
+    # or CONVERTED (a user's file that is lowered already)
+    lowered_by: str = ""
     reference_device: str | None = None   # None when made: the target's `device`
 
     def __post_init__(self) -> None:
@@ -211,7 +216,7 @@ def build_cases(options: RunOptions) -> list[Case]:
         if problem:
             return cases + [Case("converted", "", "", "", str(options.converted), error=problem)]
 
-    path_problem = _unknown_path(options.path, sources, targets)
+    path_problem = _unknown_path(options.path, sources, targets, options.precisions)
     if path_problem:
         return cases + [Case("path", "", "", "", "", error=path_problem)]
 
@@ -233,12 +238,13 @@ def build_cases(options: RunOptions) -> list[Case]:
             if source not in spec.builders:
                 continue  # the model does not exist in that framework: no case, not a skip
             for target in targets:
-                precisions = [p for p in options.precisions if p in backends.runtime_precisions(target)]
-                for variant, path, label in _variants(spec, source, target, converted_format, options.path):
-                    model_cases += [replace(_case(spec, ref, source, target, device, variant, converted_format,
-                                                  precision, options.reference_device or device),
-                                            path=path, path_label=label)
-                                    for device in devices for precision in precisions]
+                for precision in options.precisions:
+                    for variant, path, label, lowered_by in _variants(spec, source, target, converted_format,
+                                                                      options.path, precision):
+                        model_cases += [replace(_case(spec, ref, source, target, device, variant, converted_format,
+                                                      precision, options.reference_device or device, lowered_by),
+                                                path=path, path_label=label)
+                                        for device in devices]
         if not model_cases and not options.models:
             continue  # a zoo model of the tier that is not in the sources asked for: not a case
         if not model_cases:
@@ -248,23 +254,29 @@ def build_cases(options: RunOptions) -> list[Case]:
     return cases
 
 
+def reachable_precisions(sources: Iterable[str], target: str) -> tuple[str, ...]:
+    """The precisions of options.PRECISIONS that some path from `sources` to `target` reaches."""
+    return tuple(p for p in PRECISIONS if any(paths.precision_paths(s, target, p) for s in sources))
+
+
 def _no_case_reason(spec: ModelSpec, sources: list[str], targets: list[str], precisions: tuple[str, ...]) -> str:
     """Why a model asked for by name has no case."""
-    declared = {target: backends.runtime_precisions(target) for target in targets}
-    if targets and not any(set(precisions) & set(p) for p in declared.values()):
-        listed = "; ".join(f"{target}: {', '.join(p)}" for target, p in declared.items())
-        return (f"no target asked for computes in {', '.join(precisions)} ({listed}): no case of model "
-                f"{spec.name!r} is made")
+    reached = {target: reachable_precisions([s for s in sources if s in spec.builders], target) for target in targets}
+    if targets and not any(set(precisions) & set(p) for p in reached.values()):
+        listed = "; ".join(f"{target}: {', '.join(p) or 'none'}" for target, p in reached.items())
+        return (f"no path from {', '.join(sources)} to a target asked for reaches {', '.join(precisions)} "
+                f"({listed}): no case of model {spec.name!r} is made")
     return (f"model {spec.name!r} has no builder for {', '.join(sources)} (it has: {', '.join(spec.builders)}), "
             f"or no path from it to {', '.join(targets)}")
 
 
-def _unknown_path(wanted: str, sources: list[str], targets: list[str]) -> str | None:
+def _unknown_path(wanted: str, sources: list[str], targets: list[str], precisions: tuple[str, ...]) -> str | None:
     """Why `--path` names no path this run could take, listing those it could; or None."""
     if wanted in ("shortest", "all"):
         return None
     chain = tuple(f.strip() for f in wanted.split(",") if f.strip())
-    offered = {paths.written(p) for s in sources for t in targets for p in paths.paths(s, t)}
+    offered = {paths.written(p) for s in sources for t in targets for precision in precisions
+               for p, _ in paths.precision_paths(s, t, precision)}
     if chain in offered:
         return None
     listed = "; ".join(",".join(c) or "(none: the target runs the source's own file)" for c in sorted(offered))
@@ -282,36 +294,48 @@ def _unique_name(name: str, ref: str, taken: dict[str, str]) -> str:
     return candidate
 
 
-def _variants(spec: ModelSpec, source: str, target: str, converted_format: str | None,
-              wanted_path: str) -> list[tuple[str | None, tuple[str, ...], str | None]]:
-    """(layout variant, path, path label) of each case of a (model, source,
-    target): one per path the run takes (`--path`; a path other than the
-    target's shortest is named in the id), and per layout variant of a hop on
-    it when the model as the source holds it has channels-last tensors; none
-    when no path leads to the target's formats."""
+def _variants(spec: ModelSpec, source: str, target: str, converted_format: str | None, wanted_path: str,
+              precision: str) -> list[tuple[str | None, tuple[str, ...], str | None, str]]:
+    """(layout variant, path, path label, lowering step) of each case of a
+    (model, source, target, precision): one per path the run takes (`--path`;
+    a path other than the shortest that reaches the precision is named in the
+    id), and per layout variant of a hop on it when the model as the source
+    holds it has channels-last tensors; none when no path leads to the
+    target's formats in that precision.
+
+    A user's converted file computes in what it holds: a precision other than
+    fp32 is the runtime's to lower to where it declares it, else the file's own."""
     if converted_format:
-        return [("converted", (), None)] if converted_format in backends.runtime_formats(target) else []
-    available = paths.paths(source, target)
+        if converted_format not in backends.runtime_formats(target):
+            return []
+        lowered_by = ("" if precision == "fp32" else
+                      paths.RUNTIME if precision in backends.runtime_precisions(target) else CONVERTED)
+        return [("converted", (), None, lowered_by)]
+    available = paths.precision_paths(source, target, precision)
+    steps = dict(available)
     inputs, outputs = spec.source_layouts(source)
     channels_last = any(layout in ("NHWC", "NDHWC") for layout in {**inputs, **outputs}.values())
     found = []
-    for path in paths.choose(available, wanted_path):
-        label = None if path == available[0] else paths.path_label(path)
+    for path in paths.choose(tuple(p for p, _ in available), wanted_path):
+        label = None if path == available[0][0] else paths.path_label(path, steps[path], precision)
         layout_variants = [v for name in path for v in getattr(backends.hop(name), "VARIANTS", ())]
         for variant in (layout_variants if channels_last and layout_variants else [None]):
-            found.append((variant, path, label))
+            found.append((variant, path, label, steps[path]))
     return found
 
 
 def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, variant: str | None,
-          converted_format: str | None, precision: str, reference_device: str) -> Case:
+          converted_format: str | None, precision: str, reference_device: str, lowered_by: str) -> Case:
     case = Case(spec.name, source, target, device, ref, spec=spec, variant=variant, precision=precision,
-                reference_device=reference_device)
+                reference_device=reference_device, lowered_by=lowered_by)
     known = spec.unsupported.get(f"{source}->{target}")
     if known and not converted_format:
         return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
+    if spec.unsupported.get(precision):
+        return replace(case, skip=f"known limitation of {spec.name} at {precision}: {spec.unsupported[precision]}")
     reason = (backends.source_missing(source, reference_device) or backends.runtime_missing(target, device)
-              or backends.runtime_missing_precision(target, device, precision)
+              or (backends.runtime_missing_precision(target, device, precision) if lowered_by == paths.RUNTIME
+                  else None)
               or next(filter(None, map(package_missing, spec.requires)), None))
     return replace(case, skip=reason) if reason else case
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Collection, Sequence
 
 from harness import backends
-from harness.matrix import Case
+from harness.matrix import Case, reachable_precisions
 from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
 
 # RunOptions field -> the command-line option that sets it (tolerance
@@ -32,6 +32,7 @@ FLAGS = {
     "examples": "--parity-examples", "corners": "--no-parity-corners", "strict": "--parity-strict",
     "max_tensor_mb": "--parity-max-tensor-mb", "isolate": "--parity-isolate", "timeout_s": "--parity-timeout",
     "path": "--path", "precisions": "--precision", "reference_device": "--reference-device",
+    "calibration": "--calibration",
 }
 
 
@@ -92,10 +93,12 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
                             "--converted-layouts (the harness's own conversions record their layouts)")
     if every_model_known:
         found.warnings += _unused_matrix_values(options, loaded)
-        found.errors += _file_only_options(options, loaded) + _unknown_tolerance_outputs(options, loaded)
+        found.errors += (_file_only_options(options, loaded) + _unknown_tolerance_outputs(options, loaded)
+                         + _top_k_without_class_axis(options, loaded))
     else:
         found.warnings += [f"{message} (a model of this run could not be loaded: it may be the one meant)"
-                           for message in _unknown_tolerance_outputs(options, loaded)]
+                           for message in _unknown_tolerance_outputs(options, loaded)
+                           + _top_k_without_class_axis(options, loaded)]
     converting = loaded if options.converted is None else []
     if options.exporter != defaults.exporter and not any(_converter_takes(c, "exporter") for c in converting):
         found.warnings.append(f"--exporter {options.exporter}: no case of this run exports torch to ONNX"
@@ -105,6 +108,9 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
                               f"{_converted_note(options)}")
     if options.precisions != defaults.precisions:
         found.warnings += _undeclared_precisions(options)
+    if options.calibration and not any(_calibrates(c) for c in converting):
+        found.warnings.append(f"--calibration {options.calibration}: no case of this run quantizes a model with a "
+                              f"calibration feed (--precision int8 makes such cases){_converted_note(options)}")
     for runtime, given in options.runtime_options.items():
         if given and not any(c.target == runtime for c in loaded):
             flags = " ".join(f"{_runtime_flag(runtime, name)} {value}" for name, value in given.items())
@@ -158,13 +164,16 @@ def _unused_matrix_values(options: RunOptions, loaded: list[Case]) -> list[str]:
 
 
 def _undeclared_precisions(options: RunOptions) -> list[str]:
-    """--precision values that no target of the run computes in: no case is made for them."""
+    """--precision values that no path to a target of the run reaches: no case is made for them."""
     targets = [t for t in options.targets if _known("target", t)]
-    declared = {target: backends.runtime_precisions(target) for target in targets}
-    listed = "; ".join(f"{target}: {', '.join(precisions)}" for target, precisions in declared.items())
-    return [f"--precision {precision}: no target of this run computes in it, so no case is made for it (the "
-            f"targets' precisions: {listed or 'no known target'})"
-            for precision in options.precisions if not any(precision in p for p in declared.values())]
+    sources = [s for s in options.sources or backends.names("source") if _known("source", s)]
+    if options.converted is not None:   # a user's file holds its own precision: every one is reached
+        return []
+    reached = {target: reachable_precisions(sources, target) for target in targets}
+    listed = "; ".join(f"{target}: {', '.join(precisions)}" for target, precisions in reached.items())
+    return [f"--precision {precision}: no path to a target of this run reaches it, so no case is made for it "
+            f"(the targets' precisions: {listed or 'no known target'})"
+            for precision in options.precisions if not any(precision in p for p in reached.values())]
 
 
 def _file_only_options(options: RunOptions, loaded: list[Case]) -> list[str]:
@@ -200,6 +209,27 @@ def _unknown_tolerance_outputs(options: RunOptions, loaded: list[Case]) -> list[
     return messages
 
 
+def _top_k_without_class_axis(options: RunOptions, loaded: list[Case]) -> list[str]:
+    """Top-k thresholds (--min-top1, --min-topk-overlap) where no output they
+    name declares a class axis: they would be measured on nothing. Outputs
+    no model has are _unknown_tolerance_outputs' to report."""
+    axes: dict[str, set[int | None]] = {}
+    for case in loaded:
+        for out in case.spec.outputs:
+            axes.setdefault(out.name, set()).add(out.class_axis)
+    messages = []
+    for field_name in ("min_top1", "min_topk_overlap"):
+        per_output = options.tolerance_overrides.get(field_name) or {}
+        for name, value in per_output.items():
+            classified = [o for o, found in axes.items() if (o == name or not name) and found - {None}]
+            if (name in axes or not name) and not classified:
+                which = f"output {name!r} declares no" if name else "no output of this run declares a"
+                messages.append(f"{_tolerance_flag(field_name)} {f'{name}:' if name else ''}{value:g}: {which} "
+                                "class axis, so there is nothing to measure it on; declare one in the model's "
+                                "registration (OutputSpec(name, class_axis=-1) for logits [N, classes])")
+    return messages
+
+
 def _on_cuda(case: Case) -> bool:
     """Whether either side of the case computes on CUDA (--strict-cuda sets both sides' arithmetic)."""
     return "cuda" in (case.device, case.reference_device)
@@ -208,6 +238,12 @@ def _on_cuda(case: Case) -> bool:
 def _converter_takes(case: Case, option: str) -> bool:
     """Whether a hop on the case's path takes `option`."""
     return any(option in backends.hop(name).OPTIONS for name in case.path)
+
+
+def _calibrates(case: Case) -> bool:
+    """Whether the case's lowering hop calibrates on a feed: static int8 quantization."""
+    return (case.precision == "int8" and case.lowered_by in case.path
+            and "calibration" in backends.hop(case.lowered_by).OPTIONS)
 
 
 def _runtime_flag(runtime: str, name: str) -> str:

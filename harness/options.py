@@ -13,17 +13,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.backends import BUILTIN
-from harness.specs import FLOAT_DTYPES, INT_DTYPES, TIERS, InputSpec, SpecError
+from harness.backends import BUILTIN, OPT_IN_RUNTIMES
+from harness.specs import FLOAT_DTYPES, FRACTION_FIELDS, INT_DTYPES, TIERS, TOLERANCE_FIELDS, InputSpec, SpecError
 
 SOURCES = tuple(BUILTIN["source"])
-TARGETS = tuple(BUILTIN["runtime"])    # the default targets: the built-in ones (others by name)
+# the default targets: the built-in ones but the opt-in ones (others by name)
+TARGETS = tuple(name for name in BUILTIN["runtime"] if name not in OPT_IN_RUNTIMES)
 DEVICES = ("cpu", "cuda")
-# What a target may compute in (a runtime declares its own among these: backends.py);
-# a case's id names any but fp32, so that fp32 ids stay those of runs before the axis.
-PRECISIONS = ("fp32", "bf16", "fp16")
+# What a case's converted model computes in: a runtime lowers an fp32 artifact
+# by its own settings (its PRECISIONS), or a conversion hop writes a lowered one
+# (its PRECISIONS; "int8" is static quantization calibrated on a generated feed,
+# "int8-dynamic" quantizes weights ahead and activations as it runs). A case's
+# id names any but fp32, so that fp32 ids stay those of runs before the axis.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-dynamic")
 EXPORTERS = ("dynamo", "torchscript")
-TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple")
 # The lowest ONNX opset ONNX Runtime still runs; the highest is what the installed onnx knows.
 LOWEST_OPSET = 7
 # The largest input tensor a case may make, in MiB. Fixed rather than a share of
@@ -53,7 +56,8 @@ class RunOptions:
     targets: tuple[str, ...] = TARGETS
     devices: tuple[str, ...] = DEVICES    # the targets' devices, and the reference's unless reference_device
     reference_device: str | None = None   # where the source runs; None: on each case's target device
-    precisions: tuple[str, ...] = ("fp32",)   # a case per precision its target declares
+    precisions: tuple[str, ...] = ("fp32",)   # a case per precision its target or a path to it reaches
+    calibration: str = ""                 # --calibration DIST[:SAMPLES[:SEED]] for int8; "": the spec's, 32, 0
     models: tuple[str, ...] = ()          # empty: the zoo's models of `tiers`
     tiers: tuple[str, ...] = ("core",)    # which tiers of the zoo run when no model is named
     converted: Path | None = None         # a user's own converted artifact
@@ -269,7 +273,7 @@ def parse_tolerance_overrides(values: Mapping[str, Iterable[str] | None]) -> dic
             raise OptionError(f"unknown tolerance field {field_name!r}")
         if raw:
             parsed = parse_per_output(f"--{field_name.replace('_', '-')}", raw)
-            if field_name == "max_mismatch" and any(v > 1 for v in parsed.values()):
-                raise OptionError("--max-mismatch: a fraction in [0, 1]")
+            if field_name in FRACTION_FIELDS and any(v > 1 for v in parsed.values()):
+                raise OptionError(f"--{field_name.replace('_', '-')}: a fraction in [0, 1]")
             overrides[field_name] = parsed
     return overrides

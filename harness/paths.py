@@ -5,6 +5,12 @@ Formats are nodes (a source's in-memory model is the format named after the
 source: "torch", "keras"; files are "onnx", "tflite", "openvino-ir"...), hops
 are edges. A case's path is one chain; each hop is cached on its own, so one
 torch -> ONNX export feeds every target that runs ONNX or a format made from it.
+
+Precision: a case computes in fp32 or in a lowered precision (fp16, int8...),
+and one step of its chain does the lowering: a hop that writes that precision
+(its PRECISIONS; a hop that cannot write fp32 only lowers, and may write the
+format it reads: ONNX -> ONNX int8), or the runtime by its own settings (its
+PRECISIONS: OpenVINO's inference precision hint). `lowering` decides which.
 """
 
 from __future__ import annotations
@@ -42,11 +48,53 @@ def paths(start: str, target: str) -> tuple[Path_, ...]:
             if fmt in goal:
                 found.append((chain, fmt))
             for name, reads, writes in _edges():
-                if fmt in reads and writes not in seen:
+                # A hop that only lowers may write the format it reads, once in a chain.
+                again = writes == fmt and lowers_only(name) and not any(map(lowers_only, chain))
+                if fmt in reads and (writes not in seen or again):
                     following.append((chain + (name,), writes, seen + (writes,)))
         frontier = following
     found.sort(key=lambda item: (len(item[0]), goal.index(item[1])))
     return tuple(chain for chain, _ in found)
+
+
+def hop_precisions(name: str) -> tuple[str, ...]:
+    """The precisions hop `name` can write: its PRECISIONS, fp32 alone where it declares none."""
+    return tuple(getattr(backends.hop(name), "PRECISIONS", ("fp32",)))
+
+
+def lowers_only(name: str) -> bool:
+    """Whether hop `name` only lowers precision (it cannot write fp32)."""
+    return "fp32" not in hop_precisions(name)
+
+
+RUNTIME = "runtime"   # `lowering`'s answer where the runtime lowers by its own settings
+
+
+def lowering(path: Path_, target: str, precision: str) -> str | None:
+    """Which step of `path` to runtime `target` makes the model compute in
+    `precision`: "" for fp32 (nothing lowers), a hop's name, RUNTIME, or None
+    where this path cannot reach it. A hop that only lowers must be the one;
+    else the runtime, where it declares the precision; else the last hop that
+    can write it."""
+    only = [name for name in path if lowers_only(name)]
+    if precision == "fp32":
+        return None if only else ""
+    if only:
+        return only[0] if precision in hop_precisions(only[0]) else None
+    if precision in backends.runtime_precisions(target):
+        return RUNTIME
+    return next((name for name in reversed(path) if precision in hop_precisions(name)), None)
+
+
+def precision_paths(start: str, target: str, precision: str) -> tuple[tuple[Path_, str], ...]:
+    """(path, lowering) for every path from `start` to runtime `target` that
+    reaches `precision`, in the order of `paths`."""
+    found = []
+    for path in paths(start, target):
+        step = lowering(path, target, precision)
+        if step is not None:
+            found.append((path, step))
+    return tuple(found)
 
 
 def written(path: Path_) -> tuple[str, ...]:
@@ -54,9 +102,11 @@ def written(path: Path_) -> tuple[str, ...]:
     return tuple(backends.hop(name).WRITES for name in path)
 
 
-def path_label(path: Path_) -> str:
-    """How a case id names a path that is not its target's default: the formats it writes."""
-    return "via-" + "-".join(written(path))
+def path_label(path: Path_, lowered_by: str = "", precision: str = "fp32") -> str:
+    """How a case id names a path that is not its target's default: the formats
+    it writes, the one its lowering hop writes with the precision after it."""
+    return "via-" + "-".join(f"{fmt}-{precision}" if name == lowered_by else fmt
+                             for name, fmt in zip(path, written(path)))
 
 
 def choose(available: tuple[Path_, ...], wanted: str) -> list[Path_]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from harness.backends import OPT_IN_RUNTIMES
+from harness.calibration import parse_calibration
 from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
                              PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
                              RunOptions, parse_input_spec, parse_layouts, parse_max_tensor_mb, parse_opset,
@@ -35,7 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--source", action="append", metavar="NAMES",
         help=f"source frameworks, comma-separated (default: all): {','.join(SOURCES)}")
     add("--target", action="append", metavar="NAMES",
-        help=f"target runtimes, comma-separated (default: all): {','.join(TARGETS)}")
+        help=f"target runtimes, comma-separated (default: {','.join(TARGETS)}; by name only: "
+             f"{','.join(OPT_IN_RUNTIMES)})")
     add("--device", action="append", metavar="NAMES",
         help=f"devices, comma-separated (default: {','.join(DEVICES)}): the target's, and the reference's unless "
              "--reference-device")
@@ -43,9 +46,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where the reference (the source model) runs, whatever the target's device (default: on the target's "
              "device); a case whose devices differ has -ref-DEVICE at the end of its id")
     add("--precision", action="append", metavar="NAMES",
-        help=f"what the target computes in, comma-separated (default: fp32): {','.join(PRECISIONS)}; a case per "
-             "precision its target declares (openvino: all; onnxruntime, tflite: fp32), with -PRECISION at the end "
-             "of its id but for fp32, and that precision's tolerances")
+        help=f"what the converted model computes in, comma-separated (default: fp32): {','.join(PRECISIONS)}; a "
+             "case per precision its target reaches, by its own settings (openvino: bf16, fp16) or through a "
+             "conversion that lowers the model (ONNX fp16/int8/int8-dynamic, TFLite fp16/int8/int8-dynamic), "
+             "with -PRECISION at the end of its id but for fp32, and that precision's tolerances")
+    add("--calibration", default="", metavar="DIST[:SAMPLES[:SEED]]",
+        help="the feed int8 quantizers calibrate on, generated from the input spec: a distribution (normal, "
+             "uniform, large, tiny; default: the model spec's, normal unless it says otherwise), the number of "
+             "samples (default 32) and a seed (default 0)")
     add("--model", action="append", metavar="MODELS",
         help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, "
              "model.pt, model.keras, model.h5, saved_model_dir, graph.pb, ARCH=checkpoint")
@@ -70,9 +78,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--strict-cuda", action="store_true", help="turn TF32 off on CUDA and hold it to CPU tolerances")
     for name, help_text in (("atol", "absolute tolerance"), ("rtol", "relative tolerance"),
                             ("atol-by-max", "absolute tolerance as a fraction of max|ref|"),
+                            ("atol-by-range", "absolute tolerance as a fraction of the output's range: its "
+                                              "max|ref| over the calibration feed"),
                             ("max-mismatch", "fraction of elements allowed out of tolerance"),
                             ("noise-multiple", "largest error allowed, as a multiple of the source model's own "
-                                               "float32 error, for an output out of tolerance (0: off)")):
+                                               "float32 error, for an output out of tolerance (0: off)"),
+                            ("min-cosine", "least cosine similarity of the converted output to the original's "
+                                           "(0: off)"),
+                            ("min-snr-db", "least signal-to-noise ratio in dB, 10*log10(sum ref^2 / sum "
+                                           "(got-ref)^2) (0: off)"),
+                            ("min-top1", "least fraction of positions whose top class agrees, for outputs "
+                                         "with a class axis (0: off)"),
+                            ("min-topk-overlap", "least mean share of the top-k classes both sides have, for "
+                                                 "outputs with a class axis (0: off)")):
         add(f"--{name}", action="append", metavar="[OUTPUT:]VALUE",
             help=f"{help_text}: VALUE for every output or OUTPUT:VALUE for one (Polygraphy syntax); repeatable")
     add("--parity-strict", action="store_true",
@@ -102,7 +120,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "worked and now errors, or an error metric that grew beyond --parity-compare-fail")
     add("--parity-compare-fail", default=DEFAULT_COMPARE_FAIL, metavar="EXPR",
         help="growth of an error metric that fails the baseline gate: error:10x (default), error:1000%%, "
-             "normalized_error:5x,error_ratio:20x")
+             "normalized_error:5x,error_ratio:20x; error also limits the error that cosine and snr_db imply "
+             "(10x: an SNR 20 dB lower), cosine:, snr_db: alone; a drop of top1_agreement, topk_overlap "
+             "beyond 0.01 fails too (agreement:0.05, top1_agreement:2%%)")
     add("--parity-allow-lost-coverage", action="store_true",
         help="let the baseline gate pass when cases that ran in the baseline (passed, failed, inconclusive, error) "
              "are missing or skipped in this run: for a deliberate change of the matrix")
@@ -158,6 +178,7 @@ def run_options(config: pytest.Config) -> RunOptions:
     if not 0 < get("parity_timeout") < float("inf"):
         raise pytest.UsageError(f"--parity-timeout: a number of seconds > 0, got {get('parity_timeout')}")
     try:
+        parse_calibration(get("calibration"))   # a malformed value is refused now, not at the first int8 case
         defaults = RunOptions()
         return RunOptions(
             sources=split_list(get("source")) or defaults.sources,
@@ -165,6 +186,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             devices=split_list(get("device")) or defaults.devices,
             reference_device=get("reference_device"),
             precisions=parse_precisions(get("precision")),
+            calibration=get("calibration"),
             models=split_list(get("model")),
             tiers=parse_tiers(get("tier")),
             converted=Path(get("converted")) if get("converted") else None,

@@ -20,6 +20,14 @@ INPUT_KINDS = (None, "padding_mask")
 # Selections of the zoo: "core", the small models written for the harness (the
 # default), and "real", published architectures built from their libraries' code.
 TIERS = ("core", "real")
+# How input values are drawn; ordered from plain to harsh: hypothesis shrinks toward the first entry.
+DISTRIBUTIONS = ("normal", "uniform", "large", "tiny")
+
+
+# Every field of a Tolerance, and those that are fractions in [0, 1].
+TOLERANCE_FIELDS = ("atol", "rtol", "atol_by_max", "atol_by_range", "max_mismatch", "noise_multiple",
+                    "min_cosine", "min_snr_db", "min_top1", "min_topk_overlap")
+FRACTION_FIELDS = ("max_mismatch", "min_cosine", "min_top1", "min_topk_overlap")
 
 
 class SpecError(ValueError):
@@ -28,33 +36,59 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Tolerance:
-    """An element passes when |got - ref| <= atol + atol_by_max * max|ref| + rtol * |ref|.
+    """An element passes when
+    |got - ref| <= atol + atol_by_max * max|ref| + atol_by_range * range + rtol * |ref|.
 
     `atol_by_max` scales the absolute tolerance with the output's magnitude: on
     CUDA (TF32) the error grows with the size of the values, and a fixed atol
     would be either meaningless for large outputs or impossible for small ones.
+    `atol_by_range` scales it with the output's range: its largest magnitude
+    over the calibration feed (`PreparedCase.output_ranges`), this example's
+    max|ref| where none was measured. A quantized model's error is a share of
+    the ranges it was calibrated on, whatever one example's values: an output
+    near 0 on one example is still off by a step of that range.
     `max_mismatch` is the fraction of elements allowed outside the bound.
     `noise_multiple`: an output out of that bound still passes when its largest
     error is at most this multiple of the source model's own float32 error (its
     float64 twin against itself on the same inputs); 0 turns that off.
+
+    Whole-output thresholds, for reduced precision (an int8 model is off by a
+    quantization step everywhere, which no elementwise bound tells from a bug);
+    each 0 is off, and a float output passes only when every one set is met:
+    `min_cosine`, the cosine similarity of got and ref; `min_snr_db`,
+    10*log10(sum ref^2 / sum (got-ref)^2); and, for an output whose spec names
+    a `class_axis`, `min_top1` (the fraction of positions whose top class
+    agrees) and `min_topk_overlap` (the mean share of the top-k classes both
+    sides have). The noise multiple never passes an output below one of them.
     """
 
     atol: float = 0.0
     rtol: float = 0.0
     atol_by_max: float = 0.0
+    atol_by_range: float = 0.0
     max_mismatch: float = 0.0
     noise_multiple: float = 0.0
+    min_cosine: float = 0.0
+    min_snr_db: float = 0.0
+    min_top1: float = 0.0
+    min_topk_overlap: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("atol", "rtol", "atol_by_max", "max_mismatch", "noise_multiple"):
+        for name in TOLERANCE_FIELDS:
             value = getattr(self, name)
             if not value >= 0:
                 raise SpecError(f"tolerance {name} must be >= 0, got {value!r}")
             if math.isinf(value):
                 # An infinite bound passes every finite error: a check that cannot fail.
                 raise SpecError(f"tolerance {name} must be finite, got {value!r}")
-        if self.max_mismatch > 1:
-            raise SpecError(f"max_mismatch is a fraction in [0, 1], got {self.max_mismatch}")
+        for name in FRACTION_FIELDS:
+            if getattr(self, name) > 1:
+                raise SpecError(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def top_k_thresholds(self) -> list[str]:
+        """The thresholds set that need the output's class axis."""
+        return [name for name in ("min_top1", "min_topk_overlap") if getattr(self, name)]
 
     def merged(self, **overrides: float | None) -> "Tolerance":
         """A copy with the given fields replaced; None leaves a field as it is."""
@@ -160,12 +194,33 @@ def _check_float_domain(name: str, dtype: str, low: float, high: float) -> None:
 @dataclass(frozen=True)
 class OutputSpec:
     """One model output; `tolerance` overrides the dtype/device default for it,
-    `target_tolerances` overrides per target runtime (e.g. {"tensorrt": Tolerance(...)})."""
+    `target_tolerances` overrides per target runtime (e.g. {"tensorrt": Tolerance(...)}).
+
+    class_axis: the axis that holds class scores (-1 for logits [N, classes]),
+        for the top-1 agreement and top-k overlap; None: not a classifier's output.
+    top_k: the k of the top-k overlap (clipped to the class axis' length).
+    """
 
     name: str
     tolerance: Tolerance | None = None
     target_tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     layout: str | None = None
+    class_axis: int | None = None
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        if self.class_axis is not None and (isinstance(self.class_axis, bool) or not isinstance(self.class_axis, int)):
+            raise SpecError(f"output {self.name!r}: class_axis is an axis (an int, -1 for the last), "
+                            f"got {self.class_axis!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise SpecError(f"output {self.name!r}: top_k is an int >= 1, got {self.top_k!r}")
+        if self.class_axis is None:
+            # A top-k threshold on an output without classes could never be checked.
+            for key, tolerance in [("", self.tolerance), *self.target_tolerances.items()]:
+                if tolerance is not None and tolerance.top_k_thresholds:
+                    where = f" for {key}" if key else ""
+                    raise SpecError(f"output {self.name!r}: {', '.join(tolerance.top_k_thresholds)}{where} needs "
+                                    "the output's class_axis (e.g. class_axis=-1 for logits [N, classes])")
 
 
 @dataclass
@@ -179,7 +234,8 @@ class ModelSpec:
         transposes explicitly between the two; tensors not named keep the spec's.
     origin: where it came from ("zoo", a user file path, ...), for messages.
     unsupported: "source->target" -> why that conversion path cannot work for
-        this model (a known converter limitation); those cases are skipped with
+        this model (a known converter limitation), or a precision ("int8") ->
+        why no conversion to it can be judged; those cases are skipped with
         the reason instead of failing every run.
     tier: which selection of the zoo the model belongs to: "core" (small models
         written for the harness, the quick default) or "real" (published
@@ -187,6 +243,9 @@ class ModelSpec:
     requires: Python packages the builders need beyond the source framework
         ("transformers", "torchvision"): where one is missing or does not
         import, the model's cases are skipped with the import's error.
+    calibration: the distribution (of `inputs.DISTRIBUTIONS`) that int8
+        quantizers calibrate on: the kind of input the model will see in
+        deployment (`--calibration` overrides it for a run).
     """
 
     name: str
@@ -199,8 +258,12 @@ class ModelSpec:
     unsupported: dict[str, str] = field(default_factory=dict)
     tier: str = "core"
     requires: tuple[str, ...] = ()
+    calibration: str = "normal"
 
     def __post_init__(self) -> None:
+        if self.calibration not in DISTRIBUTIONS:
+            raise SpecError(f"model {self.name!r}: unknown calibration distribution {self.calibration!r}; "
+                            f"choose from {', '.join(DISTRIBUTIONS)}")
         if self.tier not in TIERS:
             raise SpecError(f"model {self.name!r}: unknown tier {self.tier!r}; choose from {', '.join(TIERS)}")
         self.inputs = tuple(self.inputs)

@@ -17,7 +17,7 @@ register_model(
 register_model(
     "mlp",
     inputs=[InputSpec("x", ("N", 16), dims=_BATCH, layout="NC")],
-    outputs=[OutputSpec("logits", layout="NC")],
+    outputs=[OutputSpec("logits", layout="NC", class_axis=-1)],
     description="Linear(16,64)-ReLU-Linear(64,32)-GELU-Linear(32,10).",
     torch="model_zoo.torch_models:build_mlp",
     keras="model_zoo.keras_models:build_mlp",
@@ -29,7 +29,7 @@ register_model(
     inputs=[InputSpec("x", ("N", 8), dims=_BATCH, layout="NC")],
     outputs=[
         # float32, magnitudes ~100: the default float tolerance applies.
-        OutputSpec("logits", layout="NC"),
+        OutputSpec("logits", layout="NC", class_axis=-1),
         # int64 argmax of the logits: compared exactly (integer default), except
         # under TF32 on CUDA, whose logit error (~2e-3 of max|logit|, ~0.4 here)
         # can legitimately flip the rare near-tie (1% of rows have a top-2 gap

@@ -19,7 +19,7 @@ def _image(height: int, width: int, domain: tuple[float, float] = _PIXELS) -> In
     return InputSpec("image", ("N", 3, height, width), dims=_BATCH, layout="NCHW", domain=domain)
 
 
-_LOGITS = [OutputSpec("logits", layout="NC")]
+_LOGITS = [OutputSpec("logits", layout="NC", class_axis=-1)]
 
 register_model(
     "mobilenet_v3_small",
@@ -83,7 +83,7 @@ register_model(
     "causal_lm",
     inputs=[InputSpec("token_ids", ("N", "T"), dims={"N": (1, 3), "T": (2, 32)}, dtype="int64", layout="NT",
                       domain=(0, 999))],
-    outputs=[OutputSpec("logits", layout="NTC")],
+    outputs=[OutputSpec("logits", layout="NTC", class_axis=-1)],
     description="A one-block decoder-only language model of Keras layers: Embedding(1000, 64) plus learned "
     "positions, causal 4-head MultiHeadAttention, LayerNorm, GELU MLP (256), residuals, logits over the "
     "vocabulary [N,T,1000]; Keras' own initialization.",

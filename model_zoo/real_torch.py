@@ -9,7 +9,7 @@ keyword arguments of the models' forward (`pixel_values`, `input_ids`,
 `ModelOutput`, picked by name.
 """
 
-from harness import InputSpec, register_model
+from harness import InputSpec, OutputSpec, register_model
 
 _BUILDERS = "model_zoo.transformers_models"
 # Normalised images: H and W with different bounds; the smallest keeps every
@@ -70,7 +70,7 @@ register_model("hf_bert_masked", inputs=[_tokens(), _MASK], outputs=list(_FEATUR
                description="The same BERT encoder with an attention mask (right padding, every sequence at "
                            "least one token).",
                torch=f"{_BUILDERS}:build_hf_bert_masked", tier="real", requires=("transformers",))
-register_model("hf_gpt2", inputs=[_tokens()], outputs=["logits"],
+register_model("hf_gpt2", inputs=[_tokens()], outputs=[OutputSpec("logits", class_axis=-1)],
                description="transformers GPT2LMHeadModel (2 layers, 4 heads, vocab 1000): causal attention, tied "
                            "embeddings; logits [N,T,1000]. Token ids alone: with an attention mask that leaves a "
                            "position nothing to attend to (left padding), the exported graph's logits at that "
@@ -84,6 +84,6 @@ _IMAGE = InputSpec("image", ("N", 3, "H", "W"), dims={"N": (1, 3), "H": (64, 96)
 for _name, _what in (("tv_resnet18", "torchvision resnet18: basic blocks, BatchNorm, ReLU"),
                      ("tv_mobilenet_v3_small", "torchvision mobilenet_v3_small: hard-swish, squeeze-excitation"),
                      ("tv_efficientnet_b0", "torchvision efficientnet_b0: MBConv, SiLU, squeeze-excitation")):
-    register_model(_name, inputs=[_IMAGE], outputs=["logits"],
+    register_model(_name, inputs=[_IMAGE], outputs=[OutputSpec("logits", class_axis=-1)],
                    description=f"{_what}; weights=None, 10 classes, BatchNorms calibrated; logits [N,10].",
                    torch=f"model_zoo.torchvision_models:build_{_name}", tier="real", requires=("torchvision",))

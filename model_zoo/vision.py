@@ -26,7 +26,7 @@ register_model(
 register_model(
     "depthwise",
     inputs=[InputSpec("image", ("N", 3, "H", "W"), dims=_IMAGE_DIMS, layout="NCHW", domain=_DOMAIN)],
-    outputs=[OutputSpec("logits", layout="NC")],
+    outputs=[OutputSpec("logits", layout="NC", class_axis=-1)],
     description="MobileNet-style: stem conv, two depthwise-separable blocks (depthwise conv with "
     "groups=C, pointwise 1x1, BN, ReLU6; the second strided), global average pool, Linear(64,10).",
     torch="model_zoo.torch_models:build_depthwise",
@@ -43,11 +43,22 @@ register_model(
     # 60 layers deep: float32 rounding alone (torch's or TF's own noise floor
     # against float64) reaches ~1.4e-5 of max|logit|, above the CPU default of
     # 1e-5; conversions measured at 1.3-1.4x that floor.
-    outputs=[OutputSpec("logits", layout="NC", tolerance=Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=5e-5))],
+    outputs=[OutputSpec("logits", layout="NC", class_axis=-1, tolerance=Tolerance(atol=1e-7, rtol=1e-5, atol_by_max=5e-5),
+                        # fp16: measured 0.025-0.056 of max|logit| on four targets (see below)
+                        target_tolerances={"fp16": Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=0.12)})],
     description="A published architecture: keras.applications.MobileNetV2(alpha=0.35, classes=10, "
     "classifier_activation=None, weights=None) at 96x128, inverted residual blocks with depthwise "
     "convs, ReLU6, residual adds and ZeroPadding before strided convs; BatchNorm statistics calibrated "
     "on the input domain then perturbed; logits [N,10]. Keras only.",
     keras="model_zoo.keras_models:build_mobilenet_v2",
     layouts={"keras": {"image": "NHWC"}},
+    # Random weights through 60 layers amplify rounding: correct conversions measured (2026-11, ONNX
+    # Runtime, OpenVINO, LiteRT and ONNX's reference evaluator, 25 examples each) at 0.025-0.056 of
+    # max|logit| in fp16, and in int8 (static and dynamic) at cosine 0.88-0.99, SNR 4.7-17 dB, up to
+    # 0.56 of max|logit|: near where a doubled activation scale takes the zoo CNN (SNR 3.3 dB, cosine
+    # 0.973), so an int8 check of this model cannot tell a bug from quantization.
+    unsupported={"int8": "random weights through 60 layers: a correct int8 conversion measured at cosine "
+                         "0.88-0.97 and SNR 4.7-12 dB, where a bug would be (see model_zoo/vision.py)",
+                 "int8-dynamic": "random weights through 60 layers: a correct int8-dynamic conversion measured at "
+                                 "cosine 0.89-0.99 and SNR 5-17 dB (see model_zoo/vision.py)"},
 )

@@ -12,7 +12,7 @@ import torch
 from onnx import numpy_helper
 
 from harness.converters import torch_onnx
-from harness.engine import example_recipe
+from harness.inputs import example_recipe
 from harness.inputs import make_inputs
 from harness.registry import get_model
 from harness.specs import ModelSpec
@@ -170,3 +170,50 @@ CORNER_BUGS = {
     "per_sample": ("a batch above 1", FirstSampleScale),
     "positions": ("the largest shape", lambda: PositionOffset(MAX_T - 1)),
 }
+
+
+# --- reduced precision -------------------------------------------------------------------
+
+class LargeSum(torch.nn.Module):
+    """A sum of squares scaled up past float16's range (65504) on every input
+    of its spec, then scaled back down: right in float16 only where the sum is
+    kept in float32."""
+
+    def forward(self, x):
+        total = (x * x).sum(dim=1, keepdim=True) * 1000.0
+        return total * 1e-3 + x.mean(dim=1, keepdim=True)
+
+
+LARGE_SUM_MODEL_FILE = '''
+from harness import InputSpec, register_model
+from tests.planted import LargeSum
+
+register_model("large_sum", inputs=[InputSpec("x", ("N", 64), dims={"N": (1, 4)}, layout="NC", domain=(-4.0, 4.0))],
+               outputs=["y"], torch=LargeSum)
+'''
+
+
+def float16_without_range_analysis(source: Path, out: Path) -> Path:
+    """`source` in float16 by onnxconverter-common with float32 inputs and
+    outputs but no node kept in float32 for its range: the overflow slip."""
+    from onnxconverter_common import float16
+
+    lowered = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, max_finite_val=65504.0)
+    onnx.save(lowered, str(out))
+    return out
+
+
+def double_activation_scale(source: Path, out: Path) -> Path:
+    """A QDQ model with the scale of one activation's DequantizeLinear doubled
+    (its QuantizeLinear keeps the right one), in the middle of the graph."""
+    model = onnx.load(str(source))
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    activations = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in produced_by and produced_by[n.input[0]].op_type == "QuantizeLinear"]
+    node = activations[len(activations) // 2]
+    scales = {t.name: t for t in model.graph.initializer}
+    doubled = numpy_helper.to_array(scales[node.input[1]]) * np.float32(2)
+    model.graph.initializer.append(numpy_helper.from_array(doubled, node.input[1] + "_doubled"))
+    node.input[1] = node.input[1] + "_doubled"
+    onnx.save(model, str(out))
+    return out

@@ -36,7 +36,13 @@ def test_every_registered_backend_meets_the_contract(kind):
         assert not absent, f"{kind} {name} lacks {absent}"
         versions = {}
         if kind == "hop":
-            assert isinstance(backend.WRITES, str) and backend.READS and backend.WRITES not in backend.READS
+            assert isinstance(backend.WRITES, str) and backend.READS
+            written = paths.hop_precisions(name)
+            assert written and set(written) <= set(PRECISIONS), f"hop {name}"
+            # only a hop that cannot write fp32 (it lowers a model) may write the format it reads
+            assert backend.WRITES not in backend.READS or paths.lowers_only(name), f"hop {name}"
+            if written != ("fp32",):   # a hop that lowers is told the precision and the calibration
+                assert {"precision", "calibration"} <= set(backend.OPTIONS), f"hop {name}"
             # the first argument is the source's model or the previous hop's file
             assert list(inspect.signature(backend.convert).parameters)[1:4] == ["spec", "example", "out_dir"]
         else:
@@ -56,7 +62,9 @@ def test_every_registered_backend_meets_the_contract(kind):
 
 
 def test_paths_follow_the_graph_of_formats():
-    assert paths.paths("torch", "onnxruntime") == (("torch->onnx",),)
+    # every chain, the one that lowers the ONNX file (ONNX -> ONNX fp16/int8) included
+    assert paths.paths("torch", "onnxruntime") == (("torch->onnx",), ("torch->onnx", "onnx->onnx-lowered"))
+    assert paths.precision_paths("torch", "onnxruntime", "fp32") == ((("torch->onnx",), ""),)
     assert paths.paths("keras", "tflite") == (("tf->tflite",),)
     assert paths.paths("mxnet", "tflite") == ()   # no hop writes tflite from MXNet's model
     assert paths.choose(paths.paths("torch", "onnxruntime"), "shortest") == [("torch->onnx",)]
@@ -172,7 +180,7 @@ def test_the_direct_torch_path_catches_a_weight_changed_by_1e_3(run_parity, pari
     import torch
 
     from harness.converters import torch_openvino
-    from harness.engine import example_recipe
+    from harness.inputs import example_recipe
     from harness.inputs import make_inputs
     from harness.registry import get_model
     from harness.sources import torch as torch_source

@@ -282,6 +282,82 @@ def test_metric_not_measured_on_one_side_is_listed_not_failing(run):
     assert [c.what for c in comparison.changed] == ["logits: error_ratio not measured in the baseline"]
 
 
+# ------------------------------------------------------------------ whole-output scores and agreements
+
+def scored(run: dict, **metrics) -> dict:
+    """A copy of `run` whose every output carries `metrics` (cosine=..., snr_db=..., top1_agreement=...)."""
+    scored_run = copy.deepcopy(run)
+    for rec in scored_run["cases"].values():
+        for o in rec["outputs"].values():
+            o.update(metrics)
+    return scored_run
+
+
+def test_an_snr_drop_beyond_20_db_fails_the_gate_and_a_smaller_one_passes(run):
+    baseline = scored(run, snr_db=45.0)
+    assert not compare_to_baseline(scored(run, snr_db=45.0), baseline).failed
+    assert not compare_to_baseline(scored(run, snr_db=26.0), baseline).failed     # 19 dB: the error grew 8.9x
+    comparison = compare_to_baseline(scored(run, snr_db=24.0), baseline)          # 21 dB: 11.2x
+    assert comparison.failed
+    assert {(r.metric, r.kind) for r in comparison.regressions} == {("snr_db", "drop")}
+    assert len(comparison.regressions) == 3 and not comparison.improvements
+    text = "\n".join(render_comparison_text(comparison))
+    assert "output: snr_db fell 45 -> 24 dB, by 21 dB (limit 20 dB) while still passing" in text
+    assert "snr_db 10x (20 dB)" in text
+    assert not compare_to_baseline(scored(run, snr_db=24.0), baseline, parse_compare_fail("snr_db:100x")).failed
+    assert compare_to_baseline(scored(run, snr_db=40.0), baseline, parse_compare_fail("error:1.5x")).failed  # 5 dB
+    risen = compare_to_baseline(baseline, scored(run, snr_db=24.0))
+    assert not risen.failed and {i.kind for i in risen.improvements} == {"rise"}
+
+
+def test_snr_without_error_is_floored_and_one_below_nothing_regresses(run):
+    perfect = scored(run, snr_db="inf")   # as to_jsonable writes an output without error
+    assert not compare_to_baseline(scored(run, snr_db=130.0), perfect).failed   # both beyond SCORE_FLOOR's 120 dB
+    assert compare_to_baseline(scored(run, snr_db=90.0), perfect).failed
+    worse_than_nothing = compare_to_baseline(scored(run, snr_db="-inf"), scored(run, snr_db=30.0))
+    assert worse_than_nothing.failed and "snr_db became -inf" in worse_than_nothing.regressions[0].what
+
+
+def test_cosine_is_held_as_the_error_it_implies(run):
+    baseline = scored(run, cosine=1 - 1e-6)
+    # 1 - cos grows as the square of the error: 100x is the error's 10x, at the limit
+    assert not compare_to_baseline(scored(run, cosine=1 - 1e-4), baseline).failed
+    grown = compare_to_baseline(scored(run, cosine=1 - 4e-4), baseline)   # the error's 20x
+    assert grown.failed and {r.metric for r in grown.regressions} == {"cosine"}
+    assert "cosine fell 0.999999 -> 0.9996: the error it implies grew 20x (limit 10x)" in grown.regressions[0].what
+    assert not compare_to_baseline(scored(run, cosine=1 - 4e-4), baseline, parse_compare_fail("cosine:25x")).failed
+    # float32 rounding of a clean conversion (1 - cos far below 5e-13) is no change at all
+    assert not compare_to_baseline(scored(run, cosine=1 - 1e-13), scored(run, cosine=1.0)).failed
+    assert compare_to_baseline(scored(run, cosine="nan"), baseline).failed
+
+
+def test_an_agreement_drop_beyond_its_slack_fails(run):
+    baseline = scored(run, top1_agreement=1.0, topk_overlap=0.96)
+    assert not compare_to_baseline(scored(run, top1_agreement=1.0, topk_overlap=0.95), baseline).failed   # 0.01
+    flipped = compare_to_baseline(scored(run, top1_agreement=0.75, topk_overlap=0.96), baseline)
+    assert flipped.failed and {(r.metric, r.kind) for r in flipped.regressions} == {("top1_agreement", "drop")}
+    assert "output: top1_agreement dropped 1 -> 0.75 (allowed 0.01) while still passing" in \
+        "\n".join(render_comparison_text(flipped))
+    assert not compare_to_baseline(scored(run, top1_agreement=0.75), baseline, parse_compare_fail("agreement:30%")).failed
+    assert compare_to_baseline(scored(run, topk_overlap=0.9), baseline, parse_compare_fail("top1_agreement:0.5")).failed
+    assert compare_to_baseline(scored(run, top1_agreement=1.5), baseline).uncomparable   # not a fraction
+
+
+def test_a_baseline_from_before_the_scores_still_compares(run):
+    """Old files have no snr_db or agreements: nothing to compare there, no change listed, no coverage lost."""
+    today = scored(run, snr_db=12.0, cosine=0.5, top1_agreement=0.0, topk_overlap=0.0)
+    old = copy.deepcopy(run)
+    comparison = compare_to_baseline(today, old)
+    assert not comparison.failed and not comparison.lost_coverage
+    assert comparison.changed == [] and sorted(comparison.unchanged) == sorted(run["cases"])
+    assert not compare_to_baseline(old, today).failed   # and the other way round
+    # a metric measured on both sides but null on one (no class axis declared then) is listed, not failing
+    both = compare_to_baseline(scored(run, top1_agreement=1.0), scored(run, top1_agreement=None))
+    assert not both.failed and {c.what for c in both.changed} == {"output: top1_agreement not measured in the baseline",
+                                                                  "logits: top1_agreement not measured in the baseline",
+                                                                  "features: top1_agreement not measured in the baseline"}
+
+
 # ------------------------------------------------------------------ saving
 
 def test_save_baseline_writes_json_and_refuses_to_overwrite(run, tmp_path):
@@ -349,13 +425,17 @@ def test_baseline_of_another_shape_is_one_message(tmp_path, data, expected):
     ("error:50%", {"error": 1.5}),
     (" error : 10x ", {"error": 10.0}),
     ("normalized_error:5x,error_ratio:20x", {"normalized_error": 5.0, "error_ratio": 20.0}),
+    ("cosine:5x,snr_db:100", {"cosine": 5.0, "snr_db": 100.0}),
+    ("top1_agreement:2%,topk_overlap:0.05", {"top1_agreement": 0.02, "topk_overlap": 0.05}),
+    ("agreement:0", {"agreement": 0.0}),
 ])
 def test_parse_compare_fail_good(text, expected):
     assert parse_compare_fail(text) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("text", ["", "error", "10x", "min:5%", "error:ten", "error:0.5x", "error:1x",
-                                  "error:0%", "error:10y", "error:10x,", "error:-3x"])
+                                  "error:0%", "error:10y", "error:10x,", "error:-3x", "snr_db:1x",
+                                  "top1_agreement:2x", "agreement:1", "agreement:100%"])
 def test_parse_compare_fail_bad(text):
     with pytest.raises(BaselineError, match="error:10x"):
         parse_compare_fail(text)

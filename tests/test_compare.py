@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import ml_dtypes
 import numpy as np
@@ -488,8 +489,12 @@ def test_to_json_is_standard_json_including_inf_and_nan():
     assert back["needed_rtol"] == "inf"
     assert back["worst_index"] == [0, 0] and back["ref_shape"] == [2, 2]
     assert back["passed"] is False and back["max_abs"] == 1.0
-    assert back["tolerance"] == {"atol": 1e-7, "rtol": 1e-5, "atol_by_max": 1e-5, "max_mismatch": 0.0,
-                                 "noise_multiple": 16.0}
+    assert back["tolerance"] == {"atol": 1e-7, "rtol": 1e-5, "atol_by_max": 1e-5, "atol_by_range": 0.0,
+                                 "max_mismatch": 0.0,
+                                 "noise_multiple": 16.0, "min_cosine": 0.0, "min_snr_db": 0.0, "min_top1": 0.0,
+                                 "min_topk_overlap": 0.0}
+    assert back["failed_thresholds"] == [] and back["top1_agreement"] is None
+    assert json.loads(json.dumps(cmp(ref, ref.copy()).to_json(), allow_nan=False))["snr_db"] == "inf"
 
     r = cmp(np.array([1.0], np.float32), np.array([np.nan], np.float32))
     back = json.loads(json.dumps(r.to_json(), allow_nan=False))
@@ -565,3 +570,199 @@ def test_metrics_for_huge_opposite_values_stay_finite():
     assert not r.passed
     assert r.max_abs == pytest.approx(6e38, rel=1e-6)
     assert -1.0 <= r.cosine <= 1.0
+
+
+# --------------------------------------------------------------------------- whole-output thresholds
+
+LOOSE = Tolerance(atol_by_max=1.0)   # any error up to max|ref| passes elementwise: only a threshold can fail
+
+
+def _logits(rows=4, classes=10, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, classes)).astype(np.float32)
+
+
+def test_snr_by_hand_and_inf_without_error():
+    r = cmp(np.array(REF, np.float32), np.array(GOT, np.float32))
+    # sum ref^2 = 21, sum diff^2 = 0.25 + 1 + 0.0625
+    assert r.snr_db == pytest.approx(10 * math.log10(21 / 1.3125), rel=1e-6)
+    assert cmp(np.array(REF), np.array(REF)).snr_db == math.inf
+    assert cmp(np.zeros(3), np.array([0.0, 1.0, 0.0])).snr_db == -math.inf
+
+
+def test_doubled_scale_passes_a_loose_bound_but_fails_min_snr_db():
+    ref = _logits(8, 32)
+    doubled = cmp(ref, 2 * ref, LOOSE.merged(min_snr_db=20.0))
+    assert not doubled.passed and doubled.failed_thresholds == ["min_snr_db"]
+    assert doubled.snr_db == pytest.approx(0.0, abs=1e-5)
+    assert doubled.error_ratio == pytest.approx(10.0, rel=1e-5)   # the error is 10x the amplitude 20 dB allows
+    assert "within its elementwise tolerance, but SNR" in doubled.message and "< min_snr_db 20 dB" in doubled.message
+    assert doubled.needed_atol is None   # the elementwise bound holds: no atol to suggest
+    assert cmp(ref, 2 * ref, LOOSE).passed   # ...and without the threshold the loose bound lets it through
+    close = cmp(ref, ref * np.float32(1.001), LOOSE.merged(min_snr_db=20.0))   # 60 dB
+    assert close.passed and close.error_ratio == pytest.approx(0.01, rel=1e-3)
+
+
+def test_cosine_threshold_at_its_boundary():
+    # 16 elements: cosine and SNR judge outputs of WHOLE_OUTPUT_MIN_ELEMENTS or more
+    ref = np.tile(np.array([1.0, 0.0], np.float64), 8)
+    got = np.tile(np.array([1.0, 0.1], np.float64), 8)           # cos = 1 / sqrt(1.01)
+    cos = 1 / math.sqrt(1.01)
+    r = cmp(ref, got, LOOSE.merged(min_cosine=0.99))
+    assert r.passed and r.cosine == pytest.approx(cos, abs=1e-12)
+    assert r.error_ratio == pytest.approx((1 - cos) / 0.01, rel=1e-6)
+    failed = cmp(ref, got, LOOSE.merged(min_cosine=0.999))
+    assert not failed.passed and failed.failed_thresholds == ["min_cosine"]
+    assert failed.error_ratio == pytest.approx((1 - cos) / 0.001, rel=1e-6) and failed.error_ratio > 1
+    assert f"cosine {cos:.10g} < min_cosine 0.999" in failed.message
+
+
+def test_sign_flipped_output_fails_min_cosine_not_a_loose_bound():
+    ref = _logits()
+    assert cmp(ref, -ref, Tolerance(atol_by_max=2.0)).passed
+    flipped = cmp(ref, -ref, Tolerance(atol_by_max=2.0, min_cosine=0.5))
+    assert not flipped.passed and flipped.cosine == pytest.approx(-1.0) and flipped.error_ratio == pytest.approx(4.0)
+
+
+def test_a_top1_flip_in_one_row_fails_min_top1_and_a_tiny_perturbation_passes():
+    ref = _logits()
+    tiny = ref + np.float32(1e-4) * _logits(seed=1)
+    kept = compare_outputs("logits", ref, tiny, LOOSE.merged(min_top1=1.0), class_axis=-1)
+    assert kept.passed and kept.top1_agreement == 1.0 and kept.error_ratio < 1
+    flipped = ref.copy()
+    top2 = np.argsort(ref[2])[-2:]
+    flipped[2, top2] = flipped[2, top2[::-1]]          # row 2's two best classes swap places
+    r = compare_outputs("logits", ref, flipped, LOOSE.merged(min_top1=1.0), class_axis=-1)
+    assert not r.passed and r.top1_agreement == 0.75 and r.error_ratio == math.inf
+    assert r.failed_thresholds == ["min_top1"] and "top-1 agreement 0.75 < min_top1 1" in r.message
+    allowing_one = compare_outputs("logits", ref, flipped, LOOSE.merged(min_top1=0.75), class_axis=-1)
+    assert allowing_one.passed and allowing_one.error_ratio == pytest.approx(1.0)
+    # Without a class axis the output has no classes: the threshold has nothing to measure.
+    plain = cmp(ref, flipped, LOOSE.merged(min_top1=1.0))
+    assert plain.passed and plain.top1_agreement is None and plain.topk_overlap is None
+
+
+def test_topk_overlap_by_hand():
+    ref = np.array([[9, 8, 7, 1, 0], [9, 8, 7, 1, 0]], np.float32)
+    got = np.array([[9, 8, 7, 1, 0], [9, 8, 0, 7.5, 1]], np.float32)   # row 1: class 2 leaves the top 3
+    r = compare_outputs("p", ref, got, LOOSE.merged(min_topk_overlap=0.8), class_axis=1, top_k=3)
+    assert r.top_k == 3 and r.topk_overlap == pytest.approx((1 + 2 / 3) / 2) and r.top1_agreement == 1.0
+    assert r.passed
+    failed = compare_outputs("p", ref, got, LOOSE.merged(min_topk_overlap=0.9), class_axis=1, top_k=3)
+    assert not failed.passed and failed.failed_thresholds == ["min_topk_overlap"]
+    assert "top-3 overlap 0.8333333333 < min_topk_overlap 0.9" in failed.message
+
+
+def test_top_k_is_clipped_to_the_class_axis_and_the_class_axis_may_be_any():
+    ref = np.random.default_rng(3).standard_normal((2, 3, 4, 5)).astype(np.float32)   # [N, classes, H, W]
+    same = compare_outputs("seg", ref, ref.copy(), Tolerance(min_top1=1.0, min_topk_overlap=1.0), class_axis=1,
+                           top_k=5)
+    assert same.passed and same.top_k == 3 and same.topk_overlap == 1.0
+    # The class channels in another order (a layout bug): the elementwise bound is loose, the argmax is not.
+    swapped = compare_outputs("seg", ref, ref[:, ::-1].copy(), Tolerance(atol_by_max=2.0, min_top1=0.9),
+                              class_axis=1)
+    assert not swapped.passed and swapped.top1_agreement < 0.9
+    with pytest.raises(SpecError, match="class_axis 4 does not fit its shape"):
+        compare_outputs("seg", ref, ref, Tolerance(), class_axis=4)
+
+
+def test_a_tie_in_the_converted_output_contradicts_neither_class():
+    ref = np.array([[3.0, 2.9, 0.0]], np.float32)
+    quantized = np.array([[3.0, 3.0, 0.0]], np.float32)   # the top two land on one quantization step
+    assert compare_outputs("p", ref, quantized, LOOSE.merged(min_top1=1.0), class_axis=-1).top1_agreement == 1.0
+    wrong = np.array([[2.9, 3.0, 0.0]], np.float32)
+    assert compare_outputs("p", ref, wrong, LOOSE.merged(min_top1=1.0), class_axis=-1).top1_agreement == 0.0
+
+
+def test_thresholds_leave_integer_and_empty_outputs_alone():
+    labels = np.array([1, 2, 3], np.int64)
+    r = compare_outputs("ids", labels, labels.copy(), Tolerance(min_snr_db=40, min_cosine=0.99, min_top1=1.0),
+                        class_axis=-1)
+    assert r.passed and r.snr_db is None and r.top1_agreement is None
+    bad = compare_outputs("ids", labels, labels + 1, Tolerance(min_snr_db=40), class_axis=-1)
+    assert not bad.passed and bad.failed_thresholds == []   # integers are exact: no threshold needed to fail
+    empty = compare_outputs("p", np.zeros((0, 5), np.float32), np.zeros((0, 5), np.float32),
+                            Tolerance(min_snr_db=40, min_top1=1.0), class_axis=-1)
+    assert empty.passed
+
+
+def test_thresholds_use_the_finite_elements_and_a_nan_on_one_side_still_fails():
+    ref = np.array([[1.0, np.nan, 3.0], [0.5, 2.0, -1.0]], np.float32)
+    r = compare_outputs("p", ref, ref.copy(), Tolerance(min_snr_db=60, min_cosine=0.9999, min_top1=1.0),
+                        class_axis=-1)
+    assert r.passed and r.snr_db == math.inf and r.top1_agreement == 1.0
+    got = ref.copy()
+    got[1, 1] = np.nan
+    one_sided = compare_outputs("p", ref, got, LOOSE.merged(min_snr_db=1.0), class_axis=-1)
+    assert not one_sided.passed and "NaN/Inf on one side only" in one_sided.message
+
+
+def test_a_failure_of_both_kinds_names_both():
+    ref = _logits()
+    r = cmp(ref, 2 * ref, CPU_FLOAT.merged(min_snr_db=20.0, min_cosine=0.5))
+    assert r.failed_thresholds == ["min_snr_db"]   # a doubled output keeps its direction
+    assert "elements out of tolerance" in r.message and "; and SNR" in r.message
+    assert r.needed_atol is not None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_error_ratio_at_most_one_is_exactly_a_pass(seed):
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal((6, 12)).astype(np.float32)
+    got = ref + rng.standard_normal((6, 12)).astype(np.float32) * np.float32(rng.choice([1e-4, 1e-2, 0.3, 1.0]))
+    for tolerance in (LOOSE.merged(min_cosine=0.999), LOOSE.merged(min_snr_db=30.0), LOOSE.merged(min_top1=0.9),
+                      LOOSE.merged(min_topk_overlap=0.8), CPU_FLOAT.merged(min_snr_db=10.0, min_top1=0.5)):
+        r = compare_outputs("p", ref, got, tolerance, class_axis=-1, top_k=3)
+        assert r.passed == (r.error_ratio <= 1.0), (tolerance, r.error_ratio, r.message)
+        assert r.passed != bool(r.failed_thresholds) or r.mismatch_fraction > 0
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(min_cosine=1.5), "min_cosine is a fraction in [0, 1]"),
+    (dict(min_top1=-0.1), "min_top1 must be >= 0"),
+    (dict(min_topk_overlap=2.0), "min_topk_overlap is a fraction in [0, 1]"),
+    (dict(min_snr_db=math.inf), "min_snr_db must be finite"),
+    (dict(min_snr_db=math.nan), "min_snr_db must be >= 0"),
+])
+def test_thresholds_are_validated(kwargs, fragment):
+    with pytest.raises(SpecError, match=re.escape(fragment)):
+        Tolerance(**kwargs)
+
+
+def test_output_spec_class_axis_and_top_k():
+    from harness.specs import OutputSpec
+
+    assert OutputSpec("logits", Tolerance(min_top1=0.99), class_axis=-1).top_k == 5
+    with pytest.raises(SpecError, match="min_top1 needs the output's class_axis"):
+        OutputSpec("logits", Tolerance(min_top1=0.99))
+    with pytest.raises(SpecError, match="min_topk_overlap for openvino:int8 needs"):
+        OutputSpec("logits", target_tolerances={"openvino:int8": Tolerance(min_topk_overlap=0.9)})
+    for bad in (dict(class_axis="-1"), dict(class_axis=True), dict(class_axis=-1, top_k=0)):
+        with pytest.raises(SpecError):
+            OutputSpec("logits", **bad)
+
+
+# --------------------------------------------------------------------------- the output's range
+
+def test_atol_by_range_scales_with_the_outputs_calibrated_range_not_the_examples():
+    # one example of an output near 0 whose range (over the calibration feed) is 1: off by a step of 0.05
+    ref = np.array([0.01, -0.02, 0.015, 0.0], dtype=np.float32)
+    got = ref + np.float32(0.05)
+    tolerance = Tolerance(atol_by_range=0.1)
+    within = compare_outputs("y", ref, got, tolerance, output_range=1.0)
+    assert within.passed and within.output_range == 1.0 and within.error_ratio == pytest.approx(0.5, rel=1e-5)
+    # without a measured range it is this example's max|ref| (0.02): the same error is 25x the bound
+    assert not compare_outputs("y", ref, got, tolerance).passed
+    # the planted twin: an error of 0.2 of the range fails however the range is measured
+    assert not compare_outputs("y", ref, ref + np.float32(0.2), tolerance, output_range=1.0).passed
+
+
+def test_cosine_and_snr_need_an_output_of_sixteen_elements():
+    from harness.compare import WHOLE_OUTPUT_MIN_ELEMENTS
+
+    tolerance = Tolerance(atol_by_max=1.0, min_snr_db=20.0, min_cosine=0.99)
+    small = np.array([0.5, -0.25, 0.125, 1.0], dtype=np.float32)
+    # a quarter of max|ref| off on 4 numbers: an SNR of ~11 dB that says nothing the bound does not
+    assert compare_outputs("y", small, small + np.float32(0.25), tolerance).passed
+    large = np.tile(small, WHOLE_OUTPUT_MIN_ELEMENTS // small.size)
+    failed = compare_outputs("y", large, large + np.float32(0.25), tolerance)
+    assert not failed.passed and "min_snr_db" in failed.failed_thresholds

@@ -5,6 +5,7 @@ unchanged rerun."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -54,6 +55,31 @@ def test_case_that_passed_and_now_fails_is_a_regression(run_parity, tmp_path_fac
     now = run_parity("--model=simple", f"--converted={bad}", f"--parity-baseline={baseline}")
     now.result.assert_outcomes(failed=1)
     assert "simple-torch-onnxruntime-cpu-converted" in now.output.split("parity baseline")[-1]
+
+
+def test_an_snr_drop_of_more_than_20_db_fails_the_gate(run_parity, tmp_path_factory):
+    """The gate reads the scores of real records: a baseline whose SNR was 25 dB
+    higher than this run's (the same converted file) is a regression."""
+    from tests.planted import perturbed_weight_onnx
+
+    tmp = tmp_path_factory.mktemp("snr")
+    bad = perturbed_weight_onnx("simple", tmp)
+    baseline, louder = tmp / "baseline.json", tmp / "louder.json"
+    first = run_parity("--model=simple", f"--converted={bad}", "--hypothesis-profile=ci",
+                       f"--parity-save-baseline={baseline}")
+    first.result.assert_outcomes(failed=1)
+    saved = json.loads(baseline.read_text())
+    (record,) = saved["cases"].values()
+    snr = record["outputs"]["output"]["snr_db"]
+    assert 20 < snr < 90, snr   # within what the gate tells apart (below SCORE_FLOOR's 120 dB)
+    record["outputs"]["output"]["snr_db"] = snr + 25
+    louder.write_text(json.dumps(saved))
+    # Without the failure hypothesis saved, the derandomized search draws the same examples again.
+    shutil.rmtree(first.path / "reports" / "hypothesis-examples")
+    again = run_parity("--model=simple", f"--converted={bad}", "--hypothesis-profile=ci",
+                       f"--parity-baseline={louder}")
+    gate = again.output.split("parity baseline")[-1]
+    assert "FAILED: 1 regressions" in gate and "output: snr_db fell" in gate and "(limit 20 dB)" in gate
 
 
 def test_baseline_is_never_overwritten_unless_forced(run_parity, tmp_path):

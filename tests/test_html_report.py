@@ -240,3 +240,28 @@ def test_inconclusive_case_noise_verdict_and_shape_warnings_are_shown():
     assert "within its noise multiple" in page and "does not depend on the input" in page
     assert "declares input &#39;x&#39; as [1, 4]" in page and "Declared shapes against the spec" in page
     assert "noise_multiple" in page and "input sensitivity" in page
+
+
+def test_drill_down_shows_the_whole_output_metrics_and_the_thresholds_missed():
+    results = make_results()
+    quantized = {**_output(False, 10.0), "name": "logits", "ref_shape": [4, 10], "got_shape": [4, 10],
+                 "snr_db": 17.25, "top1_agreement": 0.75, "topk_overlap": 0.9, "top_k": 5,
+                 "failed_thresholds": ["min_snr_db", "min_top1"], "needed_atol": None, "needed_rtol": None,
+                 "tolerance": {**TOL, "atol_by_max": 1.0, "min_snr_db": 20.0, "min_top1": 0.9, "min_cosine": 0.0},
+                 "message": "logits: within its elementwise tolerance, but SNR 17.25 dB < min_snr_db 20 dB"}
+    results["cases"]["mlp-torch-onnxruntime-cpu-int8"] = _case(
+        "mlp-torch-onnxruntime-cpu-int8", "mlp", "torch", "onnxruntime", "cpu", "failed", precision="int8",
+        message=quantized["message"], examples=4, worst_error_ratio=10.0, worst_normalized_error=0.1,
+        outputs={"logits": quantized})
+    page = render_html(results)
+    start = page.index(f'id="{anchor("mlp-torch-onnxruntime-cpu-int8")}"')
+    drill = page[start:page.index("</details>", start)]
+    for text in ("below min_snr_db, min_top1", "<th>SNR</th><td class=\"num\">17.2 dB</td>",
+                 "<th>top-1 agreement</th><td class=\"num\">0.75</td>", "<th>top-5 overlap</th><td class=\"num\">0.9</td>",
+                 "<th>min_snr_db</th><td class=\"num\">20</td>", "<th>min_top1</th>"):
+        assert text in drill, text
+    assert "<th>min_cosine</th>" not in drill   # a threshold not set is not shown as one
+    # A record from before these metrics (or without a class axis) shows none of their rows.
+    start = page.index(f'id="{anchor("cnn-torch-onnxruntime-cpu")}"')
+    old = page[start:page.index("</details>", start)]
+    assert "<th>cosine</th>" in old and "<th>SNR</th>" not in old and "top-1 agreement" not in old

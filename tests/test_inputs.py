@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from harness.engine import example_recipe
+from harness.inputs import example_recipe
 from harness.errors import CaseError
 from harness.inputs import (
     DISTRIBUTIONS,

@@ -16,7 +16,7 @@ except ImportError as error:
     pytest.skip(f"mxnet is not installed: {error}", allow_module_level=True)
 
 from harness.converters import mxnet_onnx  # noqa: E402
-from harness.engine import example_recipe  # noqa: E402
+from harness.inputs import example_recipe  # noqa: E402
 from harness.inputs import make_inputs  # noqa: E402
 from harness.registry import get_model  # noqa: E402
 from model_zoo import mxnet_models  # noqa: E402

@@ -392,7 +392,7 @@ def test_the_declared_keras_gru_limitation_is_still_real(tmp_path):
     declaration must go (its cases would then run instead of skipping)."""
     pytest.importorskip("tf2onnx")
     from harness.converters import tf_onnx
-    from harness.engine import example_recipe
+    from harness.inputs import example_recipe
     from harness.inputs import make_inputs
     from harness.registry import get_model
     from harness.sources import keras as keras_source

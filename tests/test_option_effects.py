@@ -57,6 +57,29 @@ def test_a_tolerance_for_an_unknown_output_is_a_warning_while_a_model_could_not_
                               "one meant)"]
 
 
+def test_a_top_k_threshold_needs_an_output_with_a_class_axis():
+    import dataclasses
+
+    from harness.specs import OutputSpec
+
+    options = dict(models=("cnn", "mlp"), tolerance_overrides={"min_top1": {"logits": 0.99},
+                                                               "min_topk_overlap": {"": 0.9},
+                                                               "min_snr_db": {"logits": 30.0}})
+    run = RunOptions(**{**TORCH_CPU, **options})
+    cases = build_cases(run)
+    # mlp's logits are a classifier's (the zoo declares class_axis=-1): both thresholds have something to measure
+    assert option_findings(run, cases).errors == []
+    # the planted twin: the same logits with no class axis declared (cnn's features are no classes either)
+    plain = [c if c.model != "mlp" else dataclasses.replace(
+        c, spec=dataclasses.replace(c.spec, outputs=(OutputSpec("logits"),))) for c in cases]
+    assert option_findings(run, plain).errors == [
+        "--min-top1 logits:0.99: output 'logits' declares no class axis, so there is nothing to measure it on; "
+        "declare one in the model's registration (OutputSpec(name, class_axis=-1) for logits [N, classes])",
+        "--min-topk-overlap 0.9: no output of this run declares a class axis, so there is nothing to measure it "
+        "on; declare one in the model's registration (OutputSpec(name, class_axis=-1) for logits [N, classes])"]
+    assert changed_flags(run)[-3:] == ["--min-snr-db", "--min-top1", "--min-topk-overlap"]
+
+
 def test_options_for_model_files_are_errors_without_one(tmp_path):
     spec = parse_input_spec("x:float32[N=1..4,3]")
     found = findings(models=("cnn",), input_specs=(spec,), output_names=("y",))
@@ -194,7 +217,10 @@ def test_a_tolerance_for_a_real_output_changes_the_verdict(run_parity):
                        "--noise-multiple=logits:0")
     exact.result.assert_outcomes(failed=1)
     assert exact.single["outputs"]["logits"]["tolerance"] == {"atol": 0.0, "rtol": 0.0, "atol_by_max": 0.0,
-                                                              "max_mismatch": 0.0, "noise_multiple": 0.0}
+                                                              "atol_by_range": 0.0,
+                                                              "max_mismatch": 0.0, "noise_multiple": 0.0,
+                                                              "min_cosine": 0.0, "min_snr_db": 0.0, "min_top1": 0.0,
+                                                              "min_topk_overlap": 0.0}
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "logits:inf"])

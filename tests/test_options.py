@@ -170,6 +170,41 @@ def test_parse_tolerance_overrides_bad():
         parse_tolerance_overrides({"atol_by_max": ["x"]})
 
 
+def test_metric_thresholds_are_tolerance_flags():
+    from harness.tolerances import resolve_tolerance
+
+    got = parse_tolerance_overrides({"min_cosine": ["logits:0.999"], "min_snr_db": ["30", "logits:45"],
+                                     "min_top1": ["0.99"], "min_topk_overlap": ["logits:1"]})
+    assert got == {"min_cosine": {"logits": 0.999}, "min_snr_db": {"": 30.0, "logits": 45.0},
+                   "min_top1": {"": 0.99}, "min_topk_overlap": {"logits": 1.0}}
+    logits = resolve_tolerance(OutputSpec("logits", class_axis=-1), "float32", "onnxruntime", "cpu", overrides=got)
+    assert (logits.min_cosine, logits.min_snr_db, logits.min_top1, logits.min_topk_overlap) == (0.999, 45.0, 0.99, 1.0)
+    assert logits.atol > 0   # the elementwise default stays: the thresholds come on top of it
+    features = resolve_tolerance(OutputSpec("features"), "float32", "onnxruntime", "cpu", overrides=got)
+    assert (features.min_cosine, features.min_snr_db) == (0.0, 30.0)
+
+
+@pytest.mark.parametrize("field", ["min_cosine", "min_top1", "min_topk_overlap"])
+def test_metric_fractions_above_one_are_refused(field):
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(OptionError, match=rf"^{flag}: a fraction in \[0, 1\]"):
+        parse_tolerance_overrides({field: ["logits:1.01"]})
+    assert parse_tolerance_overrides({"min_snr_db": ["120"]}) == {"min_snr_db": {"": 120.0}}   # dB, no fraction
+
+
+def test_metric_flags_reach_the_verdict_and_the_record(run_parity):
+    """An SNR no float32 conversion reaches fails the case, named in its message;
+    the noise multiple (16 by default) does not excuse it."""
+    run = run_parity("--model=mlp", "--min-snr-db=logits:300", "--min-cosine=0.99")
+    run.result.assert_outcomes(failed=1)
+    logits = run.single["outputs"]["logits"]
+    assert logits["failed_thresholds"] == ["min_snr_db"] and logits["accepted_by"] is None
+    assert logits["tolerance"]["min_snr_db"] == 300.0 and logits["tolerance"]["min_cosine"] == 0.99
+    assert 60 < logits["snr_db"] < 300 and logits["cosine"] > 0.99
+    assert "logits: within its elementwise tolerance, but SNR" in run.single["message"]
+    assert "< min_snr_db 300 dB" in run.output   # the terminal's failure says which metric and its threshold
+
+
 def test_parse_opset_accepts_what_onnx_knows():
     assert parse_opset(None) is None
     highest = onnx.defs.onnx_opset_version()

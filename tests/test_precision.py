@@ -32,11 +32,13 @@ def _bf16_here() -> None:
 
 # --------------------------------------------------------------------------- the matrix
 
-def test_a_case_per_precision_the_target_declares_and_fp32_ids_unchanged():
+def test_a_case_per_precision_the_target_reaches_and_fp32_ids_unchanged():
     cases = _cases(targets=("openvino", "onnxruntime"), precisions=("fp32", "bf16", "fp16"))
+    # onnxruntime lowers nothing itself: its fp16 comes from the ONNX -> ONNX fp16 hop, and no hop writes bf16
     assert list(cases) == ["mlp-torch-openvino-cpu", "mlp-torch-openvino-cpu-bf16", "mlp-torch-openvino-cpu-fp16",
-                           "mlp-torch-onnxruntime-cpu"]   # onnxruntime declares fp32 alone
-    assert [c.precision for c in cases.values()] == ["fp32", "bf16", "fp16", "fp32"]
+                           "mlp-torch-onnxruntime-cpu", "mlp-torch-onnxruntime-cpu-fp16"]
+    assert [c.precision for c in cases.values()] == ["fp32", "bf16", "fp16", "fp32", "fp16"]
+    assert [c.lowered_by for c in cases.values()] == ["", "runtime", "runtime", "", "onnx->onnx-lowered"]
     assert list(_cases(targets=("openvino",))) == ["mlp-torch-openvino-cpu"]   # the default: fp32 alone
 
 
@@ -52,11 +54,12 @@ def test_a_precision_no_target_declares_makes_no_case_and_warns():
     cases = build_cases(run)
     assert [c.id for c in cases] == ["mlp-torch-onnxruntime-cpu"]
     assert option_findings(run, cases).warnings == [
-        "--precision bf16: no target of this run computes in it, so no case is made for it (the targets' "
-        "precisions: onnxruntime: fp32)"]
+        "--precision bf16: no path to a target of this run reaches it, so no case is made for it (the targets' "
+        "precisions: onnxruntime: fp32, fp16, int8, int8-dynamic)"]
     only_bf16 = RunOptions(**MLP, targets=("onnxruntime",), precisions=("bf16",))
     (case,) = build_cases(only_bf16)
-    assert case.skip == "no target asked for computes in bf16 (onnxruntime: fp32): no case of model 'mlp' is made"
+    assert case.skip == ("no path from torch to a target asked for reaches bf16 (onnxruntime: fp32, fp16, int8, "
+                         "int8-dynamic): no case of model 'mlp' is made")
 
 
 def test_declared_precisions_say_nothing():
@@ -82,8 +85,10 @@ def test_strict_cuda_applies_to_a_reference_on_cuda():
 def test_precision_values_are_checked_when_parsed():
     assert parse_precisions(None) == ("fp32",)
     assert parse_precisions(["bf16,fp32", "bf16"]) == ("bf16", "fp32")
-    with pytest.raises(OptionError, match="--precision: unknown value 'int8'; choose from fp32, bf16, fp16"):
-        parse_precisions("fp32,int8")
+    assert parse_precisions("int8,int8-dynamic") == ("int8", "int8-dynamic")
+    with pytest.raises(OptionError, match="--precision: unknown value 'int4'; choose from fp32, bf16, fp16, int8, "
+                                          "int8-dynamic"):
+        parse_precisions("fp32,int4")
     options = RunOptions(precisions=("fp32", "bf16"), reference_device="cpu")
     assert RunOptions.from_json(options.to_json()) == options
 

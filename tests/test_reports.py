@@ -68,6 +68,27 @@ def test_junit_xml_carries_the_metrics(run_parity):
     assert properties["parity_status"] == "passed"
     assert float(properties["worst_error_ratio"]) == record["worst_error_ratio"]
     assert float(properties["logits.max_abs"]) == record["outputs"]["logits"]["max_abs"]
+    assert float(properties["logits.snr_db"]) == record["outputs"]["logits"]["snr_db"] > 60
+    # mlp's logits declare a class axis: the agreements are measured (both sides agree on every row here)
+    assert float(properties["logits.top1_agreement"]) == record["outputs"]["logits"]["top1_agreement"] == 1.0
+
+
+def test_junit_properties_and_pytest_html_rows_carry_the_metric_thresholds():
+    from harness.report.extras import junit_properties, outputs_table_html
+
+    logits = {"passed": False, "error_ratio": 10.0, "cosine": 0.98, "snr_db": 0.0, "top1_agreement": 0.75,
+              "topk_overlap": 0.9, "top_k": 5, "failed_thresholds": ["min_snr_db", "min_top1"],
+              "tolerance": {"atol": 0.0, "rtol": 0.0, "atol_by_max": 1.0, "min_snr_db": 20.0, "min_top1": 1.0}}
+    clean = {**logits, "passed": True, "error_ratio": 0.1, "snr_db": "inf", "top1_agreement": 1.0,
+             "failed_thresholds": []}
+    properties = dict(junit_properties({"status": "failed", "outputs": {"logits": logits, "probs": clean}}))
+    assert (properties["logits.snr_db"], properties["logits.top1_agreement"], properties["logits.topk_overlap"]) == (
+        0.0, 0.75, 0.9)
+    assert properties["logits.failed_thresholds"] == "min_snr_db,min_top1"
+    assert properties["probs.snr_db"] == "inf" and "probs.failed_thresholds" not in properties
+    table = outputs_table_html({"status": "failed", "outputs": {"logits": logits, "probs": clean}})
+    assert "<th>snr_db</th><th>top1_agreement</th><th>topk_overlap</th>" in table
+    assert "<td>fail (min_snr_db, min_top1)</td>" in table and "<td>0.75</td>" in table
 
 
 def test_pytest_html_row_has_the_outputs_table(run_parity):

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from harness import matrix
 from harness.compare import compare_outputs
 from harness.errors import CaseError
-from harness.engine import example_recipe
+from harness.inputs import example_recipe
 from harness.inputs import make_inputs
 from harness.options import RunOptions, parse_input_spec
 from harness.runtimes import onnxruntime as ort_runtime

@@ -11,7 +11,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from harness.converters import tf_onnx  # noqa: E402
-from harness.engine import example_recipe  # noqa: E402
+from harness.inputs import example_recipe  # noqa: E402
 from harness.inputs import make_inputs  # noqa: E402
 from harness.layouts import convert_layout  # noqa: E402
 from harness.registry import get_model  # noqa: E402

@@ -104,6 +104,44 @@ def test_noise_never_excuses_a_nan_on_one_side():
     assert not comparison.passed
 
 
+def test_noise_rescues_an_elementwise_failure_never_a_threshold_missed():
+    """The noise multiple speaks of float32 rounding; a cosine, SNR or top-k threshold
+    is set for errors far beyond it, so missing one is never excused."""
+    rescued = _out_of_tolerance()
+    assert not rescued.failed_thresholds
+    _noise_verdict(rescued, {"noise_max_abs": 2e-5, "error_over_noise": 5.0})
+    assert rescued.passed
+    ref = np.linspace(-1, 1, 50, dtype=np.float32)
+    both = compare_outputs("y", ref, ref + np.float32(1e-4), Tolerance(atol=1e-7, rtol=1e-5, noise_multiple=16.0,
+                                                                       min_snr_db=90.0))
+    assert not both.passed and both.failed_thresholds == ["min_snr_db"] and both.mismatch_fraction > 0
+    _noise_verdict(both, {"noise_max_abs": 2e-5, "error_over_noise": 5.0})
+    assert not both.passed and both.accepted_by is None and "min_snr_db 90 dB" in both.message
+    threshold_only = compare_outputs("y", ref, 2 * ref, Tolerance(atol_by_max=1.0, noise_multiple=16.0,
+                                                                  min_cosine=0.9, min_snr_db=20.0))
+    assert not threshold_only.passed and threshold_only.failed_thresholds == ["min_snr_db"]
+    _noise_verdict(threshold_only, {"noise_max_abs": 1.0, "error_over_noise": 0.5})
+    assert not threshold_only.passed and threshold_only.accepted_by is None
+
+
+CLASSIFIER_MODEL_FILE = '''
+import torch
+from harness import InputSpec, OutputSpec, register_model
+
+register_model("classifier", inputs=[InputSpec("x", ("N", 6), dims={"N": (2, 4)}, layout="NC")],
+               outputs=[OutputSpec("logits", class_axis=-1, top_k=3)], torch=lambda: torch.nn.Linear(6, 8))
+'''
+
+
+def test_the_class_axis_of_a_registered_output_reaches_the_verdict(run_parity, parity_dir):
+    (parity_dir / "classifier.py").write_text(CLASSIFIER_MODEL_FILE)
+    run = run_parity("--model=classifier.py", "--min-top1=1", "--min-topk-overlap=1", "--min-snr-db=400")
+    logits = run.single["outputs"]["logits"]
+    assert (logits["top1_agreement"], logits["topk_overlap"], logits["top_k"]) == (1.0, 1.0, 3)
+    assert logits["failed_thresholds"] == ["min_snr_db"]   # a float32 conversion's SNR is far below 400 dB
+    assert run.single["status"] == "failed" and "< min_snr_db 400 dB" in run.single["message"]
+
+
 def test_planted_weight_bug_fails_with_the_noise_view_too(run_parity, tmp_path):
     """The perturbed CNN of test_planted_bugs: its error is hundreds of times
     the model's own noise, far beyond the noise multiple."""

@@ -24,7 +24,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from harness.converters import torch_onnx  # noqa: E402
-from harness.engine import example_recipe  # noqa: E402
+from harness.inputs import example_recipe  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402
 from tests.conftest import BuiltModels  # noqa: E402
 from harness.specs import ModelSpec  # noqa: E402

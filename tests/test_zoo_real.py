@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from harness.engine import example_recipe  # noqa: E402
+from harness.inputs import example_recipe  # noqa: E402
 from harness.matrix import package_missing  # noqa: E402
 from harness.inputs import make_inputs  # noqa: E402
 from harness.registry import zoo_models  # noqa: E402

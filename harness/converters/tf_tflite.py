@@ -1,5 +1,5 @@
-"""TensorFlow / Keras -> TFLite (float32, no quantization) with
-`tf.lite.TFLiteConverter.from_saved_model`.
+"""TensorFlow / Keras -> TFLite with `tf.lite.TFLiteConverter.from_saved_model`,
+in float32 or at a lowered precision.
 
 The model is traced as `tf_onnx.spec_function` does (the spec's input names,
 the source's layouts, None for symbolic dims), its variables are frozen into
@@ -37,19 +37,49 @@ keeps canaries):
 - The artifact must accept every shape within the spec's bounds: the input
   tensors' `shape_signature` must keep -1 for each symbolic dim.
 
+Precisions (`PRECISIONS`; the engine passes `precision` and, below fp32, the
+`calibration` settings, both in the cache key):
+- fp32: no optimization; the output is what it was before precisions existed.
+- fp16: `Optimize.DEFAULT` with `supported_types = [tf.float16]`: the weights
+  are stored as float16 and DEQUANTIZE ops widen them at load; inputs, outputs
+  and the arithmetic stay float32.
+- int8-dynamic: dynamic-range quantization (`Optimize.DEFAULT`, no
+  representative dataset): int8 weights, float32 inputs and outputs; the
+  kernels quantize activations on the fly.
+- int8: full integer. The representative dataset is the harness's calibration
+  feed (`harness.calibration`: drawn from the input spec, in the converted
+  model's input layouts, keyed by the signature's input names); only
+  `TFLITE_BUILTINS_INT8` ops; float inputs and outputs become int8 with the
+  file's own per-tensor scale and zero point (`runtimes/tflite` quantizes and
+  dequantizes them). Integer inputs (token ids) and outputs (an argmax) are
+  left as they are by the converter (inference_input_type applies to float
+  ports only) and stay integers. TF 2.21's quantizer does not refuse an op
+  it cannot give an int8 kernel, despite `TFLITE_BUILTINS_INT8`: the op
+  stays float32 between DEQUANTIZE and QUANTIZE (SIN, FLOOR, CUMSUM; NEG in
+  the zoo's transformer, TOPK_V2 in two_outputs); the provenance lists them
+  ("ops_in_float"). An op with no TFLite kernel at all (tf.Erf) fails at
+  every precision, as a CaseError naming it.
+The provenance records, read back from the written file, each input's and
+output's dtype and quantization, the count of the file's tensors by dtype, the
+calibration feed's description and its wall time.
+
 tensorflow is imported inside the functions, never at module level.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from harness.calibration import Calibration, calibration_inputs, describe
 from harness.converters.tf_onnx import quiet, spec_function
 from harness.errors import CaseError, summarize_exception
+from harness.runtimes.tflite import port_quantization
 from harness.specs import ModelSpec
 
 NAME = "tf->tflite"
@@ -57,7 +87,8 @@ READS = ("keras", "tensorflow")
 WRITES = "tflite"
 REVISION = 4
 # TFLite has no opset: a run's --opset is for the ONNX edges and is not passed here.
-OPTIONS = ("layout_variant",)
+OPTIONS = ("layout_variant", "precision", "calibration")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 FILENAME = "model.tflite"
 SIGNATURE_KEY = "serving_default"
 VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
@@ -72,10 +103,13 @@ def versions() -> dict[str, str]:
 
 def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir: Path, *,
             layouts: tuple[dict[str, str | None], dict[str, str | None]],
-            layout_variant: str | None = None, opset: int | None = None) -> dict[str, Any]:
-    """Convert `model` (a keras.Model or a TFFunctionModel) to `out_dir/model.tflite`;
-    return the provenance. TFLite keeps the source's layouts and has no opset:
-    any other layout variant than "nhwc", or an opset, is refused."""
+            layout_variant: str | None = None, opset: int | None = None, precision: str = "fp32",
+            calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Convert `model` (a keras.Model or a TFFunctionModel) to `out_dir/model.tflite`
+    at `precision` (one of PRECISIONS); return the provenance. `calibration`:
+    `Calibration(...).to_json()`, the settings of the int8 calibration feed (the
+    default settings where None). TFLite keeps the source's layouts and has no
+    opset: any other layout variant than "nhwc", or an opset, is refused."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -84,10 +118,26 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
                                    "not apply (use nhwc, or the tf->onnx converter for an NCHW variant)")
     if opset is not None:
         raise CaseError("convert", f"tf->tflite has no opset (got --opset={opset}): drop the option for TFLite targets")
+    if precision not in PRECISIONS:
+        raise CaseError("convert", f"tf->tflite writes {', '.join(PRECISIONS)}, not {precision!r}")
     input_layouts, output_layouts = dict(layouts[0]), dict(layouts[1])
     function, signature, kind = spec_function(model, spec, input_layouts, example)
     names = [o.name for o in spec.outputs]
-    supported_ops = ["TFLITE_BUILTINS"]
+    settings = _settings(precision)
+    feed, calibrated, distribution = None, None, None
+    if precision == "int8":
+        try:
+            chosen = Calibration(**(calibration or {}))
+        except TypeError as error:
+            raise CaseError("convert", f"tf->tflite: calibration settings {calibration!r} are not those of "
+                                       f"harness.calibration.Calibration: {error}") from None
+        start = time.perf_counter()
+        feed = calibration_inputs(spec, chosen, input_layouts)
+        _check_feed(feed, spec, signature, input_layouts)
+        calibrated = {**describe(spec, chosen), "feed_layouts": input_layouts,
+                      "feed_s": round(time.perf_counter() - start, 4)}
+        distribution = chosen.for_spec(spec).distribution
+    timing: dict[str, float] = {}
     custom_gradients = None
     try:
         with quiet(), tempfile.TemporaryDirectory(prefix="parity-tflite-") as saved_model:
@@ -106,23 +156,29 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
             tf.saved_model.save(tf.Module(), saved_model, signatures={SIGNATURE_KEY: serving},
                                 options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
             converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[SIGNATURE_KEY])
-            converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, op) for op in supported_ops]
-            converter.optimizations = []
+            converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, op) for op in settings["supported_ops"]]
+            converter.optimizations = [getattr(tf.lite.Optimize, o) for o in settings["optimizations"]]
+            if "supported_types" in settings:
+                converter.target_spec.supported_types = [getattr(tf, t) for t in settings["supported_types"]]
+            if feed is not None:
+                converter.representative_dataset = _timed_feed(feed, timing)
+                converter.inference_input_type = converter.inference_output_type = tf.int8
+            start = time.perf_counter()
             data = converter.convert()
+            timing["convert_s"] = round(time.perf_counter() - start, 4)
     except CaseError:
         raise
     except Exception as error:
-        text = str(error)
-        hint = "Simplify the model, or convert it to ONNX (tf->onnx) instead."
-        if "TensorList" in text:
-            hint = ("A recurrent layer's loop could not be lowered to TFLite builtin ops with a symbolic batch dim: "
-                    "give the batch dim a fixed size in the input spec (the time dim may stay symbolic).")
-        raise CaseError("convert", f"tf.lite.TFLiteConverter failed for model {spec.name!r} ({kind}): "
-                                   f"{summarize_exception(error, 6)}\n{hint}") from None
+        raise _conversion_error(error, spec, kind, precision) from None
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / FILENAME
     path.write_bytes(data)
     mapping = _inspect(data, spec, signature)
+    if calibrated is not None:
+        # calibration_s: from the first sample the quantizer asked for to the last (it runs the float
+        # model on each as it gets it); converter_s (below) includes it
+        calibrated = {**calibrated, "calibration_s": timing.get("calibration_s"), "samples_used": timing.get("samples")}
+    written = _precision_record(data, spec, precision)
     return {
         "converter": NAME,
         "tool": "tf.lite.TFLiteConverter.from_saved_model",
@@ -133,9 +189,17 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         # without the gradient functions of these custom gradients.
         "saved_model": {"signature": SIGNATURE_KEY, "experimental_custom_gradients": False,
                         "custom_gradients_not_saved": custom_gradients},
-        "precision": "fp32",
-        "optimizations": [],
-        "supported_ops": supported_ops,
+        "precision": precision,
+        **settings,
+        # what the written file takes and returns: dtype and quantization of each port
+        "io_quantization": written["io_quantization"],
+        "tensor_dtypes": written["tensor_dtypes"],
+        **({"ops_in_float": written["ops_in_float"]} if precision == "int8" else {}),
+        # int8: the feed the quantizer chose its scales on (else None: no calibration)
+        "calibration": calibrated,
+        # examples are drawn from this distribution only (engine.PreparedCase.distributions)
+        **({"calibrated_on": distribution} if distribution else {}),
+        "converter_s": timing.get("convert_s"),   # TFLiteConverter.convert() alone, calibration included
         "layout_variant": "nhwc",
         "signature_key": SIGNATURE_KEY,
         # How the spec's names map onto TFLite tensors: through the signature,
@@ -149,6 +213,133 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         "output_layouts": output_layouts,
         "versions": versions(),
     }
+
+
+def _settings(precision: str) -> dict[str, Any]:
+    """The converter's settings for `precision`, as the provenance records them."""
+    if precision == "fp32":
+        return {"optimizations": [], "supported_ops": ["TFLITE_BUILTINS"]}
+    if precision == "fp16":
+        return {"optimizations": ["DEFAULT"], "supported_types": ["float16"], "supported_ops": ["TFLITE_BUILTINS"]}
+    if precision == "int8-dynamic":
+        return {"optimizations": ["DEFAULT"], "supported_ops": ["TFLITE_BUILTINS"], "representative_dataset": None}
+    return {"optimizations": ["DEFAULT"], "supported_ops": ["TFLITE_BUILTINS_INT8"],
+            "representative_dataset": "harness.calibration", "inference_input_type": "int8 (float inputs)",
+            "inference_output_type": "int8 (float outputs)"}
+
+
+def _check_feed(feed: list[dict[str, np.ndarray]], spec: ModelSpec, signature: list,
+                layouts: dict[str, str | None]) -> None:
+    """Refuse a calibration feed that does not fit the traced signature (a
+    missing input, another dtype or rank, a fixed dim of another size) before
+    the quantizer sees it, naming the sample, the input and both shapes."""
+    for index, sample in enumerate(feed):
+        for tensor_spec, inp in zip(signature, spec.inputs):
+            wanted = [None if d is None else int(d) for d in tensor_spec.shape]
+            wanted_text = f"{tensor_spec.dtype.name}{wanted} (None: any size)"
+            problem = None
+            if inp.name not in sample:
+                problem = f"has no tensor for input {inp.name!r} (it has {sorted(sample)})"
+            else:
+                array = np.asarray(sample[inp.name])
+                fits = (array.ndim == len(wanted)
+                        and all(w is None or w == d for w, d in zip(wanted, array.shape)))
+                if array.dtype.name != tensor_spec.dtype.name or not fits:
+                    problem = f"gives input {inp.name!r} as {array.dtype.name}{list(array.shape)}"
+            if problem:
+                raise CaseError("convert", f"the int8 calibration feed of model {spec.name!r} does not fit the model: "
+                                           f"sample {index} {problem}, but the model takes {wanted_text} "
+                                           f"(layout {layouts.get(inp.name)}). The feed is made from the input spec "
+                                           "(harness/calibration.py), laid out as the converted model takes it: "
+                                           "check the input spec's shape, dtype and layouts.")
+
+
+def _timed_feed(feed: list[dict[str, np.ndarray]], timing: dict[str, float]):
+    """The representative dataset: the feed's samples, keyed by the signature's
+    input names (the spec's); `timing` gets the wall time from the first
+    sample asked for to the end, and the count handed over."""
+    def samples():
+        start = time.perf_counter()
+        timing["samples"] = 0
+        for sample in feed:
+            yield dict(sample)
+            timing["samples"] += 1
+        timing["calibration_s"] = round(time.perf_counter() - start, 4)
+
+    return samples
+
+
+# How TF's MLIR converter and quantizer name an op in their messages
+_OP_PATTERNS = (
+    re.compile(r"'(tfl?\.[A-Za-z0-9_]+)' op"),
+    re.compile(r"failed to legalize operation '([A-Za-z0-9_.]+)'"),
+    re.compile(r"[Oo]p(?:eration)?s?(?: type)?:? '?([A-Z][A-Z0-9_]{2,})'?"),
+    re.compile(r"\b(tf\.[A-Z][A-Za-z0-9]+)\b"),
+)
+
+
+def failing_ops(text: str) -> list[str]:
+    """The op names a converter error names, in order, without repeats."""
+    found: list[str] = []
+    for pattern in _OP_PATTERNS:
+        for name in pattern.findall(text):
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _conversion_error(error: BaseException, spec: ModelSpec, kind: str, precision: str) -> CaseError:
+    """The converter's failure as a CaseError naming the op(s), the precision and what to do."""
+    text = str(error)
+    ops = failing_ops(text)
+    hint = "Simplify the model, or convert it to ONNX (tf->onnx) instead."
+    if "TensorList" in text:
+        hint = ("A recurrent layer's loop could not be lowered to TFLite builtin ops with a symbolic batch dim: "
+                "give the batch dim a fixed size in the input spec (the time dim may stay symbolic).")
+    elif "neither a custom op nor a flex op" in text:
+        hint = ("TFLite has no builtin kernel for this op at any precision (it would need the Flex delegate, which "
+                "LiteRT here does not have): replace the op, or convert the model to ONNX (tf->onnx) instead.")
+    elif precision == "int8":
+        hint = ("Full-integer int8 allows only TFLITE_BUILTINS_INT8 ops: an op without an int8 kernel cannot be "
+                "written. Run this model at int8-dynamic or fp16 (they keep such ops in float32), replace the op "
+                "with one that has an int8 kernel, or leave int8 out of --precision for this model.")
+    elif precision in ("fp16", "int8-dynamic"):
+        hint = (f"The {precision} optimization failed on an op that converts in fp32: run this model at fp32 "
+                "(leave it out of --precision) and report the converter's message upstream.")
+    named = f" at op {', '.join(ops)}" if ops else ""
+    return CaseError("convert", f"tf.lite.TFLiteConverter failed for model {spec.name!r} ({kind}) at precision "
+                                f"{precision}{named}: {summarize_exception(error, 6)}\n{hint}")
+
+
+def _precision_record(data: bytes, spec: ModelSpec, precision: str) -> dict[str, Any]:
+    """Read back from the written file: each signature input's and output's
+    dtype and quantization, its tensors counted by dtype, and (int8) the ops
+    that still compute in float32."""
+    interpreter = _interpreter(data)
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+
+    def port(name: str, detail: dict[str, Any], kind: str) -> dict[str, Any]:
+        quantization = port_quantization(detail, f"{kind} {name!r}")
+        dtype = np.dtype(detail["dtype"]).name
+        return quantization.to_json() if quantization else {"dtype": dtype, "scale": None, "zero_point": None}
+
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    io = {"inputs": {i.name: port(i.name, inputs[i.name], "input") for i in spec.inputs},
+          "outputs": {o.name: port(o.name, outputs[o.name], "output") for o in spec.outputs}}
+    details = interpreter.get_tensor_details()
+    dtypes: dict[str, int] = {}
+    for detail in details:
+        name = np.dtype(detail["dtype"]).name
+        dtypes[name] = dtypes.get(name, 0) + 1
+    float_ops: dict[str, int] = {}
+    if precision == "int8":
+        by_index = {d["index"]: np.dtype(d["dtype"]).name for d in details}
+        for op in interpreter._get_ops_details():
+            if op["op_name"] in ("DEQUANTIZE", "QUANTIZE"):
+                continue
+            if any(by_index.get(int(i)) == "float32" for i in op["outputs"]):
+                float_ops[op["op_name"]] = float_ops.get(op["op_name"], 0) + 1
+    return {"io_quantization": io, "tensor_dtypes": dict(sorted(dtypes.items())), "ops_in_float": float_ops}
 
 
 def custom_gradient_count(graph_def) -> int:

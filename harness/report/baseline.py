@@ -16,6 +16,27 @@ that 0 -> 1e-12 is no growth at all. A metric that became inf or nan (written
 "inf", "nan") is a regression; one that is not a number at all is listed as not
 comparable, and the gate does not say ok.
 
+The whole-output scores, higher is better, are held as the relative error
+each implies, so that one growth factor means one change of the error for
+every metric (`error:10x` limits them too; `cosine:`, `snr_db:` alone):
+- `snr_db` as 10**(-snr_db/20), the error's RMS over the reference's: a
+  factor F is a drop of 20*log10(F) dB (20 dB at 10x);
+- `cosine` as sqrt(2*(1 - cos)), the distance between the two outputs scaled
+  to length 1: 1 - cos grows as the square of the error, so a factor F lets
+  it grow F**2 (100x at 10x), not F, which an error grown sqrt(F) would trip.
+Both count below `SCORE_FLOOR` (1e-6: SNR 120 dB, 1 - cos 5e-13) as
+`SCORE_FLOOR`: finer than that is float32 rounding, which the error metrics
+already track, and the cosine's own float64 rounding. An SNR of inf (no error)
+is no error at all; -inf and NaN are a regression.
+The agreements `top1_agreement` and `topk_overlap` (fractions of positions)
+regress when they drop by more than an absolute slack, 0.01 by default
+(`top1_agreement:0.05` or `:5%`, in points; `agreement:` sets both): a
+factor on the disagreement would call one flipped row in a clean run
+infinite growth, and let 10% -> 50% of rows flipped pass.
+A metric absent from either side (a baseline saved before it was measured) is
+not compared and says nothing; that is no lost coverage either, which is
+counted in cases.
+
 The gate also fails when this run covers less than the baseline: a case that ran
 there (passed, failed, inconclusive or error) is missing now, or skips now. A
 deliberate change of the matrix passes with `allow_lost_coverage`
@@ -41,13 +62,22 @@ from typing import Any, Mapping
 from harness.results import SCHEMA, atomic_write_text, to_jsonable
 
 FLOOR = 1e-9
+SCORE_FLOOR = 1e-6
 DEFAULT_COMPARE_FAIL = "error:10x"
-METRICS = ("normalized_error", "error_ratio")
-# The names a --compare-fail term may use, and the metrics each one limits.
-METRIC_ALIASES = {"error": METRICS, "normalized_error": ("normalized_error",), "error_ratio": ("error_ratio",)}
+DEFAULT_GROWTH = 10.0
+DEFAULT_AGREEMENT_DROP = 0.01
+METRICS = ("normalized_error", "error_ratio")      # errors: lower is better
+SCORES = ("cosine", "snr_db")                      # higher is better, held as the error they imply
+AGREEMENTS = ("top1_agreement", "topk_overlap")    # fractions, higher is better, held to an absolute drop
+GATED = METRICS + SCORES + AGREEMENTS
+# The names a --compare-fail term may use, and the metrics each one limits (the general names first).
+METRIC_ALIASES = {"error": METRICS + SCORES, "normalized_error": ("normalized_error",), "error_ratio": ("error_ratio",),
+                  "cosine": ("cosine",), "snr_db": ("snr_db",), "agreement": AGREEMENTS,
+                  "top1_agreement": ("top1_agreement",), "topk_overlap": ("topk_overlap",)}
 COMPARE_FAIL_SYNTAX = ("expected METRIC:LIMIT[,METRIC:LIMIT...], where METRIC is one of "
                        f"{', '.join(METRIC_ALIASES)} and LIMIT is a growth factor (10x or 10, above 1) "
-                       "or a percent growth (1000%, above 0), e.g. error:10x")
+                       "or a percent growth (1000%, above 0), e.g. error:10x; for agreement, top1_agreement and "
+                       "topk_overlap, LIMIT is the drop allowed (0.01, or 1% in points, below 1)")
 # The option of `python -m harness diff` that lets lost coverage pass (the plugin's is --parity-allow-lost-coverage).
 DIFF_ALLOW_OPTION = "--allow-lost-coverage"
 RAN = ("passed", "failed", "inconclusive")  # statuses whose error metrics are compared
@@ -132,16 +162,25 @@ def _schema_problem(data: Any) -> str | None:
 def parse_compare_fail(text: str) -> dict[str, float]:
     """`error:10x`, `error:10`, `error:1000%` (percent growth: factor 1 + p/100),
     several comma-separated; returns {metric name: growth factor}, with metric
-    names as written (`error` limits both normalized_error and error_ratio)."""
+    names as written (`error` limits normalized_error, error_ratio and the error
+    cosine and snr_db imply). For the agreements the limit is the drop allowed:
+    `top1_agreement:0.02` or `:2%` (points)."""
     limits: dict[str, float] = {}
     terms = [t.strip() for t in (text or "").split(",")]
     if not any(terms):
         raise BaselineError(f"empty --compare-fail value: {COMPARE_FAIL_SYNTAX}")
     for term in terms:
-        match = re.fullmatch(r"([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(x|%)?", term)
+        match = re.fullmatch(r"([a-z][a-z0-9_]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(x|%)?", term)
         if not match or match.group(1) not in METRIC_ALIASES:
             raise BaselineError(f"bad --compare-fail term {term!r}: {COMPARE_FAIL_SYNTAX}")
         name, number, unit = match.group(1), float(match.group(2)), match.group(3)
+        if set(METRIC_ALIASES[name]) <= set(AGREEMENTS):
+            drop = number / 100.0 if unit == "%" else number
+            if unit == "x" or not drop < 1.0:
+                raise BaselineError(f"bad --compare-fail term {term!r}: an agreement's limit is the drop "
+                                    f"allowed: {COMPARE_FAIL_SYNTAX}")
+            limits[name] = drop
+            continue
         factor = 1.0 + number / 100.0 if unit == "%" else number
         if (unit == "%" and number <= 0) or (unit != "%" and factor <= 1.0) or not math.isfinite(factor):
             raise BaselineError(f"bad --compare-fail term {term!r}: the limit must grow: {COMPARE_FAIL_SYNTAX}")
@@ -150,15 +189,21 @@ def parse_compare_fail(text: str) -> dict[str, float]:
 
 
 def _limits(growth_limit: float | Mapping[str, float]) -> dict[str, float]:
-    """{metric: factor} for each of METRICS."""
-    if isinstance(growth_limit, Mapping):
-        resolved = {m: 10.0 for m in METRICS} if "error" not in growth_limit else {}
-        for name in ("error", "normalized_error", "error_ratio"):  # the general name first
-            if name in growth_limit:
-                for metric in METRIC_ALIASES[name]:
-                    resolved[metric] = float(growth_limit[name])
-        return resolved
-    return {m: float(growth_limit) for m in METRICS}
+    """{metric: limit} for each of GATED: a growth factor, or for AGREEMENTS the drop allowed."""
+    given = growth_limit if isinstance(growth_limit, Mapping) else {"error": growth_limit}
+    resolved = {**{m: DEFAULT_GROWTH for m in METRICS + SCORES}, **{m: DEFAULT_AGREEMENT_DROP for m in AGREEMENTS}}
+    for name, metrics in METRIC_ALIASES.items():
+        if name in given:
+            resolved.update({metric: float(given[name]) for metric in metrics})
+    return resolved
+
+
+def _limit_text(metric: str, limit: float) -> str:
+    if metric in AGREEMENTS:
+        return f"{metric} drop {_num(limit)}"
+    if metric == "snr_db":
+        return f"{metric} {_num(limit)}x ({_num(20 * math.log10(limit))} dB)"
+    return f"{metric} {_num(limit)}x"
 
 
 # ---------------------------------------------------------------- comparing
@@ -168,7 +213,7 @@ class Change:
     """One thing that changed in one case (or one output of it)."""
     case_id: str
     what: str                      # a sentence for people
-    kind: str                      # status | growth | shrink | new | vanished | skip | output
+    kind: str                      # status | growth | shrink | drop | rise | new | vanished | skip | output
     old: Any = None                # the old value (a status or a metric)
     new: Any = None
     ratio: float | None = None     # new/old of the metric (floored), when there is one
@@ -280,7 +325,9 @@ def _compare_case(case_id: str, old: Mapping[str, Any], new: Mapping[str, Any],
             if name not in old_outputs:
                 out.changed.append(Change(case_id, f"output {name} measured, not in the baseline", "output", output=name))
                 continue
-            for metric in METRICS:
+            for metric in GATED:
+                if metric not in METRICS and not (metric in old_outputs[name] and metric in new_outputs[name]):
+                    continue  # measured on one side only: a file from before the metric
                 _compare_metric(case_id, name, metric, old_outputs[name].get(metric), new_outputs[name].get(metric),
                                 limits[metric], " while still passing" if after == "passed" else "", out)
 
@@ -292,12 +339,35 @@ def _counts(out: Comparison) -> tuple[int, ...]:
     return (len(out.regressions), len(out.improvements), len(out.changed), len(out.skipped), len(out.uncomparable))
 
 
+def _gate_value(metric: str, value: Any) -> float | None:
+    """The metric as the gate holds it, lower is better: an error as it is, a
+    score as the relative error it implies (inf where it is NaN, or an SNR of
+    -inf), an agreement as the fraction that disagrees. None: not measured;
+    ValueError: not a number (an agreement: not a fraction)."""
+    if metric in METRICS:
+        return _number(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and value not in NON_FINITE:
+        raise ValueError(f"not a number: {value!r}")
+    number = float(value)   # "inf", "-inf", "nan" as to_jsonable writes them, with their signs
+    if metric in AGREEMENTS:
+        if not 0.0 <= number <= 1.0:
+            raise ValueError(f"not a fraction: {value!r}")
+        return 1.0 - number
+    if metric == "snr_db":
+        exponent = -number / 20   # NaN fails every comparison: the second test below
+        return 0.0 if exponent == -math.inf else (10.0 ** exponent if exponent <= 300 else math.inf)
+    return math.sqrt(max(2.0 * (1.0 - number), 0.0)) if math.isfinite(number) else math.inf
+
+
 def _compare_metric(case_id: str, output: str, metric: str, old: Any, new: Any, limit: float, passing: str,
                     out: Comparison) -> None:
     """One metric of one output, old against new, into `out`: growth beyond `limit`
-    or to a non-finite value is a regression; a value that is not a number, not comparable."""
+    or to a non-finite value is a regression (an agreement: a drop beyond it);
+    a value that is not a number, not comparable."""
     try:
-        a, b = _number(old), _number(new)
+        a, b = _gate_value(metric, old), _gate_value(metric, new)
     except ValueError:
         out.uncomparable.append(Change(
             case_id, f"{output}: {metric} is not a number (baseline {old!r}, now {new!r}): the file was not "
@@ -309,6 +379,16 @@ def _compare_metric(case_id: str, output: str, metric: str, old: Any, new: Any, 
             out.changed.append(Change(case_id, f"{output}: {metric} not measured {where}", "output", old, new,
                                       output=output, metric=metric))
         return
+    if metric in AGREEMENTS:
+        # 1e-9: fractions such as 0.76 - 0.75 are a hair above 0.01 in binary.
+        if b - a > limit + 1e-9:
+            out.regressions.append(Change(case_id, f"{output}: {metric} dropped {_num(old)} -> {_num(new)} (allowed "
+                                                   f"{_num(limit)}){passing}", "drop", old, new, output=output,
+                                          metric=metric))
+        elif a - b > limit + 1e-9:
+            out.improvements.append(Change(case_id, f"{output}: {metric} rose {_num(old)} -> {_num(new)}", "rise",
+                                           old, new, output=output, metric=metric))
+        return
     if math.isinf(a) or math.isinf(b):
         if not math.isinf(a):
             out.regressions.append(Change(case_id, f"{output}: {metric} became {new}{passing}", "growth", old, new,
@@ -317,8 +397,15 @@ def _compare_metric(case_id: str, output: str, metric: str, old: Any, new: Any, 
             out.improvements.append(Change(case_id, f"{output}: {metric} finite again (was {old})", "shrink", old,
                                            new, output=output, metric=metric))
         return
-    ratio = drift(old, new)
-    if ratio > limit:
+    floor = SCORE_FLOOR if metric in SCORES else FLOOR
+    ratio = max(b, floor) / max(a, floor)
+    if metric in SCORES:
+        if ratio > limit or ratio < 1.0 / limit:
+            change = _score_change(metric, old, new, ratio, limit)
+            (out.regressions if ratio > limit else out.improvements).append(Change(
+                case_id, f"{output}: {change}{passing if ratio > limit else ''}", "drop" if ratio > limit else "rise",
+                old, new, output=output, metric=metric))
+    elif ratio > limit:
         out.regressions.append(Change(case_id, f"{output}: {metric} grew {_num(ratio)}x (limit {_num(limit)}x)"
                                       f"{passing}", "growth", old, new, ratio, output, metric))
     elif ratio < 1.0 / limit:
@@ -326,12 +413,24 @@ def _compare_metric(case_id: str, output: str, metric: str, old: Any, new: Any, 
                                        ratio, output, metric))
 
 
+def _score_change(metric: str, old: Any, new: Any, ratio: float, limit: float) -> str:
+    """A score that moved beyond its limit, in its own unit ("fell" or "rose") and
+    as the error it implies (the old and new values are in the sentence: a
+    cosine to three digits would read 1 -> 1)."""
+    verb = "fell" if ratio > 1 else "rose"
+    if metric == "snr_db":
+        return (f"snr_db {verb} {_num(old)} -> {_num(new)} dB, by {_num(abs(20 * math.log10(ratio)))} dB "
+                f"(limit {_num(20 * math.log10(limit))} dB)")
+    return (f"cosine {verb} {float(old):.9g} -> {float(new):.9g}: the error it implies "
+            f"{'grew' if ratio > 1 else 'shrank'} {_num(max(ratio, 1 / ratio))}x (limit {_num(limit)}x)")
+
+
 def compare_to_baseline(current: Mapping[str, Any], baseline: Mapping[str, Any],
                         growth_limit: float | Mapping[str, float] = 10.0,
                         allow_lost_coverage: bool = False) -> Comparison:
     """Hold the current run against the baseline, case by case (by id).
 
-    `growth_limit`: a factor for both metrics, or the dict of parse_compare_fail.
+    `growth_limit`: a factor for every error metric and score, or the dict of parse_compare_fail.
     `allow_lost_coverage`: cases that ran in the baseline and are missing or skipped
     now are listed, not failing (a deliberate change of the matrix)."""
     limits = _limits(growth_limit)
@@ -353,7 +452,7 @@ def compare_to_baseline(current: Mapping[str, Any], baseline: Mapping[str, Any],
 
 
 def _verdict(c: Comparison) -> str:
-    limits = ", ".join(f"{m} {_num(f)}x" for m, f in c.growth_limits.items())
+    limits = ", ".join(_limit_text(m, f) for m, f in c.growth_limits.items())
     return (f"{'FAILED' if c.failed else 'ok'}: {len(c.regressions)} regressions, "
             f"{len(c.lost_coverage)} lost coverage, {len(c.uncomparable)} not comparable, "
             f"{len(c.improvements)} improvements, {len(c.new)} new, {len(c.vanished)} vanished, "

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from harness.results import to_jsonable
 
-OUTPUT_METRICS = ("error_ratio", "normalized_error", "max_abs", "max_rel", "mean_abs", "rmse", "cosine", "max_ulp")
+OUTPUT_METRICS = ("error_ratio", "normalized_error", "max_abs", "max_rel", "mean_abs", "rmse", "cosine", "snr_db",
+                  "top1_agreement", "topk_overlap", "max_ulp")
 
 
 def junit_properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -32,6 +33,8 @@ def _properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
             properties.append((f"{name}.error_over_noise", noise["error_over_noise"]))
         if output.get("accepted_by"):
             properties.append((f"{name}.accepted_by", output["accepted_by"]))
+        if output.get("failed_thresholds"):
+            properties.append((f"{name}.failed_thresholds", ",".join(output["failed_thresholds"])))
         sensitivity = output.get("sensitivity") or {}
         if sensitivity.get("ratio") is not None:
             properties.append((f"{name}.input_sensitivity", sensitivity["ratio"]))
@@ -54,6 +57,8 @@ def outputs_table_html(record: Mapping[str, Any]) -> str:
     for name, output in outputs.items():
         tolerance = output.get("tolerance") or {}
         verdict = ("pass (noise)" if output.get("accepted_by") == "noise" else "pass") if output.get("passed") else "fail"
+        if output.get("failed_thresholds"):
+            verdict += f" ({', '.join(output['failed_thresholds'])})"
         if (output.get("sensitivity") or {}).get("inconclusive"):
             verdict += ", inconclusive"
         cells = [html.escape(name), verdict]

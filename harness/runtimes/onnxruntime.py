@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.errors import CaseError, summarize_exception
-from harness.runtimes.binding import match_names
+from harness.runtimes.binding import bind_ports
 
 NAME = "onnxruntime"
 FORMATS = ("onnx",)
@@ -65,25 +65,20 @@ class Session:
 
         from harness.backends import own_options
 
-        if precision != "fp32":
-            raise CaseError("runtime", f"the onnxruntime target computes in fp32 only, not {precision}")
         opt_level, strict_cuda = own_options(NAME, options).opt_level, options.strict_cuda
+        providers = self._providers(Path(path), device, options, precision)
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
         options.log_severity_level = 3
-        if device == "cuda":
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": "0" if strict_cuda else "1"}),
-                                    "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:
             raise CaseError("runtime", f"onnxruntime could not load {path}: {summarize_exception(error, 4)}") from None
         active = self.session.get_providers()
-        if device == "cuda" and active[0] != "CUDAExecutionProvider":
-            raise CaseError("runtime", f"onnxruntime fell back to {active[0]} instead of CUDA for {path}: "
-                                       "the CUDA provider could not load (check the CUDA and cuDNN libraries)")
+        wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        if device == "cuda" and active[0] != wanted:
+            raise CaseError("runtime", f"onnxruntime fell back to {active[0]} instead of {wanted} for {path}: "
+                                       f"{self.PROVIDER_ADVICE}")
         self.providers = active
         self.inputs = self.session.get_inputs()
         self.outputs = self.session.get_outputs()
@@ -91,20 +86,26 @@ class Session:
         if device == "cuda":
             self.provenance["use_tf32"] = not strict_cuda
 
+    # why the provider asked for first may not load (a subclass asks for another)
+    PROVIDER_ADVICE = "the CUDA provider could not load (check the CUDA and cuDNN libraries)"
+
+    def _providers(self, path: Path, device: str, options: Any, precision: str) -> list[Any]:
+        """The execution providers to ask for, the one a CUDA session must get
+        first; the hook by which onnxruntime_tensorrt asks for TensorRT's."""
+        if precision != "fp32":
+            raise CaseError("runtime", f"the onnxruntime target computes in fp32 only, not {precision}")
+        if device == "cuda":
+            return [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": "0" if options.strict_cuda else "1"}),
+                    "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
     def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
         """Match the spec's inputs and outputs to the artifact's, by name, or by
         position when no name matches and the counts agree; return what was done."""
-        self._input_names = match_names("input", input_names, [i.name for i in self.inputs])
-        self._output_names = match_names("output", output_names, [o.name for o in self.outputs])
-        for spec_name, name, dtype in zip(input_names, self._input_names, input_dtypes):
-            expected = _ORT_TYPES.get(next(i.type for i in self.inputs if i.name == name))
-            if expected is not None and expected != dtype:
-                raise CaseError("runtime", f"the converted model's input {name!r} takes {expected} but the spec's "
-                                           f"input {spec_name!r} is {dtype}: fix the input spec or the conversion")
-        by_position = list(self._input_names) != list(input_names) or list(self._output_names) != list(output_names)
-        return {"matched_by": "position" if by_position else "name",
-                "inputs": dict(zip(input_names, self._input_names)),
-                "outputs": dict(zip(output_names, self._output_names))}
+        self._input_names, self._output_names, record = bind_ports(
+            input_names, input_dtypes, output_names, {i.name: _ORT_TYPES.get(i.type) for i in self.inputs},
+            [o.name for o in self.outputs])
+        return record
 
     def declared_inputs(self) -> list[list[int | None]]:
         """The bound inputs' declared shapes, in the spec's order (None: a dim the

@@ -7,11 +7,23 @@ otherwise by the spec's name within the TFLite tensor names
 ("serving_default_image:0" holds "image"), else by position when the counts
 agree. Inputs are resized to each example's shapes and the tensors
 re-allocated only when the shapes change.
+
+A file that takes or returns quantized integers where the spec's tensor is float
+(a full-integer int8 file: `converters/tf_tflite` at precision int8, or a
+user's) is run as it is: each such port's float input is quantized with the
+file's own scale and zero point (`quantize`: round half to even, as the
+interpreter's QUANTIZE kernel does, then clipped to the integer type's range),
+and each such output is dequantized to float32 (`dequantize`: (q - zero_point)
+* scale), so that the comparison sees floats on both sides. Per-tensor
+parameters only: a port quantized per axis is refused. The ports and their
+parameters are in the Session's provenance ("quantized_ports"). The file's own
+types rule: the Session's `precision` stays fp32 for such files.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +36,73 @@ FORMATS = ("tflite",)
 # A malformed file has hung the interpreter in allocate_tensors: cases run in a
 # worker process under --parity-isolate=auto (harness/worker.py).
 NEEDS_ISOLATION = True
+# Integer types whose tensors may carry affine quantization (a scale and a zero point).
+QUANTIZED_DTYPES = ("int8", "uint8", "int16")
+
+
+@dataclass(frozen=True)
+class PortQuantization:
+    """The per-tensor affine quantization of one input or output: real = (q - zero_point) * scale."""
+
+    dtype: str
+    scale: float
+    zero_point: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    """Real values -> `dtype` codes as TFLite's QUANTIZE does: x / scale in
+    float32, rounded to the nearest integer with ties to even (the interpreter's
+    optimized kernel, the one it runs by default; its reference kernel rounds
+    ties away from zero), plus the zero point, clipped to the type's range
+    (+-inf to its ends). NaN has no code and is refused (ValueError)."""
+    x = np.asarray(x)
+    if np.isnan(x).any():
+        raise ValueError(f"cannot quantize NaN to {dtype}: {int(np.isnan(x).sum())} NaN value(s)")
+    info = np.iinfo(dtype)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        steps = np.rint(x.astype(np.float32) / np.float32(scale)).astype(np.float64)
+    return np.clip(steps + int(zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Codes -> float32 as TFLite's DEQUANTIZE does: (q - zero_point) * scale,
+    computed in float64 and rounded once to float32."""
+    return ((np.asarray(q).astype(np.int64) - int(zero_point)) * float(scale)).astype(np.float32)
+
+
+def port_quantization(detail: dict[str, Any], where: str) -> PortQuantization | None:
+    """The per-tensor quantization of a tensor (an interpreter's tensor details),
+    or None where it has none (a float tensor, or integers that stand for
+    themselves: no scale). A tensor quantized per axis is refused (CaseError):
+    `where` names it, e.g. "input 'image' (serving_default_image:0)"."""
+    dtype = np.dtype(detail["dtype"]).name
+    if dtype not in QUANTIZED_DTYPES:
+        return None
+    parameters = detail.get("quantization_parameters") or {}
+    scales = np.asarray(parameters.get("scales", ()), dtype=np.float64).reshape(-1)
+    zero_points = np.asarray(parameters.get("zero_points", ()), dtype=np.int64).reshape(-1)
+    if scales.size == 0:
+        scale, zero_point = detail.get("quantization", (0.0, 0))
+        if not scale:
+            return None
+        return PortQuantization(dtype, float(np.float32(scale)), int(zero_point))
+    if scales.size > 1:
+        raise CaseError("runtime", f"the TFLite model's {where} is {dtype} quantized per axis ({scales.size} scales "
+                                   f"along axis {parameters.get('quantized_dimension')}): the harness quantizes and "
+                                   "dequantizes a model's inputs and outputs per tensor only (one scale and zero "
+                                   "point); convert with per-tensor input/output quantization (TFLiteConverter's "
+                                   "inference_input_type/inference_output_type do) or keep float inputs and outputs")
+    if not scales[0] > 0:
+        return None
+    return PortQuantization(dtype, float(np.float32(scales[0])),
+                            int(zero_points[0]) if zero_points.size else 0)
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype == "bfloat16" or np.dtype(dtype).kind == "f"
 
 
 def missing(device: str) -> str | None:
@@ -71,6 +150,9 @@ class Session:
         self._shapes: tuple[tuple[int, ...], ...] | None = None
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[dict[str, Any]] = []
+        # per bound input and output: its quantization where the harness (de)quantizes it, else None
+        self._quantized_in: list[PortQuantization | None] = []
+        self._quantized_out: list[PortQuantization | None] = []
         self.provenance = {"interpreter": "ai_edge_litert", "signatures": sorted(self.signatures)}
 
     def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
@@ -91,13 +173,25 @@ class Session:
             self._inputs, by_in = _match("input", input_names, inputs)
             self._outputs, by_out = _match("output", output_names, outputs)
             matched_by = "position" if "position" in (by_in, by_out) else "name"
+        self._quantized_in = []
         for spec_name, detail, dtype in zip(input_names, self._inputs, input_dtypes):
             expected = np.dtype(detail["dtype"]).name
-            if expected != dtype:
+            quantized = port_quantization(detail, f"input {spec_name!r} ({detail['name']})") \
+                if expected != dtype and _is_float(dtype) else None
+            if expected != dtype and quantized is None:
                 raise CaseError("runtime", f"the TFLite model's input {detail['name']!r} takes {expected} but the "
                                            f"spec's input {spec_name!r} is {dtype}: fix the input spec or the conversion")
+            self._quantized_in.append(quantized)
+        self._quantized_out = [port_quantization(detail, f"output {name!r} ({detail['name']})")
+                               for name, detail in zip(output_names, self._outputs)]
+        ports = {"inputs": {name: q.to_json() for name, q in zip(input_names, self._quantized_in) if q},
+                 "outputs": {name: q.to_json() for name, q in zip(output_names, self._quantized_out) if q}}
         self._shapes = None
         self.provenance["matched_by"] = matched_by
+        self.provenance.pop("quantized_ports", None)
+        if ports["inputs"] or ports["outputs"]:
+            # inputs quantized by the harness (round half to even, clipped), outputs dequantized to float32
+            self.provenance["quantized_ports"] = ports
         return {"matched_by": matched_by,
                 "inputs": {name: d["name"] for name, d in zip(input_names, self._inputs)},
                 "outputs": {name: d["name"] for name, d in zip(output_names, self._outputs)}}
@@ -110,7 +204,9 @@ class Session:
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         interpreter = self.interpreter
-        arrays = [np.ascontiguousarray(x) for x in inputs]  # no cast: a wrong dtype fails in set_tensor
+        # no cast: a wrong dtype fails in set_tensor; a quantized port takes the codes of its float input
+        arrays = [np.ascontiguousarray(x if q is None else _quantized(x, q, detail))
+                  for x, q, detail in zip(inputs, self._quantized_in or [None] * len(inputs), self._inputs)]
         shapes = tuple(x.shape for x in arrays)
         if shapes != self._shapes:
             self._shapes = None  # a failed resize leaves the tensors in no known state
@@ -122,7 +218,18 @@ class Session:
         for array, detail in zip(arrays, self._inputs):
             interpreter.set_tensor(detail["index"], array)
         interpreter.invoke()
-        return [interpreter.get_tensor(d["index"]) for d in self._outputs]
+        outputs = [interpreter.get_tensor(d["index"]) for d in self._outputs]
+        return [y if q is None else dequantize(y, q.scale, q.zero_point)
+                for y, q in zip(outputs, self._quantized_out or [None] * len(outputs))]
+
+
+def _quantized(x: np.ndarray, quantization: PortQuantization, detail: dict[str, Any]) -> np.ndarray:
+    try:
+        return quantize(x, quantization.scale, quantization.zero_point, quantization.dtype)
+    except ValueError as error:
+        raise CaseError("runtime", f"the TFLite model's input {detail['name']!r} takes {quantization.dtype} codes "
+                                   f"(scale {quantization.scale:g}, zero point {quantization.zero_point}): "
+                                   f"{error}") from None
 
 
 def _signature_details(interpreter, key: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,0 +1,104 @@
+"""The calibration feed: inputs a quantizer sees to choose its scales, made by
+the harness from the model's input spec, never downloaded.
+
+Static int8 quantization (ONNX Runtime's QDQ, TFLite's full-integer) measures
+activation ranges on sample inputs. The samples here are drawn from the
+distribution the spec declares (`ModelSpec.calibration`, normal by default) or
+`--calibration` says, at the shapes the model is exported with
+(`inputs.example_recipe`), a third of them plain and the others with special
+values (zeros, the domain's ends) in the shares the check draws them (a
+calibrated range that leaves out the domain's ends clips them: measured, the
+zoo CNN's features at half their value), one seed per sample, so that a feed is the same
+bytes on every machine and its settings enter the converted file's cache key.
+The hypothesis search that checks the quantized model then draws from every
+distribution: a model calibrated on one kind of input is checked on others.
+
+No framework is imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from harness.layouts import relaid
+from harness.options import OptionError
+from harness.specs import DISTRIBUTIONS, ModelSpec
+
+# 32 samples: the zoo's int8 errors moved by under 10% between 32 and 128
+# samples (the README's precision table), at a quarter of the calibration time.
+DEFAULT_SAMPLES = 32
+MAX_SAMPLES = 4096
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the feed is made: `distribution` None takes the spec's own."""
+
+    distribution: str | None = None
+    samples: int = DEFAULT_SAMPLES
+    seed: int = 0
+
+    def for_spec(self, spec: ModelSpec) -> "Calibration":
+        """These settings with the distribution decided: the spec's where none was given."""
+        return self if self.distribution else replace(self, distribution=spec.calibration)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_calibration(text: str | None) -> Calibration:
+    """`--calibration DIST[:SAMPLES[:SEED]]` (e.g. `uniform:64`); None or '' is the default."""
+    if not text:
+        return Calibration()
+    parts = text.split(":")
+    if len(parts) > 3:
+        raise OptionError(f"--calibration {text}: expected DIST[:SAMPLES[:SEED]], e.g. normal:32")
+    distribution = parts[0] or None
+    if distribution is not None and distribution not in DISTRIBUTIONS:
+        raise OptionError(f"--calibration {text}: unknown distribution {distribution!r}; "
+                               f"choose from {', '.join(DISTRIBUTIONS)}")
+    try:
+        samples = int(parts[1]) if len(parts) > 1 and parts[1] else DEFAULT_SAMPLES
+        seed = int(parts[2]) if len(parts) > 2 and parts[2] else 0
+    except ValueError:
+        raise OptionError(f"--calibration {text}: SAMPLES and SEED are integers, e.g. normal:32:0") from None
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise OptionError(f"--calibration {text}: SAMPLES must be in 1..{MAX_SAMPLES}, got {samples}")
+    if seed < 0:
+        raise OptionError(f"--calibration {text}: SEED must be >= 0, got {seed}")
+    return Calibration(distribution, samples, seed)
+
+
+def calibration_inputs(spec: ModelSpec, calibration: Calibration,
+                       layouts: Mapping[str, str | None]) -> list[dict[str, np.ndarray]]:
+    """`calibration.samples` examples of the spec's inputs, each keyed by input
+    name and laid out as `layouts` says (the layouts of the file being
+    quantized, which may differ from the spec's)."""
+    from harness.inputs import (SPECIAL_FRACTIONS, InputRecipe, example_recipe,  # hypothesis: only where a
+                                make_inputs)                                  # feed is made
+
+    settings = calibration.for_spec(spec)
+    dims = example_recipe(spec).dims
+    feed = []
+    for index in range(settings.samples):
+        # with the special values (zeros, the domain's ends) in the shares the check draws them
+        recipe = InputRecipe(dims, {i.name: settings.distribution for i in spec.inputs},
+                             SPECIAL_FRACTIONS[index % len(SPECIAL_FRACTIONS)],
+                             # one stream per (seed, sample), apart from the explore's seeds
+                             int(np.random.SeedSequence([settings.seed, index, 0xCA11B]).generate_state(1)[0]))
+        tensors = make_inputs(spec, recipe)
+        feed.append({i.name: relaid(tensors[i.name], i.layout, layouts.get(i.name, i.layout)) for i in spec.inputs})
+    return feed
+
+
+def describe(spec: ModelSpec, calibration: Calibration) -> dict[str, Any]:
+    """What the provenance records of a feed: its settings and the shapes it had."""
+    from harness.inputs import example_recipe
+
+    settings = calibration.for_spec(spec)
+    dims = example_recipe(spec).dims
+    return {**settings.to_json(), "shapes": {i.name: list(i.example_shape(dims)) for i in spec.inputs},
+            "source": "generated from the input spec"}
