@@ -17,8 +17,9 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   write, of `options.PRECISIONS`; ("fp32",) where absent: a hop without fp32
   only lowers, and may write the format it reads). A hop whose OPTIONS name
   "precision" and "calibration" is given the precision it writes in this case
-  ("fp32" where another step lowers) and, where it lowers, the calibration
-  feed's settings (`calibration.Calibration.to_json()`, None otherwise);
+  ("fp32" where another step lowers) and, at a precision of its `CALIBRATES`,
+  the calibration feed's settings (`calibration.Calibration.to_json()`, None
+  otherwise, so that the feed's settings key only the files made from it);
 - a **runtime** runs artifacts: `NAME`, `FORMATS` (what it runs, the preferred
   first), `missing(device)`, `versions()`, `Session(path, device, options,
   precision)` with `bind`, `declared_inputs`, `run`, `provenance`; optionally

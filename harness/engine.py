@@ -233,14 +233,17 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         path, provenance = source.artifact(model)
         return path, provenance, False
     offered = options.conversion_options(case.variant)
-    lowered = {"precision": case.precision, "calibration": parse_calibration(options.calibration).for_spec(spec).to_json()}
-    fp32 = {"precision": "fp32", "calibration": None}
+    calibration = parse_calibration(options.calibration).for_spec(spec).to_json()
     given: Any = model
     upstream = {"model": source.fingerprint(model)}
     hops, hits, path = [], [], None
     for name in case.path:
         hop = backends.hop(name)
-        offered.update(lowered if name == case.lowered_by else fp32)
+        precision = case.precision if name == case.lowered_by else "fp32"
+        # the feed only where the hop calibrates at this precision, so that --calibration
+        # re-converts only the files it changes
+        offered.update(precision=precision,
+                       calibration=calibration if precision in getattr(hop, "CALIBRATES", ()) else None)
         conversion = {option: offered[option] for option in hop.OPTIONS}
         key = {
             **upstream,

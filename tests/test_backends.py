@@ -43,6 +43,7 @@ def test_every_registered_backend_meets_the_contract(kind):
             assert backend.WRITES not in backend.READS or paths.lowers_only(name), f"hop {name}"
             if written != ("fp32",):   # a hop that lowers is told the precision and the calibration
                 assert {"precision", "calibration"} <= set(backend.OPTIONS), f"hop {name}"
+            assert set(getattr(backend, "CALIBRATES", ())) <= set(written) - {"fp32"}, f"hop {name}"
             # the first argument is the source's model or the previous hop's file
             assert list(inspect.signature(backend.convert).parameters)[1:4] == ["spec", "example", "out_dir"]
         else:

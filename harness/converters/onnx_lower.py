@@ -51,6 +51,7 @@ PRECISIONS = ("fp16", "int8", "int8-dynamic")
 REVISION = 1
 FILENAME = "model.onnx"
 OPTIONS = ("precision", "calibration")
+CALIBRATES = ("fp16", "int8")   # the precisions it runs the feed for (fp16: its range analysis)
 
 FLOAT16_MAX = 65504.0
 # A node whose output reaches this on the feed computes in float32 (see the docstring).
@@ -82,9 +83,11 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / FILENAME
-    settings = (Calibration(**calibration) if calibration else Calibration()).for_spec(spec)
+    settings = None   # int8-dynamic calibrates nothing
+    if precision in CALIBRATES:
+        settings = Calibration(**calibration) if calibration else Calibration().for_spec(spec)
     start = time.perf_counter()
-    feed = calibration_inputs(spec, settings, layouts[0])
+    feed = calibration_inputs(spec, settings, layouts[0]) if settings else []
     feed_s = time.perf_counter() - start
     start = time.perf_counter()
     if precision == "fp16":
@@ -101,7 +104,7 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
         "source_sha256": file_sha256(source),
         **details,
         # int8-dynamic calibrates nothing; fp16 runs the feed for its range analysis only
-        "calibration": describe(spec, settings) if precision != "int8-dynamic" else None,
+        "calibration": describe(spec, settings) if settings else None,
         "timings": {"calibration_feed_s": round(feed_s, 4), "lower_s": round(lower_s, 4)},
         "input_layouts": dict(layouts[0]),
         "output_layouts": dict(layouts[1]),

@@ -88,6 +88,7 @@ WRITES = "tflite"
 REVISION = 4
 # TFLite has no opset: a run's --opset is for the ONNX edges and is not passed here.
 OPTIONS = ("layout_variant", "precision", "calibration")
+CALIBRATES = ("int8",)   # the precision it runs the feed for: full-integer quantization
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 FILENAME = "model.tflite"
 SIGNATURE_KEY = "serving_default"
