@@ -14,7 +14,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[torch,onnxruntime,tensorflow,tflite,mxnet,openvino,precision,tensorrt,real,html,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[torch,onnxruntime,tensorflow,tflite,mxnet,openvino,mnn,ncnn,onnx2tf,precision,tensorrt,real,html,test]'
+	# onnx2tf imports tf_keras, whose one requirement is `tensorflow`: pip would add that second
+	# TensorFlow beside tensorflow-cpu. Installed without it; tensorflow-cpu 2.21 is what it runs on.
+	$(PY) -m pip install -q --no-deps tf_keras==2.21.0
 	touch $(STAMP)
 
 parity: $(STAMP)

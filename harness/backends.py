@@ -64,17 +64,20 @@ BUILTIN: dict[str, dict[str, str]] = {
             "tf->tflite": "harness.converters.tf_tflite", "mxnet->onnx": "harness.converters.mxnet_onnx",
             "onnx->openvino-ir": "harness.converters.onnx_openvino",
             "torch->openvino-ir": "harness.converters.torch_openvino",
-            "onnx->onnx-lowered": "harness.converters.onnx_lower"},
+            "onnx->onnx-lowered": "harness.converters.onnx_lower",
+            "onnx->tflite": "harness.converters.onnx_tflite",
+            "torch->ncnn": "harness.converters.torch_ncnn", "onnx->mnn": "harness.converters.onnx_mnn", "onnx->ncnn": "harness.converters.onnx_ncnn"},
     "runtime": {"onnxruntime": "harness.runtimes.onnxruntime", "tflite": "harness.runtimes.tflite",
                 "openvino": "harness.runtimes.openvino",
                 "tensorrt": "harness.runtimes.tensorrt",
                 "onnxruntime-tensorrt": "harness.runtimes.onnxruntime_tensorrt",
-                "onnx-reference": "harness.runtimes.onnx_reference"},
+                "onnx-reference": "harness.runtimes.onnx_reference",
+                "ncnn": "harness.runtimes.ncnn", "mnn": "harness.runtimes.mnn"},
 }
 # Built-in runtimes a run targets only when named (--target): slow ones that serve one purpose.
 OPT_IN_RUNTIMES = ("onnx-reference",)
 # file suffix -> artifact format, for users' own converted files
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino-ir"}
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino-ir", ".param": "ncnn", ".mnn": "mnn"}
 
 
 class Runtime(Protocol):

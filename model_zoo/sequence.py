@@ -9,6 +9,13 @@ _SEQ_DIMS = {"N": (1, 4), "T": (2, 16)}
 _TFLITE_RNN = ("TFLiteConverter (TF 2.21) cannot lower a Keras RNN loop with a symbolic batch dim to "
                "builtin ops (TensorListReserve needs a static element_shape)")
 
+# Seen with onnx2tf 1.28.8 (ONNX -> TFLite): its LSTM and GRU build Keras RNN layers whose initial state
+# does not fit ("An `initial_state` was passed that is not compatible with `cell.state_size`").
+_ONNX2TF_RNN = ("onnx2tf 1.28.8 builds the RNN with an initial state that does not fit its cell "
+                "(ValueError: initial_state not compatible with cell.state_size)")
+# Seen with pnnx 20261020 (ONNX -> ncnn): ops it writes under its own names, which ncnn has no layer for.
+_PNNX_ONNX_RNN = "pnnx 20261020 leaves the RNN's Expand/Loop ops as pnnx layers ncnn does not have"
+
 register_model(
     "lstm",
     inputs=[InputSpec("sequence", ("N", "T", 12), dims=_SEQ_DIMS, layout="NTC")],
@@ -17,7 +24,8 @@ register_model(
     torch="model_zoo.torch_models:build_lstm",
     keras="model_zoo.keras_models:build_lstm",
     mxnet="model_zoo.mxnet_models:build_lstm",
-    unsupported={"keras->tflite": _TFLITE_RNN},
+    unsupported={"keras->tflite": _TFLITE_RNN, "torch->tflite": _ONNX2TF_RNN, "mxnet->tflite": _ONNX2TF_RNN,
+                 "keras->ncnn": _PNNX_ONNX_RNN, "mxnet->ncnn": _PNNX_ONNX_RNN},
 )
 
 # Seen with OpenVINO 2026.4: its ONNX frontend refuses the Loop tf2onnx writes
@@ -32,7 +40,8 @@ register_model(
     description="Two-layer batch-first GRU(12 -> 20); the last layer's hidden states [N,T,20].",
     torch="model_zoo.torch_models:build_gru",
     keras="model_zoo.keras_models:build_gru",
-    unsupported={"keras->tflite": _TFLITE_RNN, "keras->openvino": _OPENVINO_TF2ONNX_GRU},
+    unsupported={"keras->tflite": _TFLITE_RNN, "keras->openvino": _OPENVINO_TF2ONNX_GRU,
+                 "torch->tflite": _ONNX2TF_RNN, "keras->ncnn": _PNNX_ONNX_RNN},
 )
 
 register_model(
@@ -43,6 +52,9 @@ register_model(
     "GELU, LayerNorm, softmax attention), written out explicitly; [N,T,32].",
     torch="model_zoo.torch_models:build_transformer",
     keras="model_zoo.keras_models:build_transformer",
+    unsupported={"torch->tflite": "onnx2tf 1.28.8 builds a transpose with a 4-axis perm for the attention's "
+                                  "rank-4 reshape and fails (tf.transpose, perm ['0', '1', '4', '2'])",
+                 "keras->ncnn": "pnnx 20261020 crashes (signal 11) on tf2onnx's graph of this block"},
 )
 
 register_model(
@@ -55,4 +67,6 @@ register_model(
     "residual; [N,T,16].",
     torch="model_zoo.torch_models:build_embedding",
     keras="model_zoo.keras_models:build_embedding",
+    unsupported={"keras->ncnn": "pnnx 20261020 leaves tf2onnx's Gather and mask ops as pnnx layers ncnn does "
+                                "not have"},
 )

@@ -66,8 +66,11 @@ def test_paths_follow_the_graph_of_formats():
     # every chain, the one that lowers the ONNX file (ONNX -> ONNX fp16/int8) included
     assert paths.paths("torch", "onnxruntime") == (("torch->onnx",), ("torch->onnx", "onnx->onnx-lowered"))
     assert paths.precision_paths("torch", "onnxruntime", "fp32") == ((("torch->onnx",), ""),)
-    assert paths.paths("keras", "tflite") == (("tf->tflite",),)
-    assert paths.paths("mxnet", "tflite") == ()   # no hop writes tflite from MXNet's model
+    # Keras: the TFLite converter first, onnx2tf's ONNX -> TFLite second (--path all)
+    assert paths.precision_paths("keras", "tflite", "fp32") == ((("tf->tflite",), ""),
+                                                               (("tf->onnx", "onnx->tflite"), ""))
+    # MXNet reaches LiteRT only through ONNX and onnx2tf
+    assert paths.precision_paths("mxnet", "tflite", "fp32") == ((("mxnet->onnx", "onnx->tflite"), ""),)
     assert paths.choose(paths.paths("torch", "onnxruntime"), "shortest") == [("torch->onnx",)]
     assert paths.choose(paths.paths("torch", "onnxruntime"), "onnx") == [("torch->onnx",)]
     assert paths.choose(paths.paths("torch", "onnxruntime"), "tflite") == []

@@ -42,3 +42,21 @@ def declared_input_dims(proto) -> dict[str, list[int | None]]:
     weights = {t.name for t in proto.graph.initializer}
     return {value.name: [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
             for value in proto.graph.input if value.name not in weights}
+
+
+def check_source(source: Path, refusal: str) -> None:
+    """onnx.checker on an ONNX file a hop is about to convert, by path (its
+    external data checked to lie in its own folder); `refusal` says what the
+    file does and what is not done ("does not parse or fails onnx.checker, so
+    it is not converted to OpenVINO")."""
+    import onnx
+
+    if not source.is_file():
+        raise CaseError("convert", f"the ONNX file {source} does not exist or is not a file: export the model "
+                                   "to ONNX first, or give the path of an .onnx file")
+    try:
+        onnx.checker.check_model(str(source))
+    except Exception as error:
+        raise CaseError("convert", f"the ONNX file {source} {refusal}: {summarize_exception(error, 4)}\nExport it "
+                                   "again, or fix what the checker names (external data must lie in the model's "
+                                   "own folder)") from None

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.converters.onnx_checks import declared_input_dims
+from harness.converters.onnx_checks import check_source, declared_input_dims
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import file_sha256
 from harness.specs import ModelSpec
@@ -63,7 +63,7 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
     import openvino as ov
 
     source = Path(source)
-    _check_source(source)
+    check_source(source, "does not parse or fails onnx.checker, so it is not converted to OpenVINO")
     try:
         model = ov.convert_model(str(source))
     except Exception as error:
@@ -93,22 +93,6 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
         "output_layouts": dict(layouts[1]),
         "versions": versions(),
     }
-
-
-def _check_source(source: Path) -> None:
-    """onnx.checker on the source file, by path (its external data checked to lie in its folder)."""
-    import onnx
-
-    if not source.is_file():
-        raise CaseError("convert", f"the ONNX file {source} does not exist or is not a file: export the model "
-                                   "to ONNX first, or give the path of an .onnx file")
-    try:
-        onnx.checker.check_model(str(source))
-    except Exception as error:
-        raise CaseError("convert", f"the ONNX file {source} does not parse or fails onnx.checker, so it is not "
-                                   f"converted to OpenVINO: {summarize_exception(error, 4)}\nExport it again, or "
-                                   "fix what the checker names (external data must lie in the model's own "
-                                   "folder)") from None
 
 
 def _float_constants(model) -> dict[str, int]:
