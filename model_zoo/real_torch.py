@@ -36,9 +36,34 @@ _MASK = InputSpec("attention_mask", ("N", "T"), dims={"N": (1, 3), "T": (4, 48)}
                   domain=(0, 1), kind="padding_mask")
 
 
+# What the mobile converters cannot do with these models (2026-11: MNN 3.6.1, pnnx 20261020, onnx2tf
+# 1.28.8), each the tool's own error; a model's cases through them are skipped with it.
+_MNN_ISNAN = "MNN 3.6.1's converter: 'These Op Not Support: ONNX::IsNaN' (the exporter's attention masking)"
+_PNNX_LEFT = "pnnx 20261020 leaves ops ncnn has no layer for: "
+_ONNX2TF = "onnx2tf 1.28.8 fails on this graph: "
+_ONNX2TF_NO_LAYOUT = ("onnx2tf 1.28.8 writes last_hidden_state channels-last, and the spec declares no layout for "
+                      "it to be transposed back")
+_UNSUPPORTED = {
+    "hf_resnet": {"torch->tflite": _ONNX2TF_NO_LAYOUT},
+    "hf_mobilenet_v2": {"torch->tflite": _ONNX2TF_NO_LAYOUT},
+    "hf_efficientnet": {"torch->tflite": _ONNX2TF + "TypeError: unsupported operand type(s) for +: 'NoneType' "
+                                                    "and 'int'"},
+    "hf_convnext": {"torch->tflite": _ONNX2TF + "a reshape of a 32-element constant to an unknown shape"},
+    "hf_vit": {"torch->mnn": _MNN_ISNAN, "torch->tflite": _ONNX2TF + "a TF-Keras symbolic tensor passed to a TF API"},
+    "hf_levit": {"torch->ncnn": _PNNX_LEFT + "Tensor.slice"},
+    "hf_bert": {"torch->mnn": _MNN_ISNAN, "torch->ncnn": _PNNX_LEFT + "Tensor.expand, pnnx.Expression, torch.gather",
+                "torch->tflite": _ONNX2TF + "a boolean mask of unknown rank"},
+    "hf_bert_masked": {"torch->mnn": _MNN_ISNAN, "torch->ncnn": _PNNX_LEFT + "torch.gather, torch.arange and others",
+                       "torch->tflite": _ONNX2TF + "Cannot take the length of shape with unknown rank"},
+    "hf_gpt2": {"torch->mnn": _MNN_ISNAN, "torch->ncnn": _PNNX_LEFT + "aten::diff, torch.arange and others",
+                "torch->tflite": _ONNX2TF + "Cannot take the length of shape with unknown rank"},
+}
+
+
 def _vision(name: str, description: str, inputs=(_PIXELS,), outputs=_FEATURES) -> None:
     register_model(name, inputs=list(inputs), outputs=list(outputs), description=description,
-                   torch=f"{_BUILDERS}:build_{name}", tier="real", requires=("transformers",))
+                   torch=f"{_BUILDERS}:build_{name}", tier="real", requires=("transformers",),
+                   unsupported=_UNSUPPORTED.get(name, {}))
 
 
 _vision("hf_resnet", "transformers ResNetModel, basic blocks [2,2,2,2], widths 16..128; last_hidden_state "
@@ -65,18 +90,21 @@ _vision("hf_levit", "transformers LevitModel: convolutional stem, attention bloc
 register_model("hf_bert", inputs=[_tokens()], outputs=list(_FEATURES),
                description="transformers BertModel (2 layers, 4 heads, vocab 1000) on token ids alone; "
                            "last_hidden_state [N,T,64], pooler_output [N,64].",
-               torch=f"{_BUILDERS}:build_hf_bert", tier="real", requires=("transformers",))
+               torch=f"{_BUILDERS}:build_hf_bert", tier="real", requires=("transformers",),
+               unsupported=_UNSUPPORTED["hf_bert"])
 register_model("hf_bert_masked", inputs=[_tokens(), _MASK], outputs=list(_FEATURES),
                description="The same BERT encoder with an attention mask (right padding, every sequence at "
                            "least one token).",
-               torch=f"{_BUILDERS}:build_hf_bert_masked", tier="real", requires=("transformers",))
+               torch=f"{_BUILDERS}:build_hf_bert_masked", tier="real", requires=("transformers",),
+               unsupported=_UNSUPPORTED["hf_bert_masked"])
 register_model("hf_gpt2", inputs=[_tokens()], outputs=[OutputSpec("logits", class_axis=-1)],
                description="transformers GPT2LMHeadModel (2 layers, 4 heads, vocab 1000): causal attention, tied "
                            "embeddings; logits [N,T,1000]. Token ids alone: with an attention mask that leaves a "
                            "position nothing to attend to (left padding), the exported graph's logits at that "
                            "position differ from eager torch's by ~0.2 (values that mean nothing either way; "
                            "tests/test_zoo_real.py keeps the case as a check the harness fails).",
-               torch=f"{_BUILDERS}:build_hf_gpt2", tier="real", requires=("transformers",))
+               torch=f"{_BUILDERS}:build_hf_gpt2", tier="real", requires=("transformers",),
+               unsupported=_UNSUPPORTED["hf_gpt2"])
 
 # torchvision: cases skip, naming the import error, where no build matching torch is installed.
 _IMAGE = InputSpec("image", ("N", 3, "H", "W"), dims={"N": (1, 3), "H": (64, 96), "W": (72, 112)}, layout="NCHW",
