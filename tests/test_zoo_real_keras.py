@@ -80,7 +80,8 @@ def test_real_tier_is_registered_with_domains_and_layouts():
     (tokens,) = ZOO["causal_lm"].inputs
     vocabulary = _Built.get("causal_lm").get_layer("token_embedding").input_dim
     assert tokens.dtype == "int64" and tokens.domain == (0, vocabulary - 1)
-    assert ZOO["causal_lm"].unsupported.keys() == {"keras->tflite"}
+    # the TFLite converter's causal mask, and pnnx's abort on tf2onnx's graph of it (model_zoo/real.py)
+    assert ZOO["causal_lm"].unsupported.keys() == {"keras->tflite", "keras->ncnn"}
 
 
 @pytest.mark.parametrize("name", NAMES)
