@@ -15,19 +15,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from harness.converters.child_tool import TIMED_OUT, run_child, status, tail
 from harness.errors import CaseError
 from harness.specs import ModelSpec
 
 FP16 = False                    # pnnx's default is fp16=True: fp16 weights in the .bin
 PNNX_TIMEOUT_S = 300.0
-TAIL_LINES = 12
 # numpy dtype -> pnnx's type suffix in inputshape=
 _PNNX_TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i64", "int32": "i32",
                "int16": "i16", "int8": "i8", "uint8": "u8"}
@@ -50,19 +49,16 @@ def run_pnnx(model_file: Path, work_dir: Path, out_dir: Path, param_name: str, s
     if second is not None:
         command.append("inputshape2=" + _shape_arg(second))
     start = time.perf_counter()
-    try:
-        done = subprocess.run(command, cwd=work_dir, capture_output=True, text=True, timeout=PNNX_TIMEOUT_S,
-                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-    except subprocess.TimeoutExpired as timeout:
+    code, output = run_child(command, PNNX_TIMEOUT_S, cwd=work_dir,
+                             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if code == TIMED_OUT:
         raise CaseError("convert", f"pnnx did not finish converting {what} within {PNNX_TIMEOUT_S:.0f} s; its "
-                                   f"last output:\n{_tail(timeout.stdout, timeout.stderr)}") from None
+                                   f"last output:\n{tail(output)}")
     seconds = time.perf_counter() - start
-    if done.returncode != 0 or not param.is_file() or not weights.is_file():
-        how = (f"exited with status {done.returncode}" if done.returncode >= 0
-               else f"was killed by signal {-done.returncode}")
-        raise CaseError("convert", f"pnnx could not convert {what} to ncnn (it {how}"
+    if code != 0 or not param.is_file() or not weights.is_file():
+        raise CaseError("convert", f"pnnx could not convert {what} to ncnn (it {status(code)}"
                                    f"{'' if param.is_file() else ', writing no .param'}); its last output:\n"
-                                   f"{_tail(done.stdout, done.stderr)}")
+                                   f"{tail(output)}")
     layers = read_param(param)
     unknown = sorted({kind for kind, _, _, _ in layers if not _known_layer(kind)})
     if unknown:
@@ -145,9 +141,3 @@ def _known_layer(kind: str) -> bool:
     import ncnn
 
     return ncnn.layer_to_index(kind) >= 0
-
-
-def _tail(stdout: str | bytes | None, stderr: str | bytes | None) -> str:
-    text = "\n".join(s.decode(errors="replace") if isinstance(s, bytes) else s for s in (stdout, stderr) if s)
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(lines[-TAIL_LINES:]) or "(no output)"
