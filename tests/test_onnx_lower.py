@@ -228,3 +228,26 @@ def test_the_reference_evaluator_is_opt_in_and_runs_a_qdq_file_restated_at_its_o
     np.testing.assert_allclose(reference.run([image])[0], runtime.run([image])[0], atol=1e-5)
     with pytest.raises(CaseError, match="takes float32 but the spec's input 'image' is float16"):
         reference.bind(["image"], ["float16"], ["features"])
+
+
+def test_where_symbolic_shape_inference_stops_nothing_is_left_in_the_working_directory(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic inference saves its partial model and uuid-named
+    data files in the working directory where it stops; they once ended up
+    committed to this repository."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]),
+                               helper.make_node("Mystery", ["r"], ["y"], domain="custom.x")], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.x", 1)])
+    work = tmp_path / "work"
+    work.mkdir()
+    onnx.save(model, str(work / "m.onnx"))
+    monkeypatch.chdir(work)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    prepared, inference = onnx_lower._prepared(onnx_lower.Path("m.onnx"), scratch)
+    assert "symbolic inference stopped: Exception: Incomplete symbolic shape inference" in inference
+    assert prepared.is_file()
+    assert sorted(p.name for p in work.iterdir()) == ["m.onnx"]

@@ -31,6 +31,8 @@ onnx, onnxruntime and onnxconverter-common are imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
+
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +136,13 @@ def _prepared(source: Path, folder: Path) -> tuple[Path, str]:
 
     prepared = folder / "prepared.onnx"
     try:
-        quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
+        # Where it stops, ONNX Runtime's symbolic inference saves what it has as
+        # "sym_shape_infer_temp.onnx" plus uuid-named external data files in the
+        # working directory: it runs inside the temporary folder, so that nothing
+        # lands in the user's.
+        where = (str(source.resolve()), str(prepared.resolve()))
+        with contextlib.chdir(folder):
+            quant_pre_process(*where, skip_optimization=True, skip_symbolic_shape=False)
         return prepared, "symbolic"
     except Exception as error:
         quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
