@@ -3,6 +3,8 @@
     python -m harness replay reports/failures/CASE.npz [--model REF] [--converted PATH] [--trust-model-code]
                                                          rerun one saved failing input; model files,
                                                          converted files and trust from the command line only
+    python -m harness replay reports/failures/CASE.repro  run a localized failure's reproduction (its repro.py):
+                                                         exit 1 reproduced, 0 not, 2 it cannot run here
     python -m harness report [reports/parity.json]       rebuild parity.html from the JSON
     python -m harness diff OLD.json NEW.json [--html OUT.html] [--compare-fail error:10x] [--allow-lost-coverage]
                                                          versions that changed, then the drift of
@@ -22,6 +24,19 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     options; trust and every path (the model file, the converted file, the
     cache) come from the command line only: a failure file is data, and may
     come from anyone."""
+    if (path / "repro.py").is_file():   # a reproduction folder (harness/localize/repro.py): its own script judges
+        from harness.localize.repro import edited_script, run_repro
+
+        edited = edited_script(path)
+        if edited and not trust_model_code:
+            print(f"python -m harness replay: {path / 'repro.py'} is not the script the harness writes ({edited}): "
+                  f"replay runs only its own script, since a reproduction folder may come from anyone. Read it, "
+                  f"and if you trust it, run it yourself or pass --trust-model-code", file=sys.stderr)
+            return 2
+        code, output = run_repro(path)
+        print(output.rstrip("\n"))
+        return code if code in (0, 1) else 2
+
     import shlex
     from dataclasses import replace
 
@@ -141,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     replay_parser = commands.add_parser("replay", help="rerun a saved failing input")
-    replay_parser.add_argument("npz", type=Path)
+    replay_parser.add_argument("npz", type=Path, metavar="PATH",
+                               help="a failure's .npz, or a reproduction folder (CASE.repro, holding repro.py): "
+                                    "its script is run")
     replay_parser.add_argument("--model", default=None, metavar="REF",
                                help="the model, as --model took it (a file, ARCH=PATH, a .py file): needed for "
                                     "any model but a zoo one, since paths are never taken from the .npz")

@@ -67,14 +67,14 @@ class ArtifactCache:
             if cached and evicted is None:
                 return entry, _read_provenance(entry), True  # made by another process while this one waited
             if evicted is not None:
-                _remove(entry)
+                remove_path(entry)
             provenance = self._create(key, entry, create)
         return entry, (provenance if evicted is None else {**provenance, "cache_evicted": evicted}), False
 
     def _create(self, key: str, entry: Path, create: Callable[[Path], dict]) -> dict:
         """Convert into a fresh folder, write its provenance and manifest, and move it to `entry`
         (the key's exclusive lock held)."""
-        work = _new_folder(self.root, "tmp-")
+        work = new_folder(self.root, "tmp-")
         try:
             provenance = dict(create(work), cache_key=key)
             (work / PROVENANCE).write_text(json.dumps(provenance, indent=1, sort_keys=True, default=str))
@@ -85,15 +85,15 @@ class ArtifactCache:
                 return provenance
             # A valid entry replaced (the cache bypassed): swap in one step where the system can,
             # so that a reader that found the entry before opens the old files or the new, never none.
-            if not _exchange(work, entry):
+            if not exchange_paths(work, entry):
                 old = work.with_name(f"old-{secrets.token_hex(8)}")
                 os.rename(entry, old)
                 os.rename(work, entry)
                 work = old
         except BaseException:
-            _remove(work)
+            remove_path(work)
             raise
-        _remove(work)  # now the replaced entry
+        remove_path(work)  # now the replaced entry
         return provenance
 
 
@@ -136,7 +136,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(names)
 
 
-def _new_folder(parent: Path, prefix: str) -> Path:
+def new_folder(parent: Path, prefix: str) -> Path:
     """A new folder with a unique name, made as any folder (mode 0o777 less the umask;
     tempfile.mkdtemp would make it 0o700, unreadable to the user's group)."""
     parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def _new_folder(parent: Path, prefix: str) -> Path:
             continue
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -159,7 +159,7 @@ def _remove(path: Path) -> None:
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange_paths(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux's renameat2 with RENAME_EXCHANGE); False where
     the C library or the filesystem cannot."""
     try:

@@ -65,7 +65,7 @@ class OutputComparison:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        return {k: json_number(v) for k, v in asdict(self).items()}
 
 
 # Bins of the error-over-tolerance histogram: (lo, hi], except that the first bin
@@ -90,13 +90,13 @@ def error_histogram(ratio: np.ndarray) -> dict[str, Any]:
             "sampled": int(step), "total": int(sample.size)}
 
 
-def _json_number(value):
+def json_number(value):
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     if isinstance(value, (tuple, list)):
-        return [_json_number(v) for v in value]
+        return [json_number(v) for v in value]
     if isinstance(value, dict):
-        return {k: _json_number(v) for k, v in value.items()}
+        return {k: json_number(v) for k, v in value.items()}
     return value
 
 

@@ -57,6 +57,9 @@ class PreparedCase:
     # Each float output's largest magnitude over the calibration feed, where a tolerance
     # scales with it (atol_by_range): a quantized model's error is a share of its ranges.
     output_ranges: dict[str, float] = field(default_factory=dict)
+    # Every file on the case's path, in order, with its (input, output) layouts:
+    # what a localization walks (the last ONNX among them).
+    files: list[tuple[Path, dict[str, str | None], dict[str, str | None]]] = field(default_factory=list)
 
 
 @dataclass
@@ -115,7 +118,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
 
     progress("convert")
     start = time.perf_counter()
-    artifact_path, provenance, cache_hit = _artifact(case, options, cache, source, model, spec, example)
+    artifact_path, provenance, cache_hit, files = _artifact(case, options, cache, source, model, spec, example)
     timings["convert_s"] = time.perf_counter() - start
     provenance["cache_hit"] = cache_hit
 
@@ -170,6 +173,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
         source_layouts=(source_in, source_out), artifact_layouts=artifact_layouts, warnings=warnings,
         distributions=(calibrated_on,) if calibrated_on else DISTRIBUTIONS, output_ranges=output_ranges,
+        files=files,
     )
 
 
@@ -219,8 +223,11 @@ def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]
     return outputs
 
 
+Files = list[tuple[Path, dict[str, str | None], dict[str, str | None]]]
+
+
 def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
-              example: list[np.ndarray]) -> tuple[Path, dict, bool]:
+              example: list[np.ndarray]) -> tuple[Path, dict, bool, Files]:
     """The artifact at the end of the case's path, each hop through the cache on
     its own: its key holds the hop and what it was given (the model's content
     hash for the first, the key of the hop before it for the others), so one
@@ -228,15 +235,16 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
     hop's, with every hop's listed under "hops" when there are several."""
     layouts = spec.source_layouts(case.source)
     if options.converted is not None:
-        return _user_artifact(options.converted, layouts, options.converted_layouts)
+        path, provenance, hit = _user_artifact(options.converted, layouts, options.converted_layouts)
+        return path, provenance, hit, [(path, provenance["input_layouts"], provenance["output_layouts"])]
     if not case.path:  # the target runs the source's own file (an ONNX model on ONNX Runtime)
         path, provenance = source.artifact(model)
-        return path, provenance, False
+        return path, provenance, False, [(path, *layouts)]
     offered = options.conversion_options(case.variant)
     calibration = parse_calibration(options.calibration).for_spec(spec).to_json()
     given: Any = model
     upstream = {"model": source.fingerprint(model)}
-    hops, hits, path = [], [], None
+    hops, hits, path, files = [], [], None, []
     for name in case.path:
         hop = backends.hop(name)
         precision = case.precision if name == case.lowered_by else "fp32"
@@ -261,10 +269,11 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         given = path = folder / hop.FILENAME
         upstream = {"upstream": folder.name}   # the hop's cache key
         layouts = (provenance.get("input_layouts", layouts[0]), provenance.get("output_layouts", layouts[1]))
+        files.append((path, *layouts))
     provenance = {k: v for k, v in hops[-1].items() if k != "cache_hit"}
     if len(hops) > 1:
         provenance["hops"] = hops
-    return path, provenance, all(hits)
+    return path, provenance, all(hits), files
 
 
 def _user_artifact(path: Path, layouts: tuple[dict, dict], declared: dict[str, str]) -> tuple[Path, dict, bool]:

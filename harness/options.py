@@ -37,6 +37,9 @@ LOWEST_OPSET = 7
 # copy for the twin), besides the models' activations.
 DEFAULT_MAX_TENSOR_MB = 1024.0
 ISOLATION_MODES = ("auto", "always", "never")   # which cases run in a worker process: harness/worker.py
+# What a failed case localizes (harness/localize): nothing, its first failing
+# output (the default: one run of each side on the failing input), every failing output.
+LOCALIZE_MODES = ("off", "first", "all")
 # Ten minutes: eight times the slowest case measured on the 2-core CPU machine
 # (convnext_tiny, keras -> onnxruntime, 200 examples of the nightly profile,
 # conversion included: 73 s), so that a slow but healthy case on a loaded CI
@@ -80,6 +83,7 @@ class RunOptions:
     path: str = "shortest"                # which conversion paths: shortest, all, or formats (onnx,openvino-ir)
     isolate: str = "auto"                 # which cases run in a worker process (ISOLATION_MODES)
     timeout_s: float = DEFAULT_TIMEOUT_S  # a case in a worker that runs longer is killed
+    localize: str = "first"               # LOCALIZE_MODES: where a failed case's outputs first diverge
 
     def conversion_options(self, layout_variant: str | None = None) -> dict:
         """Every option a converter may take; each converter uses those it names

@@ -19,7 +19,7 @@ import pytest
 from harness.backends import OPT_IN_RUNTIMES
 from harness.calibration import parse_calibration
 from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
-                             PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
+                             LOCALIZE_MODES, PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
                              RunOptions, parse_input_spec, parse_layouts, parse_max_tensor_mb, parse_opset,
                              parse_precisions, parse_tiers, parse_tolerance_overrides, split_list)
 
@@ -101,6 +101,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--no-parity-corners", action="store_true",
         help="skip the corner examples (smallest and largest shapes, large and tiny magnitudes) that every case "
              "runs before hypothesis' search: for measuring what the search alone finds")
+    add("--parity-localize", choices=LOCALIZE_MODES, default="first",
+        help="for a failed case, find the first tensor of the converted graph that leaves the reference and write "
+             "a minimal reproduction beside the failing input: first (default: the first failing output), all "
+             "(every failing output), off")
     add("--parity-isolate", choices=ISOLATION_MODES, default="auto",
         help="which cases run in a worker process, where a crash or a hang is the case's error and the run goes "
              "on: auto (default: native runtimes such as LiteRT, and users' model or converted files), always, never")
@@ -207,6 +211,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             strict=get("parity_strict"),
             path=get("path"),
             isolate=get("parity_isolate"),
+            localize=get("parity_localize"),
             timeout_s=get("parity_timeout"),
             max_tensor_mb=parse_max_tensor_mb(get("parity_max_tensor_mb")),
         )

@@ -70,6 +70,9 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
         exploration = explore_case(prepared, options.examples, database_path=examples_database(options),
                                    corners=options.corners)
         record.update(_describe(prepared, exploration, options))
+        if "failure" in record and options.localize != "off":
+            progress("localize")
+            _add_localization(record, prepared, exploration, options)
         if golden is not None:
             record["golden"] = golden
             failure = golden_failure(golden)
@@ -168,6 +171,37 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
     if prepared.warnings:  # the likely cause, found before the first example
         record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
+
+
+def _add_localization(record: dict[str, Any], prepared: PreparedCase, exploration: Exploration,
+                      options: RunOptions) -> None:
+    """Where the failing input first diverges (harness.localize), with its
+    reproduction beside the .npz, into the record and its message."""
+    from harness.localize.locate import localize, walkable_case
+
+    failure = exploration.failure
+    case_seconds = time.perf_counter() - record["_start"]
+    if failure.error:
+        localization = {"status": "unavailable", "seconds": 0.0,
+                        "message": "the converted model raised on the failing input: no values to walk"}
+    else:
+        start = time.perf_counter()
+        try:
+            walkable = walkable_case(prepared, exploration.failure_inputs, options)
+        except Exception as error:   # the failing input's reference, run again, must not hide the verdict
+            walkable = f"localization failed: {summarize_exception(error, 3)}"
+        if isinstance(walkable, str):
+            localization = {"status": "unavailable", "message": walkable,
+                            "seconds": round(time.perf_counter() - start, 4)}
+        else:
+            folder = Path(record["failure"]["npz"]).with_suffix(".repro")
+            localization = localize(walkable, [c.to_json() for c in failure.comparisons if not c.passed], folder,
+                                    options.localize)
+    localization["case_seconds"] = round(case_seconds, 4)
+    record["localization"] = localization
+    record["message"] += f"\nlocalized: {localization['message']}"
+    if localization.get("repro"):
+        record["message"] += f"\nreproduction: {localization['repro']['command']}"
 
 
 def _replay_flags(case: Case, options: RunOptions) -> str:

@@ -14,8 +14,9 @@ OUTPUT_METRICS = ("error_ratio", "normalized_error", "max_abs", "max_rel", "mean
 
 
 def junit_properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """(name, value) pairs: the case's status and worst errors, then each output's
-    metrics; plain Python values (pytest-xdist sends them between processes)."""
+    """(name, value) pairs: the case's status and worst errors, where its values
+    first diverge (a localized failure), then each output's metrics; plain Python
+    values (pytest-xdist sends them between processes)."""
     return [(name, to_jsonable(value)) for name, value in _properties(record)]
 
 
@@ -24,6 +25,14 @@ def _properties(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
     for key in ("worst_error_ratio", "worst_normalized_error", "examples", "shrink_steps", "first_failure_at", "stage"):
         if record.get(key) is not None:
             properties.append((key, record[key]))
+    localization = record.get("localization") or {}
+    first = localization.get("first") or {}
+    for key, name in (("node", "localized_node"), ("op_type", "localized_op"), ("layer", "localized_layer"),
+                      ("normalized_error", "localized_error")):
+        if first.get(key) is not None:
+            properties.append((name, first[key]))
+    if (localization.get("repro") or {}).get("command"):
+        properties.append(("repro", localization["repro"]["command"]))
     for name, output in (record.get("outputs") or {}).items():
         for metric in OUTPUT_METRICS:
             if output.get(metric) is not None:

@@ -132,6 +132,122 @@ def histogram_svg(hist: Mapping[str, Any] | None) -> str:
     return Markup("".join(parts))
 
 
+def _first_diverging(localization: Mapping[str, Any]) -> int | None:
+    """The position on the localization's path of its first diverging tensor:
+    the entry that is `first`, else the first one marked diverged."""
+    path = list(localization.get("path") or [])
+    tensor = (localization.get("first") or {}).get("tensor")
+    for i, entry in enumerate(path):
+        if tensor is not None and entry.get("tensor") == tensor:
+            return i
+    return next((i for i, entry in enumerate(path) if entry.get("diverged")), None)
+
+
+def path_rows(localization: Mapping[str, Any], limit: int = 12) -> list[dict[str, Any]]:
+    """The path's rows to show, in order: {"position", "entry", "first"}, and
+    {"skipped": n} where n rows are left out. A path longer than `limit` keeps
+    its ends and the first diverging tensor with its neighbours, so a table of
+    a deep network's hundred nodes still reads in one screen."""
+    path = list(localization.get("path") or [])
+    first = _first_diverging(localization)
+    keep = set(range(len(path)))
+    if len(path) > limit:
+        ends = max(1, limit // 4)
+        keep = set(range(ends)) | set(range(len(path) - ends, len(path)))
+        if first is not None:
+            keep |= {first - 1, first, first + 1}
+    rows: list[dict[str, Any]] = []
+    for i, entry in enumerate(path):
+        if i not in keep:
+            if rows and "skipped" in rows[-1]:
+                rows[-1]["skipped"] += 1
+            else:
+                rows.append({"skipped": 1})
+            continue
+        rows.append({"position": i, "entry": entry, "first": i == first})
+    return rows
+
+
+def divergence_svg(localization: Mapping[str, Any] | None) -> str:
+    """Error over magnitude along the path (log10 scale), a point per compared
+    tensor: the line breaks where a tensor was not compared (a null is no
+    number, not a zero), a zero sits on its own '0' line under the decades, a
+    non-finite error at the top; the allowed error is a dashed line and the
+    first diverging point is ringed. '' for an empty path."""
+    path = list((localization or {}).get("path") or [])
+    if not path:
+        return ""
+    from markupsafe import Markup, escape
+
+    values = [_number(entry.get("normalized_error")) for entry in path]
+    allowed = _number(localization.get("allowed"))
+    scaled = [v for v in values + [allowed] if v is not None and math.isfinite(v) and v > 0]
+    hi = math.ceil(math.log10(max(scaled))) if scaled else 0
+    lo = math.floor(math.log10(min(scaled))) if scaled else hi - 8
+    lo = min(max(lo, hi - 12), hi - 1)  # at most 12 decades: tinier errors sit on the bottom line
+    left, top, height = 46, 16, 120
+    span = min(640, max(300, 28 * (len(path) - 1)))  # points 28 px apart, spread over 300 to 640 px
+    step = max(4.0, span / max(1, len(path) - 1))
+    bottom = top + height
+    zero_y, over_y = bottom + 14, top - 8
+    width = int(left + 16 + step * max(1, len(path) - 1))
+
+    def y_of(value: float) -> float:
+        if value == 0:
+            return zero_y
+        if not math.isfinite(value):
+            return over_y
+        decade = min(hi, max(lo, math.log10(abs(value))))
+        return bottom - height * (decade - lo) / (hi - lo)
+
+    first = _first_diverging(localization)
+    output = escape(localization.get("output") or "the output")
+    parts = [f'<svg class="path-chart" width="{width}" height="{zero_y + 30}" viewBox="0 0 {width} {zero_y + 30}" '
+             f'role="img" aria-label="error over magnitude along the path to {output}">']
+    label_every = math.ceil((hi - lo + 1) / 7)
+    for decade in range(lo, hi + 1):
+        y = bottom - height * (decade - lo) / (hi - lo)
+        parts.append(f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}"/>')
+        if (hi - decade) % label_every == 0:
+            parts.append(f'<text class="axis" x="{left - 4}" y="{y + 3:.1f}">1e{decade}</text>')
+    if 0 in values:
+        parts.append(f'<text class="axis" x="{left - 4}" y="{zero_y + 3}">0</text>')
+    if any(v is not None and not math.isfinite(v) for v in values):
+        parts.append(f'<text class="axis" x="{left - 4}" y="{over_y + 3}">∞</text>')
+    if allowed is not None and math.isfinite(allowed) and allowed > 0:
+        y = y_of(allowed)
+        parts.append(f'<line class="allowed" x1="{left}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}"/>'
+                     f'<text class="allowedlabel" x="{left + 3}" y="{y - 3:.1f}">allowed {escape(fmt(allowed))}</text>')
+    points = [(left + 8 + i * step, None if v is None else y_of(v)) for i, v in enumerate(values)]
+    segment: list[str] = []
+    for x, y in points + [(0.0, None)]:  # the sentinel closes the last segment
+        if y is not None:
+            segment.append(f"{x:.1f},{y:.1f}")
+            continue
+        if len(segment) > 1:
+            parts.append(f'<polyline class="err" points="{" ".join(segment)}"/>')
+        segment = []
+    for i, ((x, y), entry) in enumerate(zip(points, path)):
+        name = f"{entry.get('tensor')} ({entry.get('op_type')})"
+        if y is None:
+            parts.append(f'<line class="gap" x1="{x:.1f}" y1="{bottom - 4}" x2="{x:.1f}" y2="{bottom + 4}">'
+                         f'<title>{escape(name)}: not compared</title></line>')
+            continue
+        kind = "first" if i == first else ("diverged" if entry.get("diverged") else "agrees")
+        parts.append(f'<circle class="{kind}" cx="{x:.1f}" cy="{y:.1f}" r="{5 if i == first else 3}">'
+                     f'<title>{i}: {escape(name)}: {escape(fmt(entry.get("normalized_error")))}</title></circle>')
+    if first is not None and points[first][1] is not None:
+        x, y = points[first]
+        name = str(path[first].get("tensor"))
+        name = name if len(name) <= 32 else name[:31] + "…"
+        anchor_at = "end" if x > width / 2 else "start"  # the label stays inside the chart
+        parts.append(f'<text class="firstlabel" x="{x + (-8 if anchor_at == "end" else 8):.1f}" y="{y - 7:.1f}" '
+                     f'text-anchor="{anchor_at}">first: {escape(name)}</text>')
+    parts.append(f'<text class="caption" x="8" y="{zero_y + 24}">error / max|ref|, input to output; '
+                 f'tick: not compared</text></svg>')
+    return Markup("".join(parts))
+
+
 def _ordered_provenance(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(provenance, Mapping):
         return {}
@@ -156,7 +272,8 @@ def render_html(results: Mapping[str, Any]) -> str:
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=fmt, secs=fmt_seconds, anchor=anchor, hist=histogram_svg,
-                       provenance=_ordered_provenance, rows=_table_of_dicts)
+                       provenance=_ordered_provenance, rows=_table_of_dicts, path_rows=path_rows,
+                       divergence=divergence_svg)
     env.globals.update(cell_style=cell_style, timings=TIMINGS)
     env.tests["mapping"] = lambda v: isinstance(v, Mapping)
     env.tests["listlike"] = lambda v: isinstance(v, (list, tuple))

@@ -26,6 +26,31 @@ def passed_by_noise(record: dict[str, Any]) -> bool:
         o.get("accepted_by") == "noise" for o in (record.get("outputs") or {}).values())
 
 
+def _one_line(value: Any) -> str:
+    """A name from a user's model on one line (it may hold newlines)."""
+    return " ".join(str(value).split())
+
+
+def localization_lines(record: dict[str, Any]) -> list[str]:
+    """At most two lines under a localized case: the first diverging node with its
+    layer and error, and the command that reproduces it; or why none was named."""
+    localization = record.get("localization")
+    if not isinstance(localization, dict):
+        return []
+    if localization.get("status") != "found":
+        return [f"    localization: {_one_line(localization.get('message') or localization.get('status'))[:200]}"]
+    first = localization.get("first") or {}
+    where = " ".join([_one_line(first.get("op_type") or "node")]
+                     + ([repr(str(first["node"]))] if first.get("node") else [])
+                     + ([f"({_one_line(first['layer'])})"] if first.get("layer") else []))
+    output = f" for {_one_line(localization['output'])}" if localization.get("output") else ""
+    lines = [f"    first diverging{output}: {where} {_number(first.get('normalized_error'))} of its magnitude "
+             f"(allowed {_number(localization.get('allowed'))})"]
+    if (localization.get("repro") or {}).get("command"):
+        lines.append(f"    repro: {localization['repro']['command']}")
+    return lines
+
+
 def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     records = sorted(records, key=lambda r: (ORDER.get(r["status"], 9), -(r.get("worst_error_ratio") or 0)
                                              if isinstance(r.get("worst_error_ratio"), (int, float)) else 0, r["id"]))
@@ -49,6 +74,7 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
                          f"{examples:>8}")
             if r["status"] == "inconclusive":
                 lines.append(f"    {r.get('message', '').splitlines()[0][:200]}")
+            lines += localization_lines(r)
         else:
             first_line = (r.get("message") or "").splitlines()[0] if r.get("message") else ""
             lines.append(f"{r['id']:<{width}}  {r['status']:<12}  {first_line[:120]}")

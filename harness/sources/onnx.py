@@ -193,6 +193,40 @@ def bind(model: OnnxModel, spec: Any) -> OnnxModel:
     return replace(model, feeds=tuple(feeds), fetches=tuple(fetches))
 
 
+def layer_values(model: OnnxModel, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
+    """This file's values of the tensors a converted ONNX graph shares with it
+    by name (a lowered or rewritten copy keeps most names), from ONNX Runtime's
+    CPU provider as the reference runs: for harness.localize."""
+    import tempfile
+
+    from harness.localize.graph import FLOAT_TYPES, load_graph, write_marked
+    from harness.localize.layers import LayerValues
+
+    graph = load_graph(model.path)
+    wanted = [t for t in graph.float_tensors() if t in {name for n in onnx_model.graph.node for name in n.output}]
+    found = LayerValues(how="tensors of the same name in the original ONNX file", seen=len(graph.float_tensors()))
+    declared = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                for v in [*onnx_model.graph.value_info, *onnx_model.graph.output] if v.type.HasField("tensor_type")}
+    with tempfile.TemporaryDirectory(prefix="parity-onnx-layers-") as folder:
+        marked = write_marked(graph, wanted, Path(folder) / "marked.onnx")
+        session = cpu_session(str(Path(folder) / "marked.onnx"))
+        values = session.run(marked, dict(zip(model.feeds, (np.ascontiguousarray(x) for x in inputs))))
+    for name, value in zip(marked, values):
+        value = np.asarray(value)
+        if name not in wanted or graph.types.get(name) not in FLOAT_TYPES:
+            continue
+        shape = declared.get(name)
+        if shape is not None and (len(shape) != value.ndim
+                                  or any(d is not None and d != v for d, v in zip(shape, value.shape))):
+            found.skip("shape differs")
+            continue
+        node = graph.node_of(name)
+        found.add(name, value, f"{node.name or name} ({node.op_type})")
+    for _ in range(len(graph.float_tensors()) - len(wanted)):
+        found.skip("no tensor of that name in the converted file")
+    return found
+
+
 def to_device(model: OnnxModel, device: str) -> OnnxModel:
     """The reference stays on the CPU (see `configure_device`)."""
     return model
@@ -215,7 +249,7 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
     widened = frozenset(name for name in model.input_names if _DTYPES.get(model.input_types.get(name)) == "float32")
     where = f"; kept in float32 where the op has no float64: {', '.join(dict.fromkeys(kept))}" if kept else ""
     try:
-        session, runner = _cpu_session(twin.SerializeToString()), "onnxruntime"
+        session, runner = cpu_session(twin.SerializeToString()), "onnxruntime"
         status = f"float64 twin run in onnxruntime (CPU, optimizations disabled){where}"
     except Exception as ort_error:  # ORT's refusal, or protobuf's for a twin over 2 GiB
         ort_reason = _ort_reason(ort_error)
@@ -546,14 +580,14 @@ def _feedable_inputs(proto: Any) -> tuple[str, ...]:
 
 def _reference_session(file: Path) -> Any:
     try:
-        return _cpu_session(str(file))
+        return cpu_session(str(file))
     except Exception as error:
         raise CaseError("load", f"onnxruntime's CPU provider cannot load ONNX file {file}: {_ort_reason(error)}. "
                                 "The reference of an ONNX model is ONNX Runtime: a model it cannot load has "
                                 "none") from None
 
 
-def _cpu_session(model: str | bytes) -> Any:
+def cpu_session(model: str | bytes) -> Any:
     """An ONNX Runtime session on the CPU provider, graph optimizations disabled."""
     import onnxruntime as ort
 

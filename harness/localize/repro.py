@@ -1,0 +1,346 @@
+"""A localized failure's minimal reproduction, the folder a user attaches to
+an issue on the converter's or runtime's tracker: the subgraph cut out around
+the diverging node (model.onnx), its inputs, the reference's outputs, the
+versions of the tools on the path, a README, and repro.py, a script that shows
+the mismatch with nothing installed but numpy and the runtime. The script is
+written from a template here, its constants as Python literals (repr), so that
+no name or id can change its code. `python -m harness replay FOLDER` runs it
+(`run_repro`)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import secrets
+import string
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+# The cache's folder helpers: a folder made with the umask's mode, swapped in whole, removed.
+from harness.cache import exchange_paths, new_folder, remove_path
+from harness.converters.child_tool import TIMED_OUT, run_child, status
+
+SCRIPT = "repro.py"
+MODEL = "model.onnx"
+TIMED_OUT_CODE = 124   # what `timeout` exits with: run_repro's code for a script that hung
+# Above this the model keeps its weights in model.onnx.data (protobuf's limit is 2 GiB); as localize/graph.py.
+EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
+
+# runtime -> device (as the harness names them) -> the pip package(s) the script needs there
+RUNTIMES: dict[str, dict[str, str]] = {
+    "onnxruntime": {"cpu": "onnxruntime", "cuda": "onnxruntime-gpu"},
+    "openvino": {"cpu": "openvino"},
+    "onnx-reference": {"cpu": "onnx"},
+    "tensorrt": {"cuda": "tensorrt polygraphy"},
+    "onnxruntime-tensorrt": {"cuda": "onnxruntime-gpu"},
+}
+# ONNX Runtime's providers for its three ways of running: (runtime, device) -> providers, the wanted one first
+_ORT_PROVIDERS = {
+    ("onnxruntime", "cpu"): ["CPUExecutionProvider"],
+    ("onnxruntime", "cuda"): ["CUDAExecutionProvider"],
+    ("onnxruntime-tensorrt", "cuda"): ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+# Prefixed to the run function of a runtime that no test here can run.
+_UNVERIFIED = ("# UNVERIFIED: written against the documented APIs of {what}; the harness's own tests\n"
+               "# have no GPU and no TensorRT, so this function has not run there.\n")
+
+_ORT_RUN = '''\
+PROVIDERS = $providers   # the wanted one first
+
+
+${note}def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by ONNX Runtime's PROVIDERS[0]."""
+    ort = need("onnxruntime", PACKAGE)
+    session = ort.InferenceSession(model, providers=PROVIDERS)
+    print(f"onnxruntime {ort.__version__}, providers {session.get_providers()}")
+    if session.get_providers()[0] != PROVIDERS[0]:   # ONNX Runtime falls back to the next with a mere warning
+        cannot_run(f"onnxruntime did not start its {PROVIDERS[0]} (it has {ort.get_available_providers()}): "
+                   f"pip install {PACKAGE}, with the libraries it was built for")
+    return dict(zip(names, session.run(names, inputs)))
+'''
+
+_RUNNERS = {
+    "openvino": '''\
+def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by OpenVINO's CPU plugin in
+    float32 (on a CPU with bf16 it would compute in bf16 unless told)."""
+    ov = need("openvino", PACKAGE)
+    print(f"openvino {ov.__version__}")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    results = compiled(inputs)
+    return {name: results[compiled.output(name)] for name in names}
+''',
+    "onnx-reference": '''\
+def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by ONNX's reference
+    evaluator, which computes each op as the ONNX specification says."""
+    onnx = need("onnx", PACKAGE)
+    reference = need("onnx.reference", PACKAGE)
+    print(f"onnx {onnx.__version__}")
+    evaluator = reference.ReferenceEvaluator(onnx.load(model))   # onnx.load reads external data beside it too
+    return dict(zip(names, evaluator.run(names, inputs)))
+''',
+    "tensorrt": '''\
+${note}def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by a TensorRT engine built
+    for exactly these input shapes through Polygraphy's loaders."""
+    trt = need("tensorrt", "tensorrt")
+    need("polygraphy", "polygraphy")
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, TrtRunner
+
+    print(f"tensorrt {trt.__version__}")
+    profile = Profile()
+    for name, array in inputs.items():
+        profile.add(name, min=array.shape, opt=array.shape, max=array.shape)
+    # Strongly typed: the network computes in the file's own types. TensorRT 11 builds nothing
+    # else and deprecated the flag; TF32 on, as TensorRT's builder has it by default (Polygraphy's is off).
+    network = NetworkFromOnnxPath(model, strongly_typed=int(trt.__version__.split(".")[0]) <= 10)
+    engine = EngineFromNetwork(network, config=CreateConfig(tf32=True, profiles=[profile]))
+    with TrtRunner(engine) as runner:
+        outputs = runner.infer(feed_dict=inputs)
+        return {name: np.array(outputs[name]) for name in names}   # copied: the runner reuses its buffers
+''',
+}
+
+_TEMPLATE = '''\
+"""Reproduces a numerical mismatch found by a parity test: runs model.onnx on
+inputs.npz and compares each output with expected.npz, the reference's values.
+Needs only numpy and the runtime (pip install $package). Run: python repro.py
+
+Exit status: 1 reproduced (an output is off by more than allowed), 0 not
+reproduced, 2 the runtime cannot run here.
+"""
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+CASE = $case
+RUNTIME = $runtime
+DEVICE = $device
+PACKAGE = $package_literal
+ALLOWED = $allowed   # the largest error an output may have, over its largest |expected|
+MIN_SNR_DB = $min_snr_db   # the lowest SNR (dB) an output of 16 elements or more may have; 0: no such limit
+HERE = Path(__file__).resolve().parent
+
+
+def cannot_run(message):
+    print(f"cannot run: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def need(module, package):
+    """The runtime's module, or exit 2 naming the pip package that gives it."""
+    try:
+        return importlib.import_module(module)
+    except (ImportError, OSError) as error:   # OSError: a wheel whose native library does not load
+        cannot_run(f"{module} does not import here ({error}): pip install {package}")
+
+
+$run
+
+def errors(want, got):
+    """Max abs error, that over max|expected|, and SNR in dB; a NaN or inf
+    where expected has none (or another) is an infinite error."""
+    want, got = want.astype(np.float64), np.asarray(got).astype(np.float64)
+    with np.errstate(all="ignore"):
+        diff = np.abs(got - want)
+        diff[(want == got) | (np.isnan(want) & np.isnan(got))] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        finite = want[np.isfinite(want)]
+        max_abs, scale = diff.max(initial=0.0), np.abs(finite).max(initial=0.0)
+        normalized = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
+        noise = np.sum(diff ** 2)
+        snr = np.inf if noise == 0 else 10 * np.log10(np.sum(finite ** 2) / noise)
+    return max_abs, normalized, snr
+
+
+def main():
+    inputs = dict(np.load(HERE / "inputs.npz"))
+    expected = dict(np.load(HERE / "expected.npz"))
+    print(f"case {CASE!r}: model.onnx on {RUNTIME} ({DEVICE})")
+    try:
+        outputs = run(str(HERE / "model.onnx"), inputs, list(expected))
+    except Exception:
+        traceback.print_exc()
+        cannot_run(f"{RUNTIME} failed to run model.onnx (the error above)")
+    exceeded = []
+    for name, want in expected.items():
+        got = np.asarray(outputs[name])
+        if got.shape != want.shape:
+            print(f"  {name!r}: shape {list(got.shape)}, expected {list(want.shape)}")
+            exceeded.append(name)
+            continue
+        max_abs, normalized, snr = errors(want, got)
+        over = normalized > ALLOWED or (MIN_SNR_DB > 0 and want.size >= 16 and snr < MIN_SNR_DB)
+        limits = f"allowed {ALLOWED:.3g}" + (f", min SNR {MIN_SNR_DB:.3g} dB" if MIN_SNR_DB > 0 else "")
+        print(f"  {name!r}: max abs {max_abs:.3g}, normalized {normalized:.3g}, SNR {snr:.3g} dB ({limits})"
+              f"{': EXCEEDS' if over else ''}")
+        if over:
+            exceeded.append(name)
+    if exceeded:
+        print(f"REPRODUCED: {', '.join(map(repr, exceeded))} off by more than allowed on {RUNTIME} ({DEVICE})")
+        return 1
+    print(f"not reproduced: every output within the allowed error on {RUNTIME} ({DEVICE})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+def write_repro(folder: Path, subgraph: Path, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray], *,
+                runtime: str, device: str, allowed: float, versions: dict[str, str], case_id: str,
+                summary: str, min_snr_db: float = 0.0) -> dict[str, Any]:
+    """Write the reproduction of `subgraph` on `runtime` into `folder`,
+    replacing any folder there whole: it is written beside it and swapped in
+    (as cache entries are), so that a folder half written is never what a
+    reader finds. `expected`: what the converted model should compute (the
+    source framework's values, or ONNX Runtime's CPU provider's); `allowed`:
+    the error over max|expected| an output may have. Returns the folder, its
+    script, the command that runs it and its files."""
+    script = _script(runtime, device, allowed, min_snr_db, case_id)
+    folder = Path(folder)
+    work = new_folder(folder.parent, f".{folder.name}.tmp-")
+    try:
+        files = _copy_model(Path(subgraph), work / MODEL)
+        _save_npz(work / "inputs.npz", inputs)
+        _save_npz(work / "expected.npz", expected)
+        (work / "versions.json").write_text(json.dumps(versions, indent=2, sort_keys=True) + "\n",
+                                           encoding="utf-8")
+        (work / "README.md").write_text(_readme(runtime, device, allowed, min_snr_db, versions, case_id, summary),
+                                        encoding="utf-8")
+        (work / SCRIPT).write_text(script, encoding="utf-8")
+        files += ["inputs.npz", "expected.npz", "versions.json", "README.md", SCRIPT]
+        if not os.path.lexists(folder):
+            os.rename(work, folder)
+            work = None
+        elif not exchange_paths(work, folder):   # where the system cannot swap them in one step: a moment with none
+            old = work.with_name(f".{folder.name}.old-{secrets.token_hex(8)}")
+            os.rename(folder, old)
+            os.rename(work, folder)
+            work = old
+        # else: swapped, and `work` now holds the old folder
+    except BaseException:
+        if work is not None:
+            remove_path(work)
+        raise
+    if work is not None:
+        remove_path(work)
+    return {"folder": str(folder), "script": str(folder / SCRIPT), "command": f"python {folder / SCRIPT}",
+            "files": files}
+
+
+def edited_script(folder: Path) -> str | None:
+    """Why the folder's repro.py is not the script write_repro writes for the
+    constants it states, or None when it is. A reproduction folder comes from
+    anyone (it is attached to issues): replay runs only the harness's own
+    script, byte for byte, unless trusted."""
+    text = (Path(folder) / SCRIPT).read_text(encoding="utf-8", errors="replace")
+    constants: dict[str, Any] = {}
+    for name in ("CASE", "RUNTIME", "DEVICE", "ALLOWED", "MIN_SNR_DB"):
+        line = next((line for line in text.splitlines() if line.startswith(f"{name} = ")), None)
+        if line is None:
+            return f"it states no {name}"
+        value = line[len(name) + 3:]
+        if name in ("ALLOWED", "MIN_SNR_DB"):
+            value = value.split("#", 1)[0]
+        try:
+            constants[name] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            return f"its {name} is not a literal"
+    try:
+        written = _script(constants["RUNTIME"], constants["DEVICE"], float(constants["ALLOWED"]),
+                          float(constants["MIN_SNR_DB"]), constants["CASE"])
+    except (ValueError, TypeError) as error:
+        return str(error)
+    return None if written == text else "it differs from the script the harness writes for its constants"
+
+
+def run_repro(folder: Path, timeout_s: float = 300) -> tuple[int, str]:
+    """(exit status, output) of a reproduction folder's script, run in a child
+    process with this Python: 1 reproduced, 0 not, 2 the runtime cannot run;
+    124 when it ran past `timeout_s` and was killed."""
+    folder = Path(folder)
+    if not (folder / SCRIPT).is_file():
+        raise ValueError(f"{folder} is not a reproduction folder: it has no {SCRIPT} (write_repro writes one)")
+    code, output = run_child([sys.executable, SCRIPT], timeout_s, cwd=folder)
+    if code == TIMED_OUT:
+        return TIMED_OUT_CODE, output
+    if code < 0:
+        output += f"\n({SCRIPT} {status(code)})"
+    return code, output
+
+
+def _script(runtime: str, device: str, allowed: float, min_snr_db: float, case_id: str) -> str:
+    """repro.py's text; ValueError for a runtime, device or limit it cannot be written for."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"no reproduction script for runtime {runtime!r}: the supported runtimes are "
+                         f"{', '.join(RUNTIMES)}")
+    if device not in RUNTIMES[runtime]:
+        raise ValueError(f"runtime {runtime!r} runs on {' or '.join(RUNTIMES[runtime])}, not on device {device!r}")
+    for label, value in (("allowed", allowed), ("min_snr_db", min_snr_db)):
+        if not math.isfinite(value) or value < 0:   # repr of inf or nan is no Python literal
+            raise ValueError(f"{label} must be a finite number >= 0, not {value!r}")
+    package = RUNTIMES[runtime][device]
+    note = {"tensorrt": _UNVERIFIED.format(what="TensorRT 10 and Polygraphy (0.49 or newer)"),
+            "onnxruntime-tensorrt": _UNVERIFIED.format(what="ONNX Runtime's TensorrtExecutionProvider")
+            }.get(runtime, "")
+    if (runtime, device) in _ORT_PROVIDERS:
+        run = string.Template(_ORT_RUN).substitute(note=note, providers=repr(_ORT_PROVIDERS[runtime, device]))
+    else:
+        run = string.Template(_RUNNERS[runtime]).substitute(note=note)
+    return string.Template(_TEMPLATE).substitute(
+        package=package, run=run, case=repr(str(case_id)), runtime=repr(runtime), device=repr(device),
+        package_literal=repr(package), allowed=repr(float(allowed)), min_snr_db=repr(float(min_snr_db)))
+
+
+def _readme(runtime: str, device: str, allowed: float, min_snr_db: float, versions: Mapping[str, str],
+            case_id: str, summary: str) -> str:
+    package = RUNTIMES[runtime][device]
+    snr = f", or an SNR under {min_snr_db:g} dB (outputs of 16 elements or more)" if min_snr_db > 0 else ""
+    rows = "\n".join(f"| {tool} | {version} |" for tool, version in sorted(versions.items()))
+    return (f"# Reproduction of {' '.join(str(case_id).splitlines())}\n\n{summary.strip()}\n\n"
+            f"With nothing but numpy and {package} installed (`pip install numpy {package}`), run:\n\n"
+            f"    python repro.py\n\n"
+            f"It runs `model.onnx` (the subgraph around the diverging node) on `inputs.npz` with {runtime} "
+            f"({device}) and compares each output with `expected.npz`, the reference's values: it prints "
+            f"REPRODUCED and exits 1 where an output's largest error over its largest |expected| is above "
+            f"{allowed:g}{snr}, prints \"not reproduced\" and exits 0 otherwise, and exits 2 where the runtime "
+            f"cannot run. `versions.json` holds the versions below.\n\n"
+            f"## Versions of the tools on the path\n\n| tool | version |\n| --- | --- |\n{rows}\n")
+
+
+def _copy_model(source: Path, dest: Path) -> list[str]:
+    """The subgraph at `dest`, whole: weights it keeps in external data files
+    beside `source` are read from there and written inside it (or, above
+    EXTERNAL_DATA_ABOVE_BYTES, into one file beside `dest`). Returns the files written."""
+    import onnx
+
+    model = onnx.load(str(source))
+    if model.ByteSize() > EXTERNAL_DATA_ABOVE_BYTES:
+        data = dest.name + ".data"
+        onnx.save(model, str(dest), save_as_external_data=True, all_tensors_to_one_file=True, location=data)
+        return [dest.name, data]
+    onnx.save(model, str(dest))
+    return [dest.name]
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An .npz that np.load reads back by tensor name. Written member by member
+    (as np.savez does), since np.savez takes the names as keyword arguments: a
+    tensor named "file" or "allow_pickle" would be taken for its parameter."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)

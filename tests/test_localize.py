@@ -1,0 +1,167 @@
+"""Localization of a failed case (harness/localize): the walk's pieces on small
+graphs, then planted bugs end to end, each checked for the node it names (not
+only that it ran), beside correct twins that name nothing."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from harness.localize.graph import load_graph, write_marked
+from harness.localize.walk import DEFAULT_BOUND, FLOOR, Bound, first_divergence, tensor_error
+from harness.registry import get_model
+from tests import planted
+
+
+def _chain_model(path, scale_middle: float = 1.0):
+    """x -> Relu -> Mul(c1) -> Tanh -> y, with c1 = 2 * scale_middle."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])
+    c1 = numpy_helper.from_array(np.full((8,), 2.0 * scale_middle, np.float32), "c1")
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Mul", ["r", "c1"], ["m"], name="mul"),
+             helper.make_node("Tanh", ["m"], ["y"], name="tanh")]
+    graph = helper.make_graph(nodes, "chain", [x], [y], initializer=[c1])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- the pieces
+
+def test_the_bound_is_the_output_tolerance_over_its_magnitude():
+    comparison = {"ref_dtype": "float32", "max_ref": 10.0, "output_range": None,
+                  "tolerance": {"atol": 1e-3, "rtol": 1e-4, "atol_by_max": 0.0, "min_snr_db": 12.0}}
+    bound = Bound.from_comparison(comparison)
+    assert bound.allowed == pytest.approx(1e-4 + 1e-4) and bound.min_snr_db == 12.0
+    # every element NaN/Inf on the reference: its relative parts still hold
+    assert Bound.from_comparison({**comparison, "max_ref": 0.0}).allowed == pytest.approx(1e-4)
+    # an integer output (an argmax) gives no share of a magnitude
+    assert Bound.from_comparison({**comparison, "ref_dtype": "int64"}).allowed == DEFAULT_BOUND
+    # never tighter than float32 rounding
+    exact = {"ref_dtype": "float32", "max_ref": 1.0, "tolerance": {"atol": 1e-12}}
+    assert Bound.from_comparison(exact).allowed == FLOOR
+
+
+def test_a_tensor_error_is_over_its_own_magnitude_and_counts_nonfinite_values_apart():
+    ref = np.array([1.0, -4.0, 2.0], np.float32)
+    error = tensor_error(ref, ref + np.float32(0.4))
+    assert error.normalized_error == pytest.approx(0.1) and error.nonfinite == 0
+    assert not error.diverges(Bound(0.2)) and error.diverges(Bound(0.05))
+    nan = tensor_error(np.array([1.0, np.nan]), np.array([1.0, np.nan]))
+    assert nan.normalized_error == 0.0     # NaN where the reference has NaN is no error
+    apart = tensor_error(np.array([1.0, 2.0]), np.array([1.0, np.inf]))
+    assert apart.nonfinite == 1 and math.isinf(apart.normalized_error)
+    assert math.isinf(tensor_error(np.zeros((2, 2)), np.zeros(4)).normalized_error)   # shapes apart
+
+
+def test_the_first_divergence_is_the_first_in_topological_order_upstream_of_the_output(tmp_path):
+    import onnxruntime as ort
+
+    graph = load_graph(_chain_model(tmp_path / "good.onnx"))
+    bad = load_graph(_chain_model(tmp_path / "bad.onnx", scale_middle=1.5))
+    x = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32) * 0.3
+    values = []
+    for g, name in ((graph, "good"), (bad, "bad")):
+        outputs = write_marked(g, g.order, tmp_path / f"{name}-marked.onnx")
+        session = ort.InferenceSession(str(tmp_path / f"{name}-marked.onnx"), providers=["CPUExecutionProvider"])
+        values.append(dict(zip(outputs, session.run(outputs, {"x": x}))))
+    errors = {t: tensor_error(values[0][t], values[1][t]) for t in graph.order}
+    assert first_divergence(graph, errors, "y", Bound(1e-4)) == ["m", "y"]
+    assert graph.chain_from_inputs("m") == ["x", "r", "m"] and graph.chain("m", "y") == ["m", "y"]
+    assert first_divergence(graph, errors, "r", Bound(1e-4)) == []   # nothing upstream of r diverges
+
+
+# --------------------------------------------------------------------------- end to end
+
+def _localization(run, case_id=None) -> dict:
+    record = run.cases[case_id] if case_id else run.single
+    return record.get("localization")
+
+
+def test_runtime_mode_names_the_mul_that_overflows_in_float16(run_parity, tmp_path):
+    """The reference evaluator computes float16 in float16: on the file lowered
+    without the range analysis, the x1000 overflows past 65504. ONNX Runtime's
+    CPU provider, the walk's reference on the same file, computes it in float32.
+    The walk must name that Mul (the one whose constant is 1000), not the
+    scale back down after it."""
+    from harness.registry import load_model_file
+
+    model_file = tmp_path / "large_sum_models.py"
+    model_file.write_text(planted.LARGE_SUM_MODEL_FILE)
+    (spec,) = load_model_file(model_file)
+    slip = planted.float16_without_range_analysis(planted.export(planted.LargeSum(), spec, tmp_path / "export"),
+                                                  tmp_path / "slip.onnx")
+    run = run_parity(f"--model={model_file}", f"--converted={slip}", "--precision=fp16", "--target=onnx-reference")
+    run.result.assert_outcomes(failed=1)
+    localization = _localization(run)
+    assert localization["status"] == "found" and localization["mode"] == "runtime"
+    first = localization["first"]
+    model = onnx.load(str(slip))
+    node = next(n for n in model.graph.node if n.name == first["node"])
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                      if n.op_type == "Constant"})
+    assert node.op_type == "Mul" and any(float(np.max(constants[i])) == 1000.0 for i in node.input if i in constants)
+    assert first["nonfinite"] >= 1 and all(i["normalized_error"] in (0.0, None) for i in first["inputs"])
+    assert localization["confirmed"]["reproduced"] is True
+    assert "fusing" in localization["fusion_note"]
+    rows = localization["path"]
+    assert rows[0]["op_type"] == "input" and rows[-1]["tensor"] == "y"
+    assert [r["diverged"] for r in rows] == sorted(r["diverged"] for r in rows)  # once diverged, stays so
+    # the reproduction: the one node on the reference evaluator, reproducing alone and through replay
+    repro = localization["repro"]
+    assert repro["subgraph"] == "the one node"
+    folder = run.path / repro["folder"]
+    alone = subprocess.run([sys.executable, "-I", "repro.py"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 1 and "REPRODUCED" in alone.stdout
+    replay = subprocess.run([sys.executable, "-m", "harness", "replay", str(folder)], cwd=run.path,
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 1, replay.stdout + replay.stderr
+
+
+@pytest.fixture(scope="module")
+def transformer_pair(tmp_path_factory):
+    """The zoo transformer's correct export, and a copy whose attention Softmax
+    takes another axis."""
+    folder = tmp_path_factory.mktemp("transformer")
+    good = planted.export_zoo("transformer", folder / "good")
+    model = onnx.load(str(good))
+    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
+    node = softmax[len(softmax) // 2]
+    for attribute in node.attribute:
+        if attribute.name == "axis":
+            attribute.i = 1 if attribute.i in (-1, 2) else -1
+    bad = folder / "softmax_axis.onnx"
+    onnx.save(model, str(bad))
+    return good, bad, node.name
+
+
+def _input_spec(name: str) -> str:
+    (tokens,) = get_model(name).inputs
+    dims = ",".join(f"{d}={tokens.dims[d][0]}..{tokens.dims[d][1]}" if isinstance(d, str) else str(d)
+                    for d in tokens.shape)
+    return f"--input-spec={tokens.name}:{tokens.dtype}[{dims}]"
+
+
+def test_converter_mode_names_the_softmax_whose_axis_changed_in_an_onnx_pair(run_parity, transformer_pair):
+    good, bad, changed = transformer_pair
+    common = ("--source=onnx", f"--model={good}", _input_spec("transformer"))
+    run_parity(*common, f"--converted={good}").result.assert_outcomes(passed=1)
+    run = run_parity(*common, f"--converted={bad}")
+    run.result.assert_outcomes(failed=1)
+    localization = _localization(run)
+    assert localization["status"] == "found" and localization["mode"] == "converter"
+    assert localization["first"]["node"] == changed and localization["first"]["op_type"] == "Softmax"
+    # its input agrees: the Softmax itself is wrong, not what it reads
+    assert all(i["normalized_error"] is None or i["normalized_error"] <= localization["allowed"]
+               for i in localization["first"]["inputs"])
+    assert localization["compared"] > 10 and localization["seconds"] < localization["case_seconds"]
+    assert f"localized: the first diverging tensor is {localization['first']['tensor']!r}" in run.output
+    off = run_parity(*common, f"--converted={bad}", "--parity-localize=off")
+    off.result.assert_outcomes(failed=1)
+    assert "localization" not in off.single and "localized:" not in off.output
