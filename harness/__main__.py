@@ -5,6 +5,9 @@
                                                          converted files and trust from the command line only
     python -m harness replay reports/failures/CASE.repro  run a localized failure's reproduction (its repro.py):
                                                          exit 1 reproduced, 0 not, 2 it cannot run here
+    python -m harness localize --model REF --converted PATH [--input FILE.npz] [--target T] [--device D]
+                                                         where a converted model first leaves the original,
+                                                         with a reproduction: exit 1 they disagree, 0 agree
     python -m harness report [reports/parity.json]       rebuild parity.html from the JSON
     python -m harness diff OLD.json NEW.json [--html OUT.html] [--compare-fail error:10x] [--allow-lost-coverage]
                                                          versions that changed, then the drift of
@@ -113,6 +116,105 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     return 0 if outcome.passed else 1
 
 
+def localize(model: str, converted: Path, input_path: Path | None, source: str | None, target: str, device: str,
+             input_specs: list[str], trust_model_code: bool, mode: str, out: Path, cache_dir: Path) -> int:
+    """Localize a user's pair (`--model` and `--converted`) on one input: a
+    saved failure's, a .npz of arrays by input name, or the spec's example.
+    Prints what a failed case's record says; writes it as JSON and the
+    reproduction under `out`. Exit 1 when the outputs disagree, 0 when they
+    agree, 2 when it cannot run."""
+    import json
+
+    from harness.cache import ArtifactCache
+    from harness.engine import prepare_case, run_example
+    from harness.errors import CaseError, summarize_exception
+    from harness.inputs import example_recipe, make_inputs
+    from harness.localize.locate import localize as localize_walk, walkable_case
+    from harness.matrix import build_cases
+    from harness.options import OptionError, RunOptions, parse_input_spec
+    from harness.report.summary import localization_lines
+    from harness.results import load_failure
+
+    try:
+        options = RunOptions(models=(model,), converted=converted, sources=(source,) if source else (),
+                             targets=(target,), devices=(device,),
+                             input_specs=tuple(parse_input_spec(s) for s in input_specs),
+                             trust_model_code=trust_model_code, cache_dir=cache_dir, reports_dir=out, localize=mode)
+    except OptionError as error:
+        print(f"python -m harness localize: {error}", file=sys.stderr)
+        return 2
+    cases = [c for c in build_cases(options) if not c.skip and not c.error]
+    if not cases:
+        why = "; ".join(c.skip or c.error for c in build_cases(options)) or "no case"
+        print(f"python -m harness localize: nothing to run for {model} and {converted}: {why}", file=sys.stderr)
+        return 2
+    case = cases[0]
+    try:
+        prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache))
+        names = [i.name for i in prepared.spec.inputs]
+        if input_path is None:
+            inputs = make_inputs(prepared.spec, example_recipe(prepared.spec))
+        else:
+            inputs = _input_file(input_path, names, load_failure)
+        outcome = run_example(prepared, inputs, noise_wanted=lambda comparison: True)
+    except (CaseError, ValueError) as error:
+        print(f"{case.id}: {getattr(error, 'message', error)}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        print(f"{case.id}: {summarize_exception(error, 6)}", file=sys.stderr)
+        return 2
+    if outcome.error:
+        print(f"{case.id}: {outcome.error}", file=sys.stderr)
+        return 2
+    walkable = walkable_case(prepared, inputs, options)
+    if isinstance(walkable, str):
+        print(f"{case.id}: {walkable}", file=sys.stderr)
+        return 2
+    failing = [c.to_json() for c in outcome.comparisons if not c.passed]
+    folder = out / "localize" / f"{case.id}.repro"
+    record = localize_walk(walkable, failing, folder, mode)
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
+    print(f"{case.id} on {shapes}: {'FAILED' if failing else 'PASSED'}")
+    for comparison in outcome.comparisons:
+        print(f"  {comparison.message}")
+    print(f"localized: {record['message']}")
+    print("\n".join(line.strip() and line[2:] for line in localization_lines({"localization": record})))
+    for row in record.get("path", []):
+        error = row["normalized_error"]
+        print(f"    {'*' if row['diverged'] else ' '} {row['op_type']:<18} {str(row['tensor'])[:40]:<40} "
+              f"{'-' if error is None else format(float(error), '.3g'):>10}  {row.get('layer') or ''}")
+    if "compared" in record:
+        print(f"compared {record['compared']} tensors of {record['nodes']} nodes against {record.get('compared_against')}"
+              f", in {record['seconds']:.2f} s")
+    written = out / "localize" / f"{case.id}.json"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(json.dumps({"case": case.id, "inputs": shapes, "localization": record}, indent=1))
+    print(f"record: {written}")
+    if record["status"] in ("unavailable", "error"):
+        return 2
+    return 1 if failing else 0
+
+
+def _input_file(path: Path, names: list[str], load_failure) -> dict:
+    """The inputs of a saved failure, or of a .npz holding one array per input name."""
+    import numpy as np
+
+    try:
+        return load_failure(path)[1]
+    except ValueError:
+        pass
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as error:
+        raise ValueError(f"{path} cannot be read as a .npz of input arrays: {error}") from None
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f"{path} holds {sorted(arrays)}, not the model's inputs {missing}: name each array after "
+                         f"its input")
+    return {name: arrays[name] for name in names}
+
+
 def report(path: Path) -> int:
     from harness.report.html import write_html_report
     from harness.results import ReportsFolderError, check_writable, load_results
@@ -168,6 +270,27 @@ def main(argv: list[str] | None = None) -> int:
                                help="allow model files whose loading runs code (never taken from the .npz)")
     replay_parser.add_argument("--cache-dir", type=Path, default=Path(".parity-cache"), metavar="DIR",
                                help="converted-artifact cache (default .parity-cache)")
+    localize_parser = commands.add_parser("localize", help="where a converted model first leaves the original")
+    localize_parser.add_argument("--model", required=True, metavar="REF",
+                                 help="the original: a zoo name, a model file, ARCH=PATH, a .py file")
+    localize_parser.add_argument("--converted", required=True, type=Path, metavar="PATH",
+                                 help="the converted file (an .onnx, or a file whose path goes through ONNX)")
+    localize_parser.add_argument("--input", type=Path, default=None, metavar="FILE.npz",
+                                 help="the input: a saved failure's .npz, or one array per input name "
+                                      "(default: the spec's example)")
+    localize_parser.add_argument("--source", default=None, help="the original's framework, where it has several")
+    localize_parser.add_argument("--target", default="onnxruntime", help="the runtime (default onnxruntime)")
+    localize_parser.add_argument("--device", default="cpu", help="the device (default cpu)")
+    localize_parser.add_argument("--input-spec", action="append", default=[], metavar="SPEC",
+                                 help="an input's spec, as pytest --input-spec takes it; repeatable")
+    localize_parser.add_argument("--trust-model-code", action="store_true",
+                                 help="allow model files whose loading runs code")
+    localize_parser.add_argument("--all", action="store_true", help="every failing output, not only the first")
+    localize_parser.add_argument("--out", type=Path, default=Path("reports"), metavar="DIR",
+                                 help="where the record and the reproduction go (default reports: "
+                                      "reports/localize/)")
+    localize_parser.add_argument("--cache-dir", type=Path, default=Path(".parity-cache"), metavar="DIR",
+                                 help="converted-artifact cache (default .parity-cache)")
     commands.add_parser("report", help="rebuild the HTML report").add_argument(
         "json", type=Path, nargs="?", default=Path("reports/parity.json"))
     diff_parser = commands.add_parser("diff", help="compare two runs' results (versions, then drift per output)")
@@ -184,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay":
         return replay(args.npz, args.model, args.converted, args.trust_model_code, args.cache_dir)
+    if args.command == "localize":
+        return localize(args.model, args.converted, args.input, args.source, args.target, args.device,
+                        args.input_spec, args.trust_model_code, "all" if args.all else "first", args.out,
+                        args.cache_dir)
     if args.command == "diff":
         return diff(args.old, args.new, args.html, args.compare_fail, args.allow_lost_coverage)
     return report(args.json)

@@ -217,3 +217,23 @@ def double_activation_scale(source: Path, out: Path) -> Path:
     node.input[1] = node.input[1] + "_doubled"
     onnx.save(model, str(out))
     return out
+
+
+def keras_batchnorm_epsilon(path: Path, model, layer: str, epsilon: float, out: Path) -> Path:
+    """A tf2onnx file of Keras `model` with BatchNormalization `layer`'s epsilon
+    changed. tf2onnx emits no BatchNormalization node for Keras 3's: its
+    inference arithmetic is x * scale + shift, with scale = gamma / sqrt(var +
+    eps) and shift = beta - mean * scale folded into the constants of the
+    layer's Mul ("<scope>/batchnorm/mul_1") and Add ("<scope>/batchnorm/add_1");
+    both are recomputed with `epsilon`. Returns `out`."""
+    proto = onnx.load(str(path))
+    gamma, beta, mean, variance = (np.asarray(w, np.float64) for w in model.get_layer(layer).get_weights())
+    nodes = {n.name.rsplit("/batchnorm/", 1)[-1]: n for n in proto.graph.node
+             if f"/{layer}_1/batchnorm/" in n.name or f"/{layer}/batchnorm/" in n.name}
+    weights = {t.name: t for t in proto.graph.initializer}
+    scale, shift = weights[nodes["mul_1"].input[1]], weights[nodes["add_1"].input[1]]
+    planted = gamma / np.sqrt(variance + epsilon)
+    for tensor, value in ((scale, planted), (shift, beta - mean * planted)):
+        tensor.CopyFrom(numpy_helper.from_array(value.reshape(tuple(tensor.dims)).astype(np.float32), tensor.name))
+    onnx.save(proto, str(out))
+    return out

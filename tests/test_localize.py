@@ -165,3 +165,103 @@ def test_converter_mode_names_the_softmax_whose_axis_changed_in_an_onnx_pair(run
     off = run_parity(*common, f"--converted={bad}", "--parity-localize=off")
     off.result.assert_outcomes(failed=1)
     assert "localization" not in off.single and "localized:" not in off.output
+
+
+def _noisy_copy(good, out, relative: float, seed: int = 0):
+    """Every float weight of `good` times (1 + relative * N(0, 1)): a
+    correct conversion whose arithmetic differs everywhere, by a little."""
+    model = onnx.load(str(good))
+    rng = np.random.default_rng(seed)
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT and len(tensor.dims) >= 1:
+            array = numpy_helper.to_array(tensor)
+            noisy = array * (1 + relative * rng.standard_normal(array.shape)).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(noisy.astype(np.float32), tensor.name))
+    onnx.save(model, str(out))
+    return out
+
+
+def test_the_localize_command_names_the_softmax_and_writes_its_record_and_reproduction(transformer_pair, tmp_path,
+                                                                                        capsys):
+    from harness.__main__ import main
+
+    good, bad, changed = transformer_pair
+    args = ["localize", "--model", str(good), "--converted", str(bad), _input_spec("transformer"),
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert f"Softmax '{changed}'" in printed and "localized: the first diverging tensor" in printed
+    (record,) = (tmp_path / "out" / "localize").glob("*.json")
+    import json
+
+    localization = json.loads(record.read_text())["localization"]
+    assert localization["first"]["node"] == changed
+    folder = tmp_path / "out" / "localize" / record.name.replace(".json", ".repro")
+    assert (folder / "repro.py").is_file() and main(["replay", str(folder)]) == 1
+    # the failure's own input, saved by a run, or arrays by input name
+    tokens = np.random.default_rng(1).normal(size=(2, 3, 32)).astype(np.float32)
+    np.savez(tmp_path / "input.npz", tokens=tokens)
+    assert main([*args, "--input", str(tmp_path / "input.npz")]) == 1
+    np.savez(tmp_path / "misnamed.npz", x=tokens)
+    assert main([*args, "--input", str(tmp_path / "misnamed.npz")]) == 2
+    assert "not the model's inputs ['tokens']" in capsys.readouterr().err
+
+
+def test_large_but_in_tolerance_noise_names_no_node_and_says_the_outputs_agree(transformer_pair, tmp_path, capsys):
+    """Every weight off by ~1e-5 of itself (3e-5 fails the case): the
+    intermediate tensors differ from the original's, by far more than float32
+    rounding, but the outputs stay within their tolerance. The localizer must
+    not name a node."""
+    import onnxruntime as ort
+
+    from harness.__main__ import main
+
+    good, _, _ = transformer_pair
+    noisy = _noisy_copy(good, tmp_path / "noisy.onnx", relative=1e-5)
+    tokens = np.random.default_rng(2).normal(size=(2, 4, 32)).astype(np.float32)
+    values = []
+    for path in (good, noisy):
+        graph = load_graph(path)
+        outputs = write_marked(graph, graph.float_tensors(), tmp_path / f"{path.stem}-marked.onnx")
+        session = ort.InferenceSession(str(tmp_path / f"{path.stem}-marked.onnx"), providers=["CPUExecutionProvider"])
+        values.append(dict(zip(outputs, session.run(outputs, {"tokens": tokens}))))
+    worst = max(tensor_error(values[0][t], values[1][t]).normalized_error for t in values[0])
+    assert worst > 1e-5   # the noise shows inside the graph, far above float32's rounding
+    np.savez(tmp_path / "input.npz", tokens=tokens)
+    code = main(["localize", "--model", str(good), "--converted", str(noisy), _input_spec("transformer"),
+                 "--input", str(tmp_path / "input.npz"), "--out", str(tmp_path / "out"),
+                 "--cache-dir", str(tmp_path / "cache")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "PASSED" in printed and "the outputs agree within their tolerances on this input: no node is named" in printed
+    assert "first diverging" not in printed and not list((tmp_path / "out" / "localize").glob("*.repro"))
+
+
+def test_converter_mode_names_the_keras_batchnorm_whose_epsilon_changed(run_parity, tmp_path):
+    """tf2onnx folds a Keras BatchNormalization into a Mul and an Add: with the
+    epsilon planted in their constants, the walk names the layer's output, with
+    the layer, and lists the Mul whose constant changed among the nodes it
+    starts in; the Conv before it agrees."""
+    pytest.importorskip("tensorflow")
+    from harness.converters import tf_onnx
+    from harness.inputs import example_recipe, make_inputs
+    from harness.layouts import relaid
+
+    spec = get_model("cnn")
+    model = spec.builders["keras"]()
+    layouts = spec.source_layouts("keras")
+    example = make_inputs(spec, example_recipe(spec))
+    inputs = [relaid(example[i.name], i.layout, layouts[0][i.name]) for i in spec.inputs]
+    tf_onnx.convert(model, spec, inputs, tmp_path / "export", layouts=layouts, layout_variant="nhwc")
+    bad = planted.keras_batchnorm_epsilon(tmp_path / "export" / tf_onnx.FILENAME, model, "bn1", 10.0,
+                                          tmp_path / "bn_epsilon.onnx")
+    run = run_parity("--model=cnn", "--source=keras", f"--converted={bad}")
+    run.result.assert_outcomes(failed=1)
+    localization = _localization(run)
+    assert localization["status"] == "found" and localization["mode"] == "converter"
+    first = localization["first"]
+    assert first["layer"] == "bn1 (BatchNormalization)" and "/bn1" in first["node"]
+    changed = [r for r in first["region"] if r["node"].endswith("bn1_1/batchnorm/mul_1")]
+    assert changed and changed[0]["op_type"] == "Mul"
+    conv = [r for r in localization["path"] if r["layer"] == "conv1 (Conv2D)"]
+    assert conv and not conv[0]["diverged"]

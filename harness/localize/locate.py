@@ -282,6 +282,10 @@ def _found(sides: _Sides, walk: _Walk, output: str, bound: Bound, repro_folder: 
     amount = (f"{error.nonfinite} element(s) NaN/Inf on one side only" if error.nonfinite
               else f"{_fmt(error.normalized_error)} of its magnitude")
     message = f"the first diverging tensor is {found!r} ({where}{layer}): {amount}, allowed {_fmt(bound.allowed)}{inputs}"
+    if len(first["region"]) > 1:   # the tensors between were not compared: the divergence starts in one of them
+        nodes = ", ".join(f"{r['op_type']} {r['node']!r}" for r in first["region"][:6])
+        more = f" and {len(first['region']) - 6} more" if len(first["region"]) > 6 else ""
+        message += f"; the nodes since the last compared tensors: {nodes}{more}"
     if confirmation is not None and not confirmation.get("reproduced"):
         message += "; not confirmed on the subgraph cut out up to it (it shows only with the marks)"
     result = {**record, "status": "found", "message": message, "first": first, "path": rows,

@@ -6,6 +6,7 @@ error's growth from a graph input through it to the failing output."""
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -147,4 +148,24 @@ def describe_node(graph: Graph, errors: Mapping[str, TensorError], layers: Mappi
                        "normalized_error": json_number(error.normalized_error) if error is not None else None})
     return {"tensor": tensor, "node": node.name if node is not None else None,
             "op_type": node.op_type if node is not None else "input", "layer": layers.get(tensor),
-            **errors[tensor].to_json(), "inputs": inputs}
+            **errors[tensor].to_json(), "inputs": inputs, "region": region(graph, errors, tensor)}
+
+
+REGION_LIMIT = 20   # nodes listed at most
+
+
+def region(graph: Graph, errors: Mapping[str, TensorError], tensor: str) -> list[dict[str, str]]:
+    """The nodes between `tensor` and the nearest compared tensors it is
+    computed from: where a source maps only its layers' outputs, the divergence
+    starts in one of these (a Keras BatchNormalization is a Mul and an Add in
+    tf2onnx's graph, and only the Add's output is the layer's). Topological order."""
+    inside, queue = set(), deque([tensor])
+    while queue and len(inside) <= REGION_LIMIT:
+        node = graph.node_of(queue.popleft())
+        if node is None or id(node) in inside:   # ids, not names: ONNX lets nodes go unnamed
+            continue
+        inside.add(id(node))
+        for name in node.input:
+            if name and name not in errors and name in graph.producer:
+                queue.append(name)
+    return [{"node": n.name, "op_type": n.op_type} for n in graph.model.graph.node if id(n) in inside]

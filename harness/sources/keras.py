@@ -697,3 +697,13 @@ def bind(model: Any, spec: Any) -> Any:
     """The model called with the spec's inputs in order, returning its outputs
     in order: `run` already does so for this source."""
     return model
+
+
+def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
+    """The model's layer outputs on `inputs` (spec order, the model's layouts)
+    as a `harness.localize.layers.LayerValues`, keyed by the tensors of
+    `onnx_model` (tf2onnx's conversion of it) that hold them, laid out as those
+    tensors: Keras' side of a localization (`keras_layers.py` says how)."""
+    from harness.sources.keras_layers import layer_values as probe_layers
+
+    return probe_layers(model, inputs, onnx_model)

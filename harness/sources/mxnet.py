@@ -511,3 +511,13 @@ def bind(model: Any, spec: Any) -> Any:
     """The model called with the spec's inputs in order, returning its outputs
     in order: `run` already does so for this source."""
     return model
+
+
+def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
+    """The model's op outputs on `inputs` (spec order) as a
+    `harness.localize.layers.LayerValues`, keyed by the tensors of
+    `onnx_model` (mx2onnx's conversion of it) that hold them: MXNet's side of
+    a localization (`mxnet_layers.py` says how)."""
+    from harness.sources.mxnet_layers import layer_values as internal_values
+
+    return internal_values(model, inputs, onnx_model)
