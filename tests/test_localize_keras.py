@@ -29,6 +29,7 @@ from harness.registry import get_model  # noqa: E402
 from harness.sources import keras as keras_source  # noqa: E402
 from harness.specs import InputSpec, ModelSpec, OutputSpec  # noqa: E402
 from tests import planted  # noqa: E402
+from tests.layer_checks import errors, node_share  # noqa: E402
 
 AGREE = 1e-4      # max|keras - ort| / max|ort| of a correct conversion's tensors (measured <= 1.3e-5)
 DIFFERS = 1e-2    # ... of the planted layer's
@@ -61,20 +62,6 @@ class Converted:
 def zoo(name: str, variant: str, tmp_path_factory) -> Converted:
     spec = get_model(name)
     return Converted(spec.builders["keras"](), spec, variant, tmp_path_factory.mktemp(f"{name}-{variant}"))
-
-
-def errors(values: LayerValues, ort_values: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each mapped tensor's max|keras - ort| / max|ort|, inf where the shapes differ."""
-    found = {}
-    for tensor, value in values.values.items():
-        theirs = ort_values[tensor].astype(np.float64)
-        found[tensor] = (float(np.max(np.abs(value - theirs)) / max(float(np.max(np.abs(theirs))), 1e-30))
-                         if value.shape == theirs.shape else float("inf"))
-    return found
-
-
-def node_share(values: LayerValues, graph) -> float:
-    return len({graph.producer[t].name for t in values.values}) / graph.nodes
 
 
 # ---------------------------------------------------------------- correct conversions agree

@@ -161,8 +161,16 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
 
         shutil.rmtree(work)
     work.mkdir()
+    # onnx2tf rewrites its input file in place (its shape estimation saves the graph
+    # over it where the graph holds an Einsum or a OneHot): it is given a copy, never
+    # the upstream hop's cached file, whose manifest would no longer match.
+    import onnx
+
+    given = work / "input" / source.name
+    given.parent.mkdir()
+    onnx.save(onnx.load(str(source)), str(given))
     start = time.perf_counter()
-    code, output = run_tool(source.resolve(), work.resolve())
+    code, output = run_tool(given.resolve(), work.resolve())
     convert_s = round(time.perf_counter() - start, 3)
     written = work / f"{source.stem}_float32.tflite"
     if code != 0 or not written.is_file() or written.stat().st_size == 0:

@@ -31,6 +31,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -189,12 +190,15 @@ def _localize_output(sides: _Sides, comparison: Mapping[str, Any], repro_folder:
     elif walk.found is not None and w.layer_values is not None:
         # ONNX Runtime is the runtime walk's reference, and it can be wrong too: where the file
         # already leaves the source before the tensor found (an overflow ONNX Runtime computes
-        # the same way, hidden later by its float32 arithmetic), that is where it starts.
-        against_source = _converter_walk(sides, output, bound)
+        # the same way, hidden later by its float32 arithmetic, so that its output agrees with
+        # the source's), that is where it starts.
+        against_source = _converter_walk(sides, output, bound, output_must_diverge=False)
         if against_source.found is not None and graph.order.index(against_source.found) <= graph.order.index(walk.found):
             against_source.record["runtime_walk"] = (
-                f"{w.target} first leaves ONNX Runtime at {walk.found!r}, but the file on ONNX Runtime already "
-                f"leaves the {w.source_name} model at {against_source.found!r}")
+                f"{w.target} first leaves ONNX Runtime's CPU provider at {walk.found!r}, but the file on ONNX "
+                f"Runtime already leaves the {w.source_name} model at {against_source.found!r}: ONNX Runtime "
+                f"carries the divergence no further (it computes some ops wider than the file's types), "
+                f"{w.target} does")
             walk = against_source
     if walk.found is None:
         return {**base, **walk.record}
@@ -239,7 +243,7 @@ def _runtime_walk(sides: _Sides, output: str, bound: Bound, scratch: Path) -> _W
     return _Walk(record, errors, {}, found, confirmation)
 
 
-def _converter_walk(sides: _Sides, output: str, bound: Bound) -> _Walk:
+def _converter_walk(sides: _Sides, output: str, bound: Bound, output_must_diverge: bool = True) -> _Walk:
     w, graph = sides.walkable, sides.graph
     source = sides.source()
     converted = {t: v for t, v in sides.onnxruntime.items() if graph.types.get(t) in FLOAT_TYPES}
@@ -253,7 +257,7 @@ def _converter_walk(sides: _Sides, output: str, bound: Bound) -> _Walk:
                       message=f"the failing output {output!r} of {w.onnx_file.name} could not be compared with the "
                               f"{w.source_name} model's")
         return _Walk(record)
-    if not errors[output].diverges(bound):
+    if output_must_diverge and not errors[output].diverges(bound):
         after = (f" the divergence comes after it ({w.after}), whose intermediate tensors the harness cannot mark"
                  if not w.target_runs_it else " the divergence is in how the target runs it")
         record.update(status="not_found",
@@ -261,7 +265,11 @@ def _converter_walk(sides: _Sides, output: str, bound: Bound) -> _Walk:
                               f"model at {output!r} on this input ({_fmt(errors[output].normalized_error)} of its "
                               f"magnitude, allowed {_fmt(bound.allowed)}):{after}")
         return _Walk(record, errors, source.layers)
-    found = first_divergence(graph, errors, output, bound)[0]
+    candidates = first_divergence(graph, errors, output, bound)
+    if not candidates:
+        record.update(status="not_found", message=f"no tensor of {w.onnx_file.name} leaves the {w.source_name} model")
+        return _Walk(record, errors, source.layers)
+    found = candidates[0]
     confirmation = {"how": "the file on ONNX Runtime against the source's values", "reproduced": True,
                     "normalized_error": errors[found].to_json()["normalized_error"]}
     return _Walk(record, errors, source.layers, found, confirmation)
@@ -343,7 +351,8 @@ def _write_repro(sides: _Sides, mode: str, tensor: str, errors: dict[str, Tensor
     weights = {t.name for t in graph.model.graph.initializer}
     node_inputs = [name for name in node.input if name and name not in weights] if node is not None else []
     single = None
-    values = {name: reference.get(name, sides.onnxruntime.get(name)) for name in node_inputs}
+    # the reference side's values, in the file's types (a source computes an fp16 file's tensors in float32)
+    values = {name: _as_typed(graph, name, reference.get(name, sides.onnxruntime.get(name))) for name in node_inputs}
     if node is not None and all(v is not None for v in values.values()):
         try:
             path = extract(graph, node_inputs, [tensor], scratch / "repro-node.onnx")
@@ -405,6 +414,13 @@ def _runner_values(runtime_name: str, device: str, walkable: Walkable, path: Pat
     return dict(zip(outputs, (np.asarray(v) for v in values)))
 
 
+def _as_typed(graph: Graph, tensor: str, value: np.ndarray | None) -> np.ndarray | None:
+    dtype = FLOAT_TYPES.get(graph.types.get(tensor))
+    if value is None or dtype is None or dtype == "bfloat16":   # numpy has no bfloat16: left as it is
+        return value
+    return np.asarray(value).astype(dtype, copy=False)
+
+
 def _fed_inputs(graph: Graph, tensor: str) -> list[str]:
     upstream = graph.ancestors(tensor)
     return [name for name in graph.inputs if name in upstream]
@@ -461,10 +477,8 @@ def walkable_case(prepared: Any, tensors: Mapping[str, np.ndarray], options: Any
             for name, i, x in zip(names_in, spec.inputs, ordered)}
     reference = prepared.source.run(prepared.model, ordered, case.reference_device)
     source = prepared.source
-    layer_values = None
-    if hasattr(source, "layer_values"):
-        def layer_values(proto: Any) -> LayerValues:
-            return source.layer_values(prepared.model, ordered, proto)
+    layer_values = (partial(_source_layers, source, prepared.model, ordered) if hasattr(source, "layer_values")
+                    else None)
     # the hops after the walked file, then the target: where a divergence the file does not show comes from
     after = list(case.path or ())[[f[0] for f in prepared.files].index(path) + 1:]
     return Walkable(
@@ -475,6 +489,10 @@ def walkable_case(prepared: Any, tensors: Mapping[str, np.ndarray], options: Any
         reference_outputs={o.name: np.asarray(r) for o, r in zip(spec.outputs, reference)},
         layer_values=layer_values, source_name=case.source, versions=dict(prepared.versions),
         after=", then ".join([*after, case.target]))
+
+
+def _source_layers(source: Any, model: Any, inputs: list[np.ndarray], proto: Any) -> LayerValues:
+    return source.layer_values(model, inputs, proto)
 
 
 def _file_ports(path: Path) -> tuple[list[str], list[str]]:
