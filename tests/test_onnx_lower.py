@@ -7,6 +7,9 @@ plugin."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -208,7 +211,33 @@ def test_an_op_that_overflows_in_float16_is_kept_in_float32_and_its_slip_fails(r
     failed = run_parity(f"--model={large_sum_file}", f"--converted={slip}", "--precision=fp16", target,
                         examples=None)
     failed.result.assert_outcomes(failed=1)
-    assert _record(failed, "large_sum-torch-onnx-reference-cpu-converted-fp16")["outputs"]["y"]["nonfinite_mismatches"] > 0
+    record = _record(failed, "large_sum-torch-onnx-reference-cpu-converted-fp16")
+    assert record["outputs"]["y"]["nonfinite_mismatches"] > 0
+    _the_overflowing_mul_is_localized(failed, record["localization"], slip)
+
+
+def _the_overflowing_mul_is_localized(run, localization: dict, slip) -> None:
+    """The evaluator computes float16 in float16: the x1000 overflows past
+    65504 and the x1e-3 after it keeps the inf. ONNX Runtime's CPU provider,
+    the runtime walk's reference, computes the pair in float32 and gets the
+    output right, so the target first leaves it at the x1e-3; but the file on
+    ONNX Runtime already leaves torch at the x1000 (inf where torch has 1e5):
+    that Mul is named, with torch's FX node, and its reproduction shows it."""
+    assert localization["status"] == "found" and localization["mode"] == "converter"
+    first = localization["first"]
+    model = onnx.load(str(slip))
+    constants = {t.name: float(np.max(numpy_helper.to_array(t))) for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.name == first["node"])
+    assert node.op_type == "Mul" and 1000.0 in [constants.get(i) for i in node.input]
+    assert first["nonfinite"] >= 1 and first["layer"].endswith("mul_4")   # torch's FX node of `* 1000.0`
+    assert "first leaves ONNX Runtime's CPU provider at" in localization["runtime_walk"]
+    assert localization["path"][0]["op_type"] == "input" and localization["path"][-1]["tensor"] == "y"
+    folder = run.path / localization["repro"]["folder"]
+    alone = subprocess.run([sys.executable, "-I", "repro.py"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 1 and "REPRODUCED" in alone.stdout, alone.stdout + alone.stderr
+    replay = subprocess.run([sys.executable, "-m", "harness", "replay", str(folder)], cwd=run.path,
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 1, replay.stdout + replay.stderr
 
 
 def test_the_reference_evaluator_is_opt_in_and_runs_a_qdq_file_restated_at_its_opset(cnn_onnx, tmp_path):
