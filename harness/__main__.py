@@ -132,7 +132,6 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     from harness.localize.locate import localize as localize_walk, walkable_case
     from harness.matrix import build_cases
     from harness.options import OptionError, RunOptions, parse_input_spec
-    from harness.report.summary import localization_lines
     from harness.results import load_failure
 
     try:
@@ -178,7 +177,6 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     for comparison in outcome.comparisons:
         print(f"  {comparison.message}")
     print(f"localized: {record['message']}")
-    print("\n".join(line.strip() and line[2:] for line in localization_lines({"localization": record})))
     for row in record.get("path", []):
         error = row["normalized_error"]
         print(f"    {'*' if row['diverged'] else ' '} {row['op_type']:<18} {str(row['tensor'])[:40]:<40} "
@@ -186,6 +184,8 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     if "compared" in record:
         print(f"compared {record['compared']} tensors of {record['nodes']} nodes against {record.get('compared_against')}"
               f", in {record['seconds']:.2f} s")
+    if record.get("repro"):
+        print(f"reproduction: {record['repro']['command']}")
     written = out / "localize" / f"{case.id}.json"
     written.parent.mkdir(parents=True, exist_ok=True)
     written.write_text(json.dumps({"case": case.id, "inputs": shapes, "localization": record}, indent=1))

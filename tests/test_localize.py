@@ -203,7 +203,8 @@ def test_the_localize_command_names_the_softmax_and_writes_its_record_and_reprod
             "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 1
     printed = capsys.readouterr().out
-    assert f"Softmax '{changed}'" in printed and "localized: the first diverging tensor" in printed
+    assert f"(Softmax node '{changed}'" in printed and "localized: the first diverging tensor" in printed
+    assert "reproduction: " in printed
     (record,) = (tmp_path / "out" / "localize").glob("*.json")
     import json
 
