@@ -279,3 +279,25 @@ def test_converter_mode_names_the_keras_batchnorm_whose_epsilon_changed(run_pari
     assert changed and changed[0]["op_type"] == "Mul"
     conv = [r for r in localization["path"] if r["layer"] == "conv1 (Conv2D)"]
     assert conv and not conv[0]["diverged"]
+
+
+def test_all_localizes_every_failing_output_first_only_the_first(run_parity, tmp_path):
+    """two_outputs with its last weight negated: the logits and their argmax
+    both fail. `all` localizes each, with a reproduction of its own; the
+    integer label is walked with the default bound."""
+    path = planted.export_zoo("two_outputs", tmp_path / "export")
+    model = onnx.load(str(path))
+    weight = [t for t in model.graph.initializer if len(t.dims) == 2][-1]
+    weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+    bad = tmp_path / "negated.onnx"
+    onnx.save(model, str(bad))
+    run = run_parity("--model=two_outputs", f"--converted={bad}", "--parity-localize=all")
+    run.result.assert_outcomes(failed=1)
+    localization = _localization(run)
+    assert localization["output"] == "logits" and [m["output"] for m in localization["more"]] == ["label"]
+    label = localization["more"][0]
+    assert label["status"] == "found" and label["allowed"] == DEFAULT_BOUND
+    assert label["repro"]["folder"] != localization["repro"]["folder"]
+    assert all((run.path / loc["repro"]["folder"] / "repro.py").is_file() for loc in (localization, label))
+    first = run_parity("--model=two_outputs", f"--converted={bad}")
+    assert "more" not in _localization(first)

@@ -207,7 +207,7 @@ def _localize_output(sides: _Sides, comparison: Mapping[str, Any], repro_folder:
 
 def _runtime_walk(sides: _Sides, output: str, bound: Bound, scratch: Path) -> _Walk:
     w, graph = sides.walkable, sides.graph
-    floats = {t: v for t, v in sides.onnxruntime.items() if graph.types.get(t) in FLOAT_TYPES}
+    floats = {t: v for t, v in sides.onnxruntime.items() if graph.types.get(t) in FLOAT_TYPES or t == output}
     record: dict[str, Any] = {
         "mode": "runtime", "compared_against": "ONNX Runtime's CPU provider on the same file (optimizations off)",
         "fusion_note": FUSION_NOTE}
@@ -246,7 +246,8 @@ def _runtime_walk(sides: _Sides, output: str, bound: Bound, scratch: Path) -> _W
 def _converter_walk(sides: _Sides, output: str, bound: Bound, output_must_diverge: bool = True) -> _Walk:
     w, graph = sides.walkable, sides.graph
     source = sides.source()
-    converted = {t: v for t, v in sides.onnxruntime.items() if graph.types.get(t) in FLOAT_TYPES}
+    # float tensors, and the failing output whatever its type (an argmax is compared exactly, as the case did)
+    converted = {t: v for t, v in sides.onnxruntime.items() if graph.types.get(t) in FLOAT_TYPES or t == output}
     errors = tensor_errors(source.values, converted)
     record: dict[str, Any] = {
         "mode": "converter", "compared_against": f"{w.source_name}: {source.how}".rstrip(": "),
