@@ -98,6 +98,7 @@ def test_runtime_mode_names_the_batchnorm_the_reference_evaluator_computes_in_fl
     localization = _localization(run)
     assert localization["status"] == "found" and localization["mode"] == "runtime", localization["message"]
     assert localization["first"]["op_type"] == "BatchNormalization"
+    assert "BatchNorm" in localization["first"]["layer"]   # the source's name labels the runtime's walk too
     assert all(i["normalized_error"] is None or float(i["normalized_error"]) <= localization["allowed"]
                for i in localization["first"]["inputs"])
     assert localization["confirmed"] == {**localization["confirmed"], "how": "subgraph up to it, unmarked",

@@ -200,6 +200,8 @@ def _localize_output(sides: _Sides, comparison: Mapping[str, Any], repro_folder:
                 f"carries the divergence no further (it computes some ops wider than the file's types), "
                 f"{w.target} does")
             walk = against_source
+        else:   # the runtime's walk stands; the source's names still label its tensors
+            walk.layers = against_source.layers
     if walk.found is None:
         return {**base, **walk.record}
     return {**base, **_found(sides, walk, output, bound, repro_folder, scratch)}
