@@ -72,6 +72,9 @@ class Walkable:
     source_name: str
     versions: dict[str, str] = field(default_factory=dict)
     after: str = ""                       # what comes after the ONNX file, for a message ("onnx->mnn, then mnn")
+    # the case's own session on that file (feed -> outputs by the file's names), where the target runs
+    # it: the unmarked run needs no second compile (an OpenVINO model, a TensorRT engine)
+    case_session: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 def localize(walkable: Walkable, failing: Sequence[Mapping[str, Any]], repro_folder: Path | None,
@@ -138,8 +141,9 @@ class _Sides:
 
     def target_unmarked(self) -> dict[str, np.ndarray]:
         if self._unmarked is None:
-            self._unmarked = _runtime_values(self.walkable, self.walkable.onnx_file, self.walkable.feed,
-                                             self.graph.outputs)
+            w = self.walkable
+            self._unmarked = (w.case_session(w.feed) if w.case_session is not None
+                              else _runtime_values(w, w.onnx_file, w.feed, self.graph.outputs))
         return self._unmarked
 
     def source(self) -> LayerValues:
@@ -482,6 +486,7 @@ def walkable_case(prepared: Any, tensors: Mapping[str, np.ndarray], options: Any
     source = prepared.source
     layer_values = (partial(_source_layers, source, prepared.model, ordered) if hasattr(source, "layer_values")
                     else None)
+    case_session = partial(_case_outputs, prepared.session, names_in, names_out) if target_runs_it else None
     # the hops after the walked file, then the target: where a divergence the file does not show comes from
     after = list(case.path or ())[[f[0] for f in prepared.files].index(path) + 1:]
     return Walkable(
@@ -491,7 +496,13 @@ def walkable_case(prepared: Any, tensors: Mapping[str, np.ndarray], options: Any
         output_layouts={o.name: (output_layouts.get(o.name), source_out[o.name]) for o in spec.outputs},
         reference_outputs={o.name: np.asarray(r) for o, r in zip(spec.outputs, reference)},
         layer_values=layer_values, source_name=case.source, versions=dict(prepared.versions),
-        after=", then ".join([*after, case.target]))
+        after=", then ".join([*after, case.target]), case_session=case_session)
+
+
+def _case_outputs(session: Any, inputs: list[str], outputs: list[str],
+                  feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The case's session (bound to the spec's order) on a feed by the file's names."""
+    return dict(zip(outputs, (np.asarray(v) for v in session.run([feed[name] for name in inputs]))))
 
 
 def _source_layers(source: Any, model: Any, inputs: list[np.ndarray], proto: Any) -> LayerValues:
