@@ -113,7 +113,8 @@ def _localize(walkable: Walkable, failing: list[Mapping[str, Any]], repro_folder
     for index, comparison in enumerate(chosen):
         folder = None
         if repro_folder is not None:
-            folder = repro_folder if index == 0 else repro_folder.with_name(f"{repro_folder.name}-{comparison['name']}")
+            folder = repro_folder if index == 0 else repro_folder.with_name(
+                f"{repro_folder.stem}-{_safe(comparison['name'])}{repro_folder.suffix}")   # CASE-label.repro
         records.append(_localize_output(sides, comparison, folder, scratch / f"out{index}"))
     return records
 
