@@ -132,7 +132,6 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     from harness.localize.locate import localize as localize_walk, walkable_case
     from harness.matrix import build_cases
     from harness.options import OptionError, RunOptions, parse_input_spec
-    from harness.results import load_failure
 
     try:
         options = RunOptions(models=(model,), converted=converted, sources=(source,) if source else (),
@@ -154,7 +153,7 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
         if input_path is None:
             inputs = make_inputs(prepared.spec, example_recipe(prepared.spec))
         else:
-            inputs = _input_file(input_path, names, load_failure)
+            inputs = _input_file(input_path, names)
         outcome = run_example(prepared, inputs, noise_wanted=lambda comparison: True)
     except (CaseError, ValueError) as error:
         print(f"{case.id}: {getattr(error, 'message', error)}", file=sys.stderr)
@@ -195,14 +194,26 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     return 1 if failing else 0
 
 
-def _input_file(path: Path, names: list[str], load_failure) -> dict:
-    """The inputs of a saved failure, or of a .npz holding one array per input name."""
+def _input_file(path: Path, names: list[str]) -> dict:
+    """The inputs of a saved failure, or of a .npz holding one array per input
+    name; read as load_failure reads a failure: its size budget checked before
+    anything is unpacked, nothing unpickled."""
+    import zipfile
+
     import numpy as np
 
-    try:
-        return load_failure(path)[1]
-    except ValueError:
-        pass
+    from harness.model_file import check_zip_budget, not_a_file
+    from harness.results import load_failure
+
+    if not path.is_file():
+        raise ValueError(f"{path} {not_a_file(path)}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz (zip) archive: give a saved failure's .npz, or one holding an "
+                         f"array per input name")
+    with zipfile.ZipFile(path) as archive:
+        check_zip_budget(path, archive.infolist(), "input file")
+        if "__replay__.npy" in archive.namelist():
+            return load_failure(path)[1]
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

@@ -217,9 +217,18 @@ def test_the_localize_command_names_the_softmax_and_writes_its_record_and_reprod
     tokens = np.random.default_rng(1).normal(size=(2, 3, 32)).astype(np.float32)
     np.savez(tmp_path / "input.npz", tokens=tokens)
     assert main([*args, "--input", str(tmp_path / "input.npz")]) == 1
+    from harness.results import save_failure
+
+    replay = {"case_id": "some-case", "model_ref": "m", "source": "onnx", "target": "onnxruntime", "device": "cpu",
+              "options": {}}
+    saved, _ = save_failure(tmp_path / "reports", "some-case", {"tokens": tokens}, replay)
+    assert main([*args, "--input", str(saved)]) == 1
     np.savez(tmp_path / "misnamed.npz", x=tokens)
     assert main([*args, "--input", str(tmp_path / "misnamed.npz")]) == 2
     assert "not the model's inputs ['tokens']" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert main([*args, "--input", str(tmp_path / "junk.npz")]) == 2
+    assert "is not an .npz (zip) archive" in capsys.readouterr().err
 
 
 def test_large_but_in_tolerance_noise_names_no_node_and_says_the_outputs_agree(transformer_pair, tmp_path, capsys):
