@@ -34,8 +34,10 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   what a runtime is given where a hop lowered the model (`paths.lowering`), so
   that the engine opens every runtime the same way. A runtime's own settings are an
   `Options` dataclass: each field (a default, and `metadata` with `help` and
-  optionally `choices`) becomes a command-line flag `--RUNTIME-FIELD`, and
-  the Session reads them with `own_options(NAME, options)`.
+  the values it takes: `choices`, or `range` (LOW, HIGH), inclusive, HIGH None
+  for no upper bound) becomes a command-line flag `--RUNTIME-FIELD`, whose
+  value is held to them (`option_problem`), and the Session reads them with
+  `own_options(NAME, options)`.
 
 Built-ins are listed here by module name and imported only when a case needs
 them. Other packages add backends through the `parity_backends` entry point
@@ -228,6 +230,35 @@ def option_flag(name: str, option: dataclasses.Field) -> str:
     return option.metadata.get("flag") or f"--{name}-{option.name.replace('_', '-')}"
 
 
+def allowed_values(option: dataclasses.Field) -> str:
+    """The values a runtime's option takes, as its help and its errors say them."""
+    if "choices" in option.metadata:
+        return f"one of {', '.join(map(str, option.metadata['choices']))}"
+    low, high = option.metadata["range"]
+    return f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high}"
+
+
+def option_problem(name: str, option: dataclasses.Field, value: Any) -> str | None:
+    """Why `value` is not one that runtime `name`'s option declares (its
+    metadata's `choices` or `range`), or None."""
+    choices, bounds = option.metadata.get("choices"), option.metadata.get("range")
+    if type(value) is type(option.default):   # a value read back from a file may be of any type
+        if choices is not None and value in choices:
+            return None
+        if bounds is not None and bounds[0] <= value and (bounds[1] is None or value <= bounds[1]):
+            return None
+    return f"{option_flag(name, option)} {value!r}: give {allowed_values(option)} (default {option.default})"
+
+
 def own_options(name: str, run_options: Any) -> Any:
-    """Runtime `name`'s `Options`, with the values the run gave its flags."""
-    return runtime(name).Options(**getattr(run_options, "runtime_options", {}).get(name, {}))
+    """Runtime `name`'s `Options`, with the values the run gave its flags. The
+    flags were held to what each option declares; the values of a run read
+    back from a file (a replay, a worker) are held to it here."""
+    from harness.errors import CaseError
+
+    given = getattr(run_options, "runtime_options", {}).get(name, {})
+    for option in option_fields(name):
+        problem = option_problem(name, option, given[option.name]) if option.name in given else None
+        if problem:
+            raise CaseError("runtime", problem)
+    return runtime(name).Options(**given)

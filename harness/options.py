@@ -127,9 +127,23 @@ def split_list(values: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(items)
 
 
+def parse_list(option: str, values: Iterable[str] | str | None, what: str) -> tuple[str, ...]:
+    """split_list for a list option as typed: () where it was not given (its
+    default applies); a value of it that holds no item (`--target=`,
+    `--target=,`) is refused, since an empty list would read as the default."""
+    for value in [values] if isinstance(values, str) else values or ():
+        if not split_list(value):
+            raise _empty_list(option, value, what)
+    return split_list(values)
+
+
+def _empty_list(option: str, value: str, what: str) -> OptionError:
+    return OptionError(f"{option} {value!r}: an empty list; give {what}, or leave {option} out for its default")
+
+
 def parse_tiers(values: Iterable[str] | str | None) -> tuple[str, ...]:
     """--tier core,real (or all) -> ('core', 'real'); the default is core alone."""
-    tiers = split_list(values)
+    tiers = parse_list("--tier", values, f"one or more of {', '.join(TIERS + ('all',))}")
     if not tiers:
         return ("core",)
     if "all" in tiers:
@@ -141,10 +155,16 @@ def parse_tiers(values: Iterable[str] | str | None) -> tuple[str, ...]:
 
 def parse_precisions(values: Iterable[str] | str | None) -> tuple[str, ...]:
     """--precision fp32,bf16 -> ('fp32', 'bf16'); the default is fp32 alone."""
-    precisions = split_list(values)
+    precisions = parse_list("--precision", values, f"one or more of {', '.join(PRECISIONS)}")
     for precision in precisions:
         parse_choice("--precision", precision, PRECISIONS)
     return precisions or ("fp32",)
+
+
+def parse_path(value: str) -> str:
+    """--path: shortest, all, or the formats a path writes (`paths.choose` reads them)."""
+    parse_list("--path", value, "shortest, all, or the formats a path writes (e.g. onnx,openvino-ir)")
+    return value
 
 
 def parse_choice(option: str, value: str, choices: Iterable[str]) -> str:
@@ -152,6 +172,9 @@ def parse_choice(option: str, value: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise OptionError(f"{option}: unknown value {value!r}; choose from {', '.join(choices)}")
     return value
+
+
+PER_OUTPUT_SYNTAX = "OUTPUT:NUMBER for one output or a bare NUMBER for every output (e.g. logits:1e-3 or 1e-4)"
 
 
 def parse_per_output(option: str, values: Iterable[str]) -> dict[str, float]:
@@ -162,10 +185,13 @@ def parse_per_output(option: str, values: Iterable[str]) -> dict[str, float]:
     """
     result: dict[str, float] = {}
     for value in values:
-        for item in re.split(r"[\s,]+", value.strip()):
-            if not item:
-                continue
+        items = [item for item in re.split(r"[\s,]+", value.strip()) if item]
+        if not items:
+            raise _empty_list(option, value, PER_OUTPUT_SYNTAX)
+        for item in items:
             name, sep, number = item.rpartition(":")
+            if sep and not name:   # ':1e-3' would read as the value for every output
+                raise OptionError(f"{option}: {item!r} names no output; give {PER_OUTPUT_SYNTAX}")
             try:
                 parsed = float(number)
             except ValueError:
@@ -201,6 +227,9 @@ def parse_max_tensor_mb(value: float) -> float:
 _DIM = re.compile(r"^(?:(\d+)|([A-Za-z_]\w*)=(\d+)\.\.(\d+)|([A-Za-z_]\w*))$")
 _INPUT_SPEC = re.compile(r"^(?P<name>[^:\[\]]+):(?P<dtype>\w+)\[(?P<shape>[^\]]*)\](?P<rest>.*)$")
 _RANGE = re.compile(r"^(-?[\d.eE+-]+?)\.\.(-?[\d.eE+-]+)$")
+INPUT_SPEC_SYNTAX = "NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH], e.g. image:float32[N=1..4,3,H=16..64,W=20..64]:NCHW"
+# numpy 1.x's limit on an array's dims (2.x allows 64): every input is made with numpy.
+MAX_INPUT_RANK = 32
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -212,10 +241,11 @@ def parse_input_spec(text: str) -> InputSpec:
     A dim is a size (3) or a name with inclusive bounds (N=1..4); a name shared
     by several inputs is one dim and must carry the same bounds each time.
     """
-    where = f"--input-spec {text!r}"
+    where = f"--input-spec {_quoted(text)}"
     match = _INPUT_SPEC.match(text.strip())
-    if not match:
-        raise OptionError(f"{where}: expected NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH], e.g. image:float32[N=1..4,3,H=16..64,W=20..64]:NCHW")
+    problem = _input_spec_text_problem(text.strip(), match is not None)
+    if problem:
+        raise OptionError(f"{where}: {problem}")
     dtype = match["dtype"]
     if dtype not in FLOAT_DTYPES + INT_DTYPES:
         raise OptionError(f"{where}: unknown dtype {dtype!r}; choose from {', '.join(FLOAT_DTYPES + INT_DTYPES)}")
@@ -234,6 +264,9 @@ def parse_input_spec(text: str) -> InputSpec:
                 raise OptionError(f"{where}: dim {name!r} is given two different bounds")
         else:
             raise OptionError(f"{where}: dim {bare!r} needs bounds, e.g. {bare}=1..8")
+    if len(shape) > MAX_INPUT_RANK:
+        raise OptionError(f"{where}: {len(shape)} dims; an input has at most {MAX_INPUT_RANK} (numpy's limit: the "
+                          "harness makes every input with numpy)")
     rest = match["rest"].split(":")[1:] if match["rest"] else []
     if match["rest"] and not match["rest"].startswith(":"):
         raise OptionError(f"{where}: unexpected text {match['rest']!r} after the shape")
@@ -253,12 +286,49 @@ def parse_input_spec(text: str) -> InputSpec:
         raise OptionError(f"{where}: {error}") from None
 
 
+def parse_input_specs(texts: Iterable[str]) -> tuple[InputSpec, ...]:
+    """Every --input-spec, one per input: a name given twice is refused (which
+    of the two would the model take?)."""
+    specs: dict[str, tuple[str, InputSpec]] = {}
+    for text in texts:
+        spec = parse_input_spec(text)
+        if spec.name in specs:
+            raise OptionError(f"--input-spec {_quoted(text)}: input {spec.name!r} is given twice (also by "
+                              f"{_quoted(specs[spec.name][0])}); give one --input-spec per input")
+        specs[spec.name] = (text, spec)
+    return tuple(spec for _, spec in specs.values())
+
+
+def _input_spec_text_problem(text: str, matched: bool) -> str | None:
+    """What keeps `text` from reading as an input spec, as plainly as can be said; None where nothing does."""
+    unprintable = next((c for c in text if not c.isprintable()), None)
+    if unprintable is not None:
+        return f"holds the unprintable character {unprintable!r}; type the spec without it"
+    opening, closing = text.count("["), text.count("]")
+    if (opening or closing) and not (opening == closing == 1 and text.index("[") < text.index("]")):
+        return (f"the brackets do not pair up ({opening} '[', {closing} ']'): the dims go in one [...], as in "
+                f"{INPUT_SPEC_SYNTAX}")
+    if matched:
+        return None
+    name, colon, dtype = text.partition("[")[0].rpartition(":")
+    if opening and not (colon and dtype):
+        return f"no dtype before the dims; expected {INPUT_SPEC_SYNTAX}"
+    if opening and not name:
+        return f"no input name before the dtype; expected {INPUT_SPEC_SYNTAX}"
+    return f"expected {INPUT_SPEC_SYNTAX}"
+
+
+def _quoted(text: str) -> str:
+    """`text` as a message quotes it: whole, or its start where it is too long to read in one line."""
+    return repr(text) if len(text) <= 200 else f"{text[:60]!r}... ({len(text)} characters)"
+
+
 def parse_layouts(option: str, values: Iterable[str] | None) -> dict[str, str]:
     """'image:NCHW,features:NCHW' -> {'image': 'NCHW', 'features': 'NCHW'}."""
     from harness.layouts import layout_problem
 
     layouts: dict[str, str] = {}
-    for item in split_list(values):
+    for item in parse_list(option, values, "TENSOR:LAYOUT pairs (e.g. image:NCHW)"):
         name, sep, layout = item.rpartition(":")
         if not sep or not name:
             raise OptionError(f"{option}: {item!r} is not TENSOR:LAYOUT (e.g. image:NCHW)")

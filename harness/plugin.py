@@ -20,8 +20,8 @@ from harness.backends import OPT_IN_RUNTIMES
 from harness.calibration import parse_calibration
 from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
                              LOCALIZE_MODES, PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
-                             RunOptions, parse_input_spec, parse_layouts, parse_max_tensor_mb, parse_opset,
-                             parse_precisions, parse_tiers, parse_tolerance_overrides, split_list)
+                             RunOptions, parse_input_specs, parse_layouts, parse_list, parse_max_tensor_mb,
+                             parse_opset, parse_path, parse_precisions, parse_tiers, parse_tolerance_overrides)
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "tier", "converted", "parity")
 DEFAULT_COMPARE_FAIL = "error:10x"
@@ -151,16 +151,23 @@ def _add_runtime_options(add) -> None:
 
     for name, option in _runtime_option_fields():
         add(backends.option_flag(name, option), dest=f"runtime_{name}_{option.name}", default=None,
-            type=type(option.default), choices=option.metadata.get("choices"),
-            help=f"{option.metadata.get('help', option.name)} ({name}; default {option.default})")
+            type=type(option.default), metavar="VALUE",
+            help=f"{option.metadata.get('help', option.name)} ({name}: {backends.allowed_values(option)}; "
+                 f"default {option.default})")
 
 
 def runtime_options(config: pytest.Config) -> dict[str, dict[str, Any]]:
-    """runtime -> {field: value} for the runtime flags given on the command line."""
+    """runtime -> {field: value} for the runtime flags given on the command line,
+    each held to the choices or range its field declares."""
+    from harness import backends
+
     given: dict[str, dict[str, Any]] = {}
     for name, option in _runtime_option_fields():
         value = config.getoption(f"runtime_{name}_{option.name}")
         if value is not None:
+            problem = backends.option_problem(name, option, value)
+            if problem:
+                raise OptionError(problem)
             given.setdefault(name, {})[option.name] = value
     return given
 
@@ -185,18 +192,20 @@ def run_options(config: pytest.Config) -> RunOptions:
         parse_calibration(get("calibration"))   # a malformed value is refused now, not at the first int8 case
         defaults = RunOptions()
         return RunOptions(
-            sources=split_list(get("source")) or defaults.sources,
-            targets=split_list(get("target")) or defaults.targets,
-            devices=split_list(get("device")) or defaults.devices,
+            sources=parse_list("--source", get("source"), f"one or more of {', '.join(SOURCES)}") or defaults.sources,
+            targets=parse_list("--target", get("target"),
+                               f"one or more of {', '.join(TARGETS + OPT_IN_RUNTIMES)}") or defaults.targets,
+            devices=parse_list("--device", get("device"), f"one or more of {', '.join(DEVICES)}") or defaults.devices,
             reference_device=get("reference_device"),
             precisions=parse_precisions(get("precision")),
             calibration=get("calibration"),
-            models=split_list(get("model")),
+            models=parse_list("--model", get("model"), "zoo names or model files (e.g. simple,mlp or model.onnx)"),
             tiers=parse_tiers(get("tier")),
             converted=Path(get("converted")) if get("converted") else None,
             converted_layouts=parse_layouts("--converted-layouts", get("converted_layouts")),
-            input_specs=tuple(parse_input_spec(s) for s in get("input_spec") or ()),
-            output_names=split_list(get("output_names")),
+            input_specs=parse_input_specs(get("input_spec") or ()),
+            output_names=parse_list("--output-names", get("output_names"),
+                                    "the model's output names (e.g. logits,probs)"),
             exporter=get("exporter"),
             opset=parse_opset(get("opset")),
             runtime_options=runtime_options(config),
@@ -209,7 +218,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             examples=get("parity_examples"),
             corners=not get("no_parity_corners"),
             strict=get("parity_strict"),
-            path=get("path"),
+            path=parse_path(get("path")),
             isolate=get("parity_isolate"),
             localize=get("parity_localize"),
             timeout_s=get("parity_timeout"),
@@ -359,6 +368,7 @@ class ParityRun:
         self.comparison = None
         self.saved_baseline = None
         self.gate_error = None
+        self.report_error = None   # the end's parity.json or parity.html, refused by a full disk
         try:
             self.compare_limits = parse_compare_fail(config.getoption("parity_compare_fail"))
             self.baseline = load_baseline(Path(self.baseline_path)) if self.baseline_path else None
@@ -372,12 +382,13 @@ class ParityRun:
     def _gate(self, session: pytest.Session, results: dict[str, Any]) -> None:
         """Save the baseline and/or hold the run against one; a regression fails the run."""
         from harness.report.baseline import BaselineError, compare_to_baseline, save_baseline
+        from harness.results import ReportsFolderError
 
         if self.save_baseline_path:
             try:
                 self.saved_baseline = save_baseline(results, Path(self.save_baseline_path),
                                                     force=self.config.getoption("parity_save_baseline_force"))
-            except BaselineError as error:
+            except (BaselineError, ReportsFolderError) as error:   # one that exists, or a full disk
                 self.gate_error = str(error)
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if self.baseline is not None:
@@ -421,12 +432,15 @@ class ParityRun:
         return self.options.reports_dir / name
 
     def add(self, record: dict[str, Any]) -> None:
-        from harness.results import ResultsWriter
+        from harness.results import ReportsFolderError, ResultsWriter
 
-        if self._writer is None:
-            self._writer = ResultsWriter(self.results_path, {"options": self.options.to_json()})
         self.records.append(record)
-        self._writer.add(record)
+        try:
+            if self._writer is None:
+                self._writer = ResultsWriter(self.results_path, {"options": self.options.to_json()})
+            self._writer.add(record)
+        except ReportsFolderError as error:   # a full disk: the writer keeps the record for its next write
+            pytest.fail(f"{record['id']}: [report] {error}", pytrace=False)
 
     def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
         # `pytest --target=onnxruntime` with no paths runs the parity matrix alone,
@@ -440,7 +454,10 @@ class ParityRun:
         from harness.matrix import build_cases
         from harness.option_effects import option_findings
 
-        built = build_cases(self.options)
+        try:
+            built = build_cases(self.options)
+        except OptionError as error:   # an option a model file contradicts, found as the file is read
+            raise pytest.UsageError(str(error)) from None
         findings = option_findings(self.options, built, gate_flags(config))
         if findings.errors:
             raise pytest.UsageError("\n".join(findings.errors))
@@ -457,20 +474,28 @@ class ParityRun:
         if os.environ.get("PYTEST_XDIST_WORKER"):
             return  # the controller merges the workers' files
         from harness.report.html import write_html_report
-        from harness.results import atomic_write_text, load_results, merge_results
+        from harness.results import ReportsFolderError, atomic_write_text, load_results, merge_results
 
-        if self.is_xdist_controller:
-            parts = [load_results(p) for p in sorted(self.options.reports_dir.glob("parity.gw*.json"))]
-            if not parts:
+        try:
+            if self.is_xdist_controller:
+                parts = [load_results(p) for p in sorted(self.options.reports_dir.glob("parity.gw*.json"))]
+                if not parts:
+                    return
+                results = merge_results(parts)
+                self.records = list(results["cases"].values())
+                atomic_write_text(self.options.reports_dir / "parity.json", json.dumps(results, indent=1))
+            elif self._writer is None:
                 return
-            results = merge_results(parts)
-            atomic_write_text(self.options.reports_dir / "parity.json", json.dumps(results, indent=1))
-            self.records = list(results["cases"].values())
-        elif self._writer is None:
-            return
-        else:
-            results = self._writer.data
-        write_html_report(results, self.options.reports_dir / "parity.html")
+            else:
+                results = self._writer.data
+                self._writer.flush()   # again: a record a full disk refused is written where there is room now
+            write_html_report(results, self.options.reports_dir / "parity.html")
+        except ReportsFolderError as error:   # a full disk at the end: the gate still judges what the run holds
+            json_path = self.options.reports_dir / "parity.json"
+            self.report_error = (f"{error}; {self.options.reports_dir / 'parity.html'} was not written: with room "
+                                 f"on the disk, run python -m harness report {json_path}")
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._gate(session, results)
 
     @pytest.hookimpl(hookwrapper=True)
@@ -498,6 +523,8 @@ class ParityRun:
         terminalreporter.write_line(f"results: {self.results_path}  report: {self.options.reports_dir / 'parity.html'}")
         if self.saved_baseline:
             terminalreporter.write_line(f"baseline saved: {self.saved_baseline}")
+        if self.report_error:
+            terminalreporter.write_line(self.report_error, red=True)
         if self.gate_error:
             terminalreporter.write_line(self.gate_error, red=True)
         if self.comparison is not None:

@@ -130,15 +130,16 @@ def run_parity(parity_dir, shared_cache):
     base_env["PYTHONPATH"] = str(REPO)  # user model files here import tests.planted
 
     def run(*args: str, examples: int | None = 4, cache: Path | None = None,
-            env: dict[str, str] | None = None) -> ParityRun:
-        """examples=None: the hypothesis profile decides; env: variables to set besides."""
+            env: dict[str, str] | None = None, every_source: bool = False) -> ParityRun:
+        """examples=None: the hypothesis profile decides; env: variables to set besides;
+        every_source: no --source (a run's default: every source a model has), not torch alone."""
         command = [sys.executable, "-m", "pytest", f"--parity-cache-dir={cache or shared_cache}",
                    "-p", "no:cacheprovider"]
         if examples is not None:
             command.append(f"--parity-examples={examples}")
         if not any(a.startswith("--device") for a in args):
             command.append("--device=cpu")
-        if not any(a.startswith("--source") for a in args):
+        if not every_source and not any(a.startswith("--source") for a in args):
             command.append("--source=torch")  # torch-only unless a test asks: TF cases cost seconds each
         converted_tflite = any(a.startswith("--converted") and a.endswith(".tflite") for a in args)
         if not any(a.startswith("--target") for a in args) and not converted_tflite:

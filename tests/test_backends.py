@@ -59,6 +59,11 @@ def test_every_registered_backend_meets_the_contract(kind):
             # every Session takes the precision (the engine opens every runtime alike), one of the known ones
             assert "precision" in inspect.signature(backend.Session).parameters, f"runtime {name}"
             assert set(backends.runtime_precisions(name)) <= set(PRECISIONS), f"runtime {name}"
+            for option in backends.option_fields(name):   # every flag says which values it takes, and is held to them
+                where = f"runtime {name}, option {option.name}"
+                assert ("choices" in option.metadata) != ("range" in option.metadata), where
+                assert "range" not in option.metadata or type(option.default) is int, where
+                assert backends.option_problem(name, option, option.default) is None, where
     print(f"{kind}s unavailable here: {unavailable or 'none'}")
 
 
@@ -209,6 +214,21 @@ def test_a_runtime_s_own_options_become_flags_and_reach_its_session(run_parity):
     assert run.single["provenance"]["runtime"]["inference_num_threads"] == 1
     run = run_parity("--model=mlp", "--target=onnxruntime", "--openvino-threads=1")
     assert "--openvino-threads 1: no case of this run runs on openvino" in run.output
+
+
+def test_a_runtime_option_read_back_from_a_file_is_held_to_what_it_declares():
+    """A replay or a worker rebuilds the run's options from JSON, past the flag parser."""
+    from harness.errors import CaseError
+    from harness.options import RunOptions
+
+    def stored(value):
+        return RunOptions.from_json({"runtime_options": {"tensorrt": {"workspace_mb": value}}})
+
+    for bad in (-1, "64"):
+        with pytest.raises(CaseError) as info:
+            backends.own_options("tensorrt", stored(bad))
+        assert info.value.message == f"--tensorrt-workspace-mb {bad!r}: give a whole number >= 0 (default 0)"
+    assert backends.own_options("tensorrt", stored(64)).workspace_mb == 64
 
 
 def test_runtime_option_flags_are_made_from_each_runtime_s_options_dataclass():

@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from harness import backends
 from harness.layouts import LayoutError
 from harness.options import (
     DEFAULT_MAX_TENSOR_MB,
@@ -17,13 +18,16 @@ from harness.options import (
     RunOptions,
     parse_choice,
     parse_input_spec,
+    parse_input_specs,
+    parse_layouts,
+    parse_list,
     parse_max_tensor_mb,
     parse_opset,
     parse_per_output,
     parse_tolerance_overrides,
     split_list,
 )
-from harness.specs import InputSpec, ModelSpec, OutputSpec, SpecError, Tolerance
+from harness.specs import TOLERANCE_FIELDS, InputSpec, ModelSpec, OutputSpec, SpecError, Tolerance
 
 # --------------------------------------------------------------------------- parse_input_spec: good
 
@@ -80,6 +84,17 @@ BAD_SPECS = [
     ("image:float32[3]::1-2", "value range '1-2' is not LOW..HIGH"),
     ("image:float32[3]::3..-3", "domain (3.0, -3.0) is empty"),
     ("image:float32[3]::0..1:x", "too many ':' parts"),
+    # what a slip of the keyboard or a generated command line makes: each said by name
+    ("image:[3]", "no dtype before the dims; expected NAME:DTYPE[DIMS]"),
+    ("image[3]", "no dtype before the dims"),
+    (":float32[3]", "no input name before the dtype"),
+    ("image:float32[1,3", "the brackets do not pair up (1 '[', 0 ']'): the dims go in one [...]"),
+    ("image:float32[[1,3]", "the brackets do not pair up (2 '[', 1 ']')"),
+    ("image:float32[1,3]]", "the brackets do not pair up (1 '[', 2 ']')"),
+    ("image:float32]3[", "the brackets do not pair up (1 '[', 1 ']')"),
+    ("image\x00:float32[3]", "holds the unprintable character '\\x00'; type the spec without it"),
+    ("image:float32[3]:NC\x1bHW", "holds the unprintable character '\\x1b'"),
+    ("image:float32[" + ",".join(["1"] * 33) + "]", "33 dims; an input has at most 32 (numpy's limit"),
     # value ranges whose values, or whose width, are not finite where inputs are made
     ("image:float32[N=1..2,8]::-1e309..1e309", "domain (-inf, inf) is not finite in float32, whose finite values "
                                                "are -3.40282e+38..3.40282e+38"),
@@ -110,6 +125,27 @@ def test_parse_input_spec_malformed_number_in_range(text):
         parse_input_spec(text)
 
 
+def test_parse_input_spec_at_the_rank_limit_and_past_it():
+    assert len(parse_input_spec("x:float32[" + ",".join(["1"] * 32) + "]").shape) == 32
+    text = "x:float32[" + ",".join(["1"] * 10_000) + "]"
+    with pytest.raises(OptionError) as info:
+        parse_input_spec(text)
+    # one line that can be read: the spec's start, not its 20,000 characters
+    assert str(info.value) == (f"--input-spec {text[:60]!r}... (20010 characters): 10000 dims; an input has at most "
+                               "32 (numpy's limit: the harness makes every input with numpy)")
+
+
+def test_an_input_given_twice_is_refused():
+    first, second = "x:float32[N=1..4,3]", "x:float32[N=1..2,3]"
+    with pytest.raises(OptionError) as info:
+        parse_input_specs([first, "y:float32[3]", second])
+    assert str(info.value) == (f"--input-spec {second!r}: input 'x' is given twice (also by {first!r}); give one "
+                               "--input-spec per input")
+    # the twin: one spec per input, in the order given
+    assert [s.name for s in parse_input_specs([first, "y:float32[3]"])] == ["x", "y"]
+    assert parse_input_specs([]) == ()
+
+
 def test_parse_input_spec_same_dim_two_bounds():
     with pytest.raises(OptionError):
         parse_input_spec("x:float32[N=1..4,N=2..3]")
@@ -131,7 +167,7 @@ def test_parse_per_output_polygraphy_syntax():
     assert parse_per_output("--atol", ["scope:out:2"]) == {"scope:out": 2.0}
     # later wins
     assert parse_per_output("--atol", ["1", "2", "a:1", "a:3"]) == {"": 2.0, "a": 3.0}
-    assert parse_per_output("--atol", ["  ", ""]) == {}
+    assert parse_per_output("--atol", []) == {}   # not given
     assert parse_per_output("--atol", ["0"]) == {"": 0.0}
 
 
@@ -145,6 +181,27 @@ def test_parse_per_output_bad(text, item):
         parse_per_output("--rtol", [text])
     assert str(info.value).startswith("--rtol: ")
     assert repr(item) in str(info.value)
+
+
+TOLERANCE_FLAGS = ["--" + name.replace("_", "-") for name in TOLERANCE_FIELDS]
+
+
+@pytest.mark.parametrize("flag", TOLERANCE_FLAGS)
+def test_a_per_output_value_that_names_no_output_is_refused(flag):
+    """':0.5' once read as the value for every output; every per-output flag refuses it."""
+    with pytest.raises(OptionError) as info:
+        parse_tolerance_overrides({flag[2:].replace("-", "_"): ["logits:0.5 :0.5"]})
+    assert str(info.value) == (f"{flag}: ':0.5' names no output; give OUTPUT:NUMBER for one output or a bare NUMBER "
+                               "for every output (e.g. logits:1e-3 or 1e-4)")
+    # the twin, following the advice: a name, or none for every output
+    assert parse_tolerance_overrides({flag[2:].replace("-", "_"): ["logits:0.5 0.5"]}) == {
+        flag[2:].replace("-", "_"): {"logits": 0.5, "": 0.5}}
+
+
+def test_a_layout_that_names_no_tensor_is_refused():
+    with pytest.raises(OptionError, match=re.escape("--converted-layouts: ':NCHW' is not TENSOR:LAYOUT")):
+        parse_layouts("--converted-layouts", ["image:NHWC,:NCHW"])
+    assert parse_layouts("--converted-layouts", ["image:NHWC"]) == {"image": "NHWC"}
 
 
 @pytest.mark.parametrize("text", ["inf", "nan", "logits:inf", "1e400"])
@@ -233,6 +290,84 @@ def test_split_list():
     assert split_list("a,b") == ("a", "b")
     assert split_list(["a", "b,c"]) == ("a", "b", "c")
     assert split_list([" b , a ", "b", "c,,a"]) == ("b", "a", "c")  # order kept, duplicates dropped
+
+
+@pytest.mark.parametrize("values", ["", ",", " , ", [""], ["a", ""]])
+def test_a_list_option_given_no_item_is_refused(values):
+    """`--target=` once ran every default target: an option given must say something."""
+    empty = values if isinstance(values, str) else values[-1]
+    with pytest.raises(OptionError) as info:
+        parse_list("--target", values, "one or more of onnxruntime, tflite")
+    assert str(info.value) == (f"--target {empty!r}: an empty list; give one or more of onnxruntime, tflite, or leave "
+                               "--target out for its default")
+
+
+def test_a_list_option_not_given_is_empty_and_a_trailing_comma_is_no_item():
+    assert parse_list("--target", None, "x") == () and parse_list("--target", [], "x") == ()
+    assert parse_list("--target", ["onnxruntime,", "tflite"], "x") == ("onnxruntime", "tflite")
+
+
+def _command_line(*args: str) -> RunOptions:
+    """The plugin's RunOptions for a pytest command line, parsed here (nothing runs)."""
+    from harness.plugin import run_options
+
+    return run_options(pytest.Config.fromdictargs({}, ["-p", "no:cacheprovider", *args]))
+
+
+LIST_FLAGS = ["--source", "--target", "--device", "--model", "--precision", "--tier", "--output-names", "--path",
+              "--converted-layouts", *TOLERANCE_FLAGS]
+
+
+@pytest.mark.parametrize("flag", LIST_FLAGS)
+def test_every_list_option_given_empty_is_a_usage_error(flag):
+    for value in ("", ","):
+        with pytest.raises(pytest.UsageError) as info:
+            _command_line(f"{flag}={value}")
+        message = str(info.value)
+        assert message.startswith(f"{flag} {value!r}: an empty list; give "), message
+        assert message.endswith(f", or leave {flag} out for its default") and "\n" not in message
+
+
+def test_options_not_given_keep_their_defaults():
+    """The twin, following the advice above: leaving an option out gives its default."""
+    assert _command_line() == RunOptions()
+    assert _command_line("--target=onnxruntime,", "--tier=real").targets == ("onnxruntime",)
+
+
+RUNTIME_OPTIONS = [(name, option) for name in backends.names("runtime") for option in backends.option_fields(name)]
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--openvino-threads=-1", "--openvino-threads -1: give a whole number >= 0 (default 0)"),
+    ("--tensorrt-workspace-mb=-1", "--tensorrt-workspace-mb -1: give a whole number >= 0 (default 0)"),
+    ("--ncnn-threads=-2", "--ncnn-threads -2: give a whole number >= 0 (default 0)"),
+    ("--tensorrt-builder-optimization-level=6",
+     "--tensorrt-builder-optimization-level 6: give one of -1, 0, 1, 2, 3, 4, 5 (default -1)"),
+])
+def test_a_runtime_option_out_of_its_range_is_a_usage_error(flag, message):
+    with pytest.raises(pytest.UsageError) as info:
+        _command_line(flag)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("name,option", RUNTIME_OPTIONS, ids=[backends.option_flag(*pair) for pair in RUNTIME_OPTIONS])
+def test_every_runtime_option_is_held_to_what_its_field_declares(name, option):
+    """One parser for every runtime's flags, reading each field's `range` or `choices`."""
+    flag = backends.option_flag(name, option)
+    if "range" in option.metadata:
+        low, high = option.metadata["range"]
+        outside = [low - 1] if high is None else [low - 1, high + 1]
+        inside = [low, low + 7 if high is None else high]
+    else:
+        choices = option.metadata["choices"]
+        outside = ["bogus"] if isinstance(option.default, str) else [max(choices) + 1, min(choices) - 1]
+        inside = list(choices)
+    for value in outside:
+        with pytest.raises(pytest.UsageError) as info:
+            _command_line(f"{flag}={value}")
+        assert str(info.value) == f"{flag} {value!r}: give {backends.allowed_values(option)} (default {option.default})"
+    for value in inside:
+        assert _command_line(f"{flag}={value}").runtime_options == {name: {option.name: value}}
 
 
 def test_parse_choice():

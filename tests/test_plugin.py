@@ -63,6 +63,89 @@ def test_bad_tolerance_value_is_a_usage_error(run_parity):
     assert "--atol" in "\n".join(run.result.errlines) and "logits:abc" in "\n".join(run.result.errlines)
 
 
+def _usage_error_line(run) -> str:
+    """The one line a usage error prints, checked to be the run's only complaint."""
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output
+    lines = [line for line in run.result.errlines if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ERROR: "), lines
+    assert "Traceback" not in run.output
+    return lines[0][len("ERROR: "):]
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--atol=:1e-3", "--atol: ':1e-3' names no output; give OUTPUT:NUMBER for one output or a bare NUMBER for every "
+                     "output (e.g. logits:1e-3 or 1e-4)"),
+    ("--openvino-threads=-1", "--openvino-threads -1: give a whole number >= 0 (default 0)"),
+    ("--tensorrt-workspace-mb=-1", "--tensorrt-workspace-mb -1: give a whole number >= 0 (default 0)"),
+    ("--target=", "--target '': an empty list; give one or more of onnxruntime, tflite, openvino, tensorrt, "
+                  "onnxruntime-tensorrt, ncnn, mnn, onnx-reference, or leave --target out for its default"),
+])
+def test_an_option_that_once_was_ignored_is_a_usage_error(run_parity, flag, message):
+    assert _usage_error_line(run_parity("--model=simple", flag)) == message
+
+
+def test_the_options_that_are_refused_empty_run_when_given_a_value(run_parity):
+    """The twin of the above: a bare tolerance, a thread count of 1, a target named."""
+    run = run_parity("--model=simple", "--atol=1e-3", "--openvino-threads=1", "--target=openvino")
+    assert run.single["status"] == "passed", run.output
+    assert run.single["outputs"]["output"]["tolerance"]["atol"] == 1e-3
+
+
+def _relu_onnx(path):
+    """An ONNX file of y = relu(x), x [N, 3]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3]) for name in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+TEN_THOUSAND_DIMS = "x:float32[" + ",".join(["1"] * 10_000) + "]"
+MALFORMED_INPUT_SPECS = {
+    "missing dtype": (["x:[N=1..4,3]"], "--input-spec 'x:[N=1..4,3]': no dtype before the dims; expected "
+                                        "NAME:DTYPE[DIMS][:LAYOUT][:LOW..HIGH], e.g."),
+    "bounds reversed": (["x:float32[N=4..1,3]"], "--input-spec 'x:float32[N=4..1,3]': input 'x': bounds of 'N' "
+                                                 "must satisfy 1 <= min <= max, got 4..1"),
+    "unknown dtype": (["x:float33[N=1..4,3]"], "--input-spec 'x:float33[N=1..4,3]': unknown dtype 'float33'; "
+                                               "choose from float16,"),
+    "unbalanced brackets": (["x:float32[N=1..4,3"], "--input-spec 'x:float32[N=1..4,3': the brackets do not pair "
+                                                    "up (1 '[', 0 ']'): the dims go in one [...]"),
+    "layout of another rank": (["x:float32[N=1..4,3]:NCHW"], "--input-spec 'x:float32[N=1..4,3]:NCHW': input 'x': "
+                                                             "layout NCHW has 4 axes but the shape has 2"),
+    "empty domain": (["x:float32[N=1..4,3]::5..-5"], "--input-spec 'x:float32[N=1..4,3]::5..-5': input 'x': domain "
+                                                     "(5.0, -5.0) is empty"),
+    "NUL byte": (["x\x00:float32[N=1..4,3]"], "--input-spec 'x\\x00:float32[N=1..4,3]': holds the unprintable "
+                                              "character '\\x00'; type the spec without it"),
+    "10,000 dims": ([TEN_THOUSAND_DIMS], f"--input-spec {TEN_THOUSAND_DIMS[:60]!r}... (20010 characters): 10000 "
+                                         "dims; an input has at most 32"),
+    "one name twice": (["x:float32[N=1..4,3]", "x:float32[N=1..2,3]"],
+                       "--input-spec 'x:float32[N=1..2,3]': input 'x' is given twice (also by "
+                       "'x:float32[N=1..4,3]'); give one --input-spec per input"),
+    # found where the spec meets the file, as the cases are collected: the run's usage error all the same
+    "not an input of the model": (["x:float32[N=1..4,3]", "z:float32[N=1..4,3]"],
+                                  "--input-spec names ['z'], which ONNX file relu.onnx does not take: its inputs "
+                                  "are ['x'] (or give one --input-spec per input, in that order)"),
+}
+
+
+@pytest.mark.parametrize("specs,message", MALFORMED_INPUT_SPECS.values(), ids=MALFORMED_INPUT_SPECS)
+def test_a_malformed_input_spec_is_one_line_and_exit_4(parity_dir, run_parity, specs, message):
+    _relu_onnx(parity_dir / "relu.onnx")
+    args = [f"--input-spec={spec}" for spec in specs]
+    if any("\x00" in spec for spec in specs):   # no command line carries a NUL: pytest reads it from an @file
+        (parity_dir / "args.txt").write_text("\n".join(args) + "\n")
+        args = ["@args.txt"]
+    assert message in _usage_error_line(run_parity("--model=relu.onnx", "--source=onnx", *args))
+
+
+def test_a_well_formed_input_spec_for_the_model_runs(parity_dir, run_parity):
+    """The twin of the ten above."""
+    _relu_onnx(parity_dir / "relu.onnx")
+    run = run_parity("--model=relu.onnx", "--source=onnx", "--input-spec=x:float32[N=1..4,3]")
+    assert run.single["status"] == "passed", run.output
+
+
 def test_cache_skips_conversion_on_second_run(run_parity, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     first = run_parity("--model=simple", cache=cache)
@@ -158,7 +241,7 @@ def test_converted_file_of_a_model_in_two_frameworks_needs_source(run_parity, tm
     from tests.planted import export_zoo
 
     good = export_zoo("simple", tmp_path_factory.mktemp("simple"))
-    run = run_parity("--model=simple", f"--converted={good}", "--source=")
+    run = run_parity("--model=simple", f"--converted={good}", every_source=True)
     run.result.assert_outcomes(errors=1)
     assert "--source" in run.cases["simple"]["message"]
 

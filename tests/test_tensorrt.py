@@ -290,8 +290,6 @@ def test_skip_reasons():
     assert "no precision 'int8'" in trt_rt.missing_precision("cuda", "int8")
     assert trt_rt.missing_precision("cpu", "fp32") is None
     assert "--device=cuda" in trt_rt.missing_precision("cpu", "fp16")
-    assert "--tensorrt-workspace-mb -1" in trt_rt.options_problem(trt_rt.Options(workspace_mb=-1))
-    assert trt_rt.options_problem(trt_rt.Options(workspace_mb=4096)) is None
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
@@ -467,7 +465,7 @@ def test_a_bad_value_of_a_tensorrt_flag_is_a_usage_error(run_parity):
     run = run_parity("--model=mlp", "--target=tensorrt", "--tensorrt-timing-cache=maybe")
     assert run.result.ret == 4, run.output
     errors = "\n".join(run.result.errlines)
-    assert "--tensorrt-timing-cache" in errors and "invalid choice: 'maybe'" in errors
+    assert "--tensorrt-timing-cache 'maybe': give one of on, off (default on)" in errors
 
 
 def _ort_providers() -> list[str]:

@@ -70,7 +70,7 @@ class Options:
     """ncnn's own settings (flags made from these fields)."""
 
     threads: int = field(default=0, metadata={
-        "help": "opt.num_threads of the ncnn net; 0 lets ncnn choose (its physical big cores)"})
+        "range": (0, None), "help": "opt.num_threads of the ncnn net; 0 lets ncnn choose (its physical big cores)"})
 
 
 def weights_path(param: Path) -> Path:

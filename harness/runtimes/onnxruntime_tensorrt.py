@@ -61,6 +61,7 @@ class Options:
     """The TensorRT provider's settings (flags --onnxruntime-tensorrt-FIELD)."""
 
     workspace_mb: int = field(default=0, metadata={
+        "range": (0, None),
         "help": "trt_max_workspace_size in MiB; 0 leaves ONNX Runtime's default (the device's memory)"})
     builder_optimization_level: int = field(default=-1, metadata={
         "choices": (-1, 0, 1, 2, 3, 4, 5),
@@ -253,8 +254,7 @@ class Session(ort_runtime.Session):
                    or (missing_precision(device, precision) if precision not in PRECISIONS else None)
                    or (fp16_problem(trt_version) if precision == "fp16" else None)
                    or tf32_problem(options.strict_cuda, os.environ.get("NVIDIA_TF32_OVERRIDE"))
-                   or (f"the onnxruntime-tensorrt target needs a CUDA device: {gpu_problem}" if gpu is None else None)
-                   or trt_runtime.options_problem(own, NAME))
+                   or (f"the onnxruntime-tensorrt target needs a CUDA device: {gpu_problem}" if gpu is None else None))
         if problem:
             raise CaseError("runtime", problem)
         input_names, ops = _onnx_summary(path)

@@ -95,6 +95,7 @@ class Options:
     """OpenVINO's own settings (flags made from these fields)."""
 
     threads: int = field(default=0, metadata={
+        "range": (0, None),
         "help": "INFERENCE_NUM_THREADS of the compiled model; 0 lets OpenVINO choose (all cores), which "
                 "oversubscribes the CPU where several processes run cases"})
 

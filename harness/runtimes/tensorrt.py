@@ -88,6 +88,7 @@ class Options:
     """TensorRT's own settings (flags --tensorrt-FIELD made from these fields)."""
 
     workspace_mb: int = field(default=0, metadata={
+        "range": (0, None),
         "help": "the builder's workspace memory pool in MiB (MemoryPoolType.WORKSPACE); 0 leaves TensorRT's "
                 "default, the device's whole memory"})
     builder_optimization_level: int = field(default=-1, metadata={
@@ -266,15 +267,6 @@ def timing_cache_name(trt_version: str, gpu: Gpu) -> str:
     """The timing cache's file name: tactic timings hold for one TensorRT on one GPU."""
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{gpu.name}-sm{gpu.compute_capability[0]}{gpu.compute_capability[1]}")
     return f"timing-{trt_version}-{slug.strip('-')}.cache"
-
-
-def options_problem(options: Any, runtime: str = NAME) -> str | None:
-    """Why a runtime's own options (this one's, or onnxruntime-tensorrt's of the
-    same fields) cannot be used, or None."""
-    if options.workspace_mb < 0:
-        return (f"--{runtime}-workspace-mb {options.workspace_mb}: give a size in MiB, or 0 for TensorRT's "
-                "default")
-    return None
 
 
 def _call(obj: Any, method: str, default: Any = None) -> Any:
@@ -478,9 +470,6 @@ class Session:
         if problem:
             raise CaseError("runtime", problem)
         self.own = own_options(NAME, options)
-        problem = options_problem(self.own)
-        if problem:
-            raise CaseError("runtime", problem)
         self.trt, self.gpu = trt, gpu
         self.plan = build_plan(precision, options.strict_cuda, trt.__version__)
         self.profile = dict(profile) if profile is not None else None
@@ -566,15 +555,15 @@ class Session:
         from polygraphy.backend.trt import TrtRunner, engine_from_bytes
         from polygraphy.logger import G_LOGGER
 
-        from harness.cache import ArtifactCache
+        from harness.cache import ArtifactCache, cache_key
         from harness.model_file import file_sha256
 
         versions = {"tensorrt": self.trt.__version__, "polygraphy": polygraphy.__version__}
         key = engine_key(file_sha256(self.path), versions, self.gpu, self.plan, self.engine_profile, self.own)
         timing = (self.cache_root / "timing" / timing_cache_name(self.trt.__version__, self.gpu)
                   if self.own.timing_cache == "on" else None)
-        folder, built, hit = ArtifactCache(self.cache_root / "engines", enabled=self.use_cache).get_or_create(
-            key, lambda out: self._build(out, timing))
+        engines = ArtifactCache(self.cache_root / "engines", enabled=self.use_cache)
+        folder, built, hit = engines.get_or_create(key, lambda out: self._build(out, timing))
         try:
             with G_LOGGER.verbosity(G_LOGGER.ERROR):
                 self.engine = engine_from_bytes((folder / ENGINE_FILE).read_bytes())
@@ -584,7 +573,9 @@ class Session:
             raise CaseError("runtime", f"TensorRT could not load the engine built for {self.path} "
                                        f"({folder / ENGINE_FILE}): {summarize_exception(error, 4)}") from None
         self.provenance.update({
-            "engine_cache_hit": hit, "build_s": built.get("build_s"), "engine": str(folder / ENGINE_FILE),
+            "engine_cache_hit": hit, "build_s": built.get("build_s"),
+            # the shared entry, which stays: `folder` is this case's private copy of it
+            "engine": str(engines.entry_folder(cache_key(key)) / ENGINE_FILE),
             "timing_cache": str(timing) if timing is not None else None,
             "profile": {name: [list(s) for s in shapes] for name, shapes in self.engine_profile.items()},
             "versions": versions,
