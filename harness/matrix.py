@@ -8,6 +8,7 @@ error case whose message says what to do, so the other cases still run.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Iterable
 
 from harness import backends, paths
+from harness.errors import CaseError
 from harness.model_file import not_a_file
-from harness.options import DEVICES, PRECISIONS, RunOptions
+from harness.options import DEVICES, PRECISIONS, OptionError, RunOptions
 from harness.registry import broken_zoos, get_model, load_model_file, zoo_models
 from harness.sources import onnx as onnx_source
 from harness.specs import ModelSpec, SpecError
@@ -71,11 +73,19 @@ def _safe_name(text: str) -> str:
 
 def model_name(ref: str) -> str:
     """The name a model reference goes by in case ids: a zoo name as it is, a
-    file by its stem, ARCH=PATH as ARCH.STEM."""
+    file by its stem, a folder by its own name (never the path to either),
+    ARCH=PATH as ARCH.NAME."""
     arch, sep, path = ref.partition("=")
     if sep:
-        return _safe_name(f"{arch}.{Path(path).stem}")
-    return _safe_name(Path(ref).stem if Path(ref).suffix else ref)
+        return _safe_name(f"{arch}.{_own_name(path)}")
+    return _safe_name(_own_name(ref))
+
+
+def _own_name(path: str) -> str:
+    """A file's stem; a folder's whole name, since a dot in it marks no format
+    (`resnet.v1/` and `resnet.v2/` are two SavedModels); "." by the folder it is."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.name if absolute.is_dir() else absolute.stem
 
 
 def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str | None]]:
@@ -88,6 +98,8 @@ def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str
     for ref in refs:
         try:
             resolved.extend((ref, spec, None) for spec in _resolve(ref, options))
+        except OptionError:
+            raise   # an --input-spec for no input of a model file: the run's usage error, not one model's
         except (SpecError, OSError) as error:
             resolved.append((ref, None, str(error)))
         except Exception as error:  # a user's model file that raises while registering
@@ -101,12 +113,12 @@ MXNET_FILE_SUFFIXES = ("-symbol.json", ".params")
 
 def _file_source(path: Path) -> str | None:
     """Which source framework reads a model file or folder, from its kind."""
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return "tensorflow"  # before ONNX: a SavedModel folder may hold an .onnx exported beside it
     if onnx_source.sniff(path):
         return "onnx"
     if path.name.endswith(MXNET_FILE_SUFFIXES):
         return "mxnet"
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return "tensorflow"
     if path.suffix == ".pb":
         return "tensorflow"
     if path.name.endswith(KERAS_FILE_SUFFIXES) or Path(f"{path}.index").is_file():
@@ -183,11 +195,24 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
                             "or name a zoo architecture with --model ARCH=PATH")
         if source == "tensorflow" and path.suffix == ".pb" and not options.output_names:
             raise SpecError(f"frozen graph {ref}: give its output tensors with --output-names (op names, e.g. Identity)")
-        outputs = options.output_names or ("output",)
+        if source == "tensorflow" and path.is_dir() and not options.output_names:
+            outputs = _serving_outputs(path)
+        else:
+            outputs = options.output_names or ("output",)
         loader = _loader(source, path, options.input_specs, outputs, None, options)
         return [ModelSpec(name=model_name(ref), inputs=options.input_specs, outputs=outputs,
                           builders={source: loader}, origin=ref)]
     return [get_model(ref)]
+
+
+def _serving_outputs(folder: Path) -> tuple[str, ...]:
+    """A SavedModel's outputs where --output-names names none: its serving signature's own."""
+    from harness.sources import tensorflow as tf_source
+
+    try:
+        return tf_source.signature_outputs(folder)
+    except CaseError as error:
+        raise SpecError(error.message) from None
 
 
 def build_cases(options: RunOptions) -> list[Case]:
@@ -220,9 +245,8 @@ def build_cases(options: RunOptions) -> list[Case]:
     if path_problem:
         return cases + [Case("path", "", "", "", "", error=path_problem)]
 
-    taken: dict[str, str] = {}  # model name -> the reference it stands for
-    for ref, spec, error in resolve_models(options):
-        name = _unique_name(spec.name if spec else model_name(ref), ref, taken)
+    resolved = resolve_models(options)
+    for (ref, spec, error), name in zip(resolved, _model_names(resolved)):
         if error is not None:
             cases.append(Case(name, "", "", "", ref, error=error))
             continue
@@ -284,9 +308,40 @@ def _unknown_path(wanted: str, sources: list[str], targets: list[str], precision
             f"{', '.join(chain) or 'nothing'}; the paths there are: {listed or 'none'} (or shortest, all)")
 
 
+def _model_names(resolved: list[tuple[str, ModelSpec | None, str | None]]) -> list[str]:
+    """The name each resolved model goes by in case ids: its spec's, or its
+    file's (`model_name`). Where models of different references would share
+    one, each named after a path takes as many of its parent folders' names
+    as tell it apart from the others (`a.model` and `b.model` for a/model.onnx
+    and b/model.onnx); zoo models and the names a model file registers stay as
+    they are. What that cannot separate (one file by two paths) is `_unique_name`'s."""
+    names = [spec.name if spec else model_name(ref) for ref, spec, _ in resolved]
+    refs_by_name: dict[str, dict[str, list[str] | None]] = {}
+    for (ref, spec, _), name in zip(resolved, names):
+        named_by_path = spec is None or (spec.origin != "zoo" and not ref.endswith(".py"))
+        refs_by_name.setdefault(name, {})[ref] = _parent_names(ref) if named_by_path else None
+    for index, ((ref, _, _), name) in enumerate(zip(resolved, names)):
+        rivals = refs_by_name[name]
+        mine = rivals[ref]
+        if len(rivals) < 2 or mine is None:
+            continue
+        others = [parents for other, parents in rivals.items() if other != ref and parents is not None]
+        depth = next((k for k in range(1, len(mine) + 1) if all(p[:k] != mine[:k] for p in others)), None)
+        if depth is not None:
+            names[index] = _safe_name(".".join([*reversed(mine[:depth]), name]))
+    taken: dict[str, str] = {}  # model name -> the reference it stands for
+    return [_unique_name(name, ref, taken) for (ref, _, _), name in zip(resolved, names)]
+
+
+def _parent_names(ref: str) -> list[str]:
+    """The names of the folders above the file or folder `ref` names, nearest first."""
+    path = ref.partition("=")[2] or ref
+    return list(reversed(Path(os.path.abspath(path)).parent.parts[1:]))
+
+
 def _unique_name(name: str, ref: str, taken: dict[str, str]) -> str:
-    """`name`, or `name_2`, `name_3`, ... when another reference (two files with
-    one stem in different folders) already goes by it: case ids must not collide."""
+    """`name`, or `name_2`, `name_3`, ... when another reference (one file by
+    two paths) already goes by it: case ids must not collide."""
     candidate, count = name, 1
     while taken.setdefault(candidate, ref) != ref:
         count += 1

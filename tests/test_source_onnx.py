@@ -26,7 +26,7 @@ from harness.compare import compare_outputs
 from harness.errors import CaseError
 from harness.inputs import example_recipe
 from harness.inputs import make_inputs
-from harness.options import RunOptions, parse_input_spec
+from harness.options import OptionError, RunOptions, parse_input_spec
 from harness.runtimes import onnxruntime as ort_runtime
 from harness.sources import onnx as onnx_source
 from harness.specs import ModelSpec, SpecError
@@ -222,12 +222,18 @@ def test_bounds_for_a_dim_the_file_names_twice_are_given_once(tmp_path):
     (["x:float32[N=1..4,4]"], "fixes it at 3"),
     (["x:int64[N=1..4,3]"], "declares float32"),
     (["x:float32[N=1..4]"], "declares 2"),
-    (["x:float32[N=1..4,3]", "z:float32[N=1..4,3]"], "names ['z'], which ONNX file"),
 ])
 def test_an_input_spec_that_contradicts_the_file_is_refused(tmp_path, options, complaint):
     path = _relu(tmp_path / "m.onnx", shape=("batch", 3))
     with pytest.raises(SpecError, match=re.escape(complaint)):
         onnx_source.spec_from_file(path, [parse_input_spec(option) for option in options])
+
+
+def test_an_input_spec_for_no_input_of_the_file_is_the_run_s_option_error(tmp_path):
+    """Not the model's SpecError (one error case): the command line's, a usage error (tests/test_options.py)."""
+    path = _relu(tmp_path / "m.onnx", shape=("batch", 3))
+    with pytest.raises(OptionError, match=re.escape("--input-spec names ['z'], which ONNX file")):
+        _spec(path, "x:float32[N=1..4,3]", "z:float32[N=1..4,3]")
 
 
 def test_an_input_name_input_spec_cannot_write_is_given_by_position(tmp_path):
@@ -288,6 +294,106 @@ def test_golden_tensors_that_keep_their_data_elsewhere_are_refused(tmp_path):
         onnx_source.golden_examples(folder)
 
 
+# ---------------------------------------------------------------- files of any name, folders, case ids
+
+def _linear(path: Path) -> Path:
+    """y = x @ w + b at a fixed x [2, 4]: runs with no --input-spec."""
+    rng = np.random.default_rng(3)
+    return _save(path, [helper.make_node("Gemm", ["x", "w", "b"], ["y"])], [_value("x", [2, 4])], [_value("y", [2, 3])],
+                 [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w"),
+                  numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")])
+
+
+@pytest.mark.parametrize("name, case_id", [("linear.onnx", "linear-onnx-onnxruntime-cpu"),
+                                           ("resnet-v2.1.onnx", "resnet_v2.1-onnx-onnxruntime-cpu"),
+                                           ("model.onnx", "model-onnx-onnxruntime-cpu")])
+def test_an_onnx_file_of_any_name_runs_end_to_end(run_parity, parity_dir, name, case_id):
+    """Before, a file not named model.onnx failed every case: its folder was read as a test-data folder."""
+    _linear(parity_dir / name)
+    run = run_parity(f"--model={name}", "--source=onnx")
+    assert run.cases[case_id]["status"] == "passed", run.output
+    assert "golden" not in run.cases[case_id]
+
+
+def test_stored_sets_belong_to_the_folders_model_onnx_not_to_a_file_of_another_name(tmp_path):
+    """The choice the README states: test_data_set_N/ beside model.onnx are its golden examples, also when
+    model.onnx is given by name; a file of another name beside them (a model_fp16.onnx) has none."""
+    model = _linear(tmp_path / "linear.onnx")
+    x = np.ones((2, 4), np.float32)
+    folder = _golden_folder(tmp_path / "case", model, [x], [onnx_source.load_file(model).session.run(None, {"x": x})[0]])
+    shutil.copy(model, folder / "linear.onnx")
+    assert onnx_source.golden_examples(folder / "linear.onnx") == []
+    assert [s[2] for s in onnx_source.golden_examples(folder / "model.onnx")] == ["test_data_set_0"]
+    assert [s[2] for s in onnx_source.golden_examples(folder)] == ["test_data_set_0"]
+    assert onnx_source.model_file(folder) == folder / "model.onnx"  # the other file beside it changes nothing
+
+
+def test_a_folder_of_onnx_files_without_model_onnx_is_refused_naming_them(run_parity, parity_dir):
+    for name in ("resnet-v2.1.onnx", "linear.onnx"):
+        _linear(parity_dir / "exports" / name)
+    run = run_parity("--model=exports", "--source=onnx")
+    message = run.cases["exports"]["message"]
+    assert message == ("folder exports holds linear.onnx, resnet-v2.1.onnx but no model.onnx: a folder is read as "
+                       "ONNX's test-data layout (model.onnx beside test_data_set_N/); name one of them, e.g. "
+                       "--model=exports/linear.onnx"), run.output
+    followed = run_parity(re.search(r"--model=\S+$", message)[0], "--source=onnx")
+    assert followed.cases["linear-onnx-onnxruntime-cpu"]["status"] == "passed", followed.output
+
+
+def _case_models(*refs: str, sources=("onnx",)) -> list[str]:
+    options = RunOptions(models=refs, sources=sources, targets=("onnxruntime",), devices=("cpu",))
+    return [case.model for case in matrix.build_cases(options)]
+
+
+def test_a_case_id_names_the_file_or_folder_never_the_path_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = ONNX_TEST_DATA / "pytorch-converted" / "test_Conv2d"
+    made = _golden_folder(tmp_path / "home" / "me" / "models" / "conv.v2", _relu(tmp_path / "relu.onnx", (2, 3)),
+                          [np.ones((2, 3), np.float32)], [np.ones((2, 3), np.float32)])
+    _linear(tmp_path / "linear.onnx")
+    assert _case_models(str(shipped), str(made), "linear.onnx", "./relu.onnx") == [
+        "test_Conv2d", "conv.v2", "linear", "relu"]
+    assert matrix.model_name(".") == tmp_path.name
+
+
+def test_models_of_one_name_are_told_apart_by_their_folders_and_zoo_names_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b", "x/c", "y/c", "nets"):
+        _linear(tmp_path / folder / ("mlp.onnx" if folder == "nets" else "model.onnx"))
+    _linear(tmp_path / "model.onnx")
+    assert _case_models("a/model.onnx", str(tmp_path / "b" / "model.onnx"), "x/c/model.onnx", "y/c/model.onnx",
+                        "model.onnx") == ["a.model", "b.model", "x.c.model", "y.c.model", f"{tmp_path.name}.model"]
+    # a zoo model keeps its name; the file beside it takes its folder's
+    assert set(_case_models("mlp", "nets/mlp.onnx", sources=("onnx", "torch"))) == {"mlp", "nets.mlp"}
+    # one file by two paths cannot be told apart by folders
+    assert _case_models("a/model.onnx", "./a/model.onnx") == ["model", "model_2"]
+    assert _case_models("a/model.onnx") == ["model"]  # alone, a name needs nothing added
+
+
+def test_replay_finds_a_case_whose_name_its_run_took_from_the_folder(tmp_path, monkeypatch, capsys):
+    """A failure saved as a.model-... (told apart from b/model.onnx) replays with --model a/model.onnx alone."""
+    from harness.__main__ import main
+    from harness.results import save_failure
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        _linear(tmp_path / folder / "model.onnx")
+    options = RunOptions(models=("a/model.onnx", "b/model.onnx"), sources=("onnx",), targets=("onnxruntime",),
+                         devices=("cpu",))
+    [case, _] = matrix.build_cases(options)
+    assert case.id == "a.model-onnx-onnxruntime-cpu"
+    replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
+              "device": case.device, "options": options.to_json()}
+    npz, _ = save_failure(tmp_path / "reports", case.id, {"x": np.ones((2, 4), np.float32)}, replay)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["replay", str(npz), "--model", "a/model.onnx", *cache]) == 0, capsys.readouterr().err
+    assert "model-onnx-onnxruntime-cpu on x[2, 4]: PASSED" in capsys.readouterr().out
+    # a name the run did not change is found as it is
+    alone = dict(replay, case_id="model-onnx-onnxruntime-cpu")
+    npz, _ = save_failure(tmp_path / "reports", alone["case_id"], {"x": np.ones((2, 4), np.float32)}, alone)
+    assert main(["replay", str(npz), "--model", "a/model.onnx", *cache]) == 0, capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_bytes_that_are_no_onnx_model_are_refused(tmp_path):
@@ -303,8 +409,11 @@ def test_bytes_that_are_no_onnx_model_are_refused(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(CaseError, match=r"empty \(0 bytes\)"):
         onnx_source.load_file(empty)
-    with pytest.raises(CaseError, match="holds no model.onnx"):
+    with pytest.raises(CaseError, match="holds empty.onnx, garbage.onnx, no_graph.onnx but no model.onnx"):
         onnx_source.load_file(tmp_path)
+    (tmp_path / "empty-folder").mkdir()
+    with pytest.raises(CaseError, match="holds no model.onnx"):
+        onnx_source.load_file(tmp_path / "empty-folder")
 
 
 def test_a_truncated_file_is_refused(tmp_path):

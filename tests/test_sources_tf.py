@@ -333,6 +333,59 @@ def test_saved_model_without_serving_signature(files):
     assert "it has the signatures ['predict']" in message
 
 
+def two_heads_saved_model(folder) -> str:
+    """A SavedModel of a tf.Module whose serving signature returns two outputs, listed out of order."""
+
+    class TwoHeads(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(8).standard_normal((4, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            logits = tf.matmul(x, self.w)
+            return {"probs": tf.nn.softmax(logits), "logits": logits}
+
+    module = TwoHeads()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    return str(folder)
+
+
+def test_a_saved_model_without_output_names_is_compared_on_its_signatures_outputs(run_parity, tmp_path_factory):
+    """Before, its one output was called `output` and every case errored: the signature has no output 'output'.
+    Given by an absolute path, its case goes by the folder's own name."""
+    folder = two_heads_saved_model(tmp_path_factory.mktemp("models") / "build" / "tf_module")
+    run = run_parity(f"--model={folder}", "--source=tensorflow", "--input-spec=x:float32[N=1..4,4]")
+    record = run.cases["tf_module-tensorflow-onnxruntime-cpu"]
+    assert record["status"] == "passed", run.output
+    assert list(record["outputs"]) == ["logits", "probs"]  # load_saved_model's order without names: sorted
+
+
+def _resolved(folder, **options):
+    from harness import matrix
+    from harness.options import RunOptions, parse_input_spec
+
+    [resolved] = matrix.resolve_models(RunOptions(models=(str(folder),),
+                                                  input_specs=(parse_input_spec("x:float32[N=1..4,4]"),), **options))
+    return resolved
+
+
+def test_output_names_still_pick_among_a_saved_models_outputs(tmp_path):
+    _, spec, error = _resolved(two_heads_saved_model(tmp_path / "two_heads"), output_names=("probs",))
+    assert error is None and [o.name for o in spec.outputs] == ["probs"]
+    assert spec.builders["tensorflow"]().extra["output_keys"] == ["probs"]
+
+
+def test_a_saved_models_outputs_are_read_from_its_signature_before_it_loads(files, tmp_path):
+    assert tfs.signature_outputs(two_heads_saved_model(tmp_path / "two_heads")) == ("logits", "probs")
+    tmp, _ = files
+    # no serving signature: the error load_saved_model gives, when the spec is made
+    _, spec, error = _resolved(tmp / "other-signature")
+    assert spec is None and "has no 'serving_default' serving signature (it has the signatures ['predict'])" in error
+    assert "has no 'serving_default' serving signature (it has the signatures ['predict'])" in load_error(
+        tfs.load_file, tmp / "other-signature", None, False)
+
+
 def test_missing_folder_and_not_a_saved_model(files):
     tmp, _ = files
     assert "does not exist" in load_error(tfs.load_file, tmp / "nothing-here", None, False)

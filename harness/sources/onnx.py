@@ -1,6 +1,7 @@
-"""ONNX files as a source: a `.onnx` file, or a folder in ONNX's test-data
-layout (`model.onnx` beside `test_data_set_N/input_K.pb` and `output_K.pb`,
-whose stored outputs are golden examples).
+"""ONNX files as a source: a `.onnx` file of any name, or a folder in ONNX's
+test-data layout (`model.onnx` beside `test_data_set_N/input_K.pb` and
+`output_K.pb`, whose stored outputs are golden examples: model.onnx's only,
+named or found in its folder, never a file of another name beside them).
 
 onnx and onnxruntime are imported inside the functions, never at module level.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -43,6 +45,7 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import not_a_file, require_file
+from harness.options import OptionError
 from harness.runtimes.binding import bound_names
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
@@ -292,23 +295,39 @@ def run(model: OnnxModel, inputs: Sequence[np.ndarray], device: str, float64: bo
 # ---------------------------------------------------------------- files and specs
 
 def sniff(path: Path) -> bool:
-    """An ONNX file (by its suffix), or a folder in ONNX's test-data layout."""
+    """An ONNX file (by its suffix, whatever its name), or a folder holding
+    .onnx files: one in ONNX's test-data layout, or one `model_file` refuses
+    naming the files to choose from."""
     path = Path(path)
     if path.is_dir():
-        return (path / MODEL_FILENAME).is_file() and any(GOLDEN_SET.match(p.name) and p.is_dir()
-                                                         for p in path.iterdir())
+        return bool(_onnx_files(path))
     return path.suffix.lower() == ".onnx"
 
 
 def model_file(path: Path) -> Path:
-    """The .onnx file `path` names: itself, or a test-data folder's model.onnx."""
+    """The .onnx file `path` names: a file is itself, whatever its name; a
+    folder is read as ONNX's test-data layout, and its model is its model.onnx."""
     if path.is_dir():
         if not (path / MODEL_FILENAME).exists():
-            raise CaseError("load", f"folder {path} holds no {MODEL_FILENAME}: a folder is read as ONNX's test-data "
-                                    f"layout ({MODEL_FILENAME} beside test_data_set_N/); name the .onnx file instead")
+            layout = f"a folder is read as ONNX's test-data layout ({MODEL_FILENAME} beside test_data_set_N/)"
+            held = _onnx_files(path)
+            if not held:
+                raise CaseError("load", f"folder {path} holds no {MODEL_FILENAME}: {layout}; name the .onnx file "
+                                        "instead")
+            listed = ", ".join(held[:_LISTED]) + (f" and {len(held) - _LISTED} more" if len(held) > _LISTED else "")
+            raise CaseError("load", f"folder {path} holds {listed} but no {MODEL_FILENAME}: {layout}; name one of "
+                                    f"them, e.g. --model={shlex.quote(str(path / held[0]))}")
         path = path / MODEL_FILENAME
     require_file(path, "ONNX file")
     return path
+
+
+_LISTED = 10  # .onnx files a refused folder's error names
+
+
+def _onnx_files(folder: Path) -> list[str]:
+    """The names of the .onnx files directly in `folder`, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".onnx")
 
 
 def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
@@ -374,12 +393,16 @@ def golden_examples(path: Path) -> list[tuple[dict[str, np.ndarray], list[np.nda
     """(inputs by the model's input names, outputs in the model's output
     order, set name) for each `test_data_set_N` of a folder in ONNX's
     test-data layout (or of the folder of its model.onnx), in N's order.
+    A file of another name has none: the stored sets of its folder are its
+    model.onnx's, which it need not compute (a model_fp16.onnx beside it).
     A stored tensor is matched to a model input or output by its name, or by
     its position where the names do not match."""
     from onnx import TensorProto, numpy_helper
 
     folder = Path(path)
     if folder.is_file():
+        if folder.name != MODEL_FILENAME:
+            return []
         folder = folder.parent
     file = model_file(folder)
     proto, _ = _parse(file)
@@ -657,9 +680,9 @@ def _given_specs(file: Path, declared: Sequence[Any], input_specs: Sequence[Inpu
         pairs = list(zip(names, input_specs))  # no name matches: by position, one spec per input
     else:
         unknown = [s.name for s in input_specs if s.name not in names]
-        if unknown:
-            raise SpecError(f"--input-spec names {unknown}, which ONNX file {file} does not take: its inputs are "
-                            f"{names} (or give one --input-spec per input, in that order)")
+        if unknown:   # the run's usage error, not this model's: a spec for no input is a typo on the command line
+            raise OptionError(f"--input-spec names {unknown}, which ONNX file {file} does not take: its inputs are "
+                              f"{names} (or give one --input-spec per input, in that order)")
         pairs = [(s.name, s) for s in input_specs]
     given = {}
     by_name = {v.name: v for v in declared}

@@ -39,6 +39,8 @@ from harness.sources import tf_graph_scan
 NAME = "tensorflow"
 
 SERVING_KEY = "serving_default"
+# signature_def entries TensorFlow writes for itself: a loaded SavedModel's `signatures` lists neither
+_RESERVED_SIGNATURES = ("__saved_model_init_op", "__saved_model_train_op")
 _VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "VarIsInitializedOp"}
 
 
@@ -250,10 +252,7 @@ def load_saved_model(path: Path, input_names: list[str] | None, output_names: li
                                 f"({summarize_exception(error, 2)})") from None
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     if SERVING_KEY not in signatures:
-        having = (f"it has the signatures {sorted(signatures)}" if signatures else "it has no signatures at all")
-        raise CaseError("load", f"SavedModel {path} has no '{SERVING_KEY}' serving signature ({having}). Export one: "
-                                "`model.export(path)` for a Keras model, or `tf.saved_model.save(module, path, "
-                                "signatures={'serving_default': module.f.get_concrete_function(tf.TensorSpec(...))})`")
+        raise _no_serving_signature(path, signatures)
     function = signatures[SERVING_KEY]
     args, kwargs = function.structured_input_signature
     if args:
@@ -288,6 +287,32 @@ def load_saved_model(path: Path, input_names: list[str] | None, output_names: li
                # this reference they are freed and tracing the signature fails.
                "saved_model": loaded},
     )
+
+
+def signature_outputs(path: Path) -> tuple[str, ...]:
+    """The outputs of a SavedModel folder's serving signature, in the order
+    `load_saved_model` returns them when not given `output_names` (sorted),
+    read from saved_model.pb: nothing is loaded or run."""
+    path = Path(path)
+    require_file(path / "saved_model.pb", named=f"SavedModel {path}: saved_model.pb")
+    try:
+        proto = _saved_model_proto(path)
+    except ImportError as error:
+        raise CaseError("load", f"SavedModel {path}: its outputs are read from its '{SERVING_KEY}' signature, which "
+                                f"needs tensorflow ({error}); install the 'tensorflow' extra, or name them with "
+                                "--output-names") from None
+    signatures = {name: signature for meta_graph in proto.meta_graphs
+                  for name, signature in meta_graph.signature_def.items() if name not in _RESERVED_SIGNATURES}
+    if SERVING_KEY not in signatures:
+        raise _no_serving_signature(path, signatures)
+    return tuple(sorted(signatures[SERVING_KEY].outputs))
+
+
+def _no_serving_signature(path: Path, signatures: dict[str, Any]) -> CaseError:
+    having = f"it has the signatures {sorted(signatures)}" if signatures else "it has no signatures at all"
+    return CaseError("load", f"SavedModel {path} has no '{SERVING_KEY}' serving signature ({having}). Export one: "
+                             "`model.export(path)` for a Keras model, or `tf.saved_model.save(module, path, "
+                             "signatures={'serving_default': module.f.get_concrete_function(tf.TensorSpec(...))})`")
 
 
 def _ordered_inputs(path: Path, keys: list[str], wanted: list[str] | None) -> list[str]:
