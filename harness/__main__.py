@@ -27,16 +27,16 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     options; trust and every path (the model file, the converted file, the
     cache) come from the command line only: a failure file is data, and may
     come from anyone."""
-    if (path / "repro.py").is_file():   # a reproduction folder (harness/localize/repro.py): its own script judges
-        from harness.localize.repro import edited_script, run_repro
+    # A reproduction folder (harness/localize/repro.py): its own script judges. A repro.py that is a dangling
+    # link is one too, so that it is refused as a link.
+    if (path / "repro.py").is_file() or (path / "repro.py").is_symlink():
+        from harness.localize.repro import run_repro
 
-        edited = edited_script(path)
-        if edited and not trust_model_code:
-            print(f"python -m harness replay: {path / 'repro.py'} is not the script the harness writes ({edited}): "
-                  f"replay runs only its own script, since a reproduction folder may come from anyone. Read it, "
-                  f"and if you trust it, run it yourself or pass --trust-model-code", file=sys.stderr)
+        try:
+            code, output = run_repro(path, trust_script=trust_model_code)
+        except ValueError as error:
+            print(f"python -m harness replay: {error}", file=sys.stderr)
             return 2
-        code, output = run_repro(path)
         print(output.rstrip("\n"))
         return code if code in (0, 1) else 2
 
@@ -46,8 +46,8 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     from harness.cache import ArtifactCache
     from harness.engine import prepare_case, run_example
     from harness.errors import CaseError, summarize_exception
-    from harness.matrix import build_cases, model_name
-    from harness.options import RunOptions
+    from harness.matrix import build_cases
+    from harness.options import OptionError, RunOptions
     from harness.registry import zoo_models
     from harness.results import load_failure
 
@@ -84,12 +84,18 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     options = replace(stored, models=(model or ref,), sources=(info["source"],), targets=(info["target"],),
                       devices=(info["device"],), converted=converted, trust_model_code=trust_model_code,
                       cache_dir=cache_dir, reports_dir=RunOptions().reports_dir)
-    cases = build_cases(options)
+    try:
+        cases = build_cases(options)
+    except OptionError as error:   # the stored --input-spec names no input of the model file given now
+        print(f"python -m harness replay: {path}: {error}", file=sys.stderr)
+        return 2
     chosen = [c for c in cases if c.id == info["case_id"]]
     if not chosen and model is not None:
-        # The file named on the command line may go by another name than the one the failure was saved from.
-        suffix = info["case_id"][len(model_name(ref)):]
-        chosen = [c for c in cases if c.id[len(c.model):] == suffix]
+        # The file named on the command line may go by another name than the one the failure was saved from
+        # (renamed, or told apart from another model of its run by its folder's name): the rest of the id must
+        # match. A name made from a path holds no "-" (matrix.model_name), so the id's model part ends at the first.
+        rest = info["case_id"].partition("-")[2]
+        chosen = [c for c in cases if c.id[len(c.model) + 1:] == rest]
     if not chosen:
         why = "; ".join(c.error for c in cases if c.error) or f"no case {info['case_id']} among {[c.id for c in cases]}"
         print(f"python -m harness replay: {path}: the case cannot be rebuilt here: {why}", file=sys.stderr)
@@ -131,19 +137,20 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     from harness.inputs import example_recipe, make_inputs
     from harness.localize.locate import localize as localize_walk, walkable_case
     from harness.matrix import build_cases
-    from harness.options import OptionError, RunOptions, parse_input_spec
+    from harness.options import OptionError, RunOptions, parse_input_specs
 
     try:
         options = RunOptions(models=(model,), converted=converted, sources=(source,) if source else (),
                              targets=(target,), devices=(device,),
-                             input_specs=tuple(parse_input_spec(s) for s in input_specs),
+                             input_specs=parse_input_specs(input_specs),
                              trust_model_code=trust_model_code, cache_dir=cache_dir, reports_dir=out, localize=mode)
+        built = build_cases(options)
     except OptionError as error:
         print(f"python -m harness localize: {error}", file=sys.stderr)
         return 2
-    cases = [c for c in build_cases(options) if not c.skip and not c.error]
+    cases = [c for c in built if not c.skip and not c.error]
     if not cases:
-        why = "; ".join(c.skip or c.error for c in build_cases(options)) or "no case"
+        why = "; ".join(c.skip or c.error for c in built) or "no case"
         print(f"python -m harness localize: nothing to run for {model} and {converted}: {why}", file=sys.stderr)
         return 2
     case = cases[0]
@@ -227,15 +234,17 @@ def _input_file(path: Path, names: list[str]) -> dict:
 
 
 def report(path: Path) -> int:
+    from harness.report.baseline import BaselineError, load_baseline
     from harness.report.html import write_html_report
-    from harness.results import ReportsFolderError, check_writable, load_results
+    from harness.results import ReportsFolderError, check_writable
 
     try:
+        results = load_baseline(path)   # any file a user names: read under the JSON budget, its schema checked
         check_writable(path.parent, remedy="copy the JSON to a writable folder and rebuild the report there")
-    except ReportsFolderError as error:
+    except (BaselineError, ReportsFolderError) as error:
         print(f"python -m harness report: {error}", file=sys.stderr)
         return 2
-    out = write_html_report(load_results(path), path.with_suffix(".html"))
+    out = write_html_report(results, path.with_suffix(".html"))
     print(out)
     return 0
 

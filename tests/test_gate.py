@@ -150,3 +150,20 @@ def test_baseline_of_another_schema_is_a_usage_error(run_parity, tmp_path):
     errors = "\n".join(run.result.errlines)
     assert f"{baseline}: not a parity results file of schema 1: it is of schema 2" in errors
     assert "Traceback" not in errors + run.output
+
+
+def test_baseline_nested_past_the_budget_is_a_usage_error_and_one_within_it_gates(run_parity, tmp_path):
+    """Python's json recurses per level: a baseline nested 100,000 deep was an INTERNALERROR."""
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"schema": 1, "cases": {}, "note": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    run = run_parity("--model=simple", f"--parity-baseline={deep}")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR, run.output
+    errors = "\n".join(run.result.errlines)
+    assert f"{deep}: JSON nested 100001 deep, more than the 64 allowed" in errors
+    assert "Traceback" not in errors + run.output and "INTERNALERROR" not in errors + run.output
+    # the twin: nested deeper than the harness writes, within the budget, it gates as any baseline
+    nested = tmp_path / "nested.json"
+    nested.write_text(json.dumps({**nan_baseline(), "note": json.loads("[" * 50 + "]" * 50)}))
+    gated = run_parity("--model=simple", f"--parity-baseline={nested}", "--parity-allow-lost-coverage", examples=3)
+    assert gated.result.ret == pytest.ExitCode.OK, gated.output
+    assert "parity baseline: ok: 0 regressions, 1 lost coverage" in gated.output

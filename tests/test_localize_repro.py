@@ -69,8 +69,9 @@ def test_the_script_reproduces_a_softmax_on_the_wrong_axis_and_not_one_on_the_ri
     folder = tmp_path / "case.repro"
     wrong = write(folder, softmax_model(tmp_path / "sub.onnx", axis=1), expected_axis=2, runtime=runtime)
     assert wrong == {"folder": str(folder), "script": str(folder / "repro.py"),
-                     "command": f"python {folder / 'repro.py'}",
-                     "files": ["model.onnx", "inputs.npz", "expected.npz", "versions.json", "README.md", "repro.py"]}
+                     "command": f"python -I {folder / 'repro.py'}",
+                     "files": ["model.onnx", "inputs.npz", "expected.npz", "versions.json", "README.md", "repro.py",
+                               "manifest.json"]}
     script = (folder / "repro.py").read_text()
     assert "import harness" not in script and "from harness" not in script
     code, output = run_isolated(folder)
@@ -200,6 +201,8 @@ def test_an_unknown_runtime_or_device_is_refused_before_anything_is_written(tmp_
 def test_run_repro_refuses_a_folder_without_a_script_and_stops_a_hang(tmp_path):
     with pytest.raises(ValueError, match="not a reproduction folder: it has no repro.py"):
         run_repro(tmp_path)
-    (tmp_path / "repro.py").write_text("import time\ntime.sleep(60)\n")
-    code, output = run_repro(tmp_path, timeout_s=1)
+    folder = tmp_path / "case.repro"
+    write(folder, softmax_model(tmp_path / "sub.onnx", axis=1), expected_axis=2)
+    (folder / "repro.py").write_text("import time\ntime.sleep(60)\n")
+    code, output = run_repro(folder, timeout_s=1, trust_script=True)
     assert code == 124 and "timed out after 1 s" in output

@@ -435,7 +435,7 @@ MALFORMED = {
     "random bytes": (lambda p: _written(p, np.random.default_rng(1).bytes(300)), "not an .npz (zip) archive"),
     "no replay entry": (lambda p: _zip(p, {"input:x.npy": _npy(np.zeros(3))}), "has no __replay__ entry"),
     "bad json": (lambda p: _zip(p, {"__replay__.npy": _npy(np.array("{not json")), "input:x.npy": _npy(np.zeros(3))}),
-                 "is not valid JSON"),
+                 "its __replay__ entry: not valid JSON"),
     "missing keys": (lambda p: _zip(p, {"__replay__.npy": _npy(np.array('{"case_id": "x"}')),
                                         "input:x.npy": _npy(np.zeros(3))}), "model_ref (str)"),
     "wrong types": (lambda p: _zip(p, {"__replay__.npy": _npy(np.array(json.dumps(

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.results import SCHEMA, atomic_write_text, to_jsonable
+from harness.user_json import UserJSONError, read_user_json
 
 FLOOR = 1e-9
 SCORE_FLOOR = 1e-6
@@ -106,16 +107,13 @@ def save_baseline(results: Mapping[str, Any], path: Path, force: bool = False) -
 
 def load_baseline(path: Path) -> dict[str, Any]:
     """Read a results or baseline file; BaselineError names the file when it
-    is missing, not JSON, or not a results file."""
+    is missing, past the size or depth budget of JSON from a user, not JSON,
+    or not a results file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise BaselineError(f"{path}: cannot be read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise BaselineError(f"{path}: not valid JSON ({error})") from None
+        data = read_user_json(path)
+    except UserJSONError as error:
+        raise BaselineError(str(error)) from None
     problem = _schema_problem(data)
     if problem:
         raise BaselineError(f"{path}: not a parity results file of schema {SCHEMA}: {problem}. Give a parity.json "
