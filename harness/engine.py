@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from harness import backends
-from harness.cache import ArtifactCache
+from harness.cache import ArtifactCache, release_private_copies
 from harness.calibration import Calibration, calibration_inputs, parse_calibration
 from harness.compare import OutputComparison, compare_outputs
 from harness.errors import CaseError, summarize_exception
@@ -94,8 +94,11 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
                  progress: Progress = no_progress) -> PreparedCase:
     """Everything a case needs before its examples run; raises CaseError.
     `progress(stage)` is called as each stage starts (a worker reports it, so
-    that a hang can be placed)."""
+    that a hang can be placed). The converted files (`files`) are the cache's
+    private copies, there until the next case is prepared in this process."""
     spec = case.spec
+    # The cache's private copies of the case before, whose runtime loaded them (cases run one at a time).
+    release_private_copies()
     check_tensor_budget(spec, options.max_tensor_mb)   # before any model is built or tensor made
     source = backends.source(case.source)
     runtime = backends.runtime(case.target)

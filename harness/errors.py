@@ -1,5 +1,12 @@
 """The errors a case can end in, each with a message meant for the user."""
 
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
 
 class CaseError(Exception):
     """A case that cannot be run as asked: a bad file, a failed export, a spec
@@ -24,3 +31,32 @@ def summarize_exception(error: BaseException, max_lines: int = 6) -> str:
     if len(lines) > max_lines:
         short += f"\n... ({len(lines) - max_lines} more lines)"
     return f"{type(error).__name__}: {short}"
+
+
+# What a write fails with when the disk is full, or the user's share of it is.
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))   # Windows has no EDQUOT
+
+
+def disk_full(error: BaseException, path: Path) -> str | None:
+    """Where `error`, or an error it was raised from or while handling (a
+    converter's own error around the write that failed), is a full disk or an
+    exceeded quota: the reason, and the filesystem holding `path` to free space
+    on with the space free there now; None for any other error."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
+            break
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    else:
+        return None
+    mount = Path(os.path.abspath(path))
+    while not mount.exists() or not os.path.ismount(mount):
+        mount = mount.parent
+    try:
+        free = f"{shutil.disk_usage(mount).free / 2**20:.1f} MiB free there now"
+    except OSError:
+        free = "its free space unknown"
+    return (f"{os.strerror(cause.errno).lower()} ({errno.errorcode[cause.errno]}): free space on {mount} "
+            f"({free})")

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import zipfile
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -173,12 +174,16 @@ def describe(origin: str) -> dict[str, Any] | None:
     return described
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of one file, read in chunks."""
+def file_sha256(path: Path, copy_to: Path | None = None) -> str:
+    """The sha256 of one file, read in chunks; with `copy_to`, the chunks are
+    written there as they are hashed, so that the copy holds exactly the bytes
+    the digest is of, whatever happens to `path` meanwhile."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle, (open(copy_to, "wb") if copy_to is not None else nullcontext()) as copy:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
+            if copy is not None:
+                copy.write(block)
     return digest.hexdigest()
 
 

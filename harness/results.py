@@ -24,11 +24,13 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
+from harness.errors import CaseError, disk_full
 from harness.locks import FileLock, LockHeld
+from harness.user_json import loads_user_json, read_user_json
 
 SCHEMA = 1
 # Distributions whose versions every record reports when installed.
@@ -73,7 +75,8 @@ def _gpu_names() -> list[str]:
 
 
 class ReportsFolderError(Exception):
-    """A reports folder that cannot be written to, or that another run is writing to."""
+    """A reports folder that cannot be written to, or that another run is writing to;
+    a report file that found its disk full."""
 
 
 RUN_LOCK = ".parity-run.lock"  # held by the run that writes the folder
@@ -136,8 +139,12 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        full = disk_full(error, path)
+        if full:
+            raise ReportsFolderError(f"{path} could not be written: {full}; the file there before, if any, "
+                                     f"is kept whole") from None
         raise
 
 
@@ -178,7 +185,9 @@ class ResultsWriter:
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A results file, read under the budget of JSON from a user (`python -m
+    harness report` takes any file); UserJSONError, one line naming it."""
+    return read_user_json(Path(path))
 
 
 def merge_results(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -196,27 +205,48 @@ def merge_results(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 def save_failure(reports_dir: Path, case_id: str, inputs: Mapping[str, np.ndarray], replay_info: Mapping[str, Any]) -> tuple[Path, str]:
     """Write the shrunk failing input and what is needed to replay it; return the
-    file and the one-line command that replays it."""
+    file and the one-line command that replays it. A disk that fills is a
+    CaseError naming it, and leaves no file but a whole one at `path`."""
     folder = Path(reports_dir) / "failures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{case_id}.npz"
     fd, tmp = _new_file(folder, f".{path.stem}.", ".npz")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, __replay__=np.array(json.dumps(to_jsonable(replay_info))),
-                     **{f"input:{name}": array for name, array in inputs.items()})
+            write_npz(handle, {"__replay__": np.array(json.dumps(to_jsonable(replay_info))),
+                               **{f"input:{name}": array for name, array in inputs.items()}})
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        full = disk_full(error, path)
+        if full:
+            raise CaseError("report", f"the failing input could not be saved to {path}: {full}, or give "
+                                      f"--parity-reports a folder on another disk") from None
         raise
     return path, f"python -m harness replay {path}"
+
+
+def write_npz(file: Path | BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
+    """An .npz that np.load reads back by name, written member by member as
+    np.savez does, but within one `with`. np.savez takes the names as keyword
+    arguments (a tensor named "file" or "allow_pickle" would be taken for its
+    parameter), and a write it cannot finish (a full disk) leaves its ZipFile
+    unclosed: the garbage collector's close then raises wherever it runs (seen
+    inside torch's exporter, as an ast.parse that ended in SystemError)."""
+    import zipfile
+
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
 def load_failure(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The replay information and the inputs of a saved failure. ValueError,
     one line naming the file, for anything else: not a zip, an archive past
-    its size budget, no __replay__ entry, bad JSON, missing keys or keys of
-    the wrong type. Nothing in the file is unpickled."""
+    its size budget, no __replay__ entry, bad JSON or JSON past its budget
+    (harness/user_json.py), missing keys or keys of the wrong type. Nothing
+    in the file is unpickled."""
     import zipfile
 
     from harness.errors import CaseError
@@ -240,10 +270,7 @@ def load_failure(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise ValueError(f"{path} cannot be read as a saved failure ({type(error).__name__}: {first})") from None
     if text is None:
         raise ValueError(f"{path} is not a saved failure: it has no __replay__ entry")
-    try:
-        info = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"{path}: its __replay__ entry is not valid JSON ({error})") from None
+    info = loads_user_json(text, f"{path}: its __replay__ entry")   # UserJSONError is a ValueError
     if not isinstance(info, dict):
         raise ValueError(f"{path}: its __replay__ entry holds a {type(info).__name__}, not an object")
     wrong = [f"{key} ({kind.__name__})" for key, kind in (("case_id", str), ("model_ref", str), ("source", str),

@@ -8,7 +8,11 @@ forward dereferences a null pointer.
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from harness.cache import IN_USE
 from harness.matrix import Case
 from harness.options import RunOptions
 from harness.worker import isolation_plan
@@ -170,3 +175,78 @@ def test_the_worker_returns_what_the_in_process_run_computes(run_parity):
     assert records["never"]["examples"] == records["always"]["examples"] == 25
     (never,), (always,) = records["never"]["outputs"].values(), records["always"]["outputs"].values()
     assert never["max_abs"] == always["max_abs"] and np.isfinite(never["max_abs"]) and never["max_abs"] > 0
+
+
+# A model whose forward says which process runs it (the worker), then waits to be killed.
+SLEEPER = textwrap.dedent("""
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from harness import InputSpec, register_model
+
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+
+    class Sleeper(torch.nn.Module):
+        def forward(self, x):
+            Path(os.environ["PARITY_TEST_PID_FILE"]).write_text(str(os.getpid()))
+            time.sleep(float(os.environ["PARITY_TEST_SLEEP_S"]))
+            return x * 1.0
+
+
+    spec = dict(inputs=[InputSpec("x", ("N", 8), dims={"N": (1, 3)})], outputs=["y"])
+    register_model("ident_a", torch=Identity, **spec)
+    register_model("sleeper", torch=Sleeper, **spec)
+    register_model("ident_b", torch=Identity, **spec)
+""")
+
+
+def kill_when_written(pid_file: Path, limit_s: float, killed: list[int]) -> None:
+    """SIGKILL the process whose id `pid_file` holds, once it is there (waiting `limit_s` at most)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        if text:
+            os.kill(int(text), signal.SIGKILL)
+            killed.append(int(text))
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kill", [True, False])
+def test_a_worker_killed_from_outside_is_its_case_error_naming_the_signal_and_the_run_goes_on(run_parity,
+                                                                                              parity_dir, kill):
+    """A SIGKILL sent to the worker while its case runs (the twin: no kill, the case passes).
+    The sleeper sleeps well past the kill, far within the time limit: only the kill ends it early."""
+    models = parity_dir / "sleepers.py"
+    models.write_text(SLEEPER)
+    pid_file = parity_dir / "worker.pid"
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_when_written, args=(pid_file, 300 if kill else 0, killed), daemon=True)
+    killer.start()
+    cache = parity_dir / "cache"
+    run = run_parity(f"--model={models}", "--parity-timeout=400", examples=2, cache=cache,
+                     env={"PARITY_TEST_PID_FILE": str(pid_file), "PARITY_TEST_SLEEP_S": "120" if kill else "0"})
+    killer.join(timeout=10)
+    cases = run.cases
+    sleeper = cases["sleeper-torch-onnxruntime-cpu"]
+    assert cases["ident_a-torch-onnxruntime-cpu"]["status"] == "passed", run.output
+    assert cases["ident_b-torch-onnxruntime-cpu"]["status"] == "passed", run.output
+    # The cache's private copies: the killed worker's are removed by the next worker to use the cache.
+    assert not list((cache / IN_USE).iterdir())
+    if not kill:
+        assert sleeper["status"] == "passed" and run.result.ret == 0
+        return
+    assert killed == [sleeper["isolation"]["worker_pid"]]
+    assert sleeper["status"] == "error" and sleeper["stage"] == "load"
+    assert sleeper["message"].startswith("the worker process running sleeper-torch-onnxruntime-cpu died from SIGKILL "
+                                         "(killed from outside")
+    assert sleeper["duration_s"] < 100   # ended by the kill, not by the sleep or the time limit
+    assert cases["ident_b-torch-onnxruntime-cpu"]["isolation"]["worker_pid"] != killed[0]   # a fresh worker
+    assert run.result.ret == 1
