@@ -29,7 +29,10 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   cannot compute in a precision the runtime declares, or None) and
   `SHAPE_PROFILE` (True: the Session is also given `profile=`, each input's
   (min, opt, max) shape from `shape_profile.shape_profile`, for an engine
-  built for a range of shapes). Every Session takes `precision`, one of its
+  built for a range of shapes) and `ELEMENT_TYPES` (the tensor element types,
+  by `specs`' dtype names, it takes and gives: an ONNX file declaring another
+  for an input or output is a skip naming the type and the runtime; a source
+  may declare them too, for its reference). Every Session takes `precision`, one of its
   PRECISIONS: "fp32" means "run the artifact as its own types say", which is
   what a runtime is given where a hop lowered the model (`paths.lowering`), so
   that the engine opens every runtime the same way. A runtime's own settings are an
@@ -193,6 +196,14 @@ def runtime_formats(name: str) -> tuple[str, ...]:
 def runtime_precisions(name: str) -> tuple[str, ...]:
     """The precisions runtime `name` computes in: its PRECISIONS, fp32 alone where it declares none."""
     return tuple(getattr(runtime(name), "PRECISIONS", ("fp32",)))
+
+
+def element_types(kind: str, name: str) -> tuple[str, ...] | None:
+    """The tensor element types backend `name` of `kind` ("source" or
+    "runtime") takes and gives: its ELEMENT_TYPES; None where it declares none
+    (then only the harness's own dtypes bound what it is given)."""
+    declared = getattr(get(kind, name), "ELEMENT_TYPES", None)
+    return None if declared is None else tuple(declared)
 
 
 @lru_cache(maxsize=None)

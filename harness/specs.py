@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 Dim = int | str
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-INT_DTYPES = ("int8", "uint8", "int16", "int32", "int64", "bool")
+INT_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool")
 # What an input's values mean beyond their range (see InputSpec.kind).
 INPUT_KINDS = (None, "padding_mask")
 # Selections of the zoo: "core", the small models written for the harness (the

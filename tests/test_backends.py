@@ -17,6 +17,7 @@ import pytest
 
 from harness import backends, paths
 from harness.options import PRECISIONS
+from harness.specs import FLOAT_DTYPES, INT_DTYPES
 from tests.conftest import install_package
 
 REQUIRED = {
@@ -47,6 +48,8 @@ def test_every_registered_backend_meets_the_contract(kind):
             # the first argument is the source's model or the previous hop's file
             assert list(inspect.signature(backend.convert).parameters)[1:4] == ["spec", "example", "out_dir"]
         else:
+            # the element types it takes, where it declares them, are dtypes the harness makes and compares
+            assert set(backends.element_types(kind, name) or ()) <= set(FLOAT_DTYPES + INT_DTYPES), f"{kind} {name}"
             reason = backend.missing("cpu")
             assert reason is None or isinstance(reason, str)
             if reason:

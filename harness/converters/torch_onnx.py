@@ -67,7 +67,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
     asked_opset, opset = opset, opset or DEFAULT_OPSET[exporter]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / FILENAME
-    args = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in example)
+    args = tuple(torch.from_numpy(np.asarray(x, order="C")) for x in example)
     input_names = [i.name for i in spec.inputs]
     output_names = [o.name for o in spec.outputs]
     dynamic_axes = {i.name: {axis: d for axis, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs}

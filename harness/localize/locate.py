@@ -481,7 +481,7 @@ def walkable_case(prepared: Any, tensors: Mapping[str, np.ndarray], options: Any
     names_out = bound_names([o.name for o in spec.outputs], graph_outputs)
     if names_in is None or names_out is None:
         return f"the inputs and outputs of {path.name} do not match the spec's names or count"
-    feed = {name: np.ascontiguousarray(relaid(x, source_in[i.name], input_layouts.get(i.name)))
+    feed = {name: np.asarray(relaid(x, source_in[i.name], input_layouts.get(i.name)), order="C")
             for name, i, x in zip(names_in, spec.inputs, ordered)}
     reference = prepared.source.run(prepared.model, ordered, case.reference_device)
     source = prepared.source

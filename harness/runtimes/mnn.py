@@ -138,7 +138,7 @@ class Session:
 
         feeds = []
         for name, array, dtype in zip(self._input_names, inputs, self._input_dtypes):
-            array = np.ascontiguousarray(array)
+            array = np.asarray(array, order="C")
             if dtype == "int32" and array.dtype != np.int32:
                 if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
                     raise CaseError("inputs", f"input {name!r} holds values outside int32, which MNN takes "

@@ -23,10 +23,12 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.runtimes.binding import bind_ports
+from harness.specs import FLOAT_DTYPES, INT_DTYPES
 
 NAME = "onnx-reference"
 REFERENCE_OPSET = 21   # where the evaluator has every op the harness's converters write (QDQ's from 19)
 FORMATS = ("onnx",)   # opt-in (backends.OPT_IN_RUNTIMES): see the module docstring
+ELEMENT_TYPES = FLOAT_DTYPES + INT_DTYPES   # numpy's, and bfloat16 through ml_dtypes
 
 
 def missing(device: str) -> str | None:

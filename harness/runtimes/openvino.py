@@ -38,6 +38,9 @@ IR_SUFFIX = ".xml"
 # element type name -> numpy dtype name (bf16 is not numpy's float16, which openvino's to_dtype() gives)
 _OV_TYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16", "i64": "int64",
              "i32": "int32", "i16": "int16", "i8": "int8", "u8": "uint8", "boolean": "bool"}
+# Not bfloat16: ov.Tensor takes no numpy array of it ("Unsupported data type: bfloat16").
+ELEMENT_TYPES = ("float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                 "uint64", "bool")
 
 
 @lru_cache(maxsize=None)
@@ -184,8 +187,8 @@ class Session:
         import openvino as ov
 
         for index, array in zip(self._inputs, inputs):
-            # no cast: a wrong dtype is refused in bind
-            self.request.set_input_tensor(index, ov.Tensor(np.ascontiguousarray(array)))
+            # no cast: a wrong dtype is refused in bind; not ascontiguousarray, which makes a 0-d input 1-d
+            self.request.set_input_tensor(index, ov.Tensor(np.asarray(array, order="C")))
         self.request.infer()
         # Copied out: the request reuses its output buffers on the next example.
         return [self.request.get_output_tensor(index).data.copy() for index in self._outputs]

@@ -531,7 +531,7 @@ class Session:
             raise CaseError("runtime", problem)
         from polygraphy.logger import G_LOGGER
 
-        feed = {name: np.ascontiguousarray(array) for name, array in zip(self._input_names, inputs)}
+        feed = {name: np.asarray(array, order="C") for name, array in zip(self._input_names, inputs)}
         try:
             with G_LOGGER.verbosity(G_LOGGER.ERROR):
                 outputs = self.runner.infer(feed)

@@ -205,7 +205,7 @@ class Session:
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         interpreter = self.interpreter
         # no cast: a wrong dtype fails in set_tensor; a quantized port takes the codes of its float input
-        arrays = [np.ascontiguousarray(x if q is None else _quantized(x, q, detail))
+        arrays = [np.asarray(x if q is None else _quantized(x, q, detail), order="C")   # 0-d stays 0-d
                   for x, q, detail in zip(inputs, self._quantized_in or [None] * len(inputs), self._inputs)]
         shapes = tuple(x.shape for x in arrays)
         if shapes != self._shapes:

@@ -21,7 +21,7 @@ def prepare_inputs(inputs: Sequence[np.ndarray], float64: bool) -> list[np.ndarr
     """The inputs contiguous, and every floating one in float64 for the float64 twin."""
     prepared = []
     for array in inputs:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # not ascontiguousarray, which makes a 0-d input 1-d
         if float64 and np.issubdtype(array.dtype, np.floating):
             array = array.astype(np.float64)
         prepared.append(array)

@@ -464,7 +464,7 @@ def export_pair(model: Any, prefix: str | Path, example: Sequence[np.ndarray]) -
     mx = import_mxnet()
     context = _model_context(model)
     model.hybridize()
-    model(*[mx.nd.array(np.ascontiguousarray(x), ctx=context, dtype=x.dtype) for x in example])
+    model(*[mx.nd.array(np.asarray(x, order="C"), ctx=context, dtype=x.dtype) for x in example])
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     model.export(str(prefix), epoch=0)
     return Path(f"{prefix}-symbol.json"), Path(f"{prefix}-0000.params")

@@ -84,7 +84,7 @@ def _internals(model: Any, inputs: Sequence[np.ndarray]) -> list[tuple[str, str,
         warnings.simplefilter("ignore")
         block = mx.gluon.SymbolBlock(group, symbols, params=model.collect_params())
     context = _model_context(model)
-    values = block(*[mx.nd.array(np.ascontiguousarray(x), ctx=context, dtype=x.dtype) for x in inputs])
+    values = block(*[mx.nd.array(np.asarray(x, order="C"), ctx=context, dtype=x.dtype) for x in inputs])
     values = values if isinstance(values, (list, tuple)) else [values]
     found = []
     for (k, name), value in zip(picked, values):

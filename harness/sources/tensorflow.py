@@ -208,7 +208,7 @@ def run(model: TFFunctionModel, inputs: Sequence[np.ndarray], device: str, float
         raise CaseError("run", f"the graph takes {len(model.input_signature)} input(s) "
                                f"({[s.name for s in model.input_signature]}), got {len(inputs)}")
     with tf.device(_tf_device(device)):
-        tensors = [tf.convert_to_tensor(np.ascontiguousarray(a)) for a in inputs]
+        tensors = [tf.convert_to_tensor(np.asarray(a, order="C")) for a in inputs]
         outputs = model.function(*tensors)
     return [np.asarray(t.numpy()) if hasattr(t, "numpy") else np.asarray(t) for t in outputs]
 

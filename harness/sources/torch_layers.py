@@ -83,7 +83,7 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
         index = _OnnxIndex(onnx_model, inputs)
         # The converter exports on the CPU, and a copy leaves the reference's model where it is.
         on_cpu = model if _device(model) == "cpu" else copy.deepcopy(model).cpu()
-        tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
+        tensors = [torch.from_numpy(np.asarray(x, order="C")) for x in inputs]
     except Exception as error:
         reason = f"the ONNX graph, the model or the inputs could not be read: {_why(error)}"
         found.how = f"nothing mapped: {reason}"
