@@ -60,6 +60,12 @@ class PreparedCase:
     # Every file on the case's path, in order, with its (input, output) layouts:
     # what a localization walks (the last ONNX among them).
     files: list[tuple[Path, dict[str, str | None], dict[str, str | None]]] = field(default_factory=list)
+    # The stored sets beside the model, (inputs by the file's names, outputs in the file's order, set name):
+    # they need no reference, so they judge the target first, and alone where the reference cannot run.
+    golden: list[tuple[dict[str, np.ndarray], list[np.ndarray], str]] = field(default_factory=list)
+    # Why the reference cannot run the spec's inputs (it cannot load the model, or rejects them): set only
+    # where golden sets exist to judge the target without it; otherwise that is the case's error.
+    reference_error: CaseError | None = None
 
 
 @dataclass
@@ -71,6 +77,7 @@ class ExampleOutcome:
     error: str | None = None         # the converted model raised on these inputs
     error_kind: str | None = None    # the error's first line, the same for every example it recurs on
     reference: list[np.ndarray] | None = None   # the original's outputs, in the spec's order
+    converted: list[np.ndarray] | None = None   # the converted model's, in the original's layouts
 
     @property
     def passed(self) -> bool:
@@ -116,7 +123,14 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
 
     source_in, source_out = spec.source_layouts(case.source)
     example = [relaid(make_inputs(spec, example_recipe(spec))[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
-    reference = _checked_reference(source, model, spec, example)
+    golden = golden_sets(source, spec)
+    reference_error = None
+    try:
+        reference = _checked_reference(source, model, spec, example)
+    except CaseError as error:
+        if not golden:
+            raise
+        reference_error, reference = error, stored_outputs(model, spec, golden[0][1])
     output_dtypes = {o.name: str(r.dtype) for o, r in zip(spec.outputs, reference)}
 
     progress("convert")
@@ -149,6 +163,10 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
                   "reference": {"device": case.reference_device, "input_layouts": source_in,
                                 "output_layouts": source_out,
                                 **device_flags, "float64_twin": _twin_status(source, model, model64)}}
+    if hasattr(source, "reference_status"):   # what runs the original, where a source may fall back
+        provenance["reference"]["runs_in"] = source.reference_status(model)
+    if reference_error is not None:
+        provenance["reference"]["unavailable"] = reference_error.message
     versions = {**source.versions(), **runtime.versions()}
     if "versions" in provenance:
         versions.update(provenance["versions"])
@@ -160,14 +178,14 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     }
     where = f"converted file {artifact_path.name}" if options.converted is not None else "the converted file"
     warnings = input_findings(spec.inputs, dict(zip([i.name for i in spec.inputs], session.declared_inputs())),
-                              artifact_layouts[0], where)
+                              artifact_layouts[0], where, user_file=options.converted is not None)
     calibrated_on = next((hop.get("calibrated_on") for hop in provenance.get("hops", [provenance])
                           if hop.get("calibrated_on")), None)
     if case.precision == "int8" and case.lowered_by == CONVERTED:
         # a user's int8 file: checked on what it is deployed for, as the spec or --calibration says
         calibrated_on = parse_calibration(options.calibration).for_spec(spec).distribution
     output_ranges = {}
-    if any(t.atol_by_range for t in tolerances.values()):
+    if reference_error is None and any(t.atol_by_range for t in tolerances.values()):
         output_ranges = _output_ranges(source, model, spec, parse_calibration(options.calibration), source_in,
                                        case.reference_device)
         provenance["output_ranges"] = {**output_ranges, "samples": RANGE_SAMPLES}
@@ -176,8 +194,27 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
         source_layouts=(source_in, source_out), artifact_layouts=artifact_layouts, warnings=warnings,
         distributions=(calibrated_on,) if calibrated_on else DISTRIBUTIONS, output_ranges=output_ranges,
-        files=files,
+        files=files, golden=golden, reference_error=reference_error,
     )
+
+
+def golden_sets(source, spec: ModelSpec) -> list[tuple[dict[str, np.ndarray], list[np.ndarray], str]]:
+    """The stored (inputs, outputs, set name) beside the model's file, where
+    its source reads such sets (`golden_examples`); none otherwise."""
+    load = getattr(source, "golden_examples", None)
+    origin = Path(spec.origin)
+    if load is None or spec.origin == "zoo" or not origin.exists():
+        return []
+    return load(origin)
+
+
+def stored_outputs(model: Any, spec: ModelSpec, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """A golden set's outputs, stored in the model file's order, in the spec's
+    (the names bind() fetches, which may be fewer)."""
+    file_outputs = getattr(model, "output_names", None) or [o.name for o in spec.outputs]
+    fetches = getattr(model, "fetches", None) or [o.name for o in spec.outputs]
+    stored = dict(zip(file_outputs, outputs))
+    return [stored[fetch] for fetch in fetches]
 
 
 RANGE_SAMPLES = 8   # calibration samples an output's range is measured on (the first of the feed)
@@ -219,7 +256,8 @@ def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]
             raise _out_of_memory_error(spec, "cpu", shapes, error) from None
         raise CaseError("inputs", f"the original model {spec.name!r} rejects inputs built from its input spec "
                                   f"({shapes}): {summarize_exception(error, 3)}\nCheck the input spec "
-                                  "(names, order, shape, dtype): --input-spec or the model's registration.") from None
+                                  "(names, order, shape, dtype, value range): --input-spec or the model's "
+                                  "registration.") from None
     if len(outputs) != len(spec.outputs):
         raise CaseError("inputs", f"the original model {spec.name!r} returns {len(outputs)} output(s) but its spec "
                                   f"names {len(spec.outputs)}: {[o.name for o in spec.outputs]}")
@@ -312,14 +350,17 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         if _out_of_memory(error):
             raise _out_of_memory_error(spec, case.reference_device, shapes, error) from None
         raise CaseError("inputs", f"the original model {spec.name!r} fails on inputs within its spec ({shapes}): "
-                                  f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds.") from None
+                                  f"{summarize_exception(error, 3)}\nNarrow the input spec's bounds or value range: "
+                                  "--input-spec or the model's registration.") from None
     prepared.timings[timing] = prepared.timings.get(timing, 0.0) + time.perf_counter() - start
     return ordered, reference
 
 
 def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
-                noise_wanted: Callable[[OutputComparison], bool] | None = None) -> ExampleOutcome:
-    """Feed the same tensors through the original and the converted model, and compare.
+                noise_wanted: Callable[[OutputComparison], bool] | None = None,
+                elementwise: bool = True) -> ExampleOutcome:
+    """Feed the same tensors through the original and the converted model, and compare
+    (elementwise False: only run both, for a comparison by distribution).
 
     The float64 twin runs only when its numbers are needed: for the verdict of
     an output out of tolerance that its noise multiple may still pass, or where
@@ -345,6 +386,8 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     start = time.perf_counter()
     # Compared in the original's own layouts.
     converted = [relaid(y, artifact_out[o.name], source_out[o.name]) for o, y in zip(spec.outputs, converted)]
+    if not elementwise:
+        return ExampleOutcome([], {}, reference=reference, converted=converted)
     comparisons = [compare_outputs(o.name, r, g, prepared.tolerances[o.name], o.class_axis, o.top_k,
                                    prepared.output_ranges.get(o.name))
                    for o, r, g in zip(spec.outputs, reference, converted)]

@@ -5,7 +5,9 @@ before any drawn example and reported apart from them.
 They are the model author's own word on what the model computes, so the
 converted model is held against them, not against the harness's reference;
 a golden set that does not match fails the case even where every drawn
-example passes.
+example passes. Needing no reference, they also judge a target alone where
+the reference cannot load the model or rejects the drawn inputs (the
+runner's `_golden_only`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare import compare_outputs
-from harness.engine import PreparedCase
+from harness.engine import PreparedCase, stored_outputs
 from harness.layouts import relaid
 from harness.errors import summarize_exception
 
@@ -22,36 +24,28 @@ from harness.errors import summarize_exception
 def check_golden(prepared: PreparedCase) -> dict[str, Any] | None:
     """Each stored set through the target, compared with its stored outputs
     under the outputs' tolerances; None where the model carries none."""
-    load = getattr(prepared.source, "golden_examples", None)
-    origin = Path(prepared.spec.origin)
-    if load is None or not origin.exists():
-        return None
-    sets = load(origin)
-    if not sets:
+    if not prepared.golden:
         return None
     spec = prepared.spec
     artifact_in, artifact_out = prepared.artifact_layouts
     source_in, source_out = prepared.source_layouts
     # The stored tensors are named as the model's own inputs and outputs; bind() put them in the spec's order.
     feeds = getattr(prepared.model, "feeds", None) or [i.name for i in spec.inputs]
-    file_outputs = getattr(prepared.model, "output_names", None) or [o.name for o in spec.outputs]
-    fetches = getattr(prepared.model, "fetches", None) or [o.name for o in spec.outputs]
     results = []
-    for inputs, outputs, name in sets:
-        stored = dict(zip(file_outputs, outputs))
+    for inputs, outputs, name in prepared.golden:
         try:
             laid = [relaid(inputs[feed], source_in[i.name], artifact_in[i.name]) for i, feed in zip(spec.inputs, feeds)]
             got = prepared.session.run(laid)
         except Exception as error:  # the target refused the stored inputs: that set's failure, not the run's
             results.append({"set": name, "passed": False, "error": summarize_exception(error, 3)})
             continue
-        comparisons = [compare_outputs(o.name, stored[fetch], relaid(g, artifact_out[o.name], source_out[o.name]),
+        comparisons = [compare_outputs(o.name, stored, relaid(g, artifact_out[o.name], source_out[o.name]),
                                        prepared.tolerances[o.name], o.class_axis, o.top_k)
-                       for o, fetch, g in zip(spec.outputs, fetches, got)]
+                       for o, stored, g in zip(spec.outputs, stored_outputs(prepared.model, spec, outputs), got)]
         results.append({"set": name, "passed": all(c.passed for c in comparisons),
                         "outputs": [c.to_json() for c in comparisons],
                         "message": "; ".join(c.message for c in comparisons if not c.passed)})
-    return {"folder": str(origin), "sets": len(results), "passed": sum(r["passed"] for r in results),
+    return {"folder": str(Path(spec.origin)), "sets": len(results), "passed": sum(r["passed"] for r in results),
             "results": results}
 
 

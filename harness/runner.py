@@ -31,6 +31,8 @@ def base_record(case: Case) -> dict[str, Any]:
     record = {"id": case.id, "model": case.model, "model_ref": case.model_ref, "source": case.source,
               "target": case.target, "device": case.device, "reference_device": case.reference_device,
               "precision": case.precision, "variant": case.variant}
+    if case.random_ops:   # compared by distribution, never elementwise (explore.py)
+        record["random_ops"] = list(case.random_ops)
     # The user's file the model came from, with its sha256 (model_file.describe): what exactly was tested.
     described = describe_model_file(case.spec.origin) if case.spec is not None and case.spec.origin != "zoo" else None
     if described:
@@ -63,22 +65,36 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache,
 def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions,
                 progress: Progress = no_progress) -> dict[str, Any]:
     """Run the golden examples stored with the model, if any, then the drawn
-    examples, and complete the record."""
+    examples, and complete the record. Where the drawn examples cannot run (the
+    reference cannot load the model, or rejects the inputs) the golden sets
+    give the verdict alone (`_golden_only`)."""
     progress("run")
     try:
         golden = check_golden(prepared)
-        exploration = explore_case(prepared, options.examples, database_path=examples_database(options),
-                                   corners=options.corners)
-        record.update(_describe(prepared, exploration, options))
-        if "failure" in record and options.localize != "off":
-            progress("localize")
-            _add_localization(record, prepared, exploration, options)
+        drawn_error = prepared.reference_error
+        if drawn_error is None:
+            try:
+                exploration = explore_case(prepared, options.examples, database_path=examples_database(options),
+                                           corners=options.corners)
+            except CaseError as error:
+                if golden is None:
+                    raise
+                drawn_error = error
+        if drawn_error is not None:
+            record.update(_golden_only(golden, drawn_error, prepared))
+        else:
+            record.update(_describe(prepared, exploration, options))
+            if "failure" in record and options.localize != "off":
+                progress("localize")
+                _add_localization(record, prepared, exploration, options)
         if golden is not None:
             record["golden"] = golden
             failure = golden_failure(golden)
             if failure:  # the stored outputs are the model author's word: they fail the case on their own
                 record["message"] = failure if record["status"] != "failed" else f"{failure}\n{record['message']}"
                 record["status"] = "failed"
+                if drawn_error is not None:
+                    record["message"] += f"\n{_drawn_note(drawn_error)}"
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:
@@ -100,6 +116,20 @@ def run_case(case: Case, options: RunOptions, cache: ArtifactCache, writer: Resu
     return record
 
 
+def _golden_only(golden: dict[str, Any], drawn_error: CaseError, prepared: PreparedCase) -> dict[str, Any]:
+    """The record of a case its golden sets judge alone: passed on its stored
+    examples only (a stored set the target misses fails it afterwards, as
+    always), the reason the drawn examples could not run kept beside."""
+    return {"status": "passed", "examples": 0,
+            "message": f"passed on its {golden['sets']} stored example(s) only; {_drawn_note(drawn_error)}",
+            "drawn_error": {"stage": drawn_error.stage, "message": drawn_error.message},
+            "outputs": {o.name: {"tolerance": prepared.tolerances[o.name].__dict__} for o in prepared.spec.outputs}}
+
+
+def _drawn_note(drawn_error: CaseError) -> str:
+    return f"the drawn examples could not run: {drawn_error.message.splitlines()[0]}"
+
+
 def _finished(record: dict[str, Any]) -> dict[str, Any]:
     record["duration_s"] = time.perf_counter() - record.pop("_start")
     return record
@@ -116,6 +146,8 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
             continue
         outputs[out.name] = {"tolerance": tolerance, **worst["comparison"].to_json(), "noise": worst["noise"],
                              "recipe": worst["recipe"].to_json(), "sensitivity": sensitivity}
+        if out.name in exploration.nonfinite:   # the original's NaN/Inf, matched position by position
+            outputs[out.name]["nonfinite"] = exploration.nonfinite[out.name]
     # A case that failed by an exception has no error ratio: the examples that
     # passed before it say nothing of the ones that raised.
     raised = exploration.failure is not None and exploration.failure.error is not None
@@ -142,6 +174,10 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
                              f"own float32 error ({', '.join(noisy)})")
     if prepared.warnings:
         record["warnings"] = [w.to_json() for w in prepared.warnings]
+    if exploration.passed and prepared.case.random_ops:
+        record["message"] = (f"random operators in the graph ({', '.join(prepared.case.random_ops)}): compared by "
+                             f"distribution over {exploration.examples} runs of one input, never elementwise; every "
+                             "output's shape, dtype, mean, variance and range within the bounds its record states")
     if exploration.passed and exploration.inconclusive:
         record["status"] = "inconclusive"
         record["message"] = _inconclusive_message(exploration, outputs)
@@ -261,7 +297,10 @@ def _multiples(outputs: dict[str, Any], names: list[str]) -> str:
 
 def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> str:
     constant, loose = [], []
+    nonfinite = exploration.nonfinite_reasons
     for name in exploration.inconclusive:
+        if name in nonfinite:
+            continue
         sensitivity = exploration.sensitivity[name]
         if sensitivity.get("inconclusive"):
             constant.append(f"{name} (largest change {sensitivity['max_abs_change']:.3g}, {sensitivity['ratio']:.3g}x "
@@ -269,7 +308,7 @@ def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> 
         else:
             loose.append(f"{name} (the noise multiple allowed an error of {exploration.noise_allowance[name]:.3g} of "
                          f"max|ref|)")
-    parts = []
+    parts = list(nonfinite.values())
     if constant:
         parts.append("; ".join(constant) + " does not depend on the input within its tolerance, so a converted "
                      "model that ignored its input would have passed too: check the model (a saturated or "
