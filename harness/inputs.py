@@ -22,6 +22,8 @@ from harness.layouts import DISTINCT_AXES
 from harness.specs import DISTRIBUTIONS, InputSpec, ModelSpec
 
 SPECIAL_FRACTIONS = (0.0, 0.01, 0.1)
+# Corner-only distributions (hypothesis never draws them): every element at the domain's low or high end.
+DOMAIN_ENDS = ("low end", "high end")
 TINY_SCALE = 1e-4
 
 
@@ -135,8 +137,9 @@ def pick_dims(spec: ModelSpec, choose: str) -> dict[str, int]:
 def corner_recipes(spec: ModelSpec, distributions: tuple[str, ...] = DISTRIBUTIONS) -> list[tuple[str, InputRecipe]]:
     """The examples every case runs first, (name, recipe), before hypothesis
     searches: a bug that shows only at the largest shape, with a batch above 1,
-    at large magnitudes or the domain's ends (a clip at 6, an overflow), or on
-    tiny values is then found in the first few examples, not by luck. Cheapest
+    at large magnitudes or the domain's ends (a clip at 6, an overflow), on
+    tiny values, or with a whole input at one end of its domain (an all-zero
+    mask) is then found in the first few examples, not by luck. Cheapest
     first; each recipe is distinct, so none repeats another. `distributions`:
     the ones a case draws from (a corner of another takes the first)."""
     def each(distribution: str) -> dict[str, str]:
@@ -150,6 +153,13 @@ def corner_recipes(spec: ModelSpec, distributions: tuple[str, ...] = DISTRIBUTIO
                                                                SPECIAL_FRACTIONS[-1], 2)),
         ("tiny magnitudes", InputRecipe(pick_dims(spec, "mid"), each("tiny"), SPECIAL_FRACTIONS[1], 3)),
     ]
+    if set(DISTRIBUTIONS) <= set(distributions):
+        # Whole tensors at one end: a 0/1 mask of all zeros (every row empty), every index at the
+        # last position, a clip's edge everywhere. Not for a case held to its calibration feed (int8):
+        # a constant tensor sums without cancelling, past the ranges the model was calibrated on.
+        corners += [(f"every input at its {end}", InputRecipe(pick_dims(spec, "small"),
+                                                              {i.name: end for i in spec.inputs}, 0.0, seed))
+                    for seed, end in enumerate(DOMAIN_ENDS, start=len(corners))]
     unique: list[tuple[str, InputRecipe]] = []
     for name, recipe in corners:
         if all(recipe != other for _, other in unique):
@@ -230,6 +240,8 @@ def make_inputs(spec: ModelSpec, recipe: InputRecipe) -> dict[str, np.ndarray]:
 def make_tensor(
     inp: InputSpec, shape: tuple[int, ...], distribution: str, special_fraction: float, rng: np.random.Generator
 ) -> np.ndarray:
+    if distribution in DOMAIN_ENDS:
+        return _domain_end(inp, shape, distribution == DOMAIN_ENDS[1])
     if inp.is_float:
         return _float_tensor(inp, shape, distribution, special_fraction, rng)
     return _int_tensor(inp, shape, distribution, special_fraction, rng)
@@ -287,6 +299,19 @@ def _float_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray
     return x.astype(_numpy_dtype(inp.dtype), copy=False)
 
 
+def _domain_end(inp: InputSpec, shape: tuple[int, ...], high: bool) -> np.ndarray:
+    """Every element at the domain's high end, or its low end; a padding mask
+    at its fullest, or one token a row (a row of no tokens is none of its values)."""
+    if inp.kind == "padding_mask":
+        return (np.arange(shape[1])[None, :] < (shape[1] if high else 1)).repeat(shape[0], 0).astype(inp.dtype)
+    if inp.dtype == "bool":
+        return np.full(shape, high)
+    low_end, high_end = inp.domain
+    if not inp.is_float:
+        low_end, high_end = math.ceil(low_end), math.floor(high_end)
+    return np.full(shape, high_end if high else low_end, dtype=_numpy_dtype(inp.dtype))
+
+
 def _padding_mask(inp, shape, distribution, rng) -> np.ndarray:
     """Ones for each row's tokens, then zeros: lengths drawn in 1..T (all full
     for "large", one token for "tiny")."""
@@ -303,8 +328,9 @@ def _padding_mask(inp, shape, distribution, rng) -> np.ndarray:
 def _int_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray:
     if inp.kind == "padding_mask":
         return _padding_mask(inp, shape, distribution, rng)
+    # np.asarray: numpy's operators give a 0-d input a numpy scalar, which runtimes refuse (ONNX Runtime)
     if inp.dtype == "bool":
-        x = rng.random(shape) < 0.5
+        x = np.asarray(rng.random(shape) < 0.5)
         if special_fraction:
             _sprinkle(x, np.array([True, False]), special_fraction, rng)
         return x
@@ -317,7 +343,7 @@ def _int_tensor(inp, shape, distribution, special_fraction, rng) -> np.ndarray:
         x = np.clip(rng.integers(-1, 1, shape, endpoint=True), low, high)
     else:
         x = rng.integers(low, high, shape, endpoint=True)
-    x = x.astype(inp.dtype, copy=False)
+    x = np.asarray(x, dtype=inp.dtype)
     if special_fraction:
         _sprinkle(x, np.array(sorted({low, high, min(max(0, low), high)}), dtype=x.dtype), special_fraction, rng)
     return x

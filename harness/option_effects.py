@@ -19,6 +19,7 @@ from typing import Collection, Sequence
 from harness import backends
 from harness.matrix import Case, reachable_precisions
 from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
+from harness.specs import InputSpec, ModelSpec
 
 # RunOptions field -> the command-line option that sets it (tolerance
 # overrides: one option per tolerance field, named by `_tolerance_flag`).
@@ -178,19 +179,34 @@ def _undeclared_precisions(options: RunOptions) -> list[str]:
 
 def _file_only_options(options: RunOptions, loaded: list[Case]) -> list[str]:
     """--input-spec and --output-names describe model files that carry no
-    spec; a run without one would test the models' own specs instead."""
+    spec, and narrow what an ONNX file declares; a run without such a file
+    would test the models' own specs instead."""
     models = sorted({c.spec.name for c in loaded})
     refusals = []
-    for flag, given, used in (
-            ("--input-spec", options.input_specs, any(c.spec.inputs == options.input_specs for c in loaded)),
+    for flag, given, used, onnx_use in (
+            ("--input-spec", options.input_specs, any(_takes_input_specs(c.spec, options.input_specs) for c in loaded),
+             "a dim or a value range, by input name"),
             ("--output-names", options.output_names,
-             any(tuple(o.name for o in c.spec.outputs) == options.output_names for c in loaded))):
+             any(tuple(o.name for o in c.spec.outputs) == options.output_names for c in loaded),
+             "which of their outputs to compare")):
         if given and not used:
             refusals.append(f"{flag}: applies to model files that carry no spec (model.pt, model.keras, graph.pb, a "
-                            f"SavedModel folder, -symbol.json), and no model of this run is one (the specs of "
+                            f"SavedModel folder, -symbol.json) and to .onnx files ({onnx_use}), and no model of "
+                            f"this run is one (the specs of "
                             f"{', '.join(models) or 'none'} are used as they are). Drop {flag}, or give such a file "
                             "to --model")
     return refusals
+
+
+def _takes_input_specs(spec: ModelSpec, given: Sequence[InputSpec]) -> bool:
+    """Every --input-spec is one of `spec`'s inputs: a file that carries no
+    spec takes them whole; an ONNX file merges them into what it declares, and
+    fills a value range one leaves out with the range the graph implies."""
+    def key(i: InputSpec) -> tuple:
+        return i.name, i.shape, tuple(sorted(i.dims.items())), i.dtype, i.layout, i.kind
+
+    held = {key(i) for i in spec.inputs}
+    return all(key(g) in held for g in given)
 
 
 def _unknown_tolerance_outputs(options: RunOptions, loaded: list[Case]) -> list[str]:

@@ -61,12 +61,17 @@ def _fits(declared: Declared, expected: Sequence[int | str], bounds: Mapping[str
 
 
 def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared],
-                   layouts: Mapping[str, str | None], where: str) -> list[ShapeFinding]:
+                   layouts: Mapping[str, str | None], where: str, user_file: bool = False) -> list[ShapeFinding]:
     """What the declared input shapes of an artifact get wrong against the spec.
 
     declared: artifact input name -> dims, for the spec's inputs (already bound
     to the artifact's names); layouts: each input's layout in the artifact;
-    where: how the messages name the artifact ("converted file x.onnx")."""
+    where: how the messages name the artifact ("converted file x.onnx");
+    user_file: the artifact is the user's (--converted), whose layouts
+    --converted-layouts declares; the harness's own hops record theirs, so
+    there the advice names the hop's record, never an option refused without
+    --converted."""
+    layouts_from = "--converted-layouts" if user_file else "the layouts its conversion recorded"
     findings: list[ShapeFinding] = []
     for inp in inputs:
         dims = declared.get(inp.name)
@@ -83,10 +88,12 @@ def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared]
         if not _fits(dims, expected, inp.dims):
             other = _other_layout(inp, dims, layout)
             if other:
+                fix = (f"say so with --converted-layouts {inp.name}:{other}" if user_file else
+                       f"{layouts_from} are wrong: a bug of the harness's conversion, worth reporting")
                 findings.append(ShapeFinding(inp.name, "layout", (
                     f"{where} declares input {inp.name!r} as {shown}, which is the spec laid out as {other} "
                     f"({_show(spec_shape(inp, other))}), not as {layout} ({_show(expected)}): if the file takes "
-                    f"{other}, say so with --converted-layouts {inp.name}:{other}")))
+                    f"{other}, {fix}")))
                 continue
         for axis, (got, want) in enumerate(zip(dims, expected)):
             if got is None:
@@ -102,7 +109,7 @@ def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared]
                 findings.append(ShapeFinding(inp.name, "size", (
                     f"{where} declares input {inp.name!r} as {shown}: axis {axis} is {got} where the spec "
                     f"({_show(expected)}, {layout or 'no layout'}) has {want} in {low}..{high}: the file's layout "
-                    f"(--converted-layouts) or the input spec is off")))
+                    f"({layouts_from}) or the input spec is off")))
             elif low != high:
                 findings.append(ShapeFinding(inp.name, "fixed_dim", _fixed_message(where, inp, shown, axis, want,
                                                                                   got, low, high), want, got))

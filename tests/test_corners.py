@@ -70,3 +70,77 @@ def test_corner_recipes_cover_the_bounds_and_come_first(corner_models):
     assert extremes.dims["N"] >= 2 and extremes.special_fraction > 0
     assert set(extremes.distributions.values()) == {"large"}
     assert set(corners["tiny magnitudes"].distributions.values()) == {"tiny"}
+
+
+def _spec_with_masks():
+    from harness.specs import InputSpec, ModelSpec, OutputSpec
+
+    dims = {"N": (1, 4), "T": (2, 8)}
+    return ModelSpec("masks", (InputSpec("mask", ("N", "T"), dims=dims, dtype="int64", domain=(0, 1)),
+                               InputSpec("padding", ("N", "T"), dims=dims, dtype="int64", kind="padding_mask"),
+                               InputSpec("flag", ("N",), dims=dims, dtype="bool"),
+                               InputSpec("x", ("N", 3), dims=dims, dtype="float16", domain=(-1, 2))),
+                     (OutputSpec("y"),))
+
+
+def test_corners_hold_every_input_at_each_end_of_its_domain():
+    """Six corners: the four of shapes and magnitudes, then every input at its low end and at its high end
+    (a 0/1 mask all zeros; a padding mask keeps one token a row, its shortest legal value)."""
+    from harness.inputs import make_inputs
+
+    spec = _spec_with_masks()
+    corners = dict(corner_recipes(spec))
+    assert len(corners) == 6
+    low = make_inputs(spec, corners["every input at its low end"])
+    high = make_inputs(spec, corners["every input at its high end"])
+    assert not low["mask"].any() and high["mask"].all()
+    assert (low["padding"].sum(axis=1) == 1).all() and high["padding"].all()
+    assert not low["flag"].any() and high["flag"].all()
+    assert (low["x"] == -1).all() and (high["x"] == 2).all() and low["x"].dtype == "float16"
+
+
+def test_a_case_held_to_its_calibration_feed_gets_no_constant_corners():
+    assert [name for name, _ in corner_recipes(_spec_with_masks(), ("uniform",))] == [
+        "smallest shapes", "largest shapes", "large magnitudes and the domain's ends", "tiny magnitudes"]
+
+
+def _masked_softmax(path, bug: bool):
+    """softmax over x where the 0/1 mask is set; the planted bug zeroes a row whose mask is all zeros
+    (as an exported graph that skips fully masked rows does), which 0/1 draws over 16 steps almost never make."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", ["mask"], ["keep"], to=TensorProto.BOOL),
+             helper.make_node("Where", ["keep", "x", "floor"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["y" if not bug else "soft"], axis=1)]
+    if bug:
+        nodes += [helper.make_node("ReduceMax", ["mask"], ["any"], axes=[1], keepdims=1),
+                  helper.make_node("Cast", ["any"], ["anyf"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["soft", "anyf"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
+                                           helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor("floor", TensorProto.FLOAT, [], [-1e4])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_an_all_zero_mask_row_is_a_corner_that_catches_its_bug(tmp_path, bug):
+    """An ONNX file whose --converted twin differs only on a row of no tokens: the mask's domain given by
+    --input-spec (the file cannot say 0/1), the low-end corner finds it within dev's 10 examples."""
+    from harness import matrix, runner
+    from harness.cache import ArtifactCache
+    from harness.options import RunOptions, parse_input_spec
+
+    original = _masked_softmax(tmp_path / "model.onnx", bug=False)
+    converted = _masked_softmax(tmp_path / "converted" / "model.onnx", bug=bug)
+    options = RunOptions(models=(str(original),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
+                         input_specs=(parse_input_spec("mask:int64[N=1..3,16]::0..1"),), converted=converted,
+                         use_cache=False, examples=10, reports_dir=tmp_path / "reports")
+    [case] = matrix.build_cases(options)
+    record = runner.run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    assert record["status"] == ("failed" if bug else "passed"), record["message"]
+    if bug:
+        assert record["failure"]["corner"] == "every input at its low end"

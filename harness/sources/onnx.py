@@ -8,12 +8,20 @@ onnx and onnxruntime are imported inside the functions, never at module level.
 The spec comes from the file (`spec_from_file`): it declares its inputs' names,
 element types and shapes. A symbolic or unknown dim needs bounds, from
 `--input-spec`; without them the error names each such dim and shows the
-option to pass.
+option to pass. Values are drawn from the domain the graph implies for each
+input (`onnx_domains`: indices within the dim they index, Log's positive, ...),
+else from its stored inputs' range; an --input-spec's range overrides both.
 
 The reference is ONNX Runtime's CPU provider with every graph optimization
 disabled (ORT_DISABLE_ALL), one session per model: the kernels as the file
 states them, without the fusions a target's session may make. It runs on the
-CPU whatever the case's device (`configure_device` records it).
+CPU whatever the case's device (`configure_device` records it). Where ONNX
+Runtime cannot load the file (no CPU kernel for an op at its opset and type:
+`Elu` in float64, `PRelu(6)`), the reference is `onnx.reference`'s
+ReferenceEvaluator, ONNX's own executable specification, and
+`reference_status` says so with ORT's reason; where neither loads it, the
+model has no reference (`run` raises), and only its golden examples can judge
+a target.
 
 The float64 twin (the noise floor) is the model widened to float64
 (`onnx_float64.widen`), run in ONNX Runtime where it has a float64 kernel for
@@ -47,18 +55,24 @@ from harness.errors import CaseError, summarize_exception
 from harness.model_file import not_a_file, require_file
 from harness.options import OptionError
 from harness.runtimes.binding import bound_names
+from harness.runtimes.onnxruntime import ELEMENT_TYPES as ORT_ELEMENT_TYPES
+from harness.sources import onnx_domains
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
 NAME = "onnx"
 FORMATS = ("onnx",)
+ELEMENT_TYPES = ORT_ELEMENT_TYPES          # the reference is ONNX Runtime's (REFERENCE)
 MODEL_FILENAME = "model.onnx"              # the model of a folder in ONNX's test-data layout
 GOLDEN_SET = re.compile(r"^test_data_set_(\d+)$")
 GOLDEN_TENSOR = re.compile(r"^(input|output)_(\d+)\.pb$")
 REFERENCE = {"device": "cpu", "providers": ["CPUExecutionProvider"], "graph_optimization_level": "disable"}
+# InputSpec's own default range: an --input-spec that leaves it is one that gives no range.
+DEFAULT_DOMAIN = InputSpec.__dataclass_fields__["domain"].default
 SUGGESTED_BOUNDS = (1, 4)                  # shown in the --input-spec an error suggests; the user chooses
 
 _DTYPES = {1: "float32", 11: "float64", 10: "float16", 16: "bfloat16", 3: "int8", 2: "uint8",
-           5: "int16", 6: "int32", 7: "int64", 9: "bool"}  # onnx.TensorProto element types the harness makes
+           5: "int16", 4: "uint16", 6: "int32", 12: "uint32", 7: "int64", 13: "uint64",
+           9: "bool"}  # onnx.TensorProto element types the harness makes
 _EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
 
 
@@ -71,9 +85,11 @@ class OnnxModel:
         inputs left out), in the file's order.
     feeds / fetches: the names `run` feeds and fetches, in the spec's order
         (`bind` sets them; the file's order before).
-    session: what runs it, ONNX Runtime's InferenceSession or, for a float64
-        twin ORT cannot run, an onnx.reference.ReferenceEvaluator; runner
-        names which ("onnxruntime", "onnx.reference").
+    session: what runs it, ONNX Runtime's InferenceSession or, for a model
+        (or a float64 twin) ORT cannot load, an onnx.reference.ReferenceEvaluator;
+        runner names which ("onnxruntime", "onnx.reference"); None where
+        neither loads it.
+    reference_status: how the reference runs, for the record (see `reference_status`).
     widened: the inputs that take float64 where the file's take float32 (the twin's).
     float64_status: what `float64_copy` made of the model (see `float64_status`).
     input_types: the file's element type (onnx.TensorProto) of each input.
@@ -90,6 +106,7 @@ class OnnxModel:
     fetches: tuple[str, ...] = ()
     widened: frozenset[str] = frozenset()
     float64_status: str = "float64 twin not made yet"
+    reference_status: str = "onnxruntime"
     input_types: dict[str, int] = field(default_factory=dict)
 
     def __fspath__(self) -> str:
@@ -161,11 +178,11 @@ def load_file(path: Path, architecture: Callable[[], Any] | None = None, trust_m
                                 f"({summarize_exception(error, 2)}); write the model and its data files "
                                 "again") from None
     _check_external_sizes(stored_outside, file)
-    session = _reference_session(file)
+    session, runner, status = _reference_session(file, proto)
     names = _feedable_inputs(proto)
     outputs = tuple(o.name for o in proto.graph.output)
     return OnnxModel(path=file, proto=proto, input_names=names, output_names=outputs, sha256=digest.hexdigest(),
-                     session=session, runner="onnxruntime", feeds=names, fetches=outputs,
+                     session=session, runner=runner, reference_status=status, feeds=names, fetches=outputs,
                      input_types={v.name: v.type.tensor_type.elem_type for v in proto.graph.input if v.name in names})
 
 
@@ -213,7 +230,7 @@ def layer_values(model: OnnxModel, inputs: Sequence[np.ndarray], onnx_model: Any
     with tempfile.TemporaryDirectory(prefix="parity-onnx-layers-") as folder:
         marked = write_marked(graph, wanted, Path(folder) / "marked.onnx")
         session = cpu_session(str(Path(folder) / "marked.onnx"))
-        values = session.run(marked, dict(zip(model.feeds, (np.ascontiguousarray(x) for x in inputs))))
+        values = session.run(marked, dict(zip(model.feeds, (np.asarray(x, order="C") for x in inputs))))
     for name, value in zip(marked, values):
         value = np.asarray(value)
         if name not in wanted or graph.types.get(name) not in FLOAT_TYPES:
@@ -271,6 +288,13 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
     return replace(model, proto=twin, session=session, runner=runner, widened=widened, float64_status=status)
 
 
+def reference_status(model: OnnxModel) -> str:
+    """How the reference runs, for the record: "onnxruntime", "onnx-reference
+    (onnxruntime: <why ORT cannot load the file>)", or "none: ..." with both
+    reasons."""
+    return model.reference_status
+
+
 def float64_status(model: OnnxModel) -> str:
     """What became of the float64 twin, for the record: how it runs, or
     "no noise floor: ..." with the reason."""
@@ -280,12 +304,15 @@ def float64_status(model: OnnxModel) -> str:
 def run(model: OnnxModel, inputs: Sequence[np.ndarray], device: str, float64: bool = False) -> list[np.ndarray]:
     """Run the model on numpy inputs (in `feeds` order) on the CPU; outputs in
     `fetches` order. float64: the twin's float64 inputs are given as float64."""
+    if model.session is None:
+        raise CaseError("load", f"ONNX file {model.path} has no reference: "
+                                f"{model.reference_status.removeprefix('none: ')}")
     if len(inputs) != len(model.feeds):
         raise CaseError("inputs", f"ONNX file {model.path} takes {len(model.feeds)} input(s) "
                                   f"({list(model.feeds)}), got {len(inputs)}")
     feed = {}
     for name, array in zip(model.feeds, inputs):
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # not ascontiguousarray, which makes a 0-d input 1-d
         if float64 and name in model.widened and array.dtype == np.float32:
             array = array.astype(np.float64)
         feed[name] = array
@@ -337,7 +364,9 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
     `input_specs` (--input-spec: for the same input, by name, or by position
     when no name matches and there is one per input; a symbolic dim of another
     input that the file names alike takes the same bounds). SpecError where
-    bounds are missing, showing the --input-spec to pass."""
+    bounds are missing, showing the --input-spec to pass. Each input's value
+    domain is the one its --input-spec gives, else the one the graph implies
+    (`onnx_domains`), else its stored inputs' range, else the default."""
     try:
         file = model_file(Path(path))
         proto, _ = _parse(file)
@@ -347,11 +376,16 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
         raise SpecError(error.message) from None
     declared = [v for v in proto.graph.input if v.name in set(_feedable_inputs(proto))]
     given = _given_specs(file, declared, input_specs)
+    implied, stored = onnx_domains.implied_domains(proto), _stored_ranges(Path(path))
     bounds = _bounds_by_file_name(declared, given)
     inputs, unbounded = [], []
     for value in declared:
         if value.name in given:
-            inputs.append(given[value.name])
+            spec = given[value.name]
+            if spec.domain == DEFAULT_DOMAIN:  # no range given: the one the file implies, if any
+                spec = replace(spec, domain=onnx_domains.domain_for(spec.dtype, spec.domain, implied.get(value.name),
+                                                                    stored.get(value.name)))
+            inputs.append(spec)
             continue
         dtype, dims = _declared(file, value)
         if dims is None:
@@ -373,10 +407,11 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
         if needs:
             unbounded.append((value.name, dtype, dims, needs))
             continue
-        # unsigned inputs are drawn from 0 up; others from InputSpec's default range
-        domain = {"domain": (0.0, 4.0)} if dtype == "uint8" else {}
+        # unsigned inputs are drawn from 0 up; others from InputSpec's default range, unless the file implies one
+        domain = onnx_domains.domain_for(dtype, (0.0, 4.0) if dtype.startswith("uint") else DEFAULT_DOMAIN,
+                                         implied.get(value.name), stored.get(value.name))
         try:
-            inputs.append(InputSpec(value.name, tuple(shape), dims=dim_bounds, dtype=dtype, **domain))
+            inputs.append(InputSpec(value.name, tuple(shape), dims=dim_bounds, dtype=dtype, domain=domain))
         except SpecError as error:
             raise SpecError(f"ONNX file {file}: {error}") from None
     if unbounded:
@@ -387,6 +422,15 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
         raise SpecError(f"ONNX file {file} has no output(s) {unknown}: its outputs are {list(outputs)} "
                         "(--output-names picks among them)")
     return tuple(inputs), tuple(output_names) or outputs
+
+
+def _stored_ranges(path: Path) -> dict[str, tuple[float, float]]:
+    """Each input's range over the stored input sets, where `path` has any."""
+    try:
+        examples = golden_examples(path)
+    except CaseError:   # sets that cannot be read bound nothing here; the golden check reports them
+        return {}
+    return onnx_domains.stored_ranges(feed for feed, _, _ in examples)
 
 
 def golden_examples(path: Path) -> list[tuple[dict[str, np.ndarray], list[np.ndarray], str]]:
@@ -601,13 +645,23 @@ def _feedable_inputs(proto: Any) -> tuple[str, ...]:
     return tuple(v.name for v in proto.graph.input if v.name not in weights)
 
 
-def _reference_session(file: Path) -> Any:
+def _reference_session(file: Path, proto: Any) -> tuple[Any, str, str]:
+    """(session, runner, reference_status): ONNX Runtime's CPU session, else
+    onnx.reference's evaluator of `proto` (the file with its external data),
+    else no session, the status giving both refusals. Not raising: a model
+    without a reference can still be held to its golden examples."""
     try:
-        return cpu_session(str(file))
+        return cpu_session(str(file)), "onnxruntime", "onnxruntime"
     except Exception as error:
-        raise CaseError("load", f"onnxruntime's CPU provider cannot load ONNX file {file}: {_ort_reason(error)}. "
-                                "The reference of an ONNX model is ONNX Runtime: a model it cannot load has "
-                                "none") from None
+        ort_reason = _ort_reason(error)
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(proto), "onnx.reference", f"onnx-reference (onnxruntime: {ort_reason})"
+    except Exception as error:
+        reference_reason = _first_line(summarize_exception(error, 1))
+        return None, "none", (f"none: onnxruntime's CPU provider cannot load it ({ort_reason}) and onnx.reference "
+                              f"cannot either ({reference_reason})")
 
 
 def cpu_session(model: str | bytes) -> Any:
@@ -641,6 +695,41 @@ def _first_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------- the spec from the file
+
+def declared_types(path: Path) -> list[tuple[str, str | None, str]]:
+    """(port, dtype, words) for each input the harness feeds and each output of
+    an ONNX file (or a test-data folder's model.onnx), in the file's order:
+    port "input 'x'" or "output 'y'"; dtype a tensor's element type by the
+    harness's name (onnx's own, lowercased, where the harness has none:
+    float8e4m3fn, int4, string), None for what is no tensor; words, the type
+    said in a message ("float32 tensor", "sequence of float32 tensors")."""
+    file = model_file(Path(path))
+    proto, _ = _parse(file)
+    feedable = set(_feedable_inputs(proto))
+    ports = [("input", v) for v in proto.graph.input if v.name in feedable] + [("output", v) for v in proto.graph.output]
+    return [(f"{kind} {value.name!r}", *_type_words(value.type)) for kind, value in ports]
+
+
+def _type_words(type_proto: Any) -> tuple[str | None, str]:
+    """(dtype, words) of one onnx TypeProto, as `declared_types` gives them."""
+    from onnx import TensorProto
+
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        elem = type_proto.tensor_type.elem_type
+        dtype = _DTYPES.get(elem) or TensorProto.DataType.Name(elem).lower()
+        return dtype, f"{dtype} tensor"
+    if kind == "sequence_type":
+        return None, f"sequence of {_type_words(type_proto.sequence_type.elem_type)[1]}s"
+    if kind == "optional_type":
+        return None, f"optional {_type_words(type_proto.optional_type.elem_type)[1]}"
+    if kind == "map_type":
+        key = TensorProto.DataType.Name(type_proto.map_type.key_type).lower()
+        return None, f"map from {key} to {_type_words(type_proto.map_type.value_type)[1]}s"
+    if kind == "sparse_tensor_type":
+        return None, f"sparse {TensorProto.DataType.Name(type_proto.sparse_tensor_type.elem_type).lower()} tensor"
+    return None, "value of no type"
+
 
 def _declared(file: Path, value: Any) -> tuple[str, list[int | str | None] | None]:
     """(dtype, dims) of a graph input: a dim is a size, the file's name for
