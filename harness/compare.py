@@ -49,6 +49,10 @@ class OutputComparison:
     error_ratio: float | None = None        # worst error over its tolerance: <= 1 passes
     mismatch_fraction: float | None = None
     nonfinite_mismatches: int = 0
+    # NaN and Inf elements of the original's output: they must sit where the converted one has them.
+    ref_nan: int = 0
+    ref_inf: int = 0
+    finite_elements: int | None = None      # finite on both sides: what the metrics measure
     worst_index: tuple[int, ...] | None = None
     worst_ref: float | None = None
     worst_got: float | None = None
@@ -134,6 +138,90 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
     return result
 
 
+# The bounds of a comparison by distribution (an output of a random operator):
+# the means and the variances may differ by DISTRIBUTION_SIGMAS standard errors
+# of their difference (estimated from the samples, as if their elements were
+# independent draws), and each side's smallest and largest value may lie
+# outside the other's by RANGE_SLACK of the original's observed range. A
+# correct conversion fails the mean test by chance about once in 10^8.
+DISTRIBUTION_SIGMAS = 6.0
+RANGE_SLACK = 0.25
+
+
+def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: list[np.ndarray]) -> OutputComparison:
+    """Compare one output of a model that draws random numbers by its
+    distribution over several runs on the same inputs: every draw's shape and
+    dtype, then the mean, the variance and the range of all the finite values
+    drawn, within the bounds above; never elementwise."""
+    first_ref, first_got = np.asarray(ref_draws[0]), np.asarray(got_draws[0])
+    result = OutputComparison(
+        name=name, passed=False, message="", tolerance={"distribution_sigmas": DISTRIBUTION_SIGMAS,
+                                                        "range_slack": RANGE_SLACK},
+        ref_shape=tuple(first_ref.shape), got_shape=tuple(first_got.shape),
+        ref_dtype=str(first_ref.dtype), got_dtype=str(first_got.dtype), elements=int(first_ref.size),
+    )
+    for ref, got in zip(ref_draws, got_draws):
+        if ref.shape != got.shape:
+            result.message = f"{name}: shape mismatch: original {ref.shape}, converted {got.shape}"
+            return result
+        if ref.dtype != got.dtype:
+            result.message = f"{name}: dtype mismatch: original {ref.dtype}, converted {got.dtype}"
+            return result
+    r = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in ref_draws])
+    g = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in got_draws])
+    result.ref_nan, result.ref_inf = int(np.isnan(r).sum()), int(np.isinf(r).sum())
+    r, g = r[np.isfinite(r)], g[np.isfinite(g)]
+    result.finite_elements = int(min(r.size, g.size))
+    if r.size == 0 or g.size == 0:
+        result.passed = r.size == g.size
+        result.message = (f"{name}: no finite value drawn on {'either side' if result.passed else 'one side'} "
+                          f"over {len(ref_draws)} draws")
+        return result
+    ref_stats, got_stats = _distribution(r), _distribution(g)
+    scale = max(abs(ref_stats["min"]), abs(ref_stats["max"]), abs(got_stats["min"]), abs(got_stats["max"]))
+    floor = 8 * float(np.finfo(np.float32).eps) * scale   # float32 rounding of equal distributions
+    span = ref_stats["max"] - ref_stats["min"]
+    bounds = {
+        "mean": DISTRIBUTION_SIGMAS * math.sqrt(ref_stats["variance"] / r.size + got_stats["variance"] / g.size)
+        + floor,
+        "variance": DISTRIBUTION_SIGMAS * math.sqrt(ref_stats["variance_se"] ** 2 + got_stats["variance_se"] ** 2)
+        + floor * scale,
+        "min": RANGE_SLACK * span + floor,
+        "max": RANGE_SLACK * span + floor,
+    }
+    ratios = {}
+    for key, bound in bounds.items():
+        gap = abs(got_stats[key] - ref_stats[key])
+        ratios[key] = 0.0 if gap == 0 else (gap / bound if bound > 0 else np.inf)
+    result.error_ratio = float(max(ratios.values()))
+    result.passed = result.error_ratio <= 1.0
+    result.max_ref = float(np.abs(r).max())
+    result.extra["distribution"] = {"draws": len(ref_draws), "original": ref_stats, "converted": got_stats,
+                                    "bounds": bounds, "ratios": ratios}
+    described = ", ".join(f"{key} {ref_stats[key]:.4g} vs {got_stats[key]:.4g}" for key in bounds)
+    if result.passed:
+        result.accepted_by = "distribution"
+        result.message = f"{name}: same distribution over {len(ref_draws)} draws (original vs converted: {described})"
+        return result
+    off = ", ".join(f"{key} {ref_stats[key]:.4g} vs {got_stats[key]:.4g} (allowed difference {bounds[key]:.3g})"
+                    for key, ratio in ratios.items() if ratio > 1.0)
+    result.message = (f"{name}: the converted model draws from another distribution than the original over "
+                      f"{len(ref_draws)} draws of the same inputs: {off}")
+    return result
+
+
+def _distribution(values: np.ndarray) -> dict[str, float]:
+    """Mean, variance (with the standard error of the variance, from the
+    fourth central moment), min and max of a non-empty sample."""
+    mean = float(values.mean())
+    centred = values - mean
+    variance = float(np.mean(centred ** 2))
+    fourth = float(np.mean(centred ** 4))
+    variance_se = math.sqrt(max(fourth - variance ** 2, 0.0) / values.size)
+    return {"mean": mean, "variance": variance, "variance_se": variance_se,
+            "min": float(values.min()), "max": float(values.max()), "values": int(values.size)}
+
+
 def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, tol: Tolerance, is_float: bool,
                   class_axis: int | None, top_k: int) -> None:
     # Work in float32 for float32 and narrower outputs (its rounding is far below any
@@ -143,11 +231,14 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
     r = ref.astype(work, copy=False).reshape(-1)
     g = got.astype(work, copy=False).reshape(-1)
     nonfinite = None
+    result.finite_elements = int(ref.size)
     if is_float and not (np.isfinite(r).all() and np.isfinite(g).all()):
         finite = np.isfinite(r) & np.isfinite(g)
         same = (np.isnan(r) & np.isnan(g)) | (np.isinf(r) & (r == g))
         nonfinite = ~finite & ~same
         result.nonfinite_mismatches = int(nonfinite.sum())
+        result.ref_nan, result.ref_inf = int(np.isnan(r).sum()), int(np.isinf(r).sum())
+        result.finite_elements = int(finite.sum())
         r = np.where(finite, r, 0).astype(work, copy=False)
         g = np.where(finite, g, 0).astype(work, copy=False)
 
@@ -214,6 +305,12 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
     result.error_ratio = max([elementwise, *thresholds.values()])
     elementwise_passed = result.nonfinite_mismatches == 0 and elementwise <= 1.0
     result.passed = elementwise_passed and not result.failed_thresholds
+    if result.passed and result.finite_elements == 0:
+        # Nothing was measured: a converted model returning NaN everywhere would pass too.
+        result.accepted_by = None
+        result.message = (f"{result.name}: all {result.elements} elements NaN/Inf on both sides, at the same "
+                          "positions: no finite value to compare")
+        return
     if result.passed:
         result.accepted_by = "tolerance"
         result.message = f"{result.name}: within tolerance"

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness.compare import OutputComparison, compare_outputs
+from harness.compare import OutputComparison, compare_distributions, compare_outputs
 from harness.engine import ExampleOutcome, PreparedCase, measure_noise, reference_outputs, run_example
 from harness.inputs import InputRecipe, corner_recipes, input_recipes, make_inputs, pick_dims
 from harness.tolerances import NOISE_ALLOWANCE_LIMIT
@@ -33,6 +33,18 @@ from harness.tolerances import NOISE_ALLOWANCE_LIMIT
 # Draws of the reference for the input-sensitivity check, beside the first: an output that
 # agrees, within its tolerance, across all of them does not depend on the input.
 SENSITIVITY_DRAWS = 2
+
+# A drawn example whose original gives NaN or Inf in more than this share of an
+# output's elements is outside the domain the model means (acos of 2): it is
+# redrawn, unless it fails (a mismatch is a mismatch). An output most of whose
+# draws are redrawn is inconclusive; after REDRAW_LIMIT x the budget's redraws,
+# the search's remaining draws run no model.
+NONFINITE_SHARE = 0.1
+REDRAW_LIMIT = 1
+
+# Runs of one input through both sides of a case holding random operators,
+# compared by distribution (the budget, when larger).
+RANDOM_DRAWS = 20
 
 
 class ParityMismatch(AssertionError):
@@ -54,6 +66,11 @@ class Exploration:
     sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # per output: see `input_sensitivity`
     # per output passed by its noise multiple: the largest error that multiple allowed, over max|ref|
     noise_allowance: dict[str, float] = field(default_factory=dict)
+    # per output with NaN/Inf in the original: examples that had any, and the most NaN and Inf in one
+    nonfinite: dict[str, dict[str, int]] = field(default_factory=dict)
+    finite_compared: set[str] = field(default_factory=set)   # outputs with a finite value compared at least once
+    compared: set[str] = field(default_factory=set)          # outputs compared at least once
+    redrawn: Counter = field(default_factory=Counter)        # per output, draws redrawn for its NaN/Inf share
 
     @property
     def passed(self) -> bool:
@@ -64,7 +81,24 @@ class Exploration:
         """Outputs whose check could not have failed: they do not depend on the
         input, or they passed by a noise multiple that allowed almost any error."""
         loose = [name for name, allowed in self.noise_allowance.items() if allowed > NOISE_ALLOWANCE_LIMIT]
-        return [name for name, s in self.sensitivity.items() if s.get("inconclusive") or name in loose]
+        found = [name for name, s in self.sensitivity.items() if s.get("inconclusive") or name in loose]
+        return found + [name for name in self.nonfinite_reasons if name not in found]
+
+    @property
+    def nonfinite_reasons(self) -> dict[str, str]:
+        """Outputs inconclusive for their NaN/Inf, with why: nothing finite was
+        ever compared, or most draws were redrawn for it."""
+        reasons = {}
+        drawn = self.examples - self.corners
+        for name in sorted(self.compared - self.finite_compared):
+            reasons[name] = (f"{name} was NaN/Inf in every element on both sides in all {self.examples} examples: "
+                             "no finite value was compared")
+        for name, count in self.redrawn.items():
+            if name not in reasons and count > drawn:
+                reasons[name] = (f"{name}: {count} of {count + drawn} drawn examples were redrawn because the original "
+                                 f"gave NaN/Inf in more than {NONFINITE_SHARE:.0%} of its elements; narrow the "
+                                 "input's domain to the one the model means")
+        return reasons
 
     def record(self, recipe: InputRecipe, tensors: dict[str, np.ndarray], outcome: ExampleOutcome,
                shrinking: bool = False) -> None:
@@ -75,6 +109,7 @@ class Exploration:
         if outcome.error_kind:
             self.errors[outcome.error_kind] += 1
         for comparison in outcome.comparisons:
+            self._count_nonfinite(comparison)
             noise = outcome.noise.get(comparison.name)
             if comparison.accepted_by == "noise" and comparison.max_ref:
                 allowed = comparison.tolerance["noise_multiple"] * noise["noise_max_abs"] / comparison.max_ref
@@ -88,6 +123,24 @@ class Exploration:
             self.failure, self.failure_recipe, self.failure_inputs = outcome, recipe, tensors
             if self.first_failure_at is None:
                 self.first_failure_at = self.examples
+
+    def _count_nonfinite(self, comparison: OutputComparison) -> None:
+        if comparison.finite_elements is None:
+            return   # shapes or dtypes differ: nothing was compared
+        self.compared.add(comparison.name)
+        if comparison.finite_elements:
+            self.finite_compared.add(comparison.name)
+        if comparison.ref_nan or comparison.ref_inf:
+            held = self.nonfinite.setdefault(comparison.name, {"examples": 0, "most_nan": 0, "most_inf": 0})
+            held["examples"] += 1
+            held["most_nan"] = max(held["most_nan"], comparison.ref_nan)
+            held["most_inf"] = max(held["most_inf"], comparison.ref_inf)
+
+
+def mostly_nonfinite(outcome: ExampleOutcome) -> list[str]:
+    """The outputs whose original is NaN/Inf in more than NONFINITE_SHARE of its elements."""
+    return [c.name for c in outcome.comparisons
+            if c.elements and (c.ref_nan + c.ref_inf) > NONFINITE_SHARE * c.elements]
 
 
 def _ratio(comparison: OutputComparison) -> float:
@@ -106,6 +159,10 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
     budget = max_examples or settings.default.max_examples
 
     start = time.perf_counter()
+    if prepared.case.random_ops:
+        _compare_by_distribution(prepared, exploration, max(budget, RANDOM_DRAWS))
+        prepared.timings["explore_s"] = time.perf_counter() - start
+        return exploration
     known = _run_corners(prepared, exploration, budget) if corners else None
     corner_failure = exploration.failure
     if budget > exploration.corners:
@@ -139,6 +196,28 @@ def _run_corners(prepared: PreparedCase, exploration: Exploration, budget: int
     return (dict(dims), outputs) if len(outputs) >= 2 else None
 
 
+def _compare_by_distribution(prepared: PreparedCase, exploration: Exploration, draws: int) -> None:
+    """A case holding random operators: one input of small shapes run `draws`
+    times through both sides, each output compared by its distribution
+    (compare.compare_distributions), never elementwise."""
+    spec = prepared.spec
+    recipe = InputRecipe(pick_dims(spec, "small"), {i.name: "normal" for i in spec.inputs}, 0.0, 0)
+    tensors = _timed_inputs(prepared, recipe)
+    references, converted = [], []
+    for drawn in range(1, draws + 1):
+        outcome = run_example(prepared, tensors, elementwise=False)
+        if outcome.error:
+            break
+        references.append(outcome.reference)
+        converted.append(outcome.converted)
+    else:
+        comparisons = [compare_distributions(out.name, [r[index] for r in references], [c[index] for c in converted])
+                       for index, out in enumerate(spec.outputs)]
+        outcome = ExampleOutcome(comparisons, {}, reference=references[-1], converted=converted[-1])
+    exploration.record(recipe, tensors, outcome)
+    exploration.examples = drawn   # one input, run `drawn` times: each run is an example
+
+
 def _worst_noise(prepared: PreparedCase, exploration: Exploration) -> None:
     """The noise floor of each output's worst example, where the verdict did not
     need it then: one run of the twin per distinct worst example."""
@@ -165,18 +244,26 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
             database_path: Path | None) -> None:
     spec = prepared.spec
     found = {"failure": False}  # hypothesis found one: every later call is a shrink step
+    redraws = {"draws": 0}       # examples redrawn for the original's NaN/Inf share
 
     @settings(
         max_examples=max_examples,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
         report_multiple_bugs=False,
         database=DirectoryBasedExampleDatabase(str(database_path)) if database_path else settings.default.database,
     )
     @given(input_recipes(spec, prepared.distributions))
     def check(recipe: InputRecipe) -> None:
+        if redraws["draws"] >= REDRAW_LIMIT * max_examples:
+            return   # redrawn enough: the rest of the budget runs no model (the case is inconclusive)
         tensors = _timed_inputs(prepared, recipe)
         outcome = run_example(prepared, tensors)
+        heavy = mostly_nonfinite(outcome) if outcome.passed and not found["failure"] else []
+        if heavy:
+            redraws["draws"] += 1
+            exploration.redrawn.update(heavy)
+            reject()
         exploration.record(recipe, tensors, outcome, shrinking=found["failure"])
         if not outcome.passed:
             found["failure"] = True

@@ -19,9 +19,10 @@ from harness import backends, paths
 from harness.errors import CaseError
 from harness.model_file import not_a_file
 from harness.options import DEVICES, PRECISIONS, OptionError, RunOptions
+from harness.random_ops import random_ops
 from harness.registry import broken_zoos, get_model, load_model_file, zoo_models
 from harness.sources import onnx as onnx_source
-from harness.specs import ModelSpec, SpecError
+from harness.specs import FLOAT_DTYPES, INT_DTYPES, ModelSpec, SpecError
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ts", ".pkl", ".ckpt")
 CONVERTED = "converted"   # Case.lowered_by of a user's file that holds its precision itself
@@ -53,6 +54,8 @@ class Case:
     # or CONVERTED (a user's file that is lowered already)
     lowered_by: str = ""
     reference_device: str | None = None   # None when made: the target's `device`
+    # The random operators of an ONNX original (random_ops.py): compared by distribution, never elementwise.
+    random_ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reference_device is None:
@@ -248,7 +251,7 @@ def build_cases(options: RunOptions) -> list[Case]:
     resolved = resolve_models(options)
     for (ref, spec, error), name in zip(resolved, _model_names(resolved)):
         if error is not None:
-            cases.append(Case(name, "", "", "", ref, error=error))
+            cases += _type_skips(name, ref, sources, targets, devices) or [Case(name, "", "", "", ref, error=error)]
             continue
         if name != spec.name:
             spec = replace(spec, name=name)
@@ -382,7 +385,8 @@ def _variants(spec: ModelSpec, source: str, target: str, converted_format: str |
 def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, variant: str | None,
           converted_format: str | None, precision: str, reference_device: str, lowered_by: str) -> Case:
     case = Case(spec.name, source, target, device, ref, spec=spec, variant=variant, precision=precision,
-                reference_device=reference_device, lowered_by=lowered_by)
+                reference_device=reference_device, lowered_by=lowered_by,
+                random_ops=_random_ops(spec) if source == "onnx" else ())
     known = spec.unsupported.get(f"{source}->{target}")
     if known and not converted_format:
         return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
@@ -391,8 +395,60 @@ def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, vari
     reason = (backends.source_missing(source, reference_device) or backends.runtime_missing(target, device)
               or (backends.runtime_missing_precision(target, device, precision) if lowered_by == paths.RUNTIME
                   else None)
-              or next(filter(None, map(package_missing, spec.requires)), None))
+              or next(filter(None, map(package_missing, spec.requires)), None)
+              or (_type_limit(spec.origin, source, target) if spec.origin != "zoo" else None))
     return replace(case, skip=reason) if reason else case
+
+
+def _type_limit(ref: str, source: str, target: str) -> str | None:
+    """Why `target`, the source's reference or the harness cannot take a type an
+    ONNX file declares for an input or an output, naming the type and which
+    cannot (a runtime's or a source's ELEMENT_TYPES); None where all can, for
+    a model of another source, and for a file that cannot be read (its case's
+    load says why)."""
+    if source != "onnx":
+        return None
+    try:
+        ports = onnx_source.declared_types(Path(ref))
+    except Exception:
+        return None
+    handled = FLOAT_DTYPES + INT_DTYPES
+    takers = ((target, backends.element_types("runtime", target)),
+              (f"the {source} source's reference", backends.element_types("source", source)))
+    for port, dtype, words in ports:
+        if dtype is None:
+            return (f"{port} ({words}) is not a tensor: the harness feeds and compares tensors only, so it does "
+                    f"not run this file on {target}")
+        for who, takes in takers:
+            if takes is not None and dtype not in takes:
+                return f"{port} ({words}): {who} does not take {dtype} (it takes {', '.join(takes)})"
+        if dtype not in handled:
+            return (f"{port} ({words}): the harness cannot make or compare {dtype} for {target} (it handles "
+                    f"{', '.join(handled)})")
+    return None
+
+
+def _type_skips(name: str, ref: str, sources: list[str], targets: list[str], devices: list[str]) -> list[Case]:
+    """For an ONNX file whose spec cannot be made because of a type it declares
+    (a float8 or a sequence input), a skip per target and device saying which
+    type and which runtime; [] for any other model or error."""
+    if "onnx" not in sources or not onnx_source.sniff(Path(ref)):
+        return []
+    reasons = {target: _type_limit(ref, "onnx", target) for target in targets}
+    if not all(reasons.values()):
+        return []
+    return [Case(name, "onnx", target, device, ref, skip=reasons[target]) for target in targets for device in devices]
+
+
+def _random_ops(spec: ModelSpec) -> tuple[str, ...]:
+    """The random operators of a user's ONNX file; () for the zoo's, and for a
+    file that cannot be read (its case's load says why)."""
+    if spec.origin == "zoo":
+        return ()
+    try:
+        return random_ops(onnx_source.model_file(Path(spec.origin)))
+    except Exception:
+        return ()
 
 
 @lru_cache(maxsize=None)

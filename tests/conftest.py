@@ -154,3 +154,22 @@ def run_parity(parity_dir, shared_cache):
         return ParityRun(result, parity_dir)
 
     return run
+
+
+@pytest.fixture
+def run_converted(tmp_path):
+    """One case in this process, outside pytest's plugin: an ONNX original against
+    a converted ONNX file on ONNX Runtime's CPU provider; returns its record."""
+    from harness.cache import ArtifactCache
+    from harness.matrix import build_cases
+    from harness.options import RunOptions
+    from harness.runner import run_case
+
+    def run(original: Path, converted: Path, examples: int = 5) -> dict:
+        options = RunOptions(models=(str(original),), sources=("onnx",), targets=("onnxruntime",),
+                             devices=("cpu",), examples=examples, converted=converted,
+                             cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+        (case,) = build_cases(options)
+        return run_case(case, options, ArtifactCache(options.cache_dir))
+
+    return run

@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from harness.compare import OutputComparison, compare_outputs
+from harness.compare import OutputComparison, compare_distributions, compare_outputs
 from harness.specs import SpecError, Tolerance
 from harness.tolerances import CPU_FLOAT, CUDA_TF32_FLOAT
 
@@ -316,6 +316,52 @@ def test_opposite_infinities_fail_same_infinities_pass():
 def test_nan_against_inf_fails():
     r = cmp(np.array([np.nan], np.float32), np.array([np.inf], np.float32))
     assert not r.passed and r.nonfinite_mismatches == 1
+
+
+def test_an_output_all_nan_on_both_sides_is_not_accepted_by_tolerance():
+    """Nothing finite was compared: a converted model returning NaN everywhere would match too."""
+    ref = np.full((2, 3), np.nan, np.float32)
+    ref[1, 1] = np.inf
+    r = cmp(ref, ref.copy())
+    assert r.accepted_by is None and r.finite_elements == 0
+    assert "all 6 elements NaN/Inf on both sides" in r.message and "no finite value to compare" in r.message
+    assert (r.ref_nan, r.ref_inf) == (5, 1)
+
+
+def test_matching_nan_positions_on_a_partly_nan_output_pass_with_their_count():
+    ref = np.array([np.nan, 1.0, 2.0, np.inf], np.float32)
+    r = cmp(ref, ref.copy())
+    assert r.passed and r.accepted_by == "tolerance"
+    assert (r.ref_nan, r.ref_inf, r.finite_elements) == (1, 1, 2)
+
+
+# --------------------------------------------------------------------------- distributions (random ops)
+
+def _draws(rng: np.random.Generator, high: float, count: int = 20) -> list[np.ndarray]:
+    return [rng.uniform(0.0, high, size=(4, 50)).astype(np.float32) for _ in range(count)]
+
+
+def test_draws_of_one_distribution_pass_by_distribution():
+    rng = np.random.default_rng(0)
+    r = compare_distributions("y", _draws(rng, 1.0), _draws(rng, 1.0))
+    assert r.passed and r.accepted_by == "distribution", r.message
+    assert r.extra["distribution"]["draws"] == 20 and r.extra["distribution"]["original"]["values"] == 4000
+    assert "same distribution over 20 draws" in r.message
+
+
+def test_draws_of_a_wider_range_fail_naming_the_statistics():
+    rng = np.random.default_rng(0)
+    r = compare_distributions("y", _draws(rng, 1.0), _draws(rng, 2.0))
+    assert not r.passed and r.error_ratio > 1
+    assert "draws from another distribution" in r.message and "mean 0.49" in r.message
+    assert "max 0.9996 vs 2 (allowed difference 0.25)" in r.message
+
+
+def test_draws_of_another_shape_or_dtype_fail():
+    rng = np.random.default_rng(0)
+    ref = _draws(rng, 1.0, 3)
+    assert "shape mismatch" in compare_distributions("y", ref, [x[:, :10] for x in ref]).message
+    assert "dtype mismatch" in compare_distributions("y", ref, [x.astype(np.float64) for x in ref]).message
 
 
 def test_all_nonfinite_matching_passes():

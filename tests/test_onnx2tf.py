@@ -91,6 +91,30 @@ def test_the_upstream_file_is_never_rewritten(tmp_path):
     assert hashlib.sha256(source.read_bytes()).hexdigest() == before
 
 
+def test_a_static_image_model_converts_on_sample_images_made_without_the_network(tmp_path):
+    """All inputs 4-D, 3 channels, a fixed batch <= 20: onnx2tf runs such a graph on
+    sample images it downloads, whatever its options; refused the network, it failed
+    on every classic classifier. The child makes the images itself."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from harness.specs import InputSpec, ModelSpec
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 24])],
+                              initializer=[weight])
+    source = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(source))
+    spec = ModelSpec("conv", inputs=[InputSpec("x", (1, 3, 32, 24), layout="NCHW")], outputs=["y"], builders={})
+    x = np.random.default_rng(1).normal(size=(1, 3, 32, 24)).astype(np.float32)
+    provenance = onnx_tflite.convert(source, spec, [x], tmp_path / "out", layouts=({"x": "NCHW"}, {"y": "NCHW"}))
+    assert (tmp_path / "out" / onnx_tflite.FILENAME).is_file()
+    assert provenance["input_layouts"] == {"x": "NHWC"} and provenance["output_layouts"] == {"y": "NHWC"}
+    assert provenance["layout_evidence"]["outputs"]["y"]["probe_max_abs_err"] < 1e-4
+
+
 def test_torch_zoo_through_onnx2tf_on_litert(run_parity):
     run = run_parity("--model=cnn,mlp", "--target=tflite", "-p", "no:randomly")
     assert run.result.ret == 0, run.output[-3000:]

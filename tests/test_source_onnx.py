@@ -602,7 +602,7 @@ def _reason(text: str) -> str:
     text = re.sub(r"/\S+", "PATH", text)
     text = re.sub(r"(?<!\w)'[^']*'|\"[^\"]*\"", "'…'", text)
     text = re.sub(r"\(\d+\)|(?<!\w)\d+", "N", text)
-    return text.replace(". The reference of an ONNX model is ONNX Runtime: a model it cannot load has none", "")[:200]
+    return text[:200]
 
 
 def measure(folders: list[Path]) -> dict:

@@ -277,3 +277,72 @@ def test_unknown_tier_is_a_usage_error(run_parity):
     run = run_parity("--tier=huge")
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--tier: unknown value 'huge'" in "\n".join(run.result.errlines)
+
+
+# --- NaN and Inf ------------------------------------------------------------------------
+
+NAN_SHAPE = [2, 10]
+
+
+def _elementwise_file(path, nodes, constants=()):
+    """y from x ([2, 10] float) through `nodes`, with `constants` as initializers."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, NAN_SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, NAN_SHAPE)],
+                              initializer=[onnx.numpy_helper.from_array(np.asarray(v, np.float32), name)
+                                           for name, v in constants])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _plus(path, addend):
+    """y = x + addend (a [2, 10] constant: NaN where it is NaN)."""
+    from onnx import helper
+
+    return _elementwise_file(path, [helper.make_node("Add", ["x", "c"], ["y"])], [("c", addend)])
+
+
+def test_a_converted_file_computing_nan_where_the_original_does_not_fails(tmp_path, run_converted):
+    from onnx import helper
+
+    # x + 0 * sqrt(x): x where x >= 0, NaN where x < 0.
+    converted = _elementwise_file(tmp_path / "converted.onnx", [
+        helper.make_node("Sqrt", ["x"], ["root"]), helper.make_node("Mul", ["root", "zero"], ["nan_or_zero"]),
+        helper.make_node("Add", ["x", "nan_or_zero"], ["y"])], [("zero", 0.0)])
+    record = run_converted(_plus(tmp_path / "model.onnx", np.zeros(NAN_SHAPE)), converted)
+    assert record["status"] == "failed"
+    assert "NaN/Inf on one side only" in record["message"] and "no tolerance passes that" in record["message"]
+
+
+def test_nan_at_the_same_positions_of_a_partly_nan_output_passes_with_its_count(tmp_path, run_converted):
+    addend = np.zeros(NAN_SHAPE)
+    addend[1, 3] = np.nan   # one element in 20: below the share that redraws an example
+    record = run_converted(_plus(tmp_path / "model.onnx", addend), _plus(tmp_path / "converted.onnx", addend))
+    assert record["status"] == "passed", record["message"]
+    assert record["outputs"]["y"]["nonfinite"] == {"examples": record["examples"], "most_nan": 1, "most_inf": 0}
+    moved = np.zeros(NAN_SHAPE)
+    moved[0, 3] = np.nan
+    record = run_converted(_plus(tmp_path / "model.onnx", addend), _plus(tmp_path / "moved.onnx", moved))
+    assert record["status"] == "failed" and "NaN/Inf on one side only" in record["message"]
+
+
+def test_an_output_all_nan_on_both_sides_is_inconclusive_never_a_pass(tmp_path, run_converted):
+    everywhere = np.full(NAN_SHAPE, np.nan)
+    record = run_converted(_plus(tmp_path / "model.onnx", everywhere), _plus(tmp_path / "converted.onnx", everywhere))
+    assert record["status"] == "inconclusive"
+    assert record["message"].startswith("passed, but inconclusive: y was NaN/Inf in every element on both sides in "
+                                        "all 5 examples: no finite value was compared")
+
+
+def test_draws_whose_original_is_mostly_nan_are_redrawn_and_the_case_says_so(tmp_path, run_converted):
+    from onnx import helper
+
+    # NaN where x < 0.9: nearly every drawn example outside the domain this model means.
+    nodes = [helper.make_node("Less", ["x", "edge"], ["low"]), helper.make_node("Where", ["low", "nan", "x"], ["y"])]
+    constants = [("edge", 0.9), ("nan", np.nan)]
+    record = run_converted(_elementwise_file(tmp_path / "model.onnx", nodes, constants),
+                           _elementwise_file(tmp_path / "converted.onnx", nodes, constants), examples=10)
+    assert record["status"] == "inconclusive", record["message"]
+    assert "drawn examples were redrawn because the original gave NaN/Inf in more than 10% of its elements" in \
+        record["message"]

@@ -12,9 +12,11 @@ crash or a hang is this case's CaseError("convert") naming the model and quoting
 the tool's last lines. No download, ever: onnx2tf fetches a sample image set
 from GitHub for its output check on 4D image inputs with a fixed batch <= 20,
 and for int8 calibration. The check (`check_onnx_tf_outputs_elementwise_close*`)
-and quantized outputs stay off, and the child replaces the download function
-and every socket connect with a refusal (`CHILD`), so an attempt fails at once
-instead of waiting on a network.
+and quantized outputs stay off; the child replaces every socket connect with a
+refusal (`CHILD`), so an attempt fails at once instead of waiting on a network,
+and the download function with seeded local images of the download's shape
+(`SAMPLE_IMAGES_SHAPE`): onnx2tf runs a static image model on them whatever its
+options, and failed on every one of them while the download was refused.
 
 Layouts are read back, never assumed. The written file's input shape
 signatures are matched against the spec's shape in every order of the input
@@ -88,17 +90,26 @@ TOOL_OPTIONS: dict[str, Any] = {
     "replace_to_pseudo_operators": ["erf"],
 }
 NO_DOWNLOAD = "network access refused by the parity harness: onnx2tf must not download anything"
-# The child: sockets and onnx2tf's download refused, then onnx2tf.convert(**json).
+# onnx2tf runs every graph whose inputs are all 4-D, channels-last 3, with a fixed
+# batch <= 20 on its downloaded sample images (resized to the inputs, whatever
+# its options): the child hands it the same shape of images from a seeded
+# generator instead, values in [0, 1) as the download's are.
+SAMPLE_IMAGES_SHAPE = (20, 128, 128, 3)
+SAMPLE_IMAGES_SEED = 0
+# The child: sockets refused, onnx2tf's sample images made here, then onnx2tf.convert(**json).
 CHILD = f"""
 import json, socket, sys
 def _refuse(*args, **kwargs):
     raise OSError({NO_DOWNLOAD!r})
 socket.socket.connect = socket.socket.connect_ex = _refuse
 socket.create_connection = socket.getaddrinfo = _refuse
+import numpy
 import onnx2tf
 from onnx2tf import onnx2tf as _core
 from onnx2tf.utils import common_functions as _common
-_core.download_test_image_data = _common.download_test_image_data = _refuse
+def _local_images():
+    return numpy.random.default_rng({SAMPLE_IMAGES_SEED}).random({SAMPLE_IMAGES_SHAPE}, dtype=numpy.float32)
+_core.download_test_image_data = _common.download_test_image_data = _local_images
 onnx2tf.convert(**json.loads(sys.argv[1]))
 """
 
@@ -192,7 +203,7 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
         "tool": "onnx2tf.convert (in a child process)",
         "tool_version": versions()["onnx2tf"],
         "tool_options": dict(TOOL_OPTIONS),
-        "downloads": "refused (sockets and onnx2tf's sample-data download replaced in the child)",
+        "downloads": "refused (sockets refused in the child; onnx2tf's sample images made there, seeded)",
         "source_sha256": file_sha256(source),
         "kept": f"{source.stem}_float32.tflite (the float16 file and the SavedModel are dropped)",
         "convert_s": convert_s,
