@@ -153,12 +153,17 @@ def corner_recipes(spec: ModelSpec, distributions: tuple[str, ...] = DISTRIBUTIO
                                                                SPECIAL_FRACTIONS[-1], 2)),
         ("tiny magnitudes", InputRecipe(pick_dims(spec, "mid"), each("tiny"), SPECIAL_FRACTIONS[1], 3)),
     ]
-    if set(DISTRIBUTIONS) <= set(distributions):
-        # Whole tensors at one end: a 0/1 mask of all zeros (every row empty), every index at the
-        # last position, a clip's edge everywhere. Not for a case held to its calibration feed (int8):
-        # a constant tensor sums without cancelling, past the ranges the model was calibrated on.
-        corners += [(f"every input at its {end}", InputRecipe(pick_dims(spec, "small"),
-                                                              {i.name: end for i in spec.inputs}, 0.0, seed))
+    held = [i.name for i in spec.inputs if not i.is_float]
+    if held and set(DISTRIBUTIONS) <= set(distributions):
+        # Whole integer and bool tensors at one end: a 0/1 mask of all zeros (every row empty), every
+        # index at the last position. Float inputs are drawn as usual beside them: over a constant float
+        # tensor a normalization divides by sqrt(eps), so one ulp of a runtime's mean becomes hundreds
+        # (LayerNormalization on OpenVINO: 763) where the source's float32 arithmetic is exact and its
+        # noise floor zero, a failure of the input, not of the conversion. Not for a case held to its
+        # calibration feed (int8): a constant tensor sums past the ranges the model was calibrated on.
+        corners += [(f"every integer input at its {end}",
+                     InputRecipe(pick_dims(spec, "small"), {**each("normal"), **{name: end for name in held}},
+                                 0.0, seed))
                     for seed, end in enumerate(DOMAIN_ENDS, start=len(corners))]
     unique: list[tuple[str, InputRecipe]] = []
     for name, recipe in corners:

@@ -5,10 +5,12 @@ examples were drawn and how many were shrinking steps."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.inputs import corner_recipes
 from harness.registry import load_model_file
+from harness.specs import InputSpec, ModelSpec, OutputSpec
 from tests import planted
 
 
@@ -73,8 +75,6 @@ def test_corner_recipes_cover_the_bounds_and_come_first(corner_models):
 
 
 def _spec_with_masks():
-    from harness.specs import InputSpec, ModelSpec, OutputSpec
-
     dims = {"N": (1, 4), "T": (2, 8)}
     return ModelSpec("masks", (InputSpec("mask", ("N", "T"), dims=dims, dtype="int64", domain=(0, 1)),
                                InputSpec("padding", ("N", "T"), dims=dims, dtype="int64", kind="padding_mask"),
@@ -84,19 +84,26 @@ def _spec_with_masks():
 
 
 def test_corners_hold_every_input_at_each_end_of_its_domain():
-    """Six corners: the four of shapes and magnitudes, then every input at its low end and at its high end
-    (a 0/1 mask all zeros; a padding mask keeps one token a row, its shortest legal value)."""
+    """Six corners: the four of shapes and magnitudes, then every integer and bool input at its low end and
+    at its high end (a 0/1 mask all zeros; a padding mask keeps one token a row, its shortest legal value);
+    float inputs drawn beside them, never constant (a normalization over a constant tensor is ill-conditioned)."""
     from harness.inputs import make_inputs
 
     spec = _spec_with_masks()
     corners = dict(corner_recipes(spec))
     assert len(corners) == 6
-    low = make_inputs(spec, corners["every input at its low end"])
-    high = make_inputs(spec, corners["every input at its high end"])
+    low = make_inputs(spec, corners["every integer input at its low end"])
+    high = make_inputs(spec, corners["every integer input at its high end"])
     assert not low["mask"].any() and high["mask"].all()
     assert (low["padding"].sum(axis=1) == 1).all() and high["padding"].all()
     assert not low["flag"].any() and high["flag"].all()
-    assert (low["x"] == -1).all() and (high["x"] == 2).all() and low["x"].dtype == "float16"
+    assert len(np.unique(low["x"])) > 1 and len(np.unique(high["x"])) > 1 and low["x"].dtype == "float16"
+
+
+def test_a_spec_of_float_inputs_only_gets_no_end_corners():
+    spec = ModelSpec("floats", (InputSpec("x", ("N", 3), dims={"N": (1, 4)}),), (OutputSpec("y"),))
+    assert [name for name, _ in corner_recipes(spec)] == [
+        "smallest shapes", "largest shapes", "large magnitudes and the domain's ends", "tiny magnitudes"]
 
 
 def test_a_case_held_to_its_calibration_feed_gets_no_constant_corners():
@@ -143,4 +150,4 @@ def test_an_all_zero_mask_row_is_a_corner_that_catches_its_bug(tmp_path, bug):
     record = runner.run_case(case, options, ArtifactCache(tmp_path / "cache"))
     assert record["status"] == ("failed" if bug else "passed"), record["message"]
     if bug:
-        assert record["failure"]["corner"] == "every input at its low end"
+        assert record["failure"]["corner"] == "every integer input at its low end"
