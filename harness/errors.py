@@ -22,6 +22,18 @@ class CaseError(Exception):
         return f"[{self.stage}] {self.message}"
 
 
+class RuntimeLimit(CaseError):
+    """A runtime that cannot run a file by its own limits: no kernel for an op
+    and type (ONNX Runtime's NOT_IMPLEMENTED), an op it cannot convert
+    (OpenVINO). Where the file is the user's own ONNX model, run as it is, the
+    case is skipped naming the limit (runner.start_case): the question "does
+    this runtime compute what the file says" has no answer there. Where the
+    harness converted the file, it stays an error of the conversion path."""
+
+    def __init__(self, message: str):
+        super().__init__("runtime", message)
+
+
 def summarize_exception(error: BaseException, max_lines: int = 6) -> str:
     """The type and the first lines of an exception's message, without the
     framework's traceback, for a one-paragraph error."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.cache import ArtifactCache
 from harness.engine import PreparedCase, Progress, no_progress, prepare_case
-from harness.errors import CaseError, summarize_exception
+from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.explore import Exploration, explore_case
 from harness.golden import check_golden, golden_failure
 from harness.matrix import Case
@@ -55,6 +55,11 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache,
         return _finished(record), None
     try:
         return record, prepare_case(case, options, cache, progress)
+    except RuntimeLimit as error:
+        if case.source == "onnx" and not case.path and options.converted is None:   # the user's file, as it is
+            record.update(status="skipped", message=f"{case.target} cannot run this file: {error.message}")
+        else:   # a file the harness converted: the conversion path produced what its target cannot run
+            record.update(status="error", stage=error.stage, message=error.message)
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:  # a bug in an adapter must not end the run

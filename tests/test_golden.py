@@ -88,15 +88,17 @@ def write_reshape_folder(folder: Path, golden_error: float = 0.0) -> Path:
     return write_test_data(folder, model, {"x": x, "shape": np.array([2, 3, 2, 2], np.int64)}, {"y": y})
 
 
-def run_folder(tmp_path: Path, folder: Path, target: str) -> dict:
-    """The one case of `folder` on `target`, in process, as a run records it."""
+def run_folder(tmp_path: Path, folder: Path, target: str, converted: Path | None = None) -> dict:
+    """The one case of `folder` on `target` (with `converted`, that file as the
+    converted model), in process, as a run records it."""
     from harness.cache import ArtifactCache
     from harness.matrix import build_cases
     from harness.options import RunOptions
     from harness.runner import run_case
 
     options = RunOptions(models=(str(folder),), sources=("onnx",), targets=(target,), devices=("cpu",), examples=4,
-                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off",
+                         converted=converted)
     (case,) = build_cases(options)
     return run_case(case, options, ArtifactCache(options.cache_dir))
 
@@ -142,8 +144,15 @@ def test_a_model_onnxruntime_cannot_load_is_referenced_by_onnx_reference_and_hel
     assert record["message"].startswith("golden example test_data_set_0")
 
 
-def test_the_target_being_onnxruntime_fails_to_load_as_the_targets_error(tmp_path):
-    record = run_folder(tmp_path, write_elu_float64_folder(tmp_path / "elu"), "onnxruntime")
+def test_a_users_file_onnxruntime_has_no_kernel_for_is_skipped_naming_the_limit(tmp_path):
+    """The user's own file, run as it is: a runtime limit, skipped saying so (it was an error). The same
+    file handed over as a converted model stays an error: there it is what a conversion produced."""
+    folder = write_elu_float64_folder(tmp_path / "elu")
+    record = run_folder(tmp_path, folder, "onnxruntime")
+    assert record["status"] == "skipped", record
+    assert record["message"].startswith(f"onnxruntime cannot run this file: onnxruntime could not load {folder}")
+    assert "NOT_IMPLEMENTED" in record["message"] and "Elu" in record["message"]
+    record = run_folder(tmp_path, folder, "onnxruntime", converted=folder / "model.onnx")
     assert record["status"] == "error" and "Elu" in record["message"], record
 
 
@@ -177,3 +186,23 @@ def test_a_model_without_any_reference_is_judged_by_its_goldens_alone(tmp_path):
     record = run_folder(tmp_path, write_contrib_gelu_float64_folder(tmp_path / "gelu-off", golden_error=1e-3),
                         "openvino")
     assert record["status"] == "failed" and record["golden"]["passed"] == 0, record["message"]
+
+
+def test_a_users_file_with_an_op_openvino_cannot_convert_is_skipped_naming_it(tmp_path):
+    """Det has no OpenVINO conversion rule: the user's file on OpenVINO is a runtime limit, skipped; the
+    same file on ONNX Runtime, which has Det, runs (the skip is the limit's, not the file's)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    record = run_folder(tmp_path, path, "openvino")
+    assert record["status"] == "skipped", record
+    assert record["message"].startswith(f"openvino cannot run this file: OpenVINO could not read {path}: it has an op "
+                                        "OpenVINO cannot convert"), record["message"]
+    assert "Det" in record["message"]
+    record = run_folder(tmp_path, path, "onnxruntime")
+    assert record["status"] == "passed", record["message"]

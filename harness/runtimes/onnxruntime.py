@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.errors import CaseError, summarize_exception
+from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.runtimes.binding import bind_ports
 
 NAME = "onnxruntime"
@@ -77,7 +77,10 @@ class Session:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:
-            raise CaseError("runtime", f"onnxruntime could not load {path}: {summarize_exception(error, 4)}") from None
+            message = f"onnxruntime could not load {path}: {summarize_exception(error, 4)}"
+            if "NOT_IMPLEMENTED" in str(error):   # no kernel for an op at this opset and type: its limit, not a fault
+                raise RuntimeLimit(message) from None
+            raise CaseError("runtime", message) from None
         active = self.session.get_providers()
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         if device == "cuda" and active[0] != wanted:

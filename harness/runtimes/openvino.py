@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.errors import CaseError, summarize_exception
+from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.runtimes.binding import match_names
 
 NAME = "openvino"
@@ -224,8 +224,10 @@ def _read(path: Path, fmt: str):
                       "data files beside the model")
         else:
             advice = "it does not parse as a model: check that the file is complete and is what its suffix says"
-        raise CaseError("runtime", f"OpenVINO could not read {path}: {advice}.\n"
-                                   f"{summarize_exception(error, 6)}") from None
+        message = f"OpenVINO could not read {path}: {advice}.\n{summarize_exception(error, 6)}"
+        if "conversion rule" in text or "OpConversionFailure" in text:   # an op it cannot convert: its limit
+            raise RuntimeLimit(message) from None
+        raise CaseError("runtime", message) from None
 
 
 def _port_names(ports, wanted: Sequence[str]) -> list[str]:
