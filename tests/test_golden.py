@@ -206,3 +206,24 @@ def test_a_users_file_with_an_op_openvino_cannot_convert_is_skipped_naming_it(tm
     assert "Det" in record["message"]
     record = run_folder(tmp_path, path, "onnxruntime")
     assert record["status"] == "passed", record["message"]
+
+
+def test_a_users_file_with_an_op_of_a_domain_onnxruntime_does_not_know_is_skipped(tmp_path):
+    """Adam of ai.onnx.preview.training: ONNX Runtime's CPU build registers no such op ("is not a registered
+    function/op"), a limit like a missing kernel; it was an error. The reference (onnx.reference) runs it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def value(name, shape, kind=TensorProto.FLOAT):
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    node = helper.make_node("Adam", ["r", "t", "x", "g", "v", "h"], ["x_new", "v_new", "h_new"],
+                            domain="ai.onnx.preview.training", alpha=0.9, beta=0.999, epsilon=1e-7)
+    inputs = [value("r", []), value("t", [], TensorProto.INT64)] + [value(name, [3]) for name in "xgvh"]
+    graph = helper.make_graph([node], "adam", inputs, [value(n, [3]) for n in ("x_new", "v_new", "h_new")])
+    path = tmp_path / "adam.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                      helper.make_opsetid("ai.onnx.preview.training", 1)]), str(path))
+    record = run_folder(tmp_path, path, "onnxruntime")
+    assert record["status"] == "skipped", record
+    assert record["message"].startswith("onnxruntime cannot run this file: ") and "Adam" in record["message"]

@@ -78,7 +78,9 @@ class Session:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:
             message = f"onnxruntime could not load {path}: {summarize_exception(error, 4)}"
-            if "NOT_IMPLEMENTED" in str(error):   # no kernel for an op at this opset and type: its limit, not a fault
+            # No kernel for an op at this opset and type, or an op of a domain it does not know
+            # (ai.onnx.preview.training): its limit, not the file's fault.
+            if "NOT_IMPLEMENTED" in str(error) or "is not a registered function/op" in str(error):
                 raise RuntimeLimit(message) from None
             raise CaseError("runtime", message) from None
         active = self.session.get_providers()
