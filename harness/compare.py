@@ -120,11 +120,9 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
         ref_shape=tuple(ref.shape), got_shape=tuple(got.shape),
         ref_dtype=str(ref.dtype), got_dtype=str(got.dtype),
     )
-    if ref.shape != got.shape:
-        result.message = f"{name}: shape mismatch: original {ref.shape}, converted {got.shape}"
-        return result
-    if ref.dtype != got.dtype:
-        result.message = f"{name}: dtype mismatch: original {ref.dtype}, converted {got.dtype}"
+    mismatch = _kind_mismatch(name, ref, got)
+    if mismatch:
+        result.message = mismatch
         return result
     result.elements = int(ref.size)
     if ref.size == 0:
@@ -148,6 +146,15 @@ DISTRIBUTION_SIGMAS = 6.0
 RANGE_SLACK = 0.25
 
 
+def _kind_mismatch(name: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+    """Why two arrays cannot be compared element by element (shape, dtype), or None."""
+    if ref.shape != got.shape:
+        return f"{name}: shape mismatch: original {ref.shape}, converted {got.shape}"
+    if ref.dtype != got.dtype:
+        return f"{name}: dtype mismatch: original {ref.dtype}, converted {got.dtype}"
+    return None
+
+
 def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: list[np.ndarray]) -> OutputComparison:
     """Compare one output of a model that draws random numbers by its
     distribution over several runs on the same inputs: every draw's shape and
@@ -161,11 +168,9 @@ def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: lis
         ref_dtype=str(first_ref.dtype), got_dtype=str(first_got.dtype), elements=int(first_ref.size),
     )
     for ref, got in zip(ref_draws, got_draws):
-        if ref.shape != got.shape:
-            result.message = f"{name}: shape mismatch: original {ref.shape}, converted {got.shape}"
-            return result
-        if ref.dtype != got.dtype:
-            result.message = f"{name}: dtype mismatch: original {ref.dtype}, converted {got.dtype}"
+        mismatch = _kind_mismatch(name, ref, got)
+        if mismatch:
+            result.message = mismatch
             return result
     r = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in ref_draws])
     g = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in got_draws])
