@@ -52,9 +52,9 @@ def _gather(path: Path, axis: int, data_shape=(3, 5), indices=4) -> Path:
 
 
 def _options(path: Path, tmp_path: Path, *input_specs: str, **more) -> RunOptions:
-    return RunOptions(models=(str(path),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
+    return RunOptions(models=(str(path),), sources=("onnx",), devices=("cpu",),
                       input_specs=tuple(parse_input_spec(s) for s in input_specs), use_cache=False, examples=10,
-                      reports_dir=tmp_path / "reports", **more)
+                      reports_dir=tmp_path / "reports", **{"targets": ("onnxruntime",), **more})
 
 
 def _run(options: RunOptions, tmp_path: Path) -> dict:
@@ -197,6 +197,70 @@ def test_index_operands_are_bounded_by_the_dim_they_index(tmp_path, build, expec
     [name] = [n for n in domains if n != "x"]
     assert domains[name] == expected
     _every_draw_runs(path, _spec(path), draws=4)
+
+
+def _qlinear_matmul(path: Path, y_scale_factor: float = 1.0) -> Path:
+    """ONNX's test_qlinearmatmul_2D_int8_float32: every scale and zero point an input; `y_scale_factor`
+    multiplies the output's scale inside the graph (a planted wrong conversion)."""
+    int8 = TensorProto.INT8
+    names = ["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale", "y_zero_point"]
+    shapes = {"a": [2, 4], "b": [4, 3]}
+    inputs = [_value(n, shapes.get(n, [1]), FLOAT if "scale" in n else int8) for n in names]
+    nodes = [helper.make_node("QLinearMatMul", names, ["y"])]
+    if y_scale_factor != 1.0:
+        nodes = [helper.make_node("Mul", ["y_scale", "factor"], ["y_scale_used"]),
+                 helper.make_node("QLinearMatMul", names[:6] + ["y_scale_used", "y_zero_point"], ["y"])]
+    return _save(path, nodes, inputs, [_value("y", [2, 3], int8)],
+                 [_const("factor", np.array([y_scale_factor], np.float32))] if y_scale_factor != 1.0 else [], opset=21)
+
+
+def test_quantization_scales_are_drawn_positive_and_openvino_agrees(tmp_path):
+    """Drawn from -4..4, a scale of 0 or below mirrors the integer range: OpenVINO saturated at 127 where
+    ONNX Runtime and onnx.reference give -128 (test_qlinearmatmul_*: "harness fails, independent passes")."""
+    path = _qlinear_matmul(tmp_path / "qlinear_matmul.onnx")
+    domains = _domains(path)
+    assert {name: domains[name] for name in ("a_scale", "b_scale", "y_scale")} == {
+        name: (1e-3, 4.0) for name in ("a_scale", "b_scale", "y_scale")}
+    assert domains["a_zero_point"] == (-4.0, 4.0)   # a zero point may be any integer
+    record = _run(_options(path, tmp_path, targets=("openvino",)), tmp_path)
+    assert record["status"] == "passed", record["message"]
+
+
+def test_a_converted_qlinear_matmul_with_a_doubled_output_scale_still_fails(tmp_path):
+    original = _qlinear_matmul(tmp_path / "qlinear_matmul.onnx")
+    wrong = _qlinear_matmul(tmp_path / "converted" / "qlinear_matmul.onnx", y_scale_factor=2.0)
+    record = _run(_options(original, tmp_path, converted=wrong), tmp_path)
+    assert record["status"] == "failed", record["message"]
+
+
+def _loop(path: Path, step: float = 1.0) -> Path:
+    """ONNX's test_loop11: `trip_count` iterations adding `step` to y, each iteration's y scanned out."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["y_in", "one"], ["y_out"]),
+         helper.make_node("Identity", ["y_out"], ["scan_out"])], "body",
+        [_value("i", [], INT64), _value("cond_in", [], TensorProto.BOOL), _value("y_in", [1])],
+        [_value("cond_out", [], TensorProto.BOOL), _value("y_out", [1]), _value("scan_out", [1])],
+        [_const("one", np.array([step], np.float32))])
+    return _save(path, [helper.make_node("Loop", ["trip_count", "cond", "y"], ["y_last", "ys"], body=body)],
+                 [_value("trip_count", [], INT64), _value("cond", [], TensorProto.BOOL), _value("y", [1])],
+                 [_value("y_last", [1]), _value("ys", [None, 1])], opset=11)
+
+
+def test_a_loop_trip_count_is_drawn_from_0(tmp_path):
+    """A negative trip count is no count: ONNX Runtime runs no iteration, OpenVINO loops until the condition
+    ends (for test_loop11, never: a hung case)."""
+    path = _loop(tmp_path / "loop.onnx")
+    # cond, a bool, keeps the default
+    assert _domains(path) == {"trip_count": (0.0, 4.0), "cond": (-4.0, 4.0), "y": (-4.0, 4.0)}
+    feeds = _every_draw_runs(path, _spec(path))
+    assert min(int(feed["trip_count"]) for feed in feeds) == 0
+
+
+def test_a_converted_loop_with_another_step_still_fails_and_the_loop_itself_passes(tmp_path):
+    original = _loop(tmp_path / "loop.onnx")
+    record = _run(_options(original, tmp_path, converted=_loop(tmp_path / "converted" / "loop.onnx", 2.0)), tmp_path)
+    assert record["status"] == "failed", record["message"]
+    assert _run(_options(original, tmp_path / "ok", converted=original), tmp_path / "ok")["status"] == "passed"
 
 
 def test_one_hot_depth_given_as_an_input_is_at_least_1(tmp_path):

@@ -317,6 +317,42 @@ def test_external_data_outside_the_model_folder_is_refused(onnx_files, tmp_path)
     assert str(path) in caught.value.message and "outside" in caught.value.message
 
 
+def _unsqueeze_model(path: Path, axes_as_input: bool) -> Path:
+    """Unsqueeze with its axes a graph input (as ONNX's test_unsqueeze_axis_0 has them), which the CPU plugin
+    cannot compile (the output's rank is not known), or the same axes as a constant."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    axes = [helper.make_tensor_value_info("axes", TensorProto.INT64, [1])] if axes_as_input else []
+    constant = [] if axes_as_input else [numpy_helper.from_array(np.array([0], np.int64), "axes")]
+    graph = helper.make_graph([helper.make_node("Unsqueeze", ["x", "axes"], ["y"])], "unsqueeze",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]), *axes],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])], constant)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)   # a valid file: not compiling it is OpenVINO's limit
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_valid_file_the_cpu_plugin_cannot_compile_is_its_limit_with_its_own_reason(tmp_path):
+    """Before, a CaseError whose first line was OpenVINO's source location ("Exception from
+    src/inference/src/cpp/core.cpp:117:"), the reason cut off by summaries; the user's own file an error."""
+    from harness.errors import RuntimeLimit
+
+    path = _unsqueeze_model(tmp_path / "unsqueeze.onnx", axes_as_input=True)
+    with pytest.raises(RuntimeLimit) as caught:
+        ov_runtime.Session(path, "cpu", None)
+    message = caught.value.message
+    assert len(message.splitlines()) == 1 and str(path) in message and "another target" in message
+    assert "doesn't support Unsqueeze operation with dynamic rank" in message and "core.cpp" not in message
+
+
+def test_the_same_unsqueeze_with_constant_axes_compiles_and_runs(tmp_path):
+    session = ov_runtime.Session(_unsqueeze_model(tmp_path / "unsqueeze.onnx", axes_as_input=False), "cpu", None)
+    session.bind(["x"], ["float32"], ["y"])
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(session.run([x])[0], x[None])
+
+
 # --- binding and declared shapes --------------------------------------------------------
 
 def _renamed(source: Path, out: Path) -> Path:
@@ -346,6 +382,31 @@ def test_bind_by_position_runs_the_same(onnx_files, tmp_path):
     assert bound == {"matched_by": "position", "inputs": {"x": "input_0"}, "outputs": {"logits": "output_0"}}
     example = _examples(model)[0]
     np.testing.assert_array_equal(session.run(example)[0], _open(onnx_files[model], model).run(example)[0])
+
+
+def _dropout_model(path: Path, relu_first: bool) -> Path:
+    """ONNX's test_dropout_default_ratio: an inference-mode Dropout, which OpenVINO folds away, its input port
+    then named after the Dropout's output ('y') only; or a Relu before the Dropout, the input keeping its name."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["d"])] if relu_first else []
+    nodes += [helper.make_node("Dropout", ["d" if relu_first else "x", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "dropout", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+                                                 helper.make_tensor_value_info("r", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("relu_first", [False, True])   # False: "inputs ['y', 'r'] do not match the spec's ['x', 'r']"
+def test_an_input_folded_through_to_an_output_binds_by_the_file_s_name(tmp_path, relu_first):
+    session = ov_runtime.Session(_dropout_model(tmp_path / "dropout.onnx", relu_first), "cpu", None)
+    bound = session.bind(["x", "r"], ["float32", "float32"], ["y"])
+    assert bound == {"matched_by": "name", "inputs": {"x": "x", "r": "r"}, "outputs": {"y": "y"}}
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(session.run([x, np.float32(0.5)])[0], np.maximum(x, 0) if relu_first else x)
+    with pytest.raises(CaseError, match="do not match"):   # the file's names bind only the names it has
+        session.bind(["w", "r"], ["float32", "float32"], ["y"])
 
 
 @pytest.mark.parametrize("inputs, dtypes, outputs, words", [

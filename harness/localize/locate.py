@@ -388,6 +388,7 @@ def _write_repro(sides: _Sides, mode: str, tensor: str, errors: dict[str, Tensor
 
 def _onnxruntime_values(path: Path, feed: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """ONNX Runtime's CPU provider, optimizations off, on the fed inputs the file takes."""
+    from harness.runtimes.onnxruntime import run_session
     from harness.sources.onnx import cpu_session
 
     try:
@@ -396,7 +397,7 @@ def _onnxruntime_values(path: Path, feed: Mapping[str, np.ndarray], outputs: Seq
         raise CaseError("localize", f"ONNX Runtime's CPU provider cannot load {path.name}: "
                                     f"{summarize_exception(error, 2)}") from None
     names = [i.name for i in session.get_inputs()]
-    values = session.run(list(outputs), {name: feed[name] for name in names})
+    values = run_session(session, outputs, {name: feed[name] for name in names})
     return dict(zip(outputs, (np.asarray(v) for v in values)))
 
 

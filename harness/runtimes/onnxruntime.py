@@ -1,6 +1,10 @@
 """ONNX Runtime as a target: the CPU provider, and the CUDA provider where
 onnxruntime-gpu and a CUDA device are present.
 
+bfloat16 tensors are ml_dtypes' arrays on the harness's side and cross into
+and out of ORT as OrtValues of their bits (`run_session`), where ORT's numpy
+bridge has no type for them.
+
 On CUDA the provider uses TF32 by default; strict mode passes `use_tf32=0`.
 ORT falls back to the CPU silently when the CUDA provider cannot load, so the
 session's providers are checked after creation.
@@ -25,9 +29,10 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(f
               "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
               "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
               "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64"}
-# Not bfloat16: the numpy bridge has no type for it (an OrtValue takes one in, but gives no array back).
-ELEMENT_TYPES = ("float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
-                 "uint64", "bool")
+# bfloat16 as ml_dtypes' arrays, across the boundary by `run_session` (the numpy bridge has no type for it).
+ELEMENT_TYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                 "int64", "uint64", "bool")
+_BFLOAT16 = 16   # onnx.TensorProto.BFLOAT16, as an OrtValue's element_type() gives it
 
 
 def missing(device: str) -> str | None:
@@ -82,7 +87,14 @@ class Session:
             # (ai.onnx.preview.training): its limit, not the file's fault.
             if "NOT_IMPLEMENTED" in str(error) or "is not a registered function/op" in str(error):
                 raise RuntimeLimit(message) from None
-            raise CaseError("runtime", message) from None
+            # Any other refusal of a file that onnx's full checker accepts (an RNN's layout=1, which ORT's
+            # kernels assert against) is ORT's limit too; of a file the checker rejects, the file's fault.
+            refusal = _full_check_refusal(Path(path))
+            if refusal is None:
+                raise RuntimeLimit(f"{message}\nonnx's full checker accepts the file: this is onnxruntime's own "
+                                   "limit; run the file on another target") from None
+            raise CaseError("runtime", f"{message}\nonnx's full checker rejects the file too: {refusal}\nFix what "
+                                       "the checker names, or export the model again") from None
         active = self.session.get_providers()
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         if device == "cuda" and active[0] != wanted:
@@ -124,5 +136,48 @@ class Session:
                 for name in self._input_names]
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        feed = dict(zip(self._input_names, inputs))
-        return self.session.run(list(self._output_names), feed)
+        return run_session(self.session, self._output_names, dict(zip(self._input_names, inputs)))
+
+
+def _full_check_refusal(path: Path) -> str | None:
+    """What onnx.checker's full check (types and shapes inferred strictly) says
+    against the file, by path so that a model over 2 GiB is checked too; None
+    where it accepts the file."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as error:
+        return summarize_exception(error, 4)
+    return None
+
+
+def run_session(session: Any, output_names: Sequence[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """`session.run`, where a bfloat16 input or output crosses as an OrtValue of
+    its bits: ORT's numpy bridge refuses ml_dtypes' bfloat16 ("Numpy_type 256
+    can't be converted to MLDataType") and an OrtValue of bfloat16 has no
+    .numpy() ("No corresponding Numpy type"), so its bytes are read from its
+    CPU buffer (ORT gives unbound outputs back on the CPU)."""
+    import onnxruntime as ort
+
+    declared = {o.name: o.type for o in session.get_outputs()}
+    if not any(a.dtype.name == "bfloat16" for a in feed.values()) and \
+            "tensor(bfloat16)" not in {declared.get(name) for name in output_names}:
+        return session.run(list(output_names), feed)
+    feed = {name: np.asarray(array, order="C") for name, array in feed.items()}   # an OrtValue wraps the buffer
+    values = {name: (ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array.view(np.uint16), _BFLOAT16)
+                     if array.dtype.name == "bfloat16" else ort.OrtValue.ortvalue_from_numpy(array))
+              for name, array in feed.items()}
+    return [_bfloat16_array(value) if value.element_type() == _BFLOAT16 else value.numpy()
+            for value in session.run_with_ort_values(list(output_names), values)]
+
+
+def _bfloat16_array(value: Any) -> np.ndarray:
+    """A bfloat16 OrtValue's tensor, copied out of its CPU buffer."""
+    import ctypes
+
+    import ml_dtypes
+
+    size = value.tensor_size_in_bytes()
+    bits = np.frombuffer(ctypes.string_at(value.data_ptr(), size) if size else b"", np.uint16)
+    return bits.view(ml_dtypes.bfloat16).reshape(value.shape())

@@ -15,6 +15,7 @@ takes each example's shapes.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,9 @@ IR_SUFFIX = ".xml"
 # element type name -> numpy dtype name (bf16 is not numpy's float16, which openvino's to_dtype() gives)
 _OV_TYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16", "i64": "int64",
              "i32": "int32", "i16": "int16", "i8": "int8", "u8": "uint8", "boolean": "bool"}
-# Not bfloat16: ov.Tensor takes no numpy array of it ("Unsupported data type: bfloat16").
-ELEMENT_TYPES = ("float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
-                 "uint64", "bool")
+# bfloat16 as ml_dtypes' arrays, carried across as their bits (`_tensor`, `_array`).
+ELEMENT_TYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                 "int64", "uint64", "bool")
 
 
 @lru_cache(maxsize=None)
@@ -118,6 +119,7 @@ class Session:
         if precision not in HINTS:
             raise CaseError("runtime", f"the openvino target has no precision {precision!r} "
                                        f"(it has {', '.join(PRECISIONS)})")
+        self.path = path
         self.format = "openvino-ir" if path.suffix == IR_SUFFIX else "onnx"
         self.model = _read(path, self.format)
         hint = HINTS[precision]
@@ -128,10 +130,11 @@ class Session:
         try:
             self.compiled = _core().compile_model(self.model, _OV_DEVICES[device], config)
         except Exception as error:
-            raise CaseError("runtime", f"OpenVINO could not compile {path} for the {_OV_DEVICES[device]}: "
-                                       f"{summarize_exception(error, 6)}\nThe {_OV_DEVICES[device]} plugin does "
-                                       "not support an op or a shape of this model (named above): simplify the "
-                                       "model, or run it on another target") from None
+            # A file OpenVINO read but its plugin cannot compile (an op with a dynamic rank, a type it has no
+            # kernel for) is OpenVINO's limit, as an op it cannot convert is.
+            raise RuntimeLimit(f"OpenVINO could not compile {path} for the {_OV_DEVICES[device]}: "
+                               f"{_openvino_reason(error)}. Its {_OV_DEVICES[device]} plugin does not support an op "
+                               "or a shape of this model: simplify the model, or run it on another target") from None
         reported = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if reported != hint:
             raise CaseError("runtime", f"OpenVINO compiled {path} to compute in {reported}, not the {hint} that "
@@ -159,7 +162,10 @@ class Session:
         of a port's tensor names), or by position when no name matches and the
         counts agree; return what was done."""
         inputs, outputs = self.model.inputs, self.model.outputs
-        in_present, out_present = _port_names(inputs, input_names), _port_names(outputs, output_names)
+        named = {name for port in inputs for name in port.get_names()}
+        file_names = _onnx_input_names(self.path) if self.format == "onnx" and not set(input_names) <= named else None
+        in_present = _port_names(inputs, input_names, file_names)
+        out_present = _port_names(outputs, output_names)
         in_names = match_names("input", input_names, in_present)
         out_names = match_names("output", output_names, out_present)
         self._inputs = [in_present.index(name) for name in in_names]
@@ -184,17 +190,38 @@ class Session:
                 for shape in shapes]
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        import openvino as ov
-
         for index, array in zip(self._inputs, inputs):
             # no cast: a wrong dtype is refused in bind; not ascontiguousarray, which makes a 0-d input 1-d
-            self.request.set_input_tensor(index, ov.Tensor(np.asarray(array, order="C")))
+            self.request.set_input_tensor(index, _tensor(np.asarray(array, order="C")))
         self.request.infer()
         # Copied out: the request reuses its output buffers on the next example.
-        return [self.request.get_output_tensor(index).data.copy() for index in self._outputs]
+        return [_array(self.request.get_output_tensor(index)) for index in self._outputs]
 
     def close(self) -> None:
         self.request = self.compiled = self.model = None
+
+
+def _tensor(array: np.ndarray):
+    """An ov.Tensor of `array`; a bfloat16 one filled with its bits, as ov.Tensor
+    takes no ml_dtypes array ("Unsupported data type: bfloat16")."""
+    import openvino as ov
+
+    if array.dtype.name != "bfloat16":
+        return ov.Tensor(array)
+    tensor = ov.Tensor(ov.Type.bf16, ov.Shape(array.shape))
+    tensor.data.view(np.uint16)[...] = array.view(np.uint16)   # .data shows bf16's bits as float16
+    return tensor
+
+
+def _array(tensor) -> np.ndarray:
+    """A copy of an output tensor's data (the request reuses its buffers on the
+    next example); a bf16 one as ml_dtypes' bfloat16."""
+    import ml_dtypes
+    import openvino as ov
+
+    if tensor.element_type == ov.Type.bf16:
+        return tensor.data.view(ml_dtypes.bfloat16).copy()
+    return tensor.data.copy()
 
 
 def _read(path: Path, fmt: str):
@@ -230,8 +257,38 @@ def _read(path: Path, fmt: str):
         raise CaseError("runtime", message) from None
 
 
-def _port_names(ports, wanted: Sequence[str]) -> list[str]:
+# The lines of an OpenVINO message that say where in its sources it was raised, not why, and the bare
+# headings between them ("Details:", "Not Implemented:").
+_SOURCE_LOCATION = re.compile(r"^(Exception from |Check '.*' failed at )\S+:\d+:$|^[A-Z][\w ]*:$")
+
+
+def _openvino_reason(error: BaseException) -> str:
+    """OpenVINO's own reason in its message, on one line: its messages open
+    with the source locations they passed through ("Exception from
+    src/inference/src/cpp/core.cpp:117:"), which say nothing of the model."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    reason = [line for line in lines if line and not _SOURCE_LOCATION.match(line)]
+    return "; ".join(reason) if reason else summarize_exception(error, 1)
+
+
+def _onnx_input_names(path: Path) -> list[str]:
+    """The ONNX file's own input names, in the order of OpenVINO's parameters:
+    an input that reaches an output unchanged (an inference-mode Dropout folded
+    away) takes the output's name in OpenVINO and keeps no other."""
+    import onnx
+
+    from harness.sources.onnx import _feedable_inputs
+
+    return list(_feedable_inputs(onnx.load(str(path), load_external_data=False)))
+
+
+def _port_names(ports, wanted: Sequence[str], file_names: Sequence[str] | None = None) -> list[str]:
     """One name per port, in order: the wanted name it carries (a port may carry
-    several tensor names), else its first name, else its position."""
-    return [next((name for name in wanted if name in port.get_names()), min(port.get_names(), default=f"#{index}"))
+    several tensor names, and the file's own name at its position where
+    `file_names` gives one per port), else its first name, else its position."""
+    def names(index: int, port) -> set[str]:
+        own = {file_names[index]} if file_names is not None and len(file_names) == len(ports) else set()
+        return port.get_names() | own
+
+    return [next((name for name in wanted if name in names(index, port)), min(port.get_names(), default=f"#{index}"))
             for index, port in enumerate(ports)]

@@ -15,7 +15,9 @@ each constrained operand it reaches bounds its domain:
   Slice's starts and ends within the dims they slice;
 - Log, Pow's base (unless its exponent is a constant of whole numbers >= 0)
   positive; Sqrt non-negative; Acos, Asin within [-1, 1], Atanh within
-  (-1, 1), Acosh at least 1; Dropout's ratio in [0, 1).
+  (-1, 1), Acosh at least 1; Dropout's ratio in [0, 1); Loop's trip count at
+  least 0; the scales of QuantizeLinear, DequantizeLinear, QLinearMatMul and
+  QLinearConv positive.
 
 An operand whose bound needs a dim the file leaves symbolic, or a constant it
 does not hold, implies nothing. Only the main graph is read: a subgraph's
@@ -225,6 +227,14 @@ _VALUE_BOUNDS = {
     ("Atanh", 0): ImpliedDomain(-OPEN_END, OPEN_END),
     ("Acosh", 0): ImpliedDomain(1, None),
     ("Dropout", 1): ImpliedDomain(0, OPEN_END),
+    # A trip count below 0 is no count: ONNX Runtime runs no iteration, OpenVINO loops until the condition ends.
+    ("Loop", 0): ImpliedDomain(0, None),
+    # A quantization scale is a step size: 0 divides by zero, a negative one mirrors the whole integer range
+    # (OpenVINO then saturates at the other end from ONNX Runtime).
+    **{(op, operand): ImpliedDomain(POSITIVE_FLOOR, None)
+       for op, operands in (("QuantizeLinear", (1,)), ("DequantizeLinear", (1,)), ("QLinearMatMul", (1, 4, 6)),
+                            ("QLinearConv", (1, 4, 6)))
+       for operand in operands},
 }
 
 
