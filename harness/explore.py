@@ -6,7 +6,8 @@ values), then hypothesis draws the rest of the budget. Each example goes
 through `engine.run_example`. The worst example per output is kept for the
 record. On a mismatch hypothesis shrinks toward the smallest failing recipe,
 and the last failure seen is that shrunk one (hypothesis replays it last); a
-failure only a corner shows is reported as that corner.
+failure only a corner shows is reported as that corner. A model that takes no
+inputs (an ONNX graph of constants) is one run of each side, compared.
 
 Counts: `examples` is the examples drawn (corners and hypothesis' search);
 the calls hypothesis makes while shrinking are counted apart, in
@@ -163,6 +164,14 @@ def explore_case(prepared: PreparedCase, max_examples: int | None = None, databa
         _compare_by_distribution(prepared, exploration, max(budget, RANDOM_DRAWS))
         prepared.timings["explore_s"] = time.perf_counter() - start
         return exploration
+    if not prepared.spec.inputs:
+        # Outputs fixed by the file alone: one run of each side is the whole check (nothing to draw, no
+        # corner, nothing to shrink). Not inconclusive for ignoring an input it does not have: a target
+        # that folds a constant wrongly fails the comparison.
+        exploration.record(InputRecipe({}, {}, 0.0, 0), {}, run_example(prepared, {}))
+        _worst_noise(prepared, exploration)
+        prepared.timings["explore_s"] = time.perf_counter() - start
+        return exploration
     known = _run_corners(prepared, exploration, budget) if corners else None
     corner_failure = exploration.failure
     if budget > exploration.corners:
@@ -300,6 +309,12 @@ def input_sensitivity(prepared: PreparedCase, known: tuple[dict[str, int], list[
         outputs = outputs + [reference_outputs(prepared, make_inputs(spec, recipe), timing="sensitivity_s")[1]]
     found: dict[str, dict[str, Any]] = {}
     for index, out in enumerate(spec.outputs):
+        first = outputs[0][index]
+        if first.size == 0 and all(other[index].shape == first.shape for other in outputs[1:]):
+            # Empty on every draw: compared by shape and dtype alone, no value was ever checked.
+            found[out.name] = {"ratio": 0.0, "inconclusive": True, "max_abs_change": 0.0, "draws": len(outputs),
+                               "empty": True}
+            continue
         tolerance = prepared.tolerances[out.name].merged(noise_multiple=0.0)
         ratios = [compare_outputs(out.name, outputs[0][index], other[index], tolerance, out.class_axis,
                                   out.top_k).error_ratio

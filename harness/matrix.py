@@ -191,7 +191,8 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
         if source == "onnx":  # the file declares its inputs; --input-spec bounds the dims it lets vary
             inputs, outputs = onnx_source.spec_from_file(path, options.input_specs, options.output_names)
             return [ModelSpec(name=model_name(ref), inputs=inputs, outputs=outputs, origin=ref,
-                              builders={source: _loader(source, path, inputs, outputs, None, options)})]
+                              builders={source: _loader(source, path, inputs, outputs, None, options)},
+                              declared_by_file=True)]
         if not options.input_specs:
             raise SpecError(f"model file {ref} carries no input shapes: give them with --input-spec "
                             "(e.g. --input-spec 'x:float32[N=1..4,3,H=16..64,W=20..64]:NCHW'), "

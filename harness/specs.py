@@ -135,8 +135,9 @@ class InputSpec:
                 low, high = self.dims[dim]
                 if not 1 <= low <= high:
                     raise SpecError(f"input {self.name!r}: bounds of {dim!r} must satisfy 1 <= min <= max, got {low}..{high}")
-            elif not (isinstance(dim, int) and dim >= 1):
-                raise SpecError(f"input {self.name!r}: dim {dim!r} is neither a positive int nor a name")
+            elif not (isinstance(dim, int) and dim >= 0):
+                # 0 is a fixed size like any other (an empty `axes` input of a Reduce): a symbolic dim never is
+                raise SpecError(f"input {self.name!r}: dim {dim!r} is neither an int >= 0 nor a name")
         low, high = self.domain
         if not low <= high:
             raise SpecError(f"input {self.name!r}: domain {self.domain} is empty")
@@ -246,6 +247,10 @@ class ModelSpec:
     calibration: the distribution (of `inputs.DISTRIBUTIONS`) that int8
         quantizers calibrate on: the kind of input the model will see in
         deployment (`--calibration` overrides it for a run).
+    declared_by_file: the inputs and outputs are a model file's own
+        declarations (an ONNX graph's), not written for it: such a model may
+        take no inputs (a graph of constants, whose outputs one run of each
+        side compares); a spec written by hand with none is a mistake.
     """
 
     name: str
@@ -259,6 +264,7 @@ class ModelSpec:
     tier: str = "core"
     requires: tuple[str, ...] = ()
     calibration: str = "normal"
+    declared_by_file: bool = False
 
     def __post_init__(self) -> None:
         if self.calibration not in DISTRIBUTIONS:
@@ -268,7 +274,7 @@ class ModelSpec:
             raise SpecError(f"model {self.name!r}: unknown tier {self.tier!r}; choose from {', '.join(TIERS)}")
         self.inputs = tuple(self.inputs)
         self.outputs = tuple(OutputSpec(o) if isinstance(o, str) else o for o in self.outputs)
-        if not self.inputs:
+        if not self.inputs and not self.declared_by_file:
             raise SpecError(f"model {self.name!r} declares no inputs")
         if not self.outputs:
             raise SpecError(f"model {self.name!r} declares no outputs")

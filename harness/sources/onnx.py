@@ -55,7 +55,7 @@ from harness.errors import CaseError, summarize_exception
 from harness.model_file import not_a_file, require_file
 from harness.options import OptionError
 from harness.runtimes.binding import bound_names
-from harness.runtimes.onnxruntime import ELEMENT_TYPES as ORT_ELEMENT_TYPES
+from harness.runtimes.onnxruntime import ELEMENT_TYPES as ORT_ELEMENT_TYPES, run_session
 from harness.sources import onnx_domains
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
@@ -230,7 +230,7 @@ def layer_values(model: OnnxModel, inputs: Sequence[np.ndarray], onnx_model: Any
     with tempfile.TemporaryDirectory(prefix="parity-onnx-layers-") as folder:
         marked = write_marked(graph, wanted, Path(folder) / "marked.onnx")
         session = cpu_session(str(Path(folder) / "marked.onnx"))
-        values = session.run(marked, dict(zip(model.feeds, (np.asarray(x, order="C") for x in inputs))))
+        values = run_session(session, marked, dict(zip(model.feeds, (np.asarray(x, order="C") for x in inputs))))
     for name, value in zip(marked, values):
         value = np.asarray(value)
         if name not in wanted or graph.types.get(name) not in FLOAT_TYPES:
@@ -316,7 +316,9 @@ def run(model: OnnxModel, inputs: Sequence[np.ndarray], device: str, float64: bo
         if float64 and name in model.widened and array.dtype == np.float32:
             array = array.astype(np.float64)
         feed[name] = array
-    return [np.asarray(output) for output in model.session.run(list(model.fetches), feed)]
+    outputs = (run_session(model.session, model.fetches, feed) if model.runner == "onnxruntime"
+               else model.session.run(list(model.fetches), feed))
+    return [np.asarray(output) for output in outputs]
 
 
 # ---------------------------------------------------------------- files and specs
@@ -360,7 +362,7 @@ def _onnx_files(folder: Path) -> list[str]:
 def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
                    output_names: Sequence[str] = ()) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
     """(input specs, output names) from what the file declares. A dim the file
-    fixes stays fixed; a symbolic or unknown one takes its bounds from
+    fixes stays fixed (at 0 too: an empty input, made like any other); a symbolic or unknown one takes its bounds from
     `input_specs` (--input-spec: for the same input, by name, or by position
     when no name matches and there is one per input; a symbolic dim of another
     input that the file names alike takes the same bounds). SpecError where
@@ -393,9 +395,6 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
                             f"whole with --input-spec, e.g. --input-spec '{value.name}:{dtype}[N=1..4,16]'")
         shape, dim_bounds, needs = [], {}, []
         for axis, dim in enumerate(dims):
-            if isinstance(dim, int) and dim < 1:
-                raise SpecError(f"ONNX file {file} fixes dim {axis} of input {value.name!r} at {dim} (an empty "
-                                "tensor): the harness makes no empty inputs")
             if isinstance(dim, int):
                 shape.append(dim)
             elif dim is not None and dim in bounds:
@@ -760,7 +759,7 @@ def _declared(file: Path, value: Any) -> tuple[str, list[int | str | None] | Non
 
 
 def _given_specs(file: Path, declared: Sequence[Any], input_specs: Sequence[InputSpec]) -> dict[str, InputSpec]:
-    """The --input-specs by the file's input name, each checked against what
+    """The --input-spec options by the file's input name, each checked against what
     the file declares (dtype, rank, fixed dims)."""
     names = [v.name for v in declared]
     if not input_specs:
