@@ -72,10 +72,11 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
     """Run the golden examples stored with the model, if any, then the drawn
     examples, and complete the record. Where the drawn examples cannot run (the
     reference cannot load the model, or rejects the inputs) the golden sets
-    give the verdict alone (`_golden_only`)."""
+    give the verdict alone (`_golden_only`); where they ran but could not judge
+    an output (inconclusive), the golden sets judge it (`_judged_by_stored_sets`)."""
     progress("run")
     try:
-        golden = check_golden(prepared)
+        golden = check_golden(prepared, options.tolerance_overrides)
         drawn_error = prepared.reference_error
         if drawn_error is None:
             try:
@@ -100,6 +101,8 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
                 record["status"] = "failed"
                 if drawn_error is not None:
                     record["message"] += f"\n{_drawn_note(drawn_error)}"
+            elif record["status"] == "inconclusive":
+                record.update(_judged_by_stored_sets(golden, exploration))
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:
@@ -129,6 +132,27 @@ def _golden_only(golden: dict[str, Any], drawn_error: CaseError, prepared: Prepa
             "message": f"passed on its {golden['sets']} stored example(s) only; {_drawn_note(drawn_error)}",
             "drawn_error": {"stage": drawn_error.stage, "message": drawn_error.message},
             "outputs": {o.name: {"tolerance": prepared.tolerances[o.name].__dict__} for o in prepared.spec.outputs}}
+
+
+def _judged_by_stored_sets(golden: dict[str, Any], exploration: Exploration) -> dict[str, Any]:
+    """A case the drawn examples found inconclusive, passed on its stored sets,
+    which all match: a target that computed a wrong shape, count or value from
+    the stored inputs would have missed them, whatever the drawn inputs could
+    show, and they hold no noise multiple (an ill-conditioned output is judged
+    at their rtol too). An output no stored set compared a finite value of
+    (stored as NaN everywhere, or empty) leaves the case inconclusive (no
+    change). The drawn part of the record stays as it was."""
+    reasons = _inconclusive_outputs(exploration)
+    measured = {o["name"] for result in golden["results"] for o in result["outputs"] if o["finite_elements"]}
+    if not set(reasons) <= measured:
+        return {}
+    short = []
+    for name, (kind, detail) in reasons.items():
+        short.append({"nonfinite": detail, "constant": f"{name}: it does not depend on the input ({detail})",
+                      "loose": f"{name}: ill-conditioned, {detail}"}[kind])
+    return {"status": "passed", "drawn_inconclusive": list(reasons),
+            "message": f"passed on its {golden['sets']} stored example(s); the drawn examples could not judge "
+                       f"{'; '.join(short)}"}
 
 
 def _drawn_note(drawn_error: CaseError) -> str:
@@ -300,20 +324,30 @@ def _multiples(outputs: dict[str, Any], names: list[str]) -> str:
     return "/".join(f"{m:g}x" for m in allowed)
 
 
-def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> str:
-    constant, loose = [], []
-    nonfinite = exploration.nonfinite_reasons
+def _inconclusive_outputs(exploration: Exploration) -> dict[str, tuple[str, str]]:
+    """Each output the drawn examples could not judge, with why: ("nonfinite",
+    its NaN/Inf reason), ("constant", how little it moved), or ("loose", the
+    error its noise multiple allowed)."""
+    reasons = {name: ("nonfinite", reason) for name, reason in exploration.nonfinite_reasons.items()}
     for name in exploration.inconclusive:
-        if name in nonfinite:
+        if name in reasons:
             continue
         sensitivity = exploration.sensitivity[name]
         if sensitivity.get("inconclusive"):
-            constant.append(f"{name} (largest change {sensitivity['max_abs_change']:.3g}, {sensitivity['ratio']:.3g}x "
-                            f"its tolerance, over {sensitivity['draws']} different inputs of one shape)")
+            reasons[name] = ("constant", f"largest change {sensitivity['max_abs_change']:.3g}, "
+                                         f"{sensitivity['ratio']:.3g}x its tolerance, over {sensitivity['draws']} "
+                                         "different inputs of one shape")
         else:
-            loose.append(f"{name} (the noise multiple allowed an error of {exploration.noise_allowance[name]:.3g} of "
-                         f"max|ref|)")
-    parts = list(nonfinite.values())
+            reasons[name] = ("loose", f"the noise multiple allowed an error of {exploration.noise_allowance[name]:.3g} "
+                                      "of max|ref|")
+    return reasons
+
+
+def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> str:
+    reasons = _inconclusive_outputs(exploration)
+    parts = [detail for kind, detail in reasons.values() if kind == "nonfinite"]
+    constant = [f"{name} ({detail})" for name, (kind, detail) in reasons.items() if kind == "constant"]
+    loose = [f"{name} ({detail})" for name, (kind, detail) in reasons.items() if kind == "loose"]
     if constant:
         parts.append("; ".join(constant) + " does not depend on the input within its tolerance, so a converted "
                      "model that ignored its input would have passed too: check the model (a saturated or "

@@ -72,7 +72,8 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             lines.append(f"{r['id']:<{width}}  {status:<12}  {_number(r.get('worst_error_ratio')):>8}  "
                          f"{_number(r.get('worst_normalized_error')):>12}  {_number(noise_multiple(r)):>8}  "
                          f"{examples:>8}")
-            if r["status"] == "inconclusive" or r.get("drawn_error"):   # a pass on stored examples alone says so
+            # a pass on stored examples alone, or on them where the drawn ones could not judge, says so
+            if r["status"] == "inconclusive" or r.get("drawn_error") or r.get("drawn_inconclusive"):
                 lines.append(f"    {r.get('message', '').splitlines()[0][:200]}")
             lines += localization_lines(r)
         else:
