@@ -44,8 +44,9 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     from dataclasses import replace
 
     from harness.cache import ArtifactCache
-    from harness.engine import prepare_case, run_example
+    from harness.engine import distribution_outcome, prepare_case, run_example
     from harness.errors import CaseError, summarize_exception
+    from harness.explore import RANDOM_DRAWS
     from harness.matrix import build_cases
     from harness.options import OptionError, RunOptions
     from harness.registry import zoo_models
@@ -106,7 +107,10 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
         return 2
     try:
         prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache))
-        outcome = run_example(prepared, inputs, noise_wanted=lambda comparison: True)
+        if prepared.case.random_ops:   # judged by distribution, as the run judged it (explore.py)
+            outcome, drawn = distribution_outcome(prepared, inputs, max(options.examples or 0, RANDOM_DRAWS))
+        else:
+            outcome = run_example(prepared, inputs, noise_wanted=lambda comparison: True)
     except CaseError as error:
         print(f"{case.id}: {error}", file=sys.stderr)
         return 2
@@ -115,6 +119,9 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
         return 2
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
     print(f"{case.id} on {shapes}: {'PASSED' if outcome.passed else 'FAILED'}")
+    if prepared.case.random_ops:
+        print(f"  random operators ({', '.join(prepared.case.random_ops)}): compared by distribution over {drawn} "
+              "runs of this input, never elementwise")
     for comparison in outcome.comparisons:
         print(f"  {comparison.message}")
     if outcome.error:
@@ -273,7 +280,8 @@ def diff(old_path: Path, new_path: Path, html_path: Path | None, compare_fail: s
     return 1 if result.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m harness`: its subcommands and their options."""
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -324,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     diff_parser.add_argument("--allow-lost-coverage", action="store_true",
                              help="exit 0 even where cases that ran in OLD are missing or skipped in NEW "
                                   "(a deliberate change of the matrix)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "replay":
         return replay(args.npz, args.model, args.converted, args.trust_model_code, args.cache_dir)
     if args.command == "localize":

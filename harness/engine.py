@@ -18,12 +18,13 @@ import numpy as np
 from harness import backends
 from harness.cache import ArtifactCache, release_private_copies
 from harness.calibration import Calibration, calibration_inputs, parse_calibration
-from harness.compare import OutputComparison, compare_outputs
+from harness.compare import OutputComparison, compare_distributions, compare_outputs
 from harness.errors import CaseError, summarize_exception
 from harness.inputs import check_tensor_budget, example_recipe, make_inputs
 from harness.layouts import relaid
 from harness.matrix import CONVERTED, Case
 from harness.paths import RUNTIME
+from harness.random_ops import random_ops
 from harness.model_file import require_file
 from harness.options import RunOptions
 from harness.shape_check import ShapeFinding, input_findings
@@ -138,6 +139,11 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     artifact_path, provenance, cache_hit, files = _artifact(case, options, cache, source, model, spec, example)
     timings["convert_s"] = time.perf_counter() - start
     provenance["cache_hit"] = cache_hit
+    found = _random_ops_found(case, source, model, example, reference if reference_error is None else None,
+                              provenance, files)
+    if found:   # compared by distribution, never elementwise (explore.py), as an ONNX original holding them is
+        case = replace(case, random_ops=tuple(sorted({*case.random_ops, *(op for f in found for op in f["ops"])})))
+        provenance["random_ops_found"] = found
 
     device_flags = source.configure_device(case.reference_device, options.strict_cuda)
     model = source.to_device(model, case.reference_device)
@@ -277,10 +283,11 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
     layouts = spec.source_layouts(case.source)
     if options.converted is not None:
         path, provenance, hit = _user_artifact(options.converted, layouts, options.converted_layouts)
+        provenance = _with_random_ops(path, provenance)
         return path, provenance, hit, [(path, provenance["input_layouts"], provenance["output_layouts"])]
     if not case.path:  # the target runs the source's own file (an ONNX model on ONNX Runtime)
         path, provenance = source.artifact(model)
-        return path, provenance, False, [(path, *layouts)]
+        return path, _with_random_ops(path, provenance), False, [(path, *layouts)]
     offered = options.conversion_options(case.variant)
     calibration = parse_calibration(options.calibration).for_spec(spec).to_json()
     given: Any = model
@@ -304,7 +311,8 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         }
         folder, provenance, hit = cache.get_or_create(
             key, lambda out, hop=hop, given=given, layouts=layouts, conversion=conversion:
-            hop.convert(given, spec, example, out, layouts=layouts, **conversion))
+            _with_random_ops(out / hop.FILENAME, hop.convert(given, spec, example, out, layouts=layouts, **conversion)))
+        provenance = _with_random_ops(folder / hop.FILENAME, provenance)   # an entry made before its scan was kept
         hops.append({**provenance, "cache_hit": hit})
         hits.append(hit)
         given = path = folder / hop.FILENAME
@@ -315,6 +323,52 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
     if len(hops) > 1:
         provenance["hops"] = hops
     return path, provenance, all(hits), files
+
+
+def _with_random_ops(path: Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of the file at `path` with the random operators it holds
+    (random_ops.py, [] for none) where it is an ONNX file; as a hop's, it is
+    kept in the cache entry as the entry is made, so that a hit reads no graph."""
+    if "random_ops" in provenance or backends.ARTIFACT_SUFFIXES.get(path.suffix.lower()) != "onnx":
+        return provenance
+    try:
+        found = random_ops(path)
+    except Exception:   # a file onnx cannot parse: the target's load refuses it next, naming the file
+        return provenance
+    return {**provenance, "random_ops": list(found)}
+
+
+def _random_ops_found(case: Case, source, model: Any, example: list[np.ndarray], reference: list[np.ndarray] | None,
+                      provenance: dict[str, Any], files: Files) -> list[dict[str, Any]]:
+    """Where the case's model draws random numbers: an ONNX original and each
+    ONNX file on its path whose graph holds random operators, with them; or,
+    for another source whose path holds no ONNX file to read, the original
+    itself where a second run of the spec's example gives other outputs than
+    the first (`reference`; beyond float32 rounding, so that a reduction's
+    order cannot pass for randomness). [] where none is found."""
+    hops = provenance.get("hops", [provenance])
+    found = [{"file": f"{path.name} written by {hop['converter']} (cache entry {hop['cache_key']})"
+              if hop.get("cache_key") else str(path), "ops": hop["random_ops"]}
+             for (path, _, _), hop in zip(files, hops) if hop.get("random_ops")]
+    if case.source == "onnx":   # the original's own file, read by matrix._random_ops
+        original = {"file": str(model.path), "ops": list(case.random_ops)}
+        return [original, *(f for f in found if f != original)] if case.random_ops else found
+    if any("random_ops" in hop for hop in hops) or reference is None:
+        return found
+    again = source.run(model, example, "cpu")
+    if all(_same_run(first, second) for first, second in zip(reference, again)):
+        return []
+    return [{"file": f"the {case.source} original", "ops": [f"{case.source} original: two runs of one input differ"],
+             "check": "the original run twice on the spec's example, its outputs compared"}]
+
+
+def _same_run(first: Any, second: Any) -> bool:
+    """Two runs' values of one output agree: equal, or floats within float32 rounding of their magnitude."""
+    first, second = np.asarray(first), np.asarray(second)
+    if first.shape != second.shape or first.dtype.kind != "f":
+        return first.shape == second.shape and np.array_equal(first, second)
+    scale = float(np.nanmax(np.abs(first), initial=0.0))
+    return bool(np.allclose(first, second, rtol=1e-5, atol=1e-6 * scale, equal_nan=True))
 
 
 def _user_artifact(path: Path, layouts: tuple[dict, dict], declared: dict[str, str]) -> tuple[Path, dict, bool]:
@@ -401,6 +455,24 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         for comparison in comparisons:
             _noise_verdict(comparison, noise.get(comparison.name))
     return ExampleOutcome(comparisons, noise, reference=reference)
+
+
+def distribution_outcome(prepared: PreparedCase, tensors: dict[str, np.ndarray], draws: int
+                         ) -> tuple[ExampleOutcome, int]:
+    """A case holding random operators (Case.random_ops) on one input: run
+    `draws` times through both sides, each output compared by its distribution
+    (compare.compare_distributions), never elementwise. Returns the outcome and
+    the runs made: where the converted model raised, that run's outcome."""
+    references, converted = [], []
+    for drawn in range(1, draws + 1):
+        outcome = run_example(prepared, tensors, elementwise=False)
+        if outcome.error:
+            return outcome, drawn
+        references.append(outcome.reference)
+        converted.append(outcome.converted)
+    comparisons = [compare_distributions(out.name, [r[index] for r in references], [c[index] for c in converted])
+                   for index, out in enumerate(prepared.spec.outputs)]
+    return ExampleOutcome(comparisons, {}, reference=references[-1], converted=converted[-1]), draws
 
 
 def measure_noise(prepared: PreparedCase, tensors: dict[str, np.ndarray],

@@ -370,7 +370,7 @@ class ParityRun:
         self.gate_error = None
         self.report_error = None   # the end's parity.json or parity.html, refused by a full disk
         try:
-            self.compare_limits = parse_compare_fail(config.getoption("parity_compare_fail"))
+            self.compare_limits = parse_compare_fail(config.getoption("parity_compare_fail"), "--parity-compare-fail")
             self.baseline = load_baseline(Path(self.baseline_path)) if self.baseline_path else None
         except BaselineError as error:
             raise pytest.UsageError(str(error)) from None

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
+import torch
 from onnx import TensorProto, helper
 
+from harness.cache import ArtifactCache
+from harness.matrix import build_cases
+from harness.options import RunOptions
 from harness.random_ops import random_ops
+from harness.registry import get_model, load_model_file
+from harness.runner import run_case
+from tests.planted import export
 
 SHAPE = [2, 3, 40]
 
@@ -69,6 +77,8 @@ def test_a_random_op_drawing_from_a_wider_range_fails_by_distribution(tmp_path, 
 def test_a_random_op_drawing_from_the_same_range_passes_by_distribution(tmp_path, run_converted):
     record = run_converted(uniform_noise(tmp_path / "model.onnx"), uniform_noise(tmp_path / "same.onnx"))
     assert record["status"] == "passed", record["message"]
+    assert record["provenance"]["random_ops_found"] == [
+        {"file": str(tmp_path / name), "ops": ["RandomUniformLike"]} for name in ("model.onnx", "same.onnx")]
     assert record["message"].startswith("random operators in the graph (RandomUniformLike): compared by distribution")
     assert record["outputs"]["y"]["accepted_by"] == "distribution" and record["examples"] == 20
 
@@ -79,3 +89,110 @@ def test_sessions_drawing_the_same_seeded_numbers_are_not_an_elementwise_pass(tm
     assert record["random_ops"] == ["RandomUniformLike"]
     assert record["outputs"]["y"]["accepted_by"] == "distribution"
     assert np.isfinite(record["outputs"]["y"]["extra"]["distribution"]["original"]["mean"])
+
+
+# --- random operators outside an ONNX original: found on the conversion path, or by running the original twice ---
+
+RANDOM_TORCH_MODEL_FILE = '''
+import torch
+from harness import InputSpec, register_model
+
+class Noisy(torch.nn.Module):
+    """y = x + U(0, 1): torch.rand_like, which the exporter writes as RandomUniformLike."""
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+class Affine(torch.nn.Module):
+    def forward(self, x):
+        return 2 * x + 1
+
+SPEC = dict(inputs=[InputSpec("x", ("N", 40), dims={"N": (1, 3)}, layout="NC")], outputs=["y"])
+register_model("noisy", torch=Noisy, **SPEC)
+register_model("affine", torch=Affine, **SPEC)
+'''
+
+
+class WiderNoise(torch.nn.Module):
+    """The planted bug: y = x + 2 U(0, 1), a mean and a range off."""
+
+    def forward(self, x):
+        return x + 2 * torch.rand_like(x)
+
+
+@pytest.fixture(scope="module")
+def torch_models(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("random-models") / "random_models.py"
+    path.write_text(RANDOM_TORCH_MODEL_FILE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_torch(torch_models, tmp_path_factory):
+    """One torch case of `torch_models` in this process; returns its record and options."""
+    folder = tmp_path_factory.mktemp("random-runs")
+
+    def run(model: str, target: str = "onnxruntime", converted: Path | None = None, path: str = "shortest"
+            ) -> tuple[dict, RunOptions]:
+        options = RunOptions(models=(str(torch_models),), sources=("torch",), targets=(target,), devices=("cpu",),
+                             examples=5, converted=converted, path=path, cache_dir=folder / "cache",
+                             reports_dir=folder / "reports", localize="off")
+        (case,) = [c for c in build_cases(options) if c.model == model]
+        return run_case(case, options, ArtifactCache(options.cache_dir)), options
+
+    return run
+
+
+def wider_noise_onnx(torch_models: Path, out: Path) -> Path:
+    """WiderNoise as a user's converted ONNX file (torch's TorchScript-based exporter: the quicker one)."""
+    load_model_file(torch_models)
+    return export(WiderNoise(), get_model("noisy"), out, exporter="torchscript")
+
+
+def test_a_random_op_in_a_torch_forward_is_found_in_the_exported_file_and_compared_by_distribution(run_torch):
+    record, _ = run_torch("noisy")
+    assert record["status"] == "passed", record["message"]
+    assert record["message"].startswith("random operators in the graph (RandomUniformLike): compared by distribution")
+    assert record["outputs"]["y"]["accepted_by"] == "distribution" and record["examples"] == 20
+    (found,) = record["provenance"]["random_ops_found"]
+    assert found["ops"] == ["RandomUniformLike"] and found["file"].startswith("model.onnx written by torch->onnx")
+
+
+def test_a_torch_model_drawing_from_a_wider_range_fails_by_distribution(run_torch, torch_models, tmp_path):
+    record, _ = run_torch("noisy", converted=wider_noise_onnx(torch_models, tmp_path / "wide"))
+    assert record["status"] == "failed"
+    assert "y: the converted model draws from another distribution than the original over 20 draws" in \
+        record["message"]
+    assert record["provenance"]["random_ops_found"] == [{"file": str(tmp_path / "wide" / "model.onnx"),
+                                                         "ops": ["RandomUniformLike"]}]
+
+
+def test_a_deterministic_torch_model_is_still_compared_elementwise(run_torch):
+    record, _ = run_torch("affine")
+    assert record["status"] == "passed" and record["message"] == "all outputs within tolerance"
+    assert "random_ops_found" not in record["provenance"] and record["outputs"]["y"]["accepted_by"] != "distribution"
+
+
+def test_a_path_without_onnx_finds_randomness_by_running_the_original_twice(run_torch):
+    """torch -> OpenVINO IR directly: no graph to read, so the original runs twice on one input."""
+    record, _ = run_torch("noisy", target="openvino", path="openvino-ir")
+    assert record["status"] == "passed", record["message"]
+    assert record["outputs"]["y"]["accepted_by"] == "distribution"
+    assert record["provenance"]["random_ops_found"][0]["ops"] == ["torch original: two runs of one input differ"]
+    deterministic, _ = run_torch("affine", target="openvino", path="openvino-ir")
+    assert deterministic["status"] == "passed" and "random_ops_found" not in deterministic["provenance"]
+
+
+def test_replaying_a_random_op_failure_compares_by_distribution_again(run_torch, torch_models, tmp_path, capsys):
+    from harness.__main__ import replay
+
+    wide = wider_noise_onnx(torch_models, tmp_path / "wide")
+    record, options = run_torch("noisy", converted=wide)
+    saved = Path(record["failure"]["npz"])
+    assert replay(saved, str(torch_models), wide, False, options.cache_dir) == 1
+    printed = capsys.readouterr().out
+    assert "compared by distribution over 20 runs of this input, never elementwise" in printed
+    assert "y: the converted model draws from another distribution than the original over 20 draws" in printed
+    # the benign twin: the same failing input replayed against a file that draws as the original does
+    same = export(get_model("noisy").builders["torch"](), get_model("noisy"), tmp_path / "same", exporter="torchscript")
+    assert replay(saved, str(torch_models), same, False, options.cache_dir) == 0, capsys.readouterr().out
+    assert "y: same distribution over 20 draws" in capsys.readouterr().out

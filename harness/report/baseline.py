@@ -157,31 +157,32 @@ def _schema_problem(data: Any) -> str | None:
     return None
 
 
-def parse_compare_fail(text: str) -> dict[str, float]:
+def parse_compare_fail(text: str, flag: str = "--compare-fail") -> dict[str, float]:
     """`error:10x`, `error:10`, `error:1000%` (percent growth: factor 1 + p/100),
     several comma-separated; returns {metric name: growth factor}, with metric
     names as written (`error` limits normalized_error, error_ratio and the error
     cosine and snr_db imply). For the agreements the limit is the drop allowed:
-    `top1_agreement:0.02` or `:2%` (points)."""
+    `top1_agreement:0.02` or `:2%` (points). `flag`: the option that gave
+    the text, as the command that read it spells it (pytest's is --parity-compare-fail)."""
     limits: dict[str, float] = {}
     terms = [t.strip() for t in (text or "").split(",")]
     if not any(terms):
-        raise BaselineError(f"empty --compare-fail value: {COMPARE_FAIL_SYNTAX}")
+        raise BaselineError(f"empty {flag} value: {COMPARE_FAIL_SYNTAX}")
     for term in terms:
         match = re.fullmatch(r"([a-z][a-z0-9_]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(x|%)?", term)
         if not match or match.group(1) not in METRIC_ALIASES:
-            raise BaselineError(f"bad --compare-fail term {term!r}: {COMPARE_FAIL_SYNTAX}")
+            raise BaselineError(f"bad {flag} term {term!r}: {COMPARE_FAIL_SYNTAX}")
         name, number, unit = match.group(1), float(match.group(2)), match.group(3)
         if set(METRIC_ALIASES[name]) <= set(AGREEMENTS):
             drop = number / 100.0 if unit == "%" else number
             if unit == "x" or not drop < 1.0:
-                raise BaselineError(f"bad --compare-fail term {term!r}: an agreement's limit is the drop "
+                raise BaselineError(f"bad {flag} term {term!r}: an agreement's limit is the drop "
                                     f"allowed: {COMPARE_FAIL_SYNTAX}")
             limits[name] = drop
             continue
         factor = 1.0 + number / 100.0 if unit == "%" else number
         if (unit == "%" and number <= 0) or (unit != "%" and factor <= 1.0) or not math.isfinite(factor):
-            raise BaselineError(f"bad --compare-fail term {term!r}: the limit must grow: {COMPARE_FAIL_SYNTAX}")
+            raise BaselineError(f"bad {flag} term {term!r}: the limit must grow: {COMPARE_FAIL_SYNTAX}")
         limits[name] = factor
     return limits
 
