@@ -409,6 +409,71 @@ def test_an_input_folded_through_to_an_output_binds_by_the_file_s_name(tmp_path,
         session.bind(["w", "r"], ["float32", "float32"], ["y"])
 
 
+def _reduce_sum_empty_axes_model(path: Path) -> Path:
+    """ONNX's test_reduce_sum_empty_axes_input_noop: ReduceSum with its `axes` a graph input of shape (0,) and
+    noop_with_empty_axes=1 (the output is the input); OpenVINO's reader drops the empty `axes` parameter."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["data", "axes"], ["reduced"], noop_with_empty_axes=1)],
+                              "reduce_sum", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [3, 2, 2]),
+                                             helper.make_tensor_value_info("axes", TensorProto.INT64, [0])],
+                              [helper.make_tensor_value_info("reduced", TensorProto.FLOAT, [3, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_empty_input_openvino_drops_is_not_fed_and_the_case_passes(tmp_path):
+    """Before: "the converted model's inputs ['data'] do not match the spec's ['data', 'axes']" (42 of ONNX's
+    node tests: empty Reduce axes, CastLike's like, Split's input)."""
+    from harness.cache import ArtifactCache
+    from harness.matrix import build_cases
+    from harness.options import RunOptions
+    from harness.runner import run_case
+
+    model = _reduce_sum_empty_axes_model(tmp_path / "reduce_sum.onnx")
+    options = RunOptions(models=(str(model),), sources=("onnx",), targets=("openvino",), devices=("cpu",),
+                         examples=5, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+    (case,) = build_cases(options)
+    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    assert record["status"] == "passed", record["message"]
+    runtime = record["provenance"]["runtime"]
+    assert list(runtime["dropped_inputs"]) == ["axes"] and "(0,)" in runtime["dropped_inputs"]["axes"]
+    assert record["provenance"]["binding"]["inputs"] == {"data": "data"}
+
+
+def test_a_dropped_input_binds_to_no_port_and_declares_nothing(tmp_path):
+    session = ov_runtime.Session(_reduce_sum_empty_axes_model(tmp_path / "reduce_sum.onnx"), "cpu", None)
+    bound = session.bind(["data", "axes"], ["float32", "int64"], ["reduced"])
+    assert bound == {"matched_by": "name", "inputs": {"data": "data"}, "outputs": {"reduced": "reduced"}}
+    assert session.declared_inputs() == [[3, 2, 2], None]
+    data = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    np.testing.assert_array_equal(session.run([data, np.zeros(0, np.int64)])[0], data)
+
+
+@pytest.mark.parametrize("off_by, code", [(1.0, 1), (0.0, 0)])   # before: 2 for both, "Port for tensor name axes"
+def test_a_reproduction_on_openvino_does_not_feed_the_input_it_dropped(tmp_path, off_by, code):
+    from harness.localize.repro import write_repro
+
+    folder = tmp_path / "case.repro"
+    data = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    write_repro(folder, _reduce_sum_empty_axes_model(tmp_path / "sub.onnx"),
+                {"data": data, "axes": np.zeros(0, np.int64)}, {"reduced": data + off_by}, runtime="openvino",
+                device="cpu", allowed=1e-4, versions={}, case_id="reduce_sum-onnx-openvino-cpu", min_snr_db=0.0,
+                summary="ReduceSum leaves the reference.")
+    done = subprocess.run([sys.executable, "-I", "repro.py"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("inputs", [["data", "axis"],    # a spec name the file lacks is not taken for a dropped one
+                                    ["x", "axes"]])      # nor is one where a kept port's name does not match
+def test_a_missing_input_the_file_does_not_declare_is_still_a_binding_error(tmp_path, inputs):
+    session = ov_runtime.Session(_reduce_sum_empty_axes_model(tmp_path / "reduce_sum.onnx"), "cpu", None)
+    with pytest.raises(CaseError, match=r"inputs \['data'\] do not match the spec's"):
+        session.bind(inputs, ["float32", "int64"], ["reduced"])
+
+
 @pytest.mark.parametrize("inputs, dtypes, outputs, words", [
     (["x", "mask"], ["float32", "float32"], ["logits"], "do not match"),      # one more than the model has
     (["x"], ["float32"], ["logits", "probs"], "do not match"),

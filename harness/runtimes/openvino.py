@@ -160,37 +160,48 @@ class Session:
     def bind(self, input_names: Sequence[str], input_dtypes: Sequence[str], output_names: Sequence[str]) -> dict[str, Any]:
         """Match the spec's inputs and outputs to the model's ports, by name (any
         of a port's tensor names), or by position when no name matches and the
-        counts agree; return what was done."""
+        counts agree; a spec input OpenVINO dropped from an ONNX file is bound to
+        no port and not fed (`_dropped_inputs`, named in the provenance); return
+        what was done."""
         inputs, outputs = self.model.inputs, self.model.outputs
         named = {name for port in inputs for name in port.get_names()}
-        file_names = _onnx_input_names(self.path) if self.format == "onnx" and not set(input_names) <= named else None
-        in_present = _port_names(inputs, input_names, file_names)
+        file_inputs = _onnx_inputs(self.path) if self.format == "onnx" and not set(input_names) <= named else {}
+        in_present = _port_names(inputs, input_names, list(file_inputs) or None)
         out_present = _port_names(outputs, output_names)
-        in_names = match_names("input", input_names, in_present)
+        dropped = _dropped_inputs(input_names, in_present, file_inputs)
+        kept = [name for name in input_names if name not in dropped]
+        in_names = match_names("input", kept, in_present)
         out_names = match_names("output", output_names, out_present)
-        self._inputs = [in_present.index(name) for name in in_names]
+        ports = {spec_name: in_present.index(name) for spec_name, name in zip(kept, in_names)}
+        self._inputs = [ports.get(name) for name in input_names]   # None: a dropped input, fed to nothing
         self._outputs = [out_present.index(name) for name in out_names]
-        for spec_name, name, index, dtype in zip(input_names, in_names, self._inputs, input_dtypes):
-            expected = _OV_TYPES.get(inputs[index].get_element_type().get_type_name())
-            if expected is not None and expected != dtype:
+        dtypes = dict(zip(input_names, input_dtypes))
+        for spec_name, name in zip(kept, in_names):
+            expected = _OV_TYPES.get(inputs[ports[spec_name]].get_element_type().get_type_name())
+            if expected is not None and expected != dtypes[spec_name]:
                 raise CaseError("runtime", f"the converted model's input {name!r} takes {expected} but the spec's "
-                                           f"input {spec_name!r} is {dtype}: fix the input spec or the conversion")
-        by_name = list(in_names) == list(input_names) and list(out_names) == list(output_names)
+                                           f"input {spec_name!r} is {dtypes[spec_name]}: fix the input spec or the "
+                                           "conversion")
+        if dropped:
+            self.provenance["dropped_inputs"] = dropped
+        by_name = list(in_names) == kept and list(out_names) == list(output_names)
         matched_by = "name" if by_name else "position"
         self.provenance["matched_by"] = matched_by
         return {"matched_by": matched_by,
-                "inputs": dict(zip(input_names, in_names)),
+                "inputs": dict(zip(kept, in_names)),
                 "outputs": dict(zip(output_names, out_names))}
 
-    def declared_inputs(self) -> list[list[int | None]]:
+    def declared_inputs(self) -> list[list[int | None] | None]:
         """The bound inputs' declared shapes, in the spec's order (None: a dim the
-        model lets vary; [] where even the rank may vary)."""
-        shapes = [self.model.inputs[index].get_partial_shape() for index in self._inputs]
-        return [[] if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
-                for shape in shapes]
+        model lets vary; [] where even the rank may vary; None for an input
+        OpenVINO dropped, which declares nothing)."""
+        return [None if index is None else _declared(self.model.inputs[index].get_partial_shape())
+                for index in self._inputs]
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         for index, array in zip(self._inputs, inputs):
+            if index is None:   # an input OpenVINO dropped: no port takes it
+                continue
             # no cast: a wrong dtype is refused in bind; not ascontiguousarray, which makes a 0-d input 1-d
             self.request.set_input_tensor(index, _tensor(np.asarray(array, order="C")))
         self.request.infer()
@@ -271,15 +282,43 @@ def _openvino_reason(error: BaseException) -> str:
     return "; ".join(reason) if reason else summarize_exception(error, 1)
 
 
-def _onnx_input_names(path: Path) -> list[str]:
-    """The ONNX file's own input names, in the order of OpenVINO's parameters:
-    an input that reaches an output unchanged (an inference-mode Dropout folded
-    away) takes the output's name in OpenVINO and keeps no other."""
+def _onnx_inputs(path: Path) -> dict[str, Any]:
+    """The ONNX file's own inputs (name -> ValueInfoProto), in the order of
+    OpenVINO's parameters where it keeps them all: an input that reaches an
+    output unchanged (an inference-mode Dropout folded away) takes the output's
+    name in OpenVINO and keeps no other."""
     import onnx
 
     from harness.sources.onnx import _feedable_inputs
 
-    return list(_feedable_inputs(onnx.load(str(path), load_external_data=False)))
+    proto = onnx.load(str(path), load_external_data=False)
+    feedable = set(_feedable_inputs(proto))
+    return {value.name: value for value in proto.graph.input if value.name in feedable}
+
+
+def _dropped_inputs(wanted: Sequence[str], present: Sequence[str], file_inputs: dict[str, Any]) -> dict[str, str]:
+    """The spec's inputs that OpenVINO's ONNX reader dropped (seen for empty
+    inputs of some ops: ReduceSum's `axes` of shape (0,), CastLike's `like`,
+    Split's `input`), each with the reason the record gives: a parameter the
+    compiled model lacks cannot influence its outputs, so the others bind
+    without it. Only where every port binds by a spec name and every name
+    missing is one of the file's inputs: {} otherwise, so that a spec name the
+    file lacks stays a binding error."""
+    missing = [name for name in wanted if name not in present]
+    if not missing or not set(present) <= set(wanted) or not set(missing) <= set(file_inputs):
+        return {}
+    reasons = {}
+    for name in missing:
+        dims = tuple(dim.dim_value if dim.WhichOneof("value") == "dim_value" else dim.dim_param or "?"
+                     for dim in file_inputs[name].type.tensor_type.shape.dim)
+        reasons[name] = (f"OpenVINO's ONNX reader removed it (the file declares shape {dims}): no output of the "
+                         "compiled model reads it, so it is not fed")
+    return reasons
+
+
+def _declared(shape) -> list[int | None]:
+    """An OpenVINO partial shape as dims (None: a dim that may vary; [] where even the rank may)."""
+    return [] if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
 
 
 def _port_names(ports, wanted: Sequence[str], file_names: Sequence[str] | None = None) -> list[str]:
