@@ -120,7 +120,7 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
         ref_shape=tuple(ref.shape), got_shape=tuple(got.shape),
         ref_dtype=str(ref.dtype), got_dtype=str(got.dtype),
     )
-    mismatch = _kind_mismatch(name, ref, got)
+    mismatch = kind_mismatch(name, ref, got)
     if mismatch:
         result.message = mismatch
         return result
@@ -142,11 +142,16 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
 # independent draws), and each side's smallest and largest value may lie
 # outside the other's by RANGE_SLACK of the original's observed range. A
 # correct conversion fails the mean test by chance about once in 10^8.
+# Pooling every element cannot tell a draw from a fixed value (x + U(0, 1) and
+# x + 0.5 pool alike), so each position's variance across the draws, averaged
+# over the positions ("draw_variance"), is held to the same DISTRIBUTION_SIGMAS
+# standard errors, estimated by the jackknife over the draws: the draws are
+# independent runs, the positions of one draw need not be.
 DISTRIBUTION_SIGMAS = 6.0
 RANGE_SLACK = 0.25
 
 
-def _kind_mismatch(name: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+def kind_mismatch(name: str, ref: np.ndarray, got: np.ndarray) -> str | None:
     """Why two arrays cannot be compared element by element (shape, dtype), or None."""
     if ref.shape != got.shape:
         return f"{name}: shape mismatch: original {ref.shape}, converted {got.shape}"
@@ -159,7 +164,8 @@ def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: lis
     """Compare one output of a model that draws random numbers by its
     distribution over several runs on the same inputs: every draw's shape and
     dtype, then the mean, the variance and the range of all the finite values
-    drawn, within the bounds above; never elementwise."""
+    drawn, and how much each position varies across the draws (a converted
+    model that lost its randomness), within the bounds above; never elementwise."""
     first_ref, first_got = np.asarray(ref_draws[0]), np.asarray(got_draws[0])
     result = OutputComparison(
         name=name, passed=False, message="", tolerance={"distribution_sigmas": DISTRIBUTION_SIGMAS,
@@ -168,7 +174,7 @@ def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: lis
         ref_dtype=str(first_ref.dtype), got_dtype=str(first_got.dtype), elements=int(first_ref.size),
     )
     for ref, got in zip(ref_draws, got_draws):
-        mismatch = _kind_mismatch(name, ref, got)
+        mismatch = kind_mismatch(name, ref, got)
         if mismatch:
             result.message = mismatch
             return result
@@ -183,16 +189,21 @@ def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: lis
                           f"over {len(ref_draws)} draws")
         return result
     ref_stats, got_stats = _distribution(r), _distribution(g)
+    ref_stats.update(_draw_variance(ref_draws))
+    got_stats.update(_draw_variance(got_draws))
     scale = max(abs(ref_stats["min"]), abs(ref_stats["max"]), abs(got_stats["min"]), abs(got_stats["max"]))
     floor = 8 * float(np.finfo(np.float32).eps) * scale   # float32 rounding of equal distributions
     span = ref_stats["max"] - ref_stats["min"]
     bounds = {
-        "mean": DISTRIBUTION_SIGMAS * math.sqrt(ref_stats["variance"] / r.size + got_stats["variance"] / g.size)
+        "mean": DISTRIBUTION_SIGMAS * math.sqrt(max(ref_stats["variance"] / r.size, ref_stats["draw_mean_se"] ** 2)
+                                                + max(got_stats["variance"] / g.size, got_stats["draw_mean_se"] ** 2))
         + floor,
         "variance": DISTRIBUTION_SIGMAS * math.sqrt(ref_stats["variance_se"] ** 2 + got_stats["variance_se"] ** 2)
         + floor * scale,
         "min": RANGE_SLACK * span + floor,
         "max": RANGE_SLACK * span + floor,
+        "draw_variance": DISTRIBUTION_SIGMAS * math.sqrt(ref_stats["draw_variance_se"] ** 2
+                                                         + got_stats["draw_variance_se"] ** 2) + floor * scale,
     }
     ratios = {}
     for key, bound in bounds.items():
@@ -207,6 +218,12 @@ def compare_distributions(name: str, ref_draws: list[np.ndarray], got_draws: lis
     if result.passed:
         result.accepted_by = "distribution"
         result.message = f"{name}: same distribution over {len(ref_draws)} draws (original vs converted: {described})"
+        return result
+    if ratios["draw_variance"] > 1.0 and got_stats["draw_variance"] <= floor * scale:
+        result.message = (f"{name}: the converted model gives the same values on every draw where the original's "
+                          f"vary (per-position spread over {len(ref_draws)} draws of the same inputs: original "
+                          f"{math.sqrt(ref_stats['draw_variance']):.2g}, converted "
+                          f"{math.sqrt(got_stats['draw_variance']):.2g}): it lost the randomness")
         return result
     off = ", ".join(f"{key} {ref_stats[key]:.4g} vs {got_stats[key]:.4g} (allowed difference {bounds[key]:.3g})"
                     for key, ratio in ratios.items() if ratio > 1.0)
@@ -225,6 +242,28 @@ def _distribution(values: np.ndarray) -> dict[str, float]:
     variance_se = math.sqrt(max(fourth - variance ** 2, 0.0) / values.size)
     return {"mean": mean, "variance": variance, "variance_se": variance_se,
             "min": float(values.min()), "max": float(values.max()), "values": int(values.size)}
+
+
+def _draw_variance(draws: list[np.ndarray]) -> dict[str, float]:
+    """Each position's variance across the draws (unbiased), averaged over the
+    positions finite in every draw, and its jackknife standard error over the
+    draws (each left out in turn: the sum of squares loses k/(k-1) of its
+    squared deviation). Needs three draws or more."""
+    stacked = np.stack([np.asarray(x, dtype=np.float64).reshape(-1) for x in draws])
+    stacked = stacked[:, np.isfinite(stacked).all(axis=0)]
+    k = stacked.shape[0]
+    if k < 3:
+        raise ValueError(f"a comparison by distribution needs at least 3 draws, got {k}")
+    if stacked.shape[1] == 0:
+        return {"draw_variance": 0.0, "draw_variance_se": 0.0, "draw_mean_se": 0.0}
+    deviations = stacked - stacked.mean(axis=0)
+    squares = deviations ** 2
+    left_out = ((squares.sum(axis=0) - k / (k - 1) * squares) / (k - 2)).mean(axis=1)
+    return {"draw_variance": float((squares.sum(axis=0) / (k - 1)).mean()),
+            "draw_variance_se": float(math.sqrt((k - 1) / k * np.sum((left_out - left_out.mean()) ** 2))),
+            # the mean's standard error from the draws' own means: one random number shared by every
+            # position of a draw moves them all together, which the per-element error cannot see
+            "draw_mean_se": float(stacked.mean(axis=1).std(ddof=1) / math.sqrt(k))}
 
 
 def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, tol: Tolerance, is_float: bool,

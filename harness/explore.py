@@ -26,8 +26,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from harness.compare import OutputComparison, compare_distributions, compare_outputs
-from harness.engine import ExampleOutcome, PreparedCase, measure_noise, reference_outputs, run_example
+from harness.compare import OutputComparison, compare_outputs
+from harness.engine import (ExampleOutcome, PreparedCase, distribution_outcome, measure_noise, reference_outputs,
+                            run_example)
 from harness.inputs import InputRecipe, corner_recipes, input_recipes, make_inputs, pick_dims
 from harness.tolerances import NOISE_ALLOWANCE_LIMIT
 
@@ -207,22 +208,11 @@ def _run_corners(prepared: PreparedCase, exploration: Exploration, budget: int
 
 def _compare_by_distribution(prepared: PreparedCase, exploration: Exploration, draws: int) -> None:
     """A case holding random operators: one input of small shapes run `draws`
-    times through both sides, each output compared by its distribution
-    (compare.compare_distributions), never elementwise."""
+    times through both sides (engine.distribution_outcome), never elementwise."""
     spec = prepared.spec
     recipe = InputRecipe(pick_dims(spec, "small"), {i.name: "normal" for i in spec.inputs}, 0.0, 0)
     tensors = _timed_inputs(prepared, recipe)
-    references, converted = [], []
-    for drawn in range(1, draws + 1):
-        outcome = run_example(prepared, tensors, elementwise=False)
-        if outcome.error:
-            break
-        references.append(outcome.reference)
-        converted.append(outcome.converted)
-    else:
-        comparisons = [compare_distributions(out.name, [r[index] for r in references], [c[index] for c in converted])
-                       for index, out in enumerate(spec.outputs)]
-        outcome = ExampleOutcome(comparisons, {}, reference=references[-1], converted=converted[-1])
+    outcome, drawn = distribution_outcome(prepared, tensors, draws)
     exploration.record(recipe, tensors, outcome)
     exploration.examples = drawn   # one input, run `drawn` times: each run is an example
 

@@ -357,6 +357,48 @@ def test_draws_of_a_wider_range_fail_naming_the_statistics():
     assert "max 0.9996 vs 2 (allowed difference 0.25)" in r.message
 
 
+def _noisy(rng: np.random.Generator, x: np.ndarray, spread: float = 1.0, count: int = 20) -> list[np.ndarray]:
+    """`count` draws of x + U(0.5 - spread / 2, 0.5 + spread / 2): one input, drawn anew each run."""
+    return [x + (0.5 + spread * (rng.random(x.shape, dtype=np.float32) - 0.5)).astype(np.float32)
+            for _ in range(count)]
+
+
+def test_draws_that_lost_their_randomness_fail_naming_the_spread():
+    """x + 0.5 pools like x + U(0, 1) (the same mean, a variance within bounds): each position's spread tells."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40)).astype(np.float32)
+    r = compare_distributions("y", _noisy(rng, x), [x + np.float32(0.5)] * 20)
+    assert not r.passed and r.extra["distribution"]["ratios"]["mean"] < 1, r.message
+    assert r.message == ("y: the converted model gives the same values on every draw where the original's vary "
+                         "(per-position spread over 20 draws of the same inputs: original 0.29, converted 0): "
+                         "it lost the randomness")
+    halved = compare_distributions("y", _noisy(rng, x), _noisy(rng, x, spread=0.5))
+    assert not halved.passed and "draw_variance 0.08" in halved.message and "vs 0.02" in halved.message
+
+
+def test_draws_varying_alike_at_each_position_pass_with_the_spread_bound_stated():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40)).astype(np.float32)
+    r = compare_distributions("y", _noisy(rng, x), _noisy(rng, x))
+    assert r.passed and r.accepted_by == "distribution", r.message
+    stated = r.extra["distribution"]
+    assert abs(stated["original"]["draw_variance"] - 1 / 12) < 0.01 and stated["ratios"]["draw_variance"] < 1
+    assert 0 < stated["bounds"]["draw_variance"] < 1 / 24   # tight enough to fail a halved spread
+
+
+def test_the_spread_over_draws_counts_only_positions_finite_in_every_draw():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40)).astype(np.float32)
+    ref, got = _noisy(rng, x), _noisy(rng, x)
+    for side in (ref, got):
+        for index, draw in enumerate(side):
+            draw[:, [index, index + 20]] = np.nan   # each position NaN in one of 20 draws: none to measure
+    r = compare_distributions("y", ref, got)
+    assert r.passed and r.extra["distribution"]["original"]["draw_variance"] == 0, r.message
+    with pytest.raises(ValueError, match="at least 3 draws, got 2"):
+        compare_distributions("y", ref[:2], got[:2])
+
+
 def test_draws_of_another_shape_or_dtype_fail():
     rng = np.random.default_rng(0)
     ref = _draws(rng, 1.0, 3)
@@ -812,3 +854,23 @@ def test_cosine_and_snr_need_an_output_of_sixteen_elements():
     large = np.tile(small, WHOLE_OUTPUT_MIN_ELEMENTS // small.size)
     failed = compare_outputs("y", large, large + np.float32(0.25), tolerance)
     assert not failed.passed and "min_snr_db" in failed.failed_thresholds
+
+
+def test_one_random_number_shared_by_a_whole_draw_does_not_fail_the_mean_by_chance():
+    # x + one U(0, 1) per run: the positions of a draw move together, so the
+    # mean's error is that of 20 draw means, not of 20 x 64 independent values
+    # (held to the latter, a correct conversion failed about one run in four).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16)).astype(np.float32)
+    results = [compare_distributions("y", [x + np.float32(rng.uniform()) for _ in range(20)],
+                                     [x + np.float32(rng.uniform()) for _ in range(20)]) for _ in range(50)]
+    assert all(r.passed for r in results), [r.message for r in results if not r.passed][:2]
+    assert results[0].extra["distribution"]["original"]["draw_mean_se"] > 0
+
+
+def test_a_whole_draw_shifted_beyond_its_spread_still_fails_the_mean():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 16)).astype(np.float32)
+    result = compare_distributions("y", [x + np.float32(rng.uniform()) for _ in range(20)],
+                                   [x + np.float32(rng.uniform() + 2.0) for _ in range(20)])
+    assert not result.passed and result.extra["distribution"]["ratios"]["mean"] > 1.0, result.message
