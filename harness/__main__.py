@@ -21,6 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
+MAX_REPLAY_DRAWS = 100_000   # a random case replayed over its run's draws: more would be a file made by hand
+
 
 def replay(path: Path, model: str | None, converted: Path | None, trust_model_code: bool, cache_dir: Path) -> int:
     """Rerun a saved failing input. The .npz says which case and with which
@@ -105,10 +107,16 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     if case.skip or case.error:
         print(f"{case.id}: {case.skip or case.error}", file=sys.stderr)
         return 2
+    draws = info.get("draws", max(options.examples or 0, RANDOM_DRAWS))   # absent: a file of an older harness
+    if isinstance(draws, bool) or not isinstance(draws, int) or not 3 <= draws <= MAX_REPLAY_DRAWS:
+        print(f"python -m harness replay: {path}: its replay entry's draws {draws!r} is not a whole number from 3 to "
+              f"{MAX_REPLAY_DRAWS}: it is not a file this harness wrote; run the case again to save a new one",
+              file=sys.stderr)
+        return 2
     try:
         prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache))
-        if prepared.case.random_ops:   # judged by distribution, as the run judged it (explore.py)
-            outcome, drawn = distribution_outcome(prepared, inputs, max(options.examples or 0, RANDOM_DRAWS))
+        if prepared.case.random_ops:   # judged by distribution over the run's own number of draws (explore.py)
+            outcome, drawn = distribution_outcome(prepared, inputs, draws)
         else:
             outcome = run_example(prepared, inputs, noise_wanted=lambda comparison: True)
     except CaseError as error:
@@ -118,7 +126,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
         print(f"{case.id}: {summarize_exception(error, 6)}", file=sys.stderr)
         return 2
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
-    print(f"{case.id} on {shapes}: {'PASSED' if outcome.passed else 'FAILED'}")
+    print(f"{case.id} on {shapes or 'no inputs'}: {'PASSED' if outcome.passed else 'FAILED'}")
     if prepared.case.random_ops:
         print(f"  random operators ({', '.join(prepared.case.random_ops)}): compared by distribution over {drawn} "
               "runs of this input, never elementwise")

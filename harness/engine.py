@@ -342,10 +342,11 @@ def _random_ops_found(case: Case, source, model: Any, example: list[np.ndarray],
                       provenance: dict[str, Any], files: Files) -> list[dict[str, Any]]:
     """Where the case's model draws random numbers: an ONNX original and each
     ONNX file on its path whose graph holds random operators, with them; or,
-    for another source whose path holds no ONNX file to read, the original
-    itself where a second run of the spec's example gives other outputs than
-    the first (`reference`; beyond float32 rounding, so that a reduction's
-    order cannot pass for randomness). [] where none is found."""
+    for another source where no file on its path holds one (none to read, or
+    a converted file that lost them), the original itself where a second run
+    of the spec's example gives other outputs than the first (`reference`;
+    beyond float32 rounding, so that a reduction's order cannot pass for
+    randomness). [] where none is found."""
     hops = provenance.get("hops", [provenance])
     found = [{"file": f"{path.name} written by {hop['converter']} (cache entry {hop['cache_key']})"
               if hop.get("cache_key") else str(path), "ops": hop["random_ops"]}
@@ -353,7 +354,7 @@ def _random_ops_found(case: Case, source, model: Any, example: list[np.ndarray],
     if case.source == "onnx":   # the original's own file, read by matrix._random_ops
         original = {"file": str(model.path), "ops": list(case.random_ops)}
         return [original, *(f for f in found if f != original)] if case.random_ops else found
-    if any("random_ops" in hop for hop in hops) or reference is None:
+    if found or reference is None:
         return found
     again = source.run(model, example, "cpu")
     if all(_same_run(first, second) for first, second in zip(reference, again)):

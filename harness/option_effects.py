@@ -116,8 +116,8 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
         if given and not any(c.target == runtime for c in loaded):
             flags = " ".join(f"{_runtime_flag(runtime, name)} {value}" for name, value in given.items())
             found.warnings.append(f"{flags}: no case of this run runs on {runtime}")
-    if options.strict_cuda and not any(map(_on_cuda, running)):
-        skipped = next((c.skip for c in loaded if _on_cuda(c) and c.skip), None)
+    if options.strict_cuda and not any(map(on_cuda, running)):
+        skipped = next((c.skip for c in loaded if on_cuda(c) and c.skip), None)
         found.warnings.append("--strict-cuda: no case of this run runs on CUDA" +
                               (f" (the CUDA cases skip: {skipped})" if skipped else ""))
     if options.trust_model_code and every_model_known and loaded and all(c.spec.origin == "zoo" for c in loaded):
@@ -246,7 +246,7 @@ def _top_k_without_class_axis(options: RunOptions, loaded: list[Case]) -> list[s
     return messages
 
 
-def _on_cuda(case: Case) -> bool:
+def on_cuda(case: Case) -> bool:
     """Whether either side of the case computes on CUDA (--strict-cuda sets both sides' arithmetic)."""
     return "cuda" in (case.device, case.reference_device)
 

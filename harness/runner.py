@@ -18,6 +18,7 @@ from harness.explore import Exploration, explore_case
 from harness.golden import check_golden, golden_failure
 from harness.matrix import Case
 from harness.model_file import describe as describe_model_file
+from harness.option_effects import on_cuda
 from harness.options import RunOptions
 from harness.results import ResultsWriter, save_failure
 
@@ -75,6 +76,8 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
     give the verdict alone (`_golden_only`); where they ran but could not judge
     an output (inconclusive), the golden sets judge it (`_judged_by_stored_sets`)."""
     progress("run")
+    if prepared.case.random_ops:   # found as the case was prepared (engine.py): the matrix's case may lack them
+        record["random_ops"] = list(prepared.case.random_ops)
     try:
         golden = check_golden(prepared, options.tolerance_overrides)
         drawn_error = prepared.reference_error
@@ -90,7 +93,12 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
             record.update(_golden_only(golden, drawn_error, prepared))
         else:
             record.update(_describe(prepared, exploration, options))
-            if "failure" in record and options.localize != "off":
+            if "failure" in record and options.localize != "off" and prepared.case.random_ops:
+                # a walk compares tensors element by element, which two runs of a random graph never match
+                record["localization"] = {"status": "unavailable", "seconds": 0.0,
+                                          "message": "random operators: compared by distribution, which no "
+                                                     "element-by-element walk can localize"}
+            elif "failure" in record and options.localize != "off":
                 progress("localize")
                 _add_localization(record, prepared, exploration, options)
         if golden is not None:
@@ -103,6 +111,8 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
                     record["message"] += f"\n{_drawn_note(drawn_error)}"
             elif record["status"] == "inconclusive":
                 record.update(_judged_by_stored_sets(golden, exploration))
+            if "note" in golden and not failure:   # what the matching sets were held to (golden.py)
+                record["message"] += f"\n{golden['note']}"
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:
@@ -148,7 +158,8 @@ def _judged_by_stored_sets(golden: dict[str, Any], exploration: Exploration) -> 
         return {}
     short = []
     for name, (kind, detail) in reasons.items():
-        short.append({"nonfinite": detail, "constant": f"{name}: it does not depend on the input ({detail})",
+        short.append({"nonfinite": detail, "empty": detail,
+                      "constant": f"{name}: it does not depend on the input ({detail})",
                       "loose": f"{name}: ill-conditioned, {detail}"}[kind])
     return {"status": "passed", "drawn_inconclusive": list(reasons),
             "message": f"passed on its {golden['sets']} stored example(s); the drawn examples could not judge "
@@ -201,15 +212,20 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         noisy = [name for name, o in outputs.items() if o.get("accepted_by") == "noise"]
         record["message"] = (f"all outputs within tolerance, or within {_multiples(outputs, noisy)} the original's "
                              f"own float32 error ({', '.join(noisy)})")
+    if exploration.passed and not prepared.spec.inputs:   # nothing to draw: explore.py ran each side once
+        record["message"] = f"the model takes no inputs: one run of each side compared; {record['message']}"
     if prepared.warnings:
         record["warnings"] = [w.to_json() for w in prepared.warnings]
     if exploration.passed and prepared.case.random_ops:
         record["message"] = (f"random operators in the graph ({', '.join(prepared.case.random_ops)}): compared by "
                              f"distribution over {exploration.examples} runs of one input, never elementwise; every "
-                             "output's shape, dtype, mean, variance and range within the bounds its record states")
+                             "output's shape, dtype, mean, variance, range and spread across draws within the bounds its record "
+                             "states")
     if exploration.passed and exploration.inconclusive:
         record["status"] = "inconclusive"
-        record["message"] = _inconclusive_message(exploration, outputs)
+        # --strict-cuda is advice only where it changes the arithmetic: a case on CUDA that runs without it.
+        strict_cuda_helps = on_cuda(prepared.case) and not options.strict_cuda
+        record["message"] = _inconclusive_message(exploration, strict_cuda_helps)
     if not exploration.passed:
         _add_failure(record, prepared, exploration, options)
     return record
@@ -222,6 +238,8 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     case, failure = prepared.case, exploration.failure
     replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
               "device": case.device, "options": options.to_json(), "recipe": exploration.failure_recipe.to_json()}
+    if case.random_ops:   # one input run this many times, compared by distribution: replay draws as many
+        replay["draws"] = exploration.examples
     path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
     command += _replay_flags(case, options)
     record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
@@ -232,7 +250,10 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     if failure.error:
         record["failure"]["error"] = failure.error
         record["failure"]["error_kinds"] = dict(exploration.errors)
-    shrunk = "failing input" if exploration.failure_corner else "shrunk failing input"
+    # Only hypothesis' draws are shrunk: not a corner, nor the one input of a model without inputs or with
+    # random operators (explore.py).
+    unshrunk = exploration.failure_corner or not prepared.spec.inputs or case.random_ops
+    shrunk = "failing input" if unshrunk else "shrunk failing input"
     record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
     if prepared.warnings:  # the likely cause, found before the first example
         record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
@@ -326,14 +347,16 @@ def _multiples(outputs: dict[str, Any], names: list[str]) -> str:
 
 def _inconclusive_outputs(exploration: Exploration) -> dict[str, tuple[str, str]]:
     """Each output the drawn examples could not judge, with why: ("nonfinite",
-    its NaN/Inf reason), ("constant", how little it moved), or ("loose", the
-    error its noise multiple allowed)."""
+    its NaN/Inf reason), ("empty", empty on both sides), ("constant", how
+    little it moved), or ("loose", the error its noise multiple allowed)."""
     reasons = {name: ("nonfinite", reason) for name, reason in exploration.nonfinite_reasons.items()}
     for name in exploration.inconclusive:
         if name in reasons:
             continue
         sensitivity = exploration.sensitivity[name]
-        if sensitivity.get("inconclusive"):
+        if sensitivity.get("empty"):   # no value on either side: nothing moved because nothing is there
+            reasons[name] = ("empty", f"{name} is empty on both sides: compared by shape and dtype only")
+        elif sensitivity.get("inconclusive"):
             reasons[name] = ("constant", f"largest change {sensitivity['max_abs_change']:.3g}, "
                                          f"{sensitivity['ratio']:.3g}x its tolerance, over {sensitivity['draws']} "
                                          "different inputs of one shape")
@@ -343,9 +366,9 @@ def _inconclusive_outputs(exploration: Exploration) -> dict[str, tuple[str, str]
     return reasons
 
 
-def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> str:
+def _inconclusive_message(exploration: Exploration, strict_cuda_helps: bool) -> str:
     reasons = _inconclusive_outputs(exploration)
-    parts = [detail for kind, detail in reasons.values() if kind == "nonfinite"]
+    parts = [detail for kind, detail in reasons.values() if kind in ("nonfinite", "empty")]
     constant = [f"{name} ({detail})" for name, (kind, detail) in reasons.items() if kind == "constant"]
     loose = [f"{name} ({detail})" for name, (kind, detail) in reasons.items() if kind == "loose"]
     if constant:
@@ -355,8 +378,9 @@ def _inconclusive_message(exploration: Exploration, outputs: dict[str, Any]) -> 
     if loose:
         parts.append("; ".join(loose) + " passed only within its noise multiple of the original's own float32 "
                      "error, which is so large here that the check cannot tell a conversion error from rounding: "
-                     "the model is ill-conditioned in this arithmetic (try --strict-cuda on CUDA, or a "
-                     "better-conditioned model)")
+                     "the model is ill-conditioned in this arithmetic ("
+                     + ("try --strict-cuda on CUDA, or a better-conditioned model)" if strict_cuda_helps else
+                        "try a better-conditioned model)"))
     return "passed, but inconclusive: " + "; ".join(parts) + ". --parity-strict fails such cases"
 
 

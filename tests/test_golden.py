@@ -355,3 +355,74 @@ def test_stored_sets_judge_an_ill_conditioned_output_but_not_one_they_hold_no_fi
     assert judged["message"] == ("passed on its 1 stored example(s); the drawn examples could not judge Y: "
                                  "ill-conditioned, the noise multiple allowed an error of 2.51 of max|ref|")
     assert _judged_by_stored_sets(golden(np.full(12, np.nan, np.float32)), exploration) == {}
+
+
+@pytest.mark.parametrize("devices, strict_cuda, advised", [
+    ({}, False, False),                                   # both sides on the CPU: the flag changes nothing there
+    ({"device": "cuda"}, False, True),                    # the target on CUDA
+    ({"reference_device": "cuda"}, False, True),          # the reference on CUDA
+    ({"device": "cuda"}, True, False),                    # on CUDA, but the run already holds it to CPU arithmetic
+])
+def test_an_ill_conditioned_output_names_strict_cuda_only_where_it_would_change_the_arithmetic(
+        tmp_path, devices, strict_cuda, advised):
+    """Followed on a CPU case, "try --strict-cuda" only got "--strict-cuda: no case of this run runs on CUDA"
+    (OpenVINO's test_mvn_expanded)."""
+    from dataclasses import replace
+
+    from harness.cache import ArtifactCache
+    from harness.engine import prepare_case
+    from harness.explore import Exploration
+    from harness.matrix import build_cases
+    from harness.options import RunOptions
+    from harness.runner import _describe
+
+    folder = write_relu_folder(tmp_path / "relu", 0.0)
+    options = RunOptions(models=(str(folder),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", strict_cuda=strict_cuda)
+    (case,) = build_cases(options)
+    prepared = prepare_case(case, options, ArtifactCache(options.cache_dir))
+    prepared = replace(prepared, case=replace(prepared.case, **devices))
+    # What explore.py finds for an output passed only by a noise multiple that allowed 2.51 of its range.
+    exploration = Exploration(examples=10, noise_allowance={"y": 2.51},
+                              sensitivity={"y": {"inconclusive": False, "ratio": 40.0}})
+    message = _describe(prepared, exploration, options)["message"]
+    assert message.startswith("passed, but inconclusive: y (the noise multiple allowed an error of 2.51 of max|ref|)")
+    advice = "try --strict-cuda on CUDA, or a better-conditioned model" if advised else "try a better-conditioned model"
+    assert f"ill-conditioned in this arithmetic ({advice}). --parity-strict fails such cases" in message
+
+
+def write_training_dropout_folder(folder: Path, stored_shape: tuple[int, ...] = (3, 4, 5)) -> Path:
+    """y = Dropout(x, ratio 0.5, training_mode true), as ONNX's test_training_dropout: its stored output is one
+    draw of the mask (numpy's), of `stored_shape`."""
+    graph = helper.make_graph([helper.make_node("Dropout", ["x", "ratio", "training"], ["y"])], "dropout",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4, 5])],
+                              initializer=[helper.make_tensor("ratio", TensorProto.FLOAT, [], [0.5]),
+                                           helper.make_tensor("training", TensorProto.BOOL, [], [True])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    y = np.resize(x * (rng.uniform(size=x.shape) >= 0.5) / np.float32(0.5), stored_shape).astype(np.float32)
+    return write_test_data(folder, model, {"x": x}, {"y": y})
+
+
+def test_a_stored_set_of_a_graph_with_random_operators_is_compared_by_shape_and_dtype(tmp_path):
+    """Today: y is compared elementwise with another draw of the mask, and the case fails (as ONNX Runtime
+    failed ONNX's own test_training_dropout)."""
+    from harness.golden import RANDOM_STORED_SETS
+
+    record = run_folder(tmp_path, write_training_dropout_folder(tmp_path / "dropout"), "onnxruntime")
+    assert record["status"] == "passed", record["message"]
+    assert record["random_ops"] == ["Dropout(training_mode)"] and record["golden"]["passed"] == 1
+    assert record["golden"]["compared"] == "shape and dtype" and "tolerance" not in record["golden"]
+    assert record["message"].endswith(f"never elementwise; every output's shape, dtype, mean, variance, range and "
+                                      f"spread across draws within the bounds its record states\n{RANDOM_STORED_SETS}")
+
+
+def test_a_stored_set_of_a_graph_with_random_operators_of_the_wrong_shape_still_fails(tmp_path):
+    """The twin: a stored draw of another shape than the target's fails the case, as before."""
+    record = run_folder(tmp_path, write_training_dropout_folder(tmp_path / "dropout", (3, 4, 6)), "onnxruntime")
+    assert record["status"] == "failed", record["message"]
+    assert record["message"].startswith(
+        f"golden example test_data_set_0 of {tmp_path / 'dropout'} (0 of 1 stored sets match): y: shape mismatch: "
+        "original (3, 4, 6), converted (3, 4, 5)"), record["message"]

@@ -87,6 +87,7 @@ def test_an_input_fixed_at_0_passes_on_every_onnx_runtime(tmp_path, target):
     record = _run(_concat(tmp_path / "concat.onnx", 2.0), target, tmp_path)
     assert record["status"] == "passed", record.get("message")
     assert record["examples"] == 10 and record["outputs"]["y"]["got_shape"] == [3, 4]
+    assert record["message"] == "all outputs within tolerance"   # it takes inputs: drawn, not one run
 
 
 @pytest.mark.parametrize("target", ONNX_TARGETS)
@@ -117,7 +118,18 @@ def test_an_output_empty_on_both_sides_is_inconclusive_not_a_pass(tmp_path, targ
     record = _run(_relu(tmp_path / "relu.onnx"), target, tmp_path)
     assert record["status"] == "inconclusive", record.get("message")
     assert record["outputs"]["y"]["sensitivity"]["empty"] is True
-    assert record["message"].startswith("passed, but inconclusive: y (largest change 0, ")
+    assert record["message"] == ("passed, but inconclusive: y is empty on both sides: compared by shape and dtype "
+                                 "only. --parity-strict fails such cases")
+
+
+def test_an_output_that_is_not_empty_but_never_moves_is_inconclusive_by_its_change(tmp_path):
+    """The twin: y = Shape(x) holds values, the same for every draw of one shape: its change is what is said."""
+    path = _save(tmp_path / "shape.onnx", [helper.make_node("Shape", ["x"], ["y"])], [_value("x", [2, 3])],
+                 [_value("y", [2], TensorProto.INT64)])
+    record = _run(path, "onnxruntime", tmp_path)
+    assert record["status"] == "inconclusive", record.get("message")
+    assert "empty" not in record["outputs"]["y"]["sensitivity"]
+    assert record["message"].startswith("passed, but inconclusive: y (largest change 0, 0x its tolerance, over ")
 
 
 def test_an_output_empty_on_one_side_only_fails_as_a_shape_mismatch(tmp_path):
@@ -144,6 +156,8 @@ def test_a_model_with_no_inputs_is_one_run_of_each_side_and_passes_not_inconclus
     assert record["status"] == "passed", record.get("message")
     assert (record["examples"], record["corner_examples"], record["shrink_steps"]) == (1, 0, 0)
     assert record["outputs"]["values"]["error_ratio"] == 0.0 and record["outputs"]["values"]["sensitivity"] is None
+    assert record["message"] == ("the model takes no inputs: one run of each side compared; "
+                                 "all outputs within tolerance")
 
 
 @pytest.mark.parametrize("target", ONNX_TARGETS)
@@ -154,6 +168,7 @@ def test_a_converted_file_holding_another_constant_fails_and_replays(tmp_path, t
     assert record["status"] == "failed", record.get("message")
     assert (record["examples"], record["shrink_steps"], record["failure"]["shapes"]) == (1, 0, {})
     assert record["outputs"]["values"]["worst_ref"] == 3.0 and record["outputs"]["values"]["worst_got"] == 3.25
+    assert f"\nfailing input: {record['failure']['npz']}\n" in record["message"]   # nothing drawn, nothing shrunk
     replayed = main(["replay", record["failure"]["npz"], "--model", str(original), "--converted", str(planted),
                      "--cache-dir", str(tmp_path / "cache")])
     assert replayed == 1   # reproduced

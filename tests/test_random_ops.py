@@ -39,6 +39,12 @@ def uniform_noise(path: Path, high: float = 1.0, seed: float | None = None) -> P
                   helper.make_node("Add", ["x", "u"], ["y"])], path)
 
 
+def fixed_offset(path: Path) -> Path:
+    """y = x + 0.5: uniform_noise's mean, its randomness lost."""
+    return _save([helper.make_node("Add", ["x", "half"], ["y"])], path,
+                 [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])])
+
+
 def dropout(path: Path, training: bool | None) -> Path:
     inputs, initializers = ["x"], []
     if training is not None:
@@ -89,6 +95,23 @@ def test_sessions_drawing_the_same_seeded_numbers_are_not_an_elementwise_pass(tm
     assert record["random_ops"] == ["RandomUniformLike"]
     assert record["outputs"]["y"]["accepted_by"] == "distribution"
     assert np.isfinite(record["outputs"]["y"]["extra"]["distribution"]["original"]["mean"])
+
+
+def test_a_converted_file_that_lost_the_randomness_fails_by_its_spread_over_draws(tmp_path, run_converted):
+    record = run_converted(uniform_noise(tmp_path / "model.onnx"), fixed_offset(tmp_path / "fixed.onnx"))
+    assert record["status"] == "failed" and record["random_ops"] == ["RandomUniformLike"]
+    assert "y: the converted model gives the same values on every draw where the original's vary (per-position " \
+           "spread over 20 draws of the same inputs: original 0.29, converted 0): it lost the randomness" in \
+        record["message"]
+    assert record["outputs"]["y"]["extra"]["distribution"]["ratios"]["mean"] < 1   # pooled, it looked alike
+
+
+def test_a_converted_file_drawing_anew_states_its_spread_over_draws_and_passes(tmp_path, run_converted):
+    record = run_converted(uniform_noise(tmp_path / "model.onnx"), uniform_noise(tmp_path / "same.onnx"))
+    assert record["status"] == "passed", record["message"]
+    stated = record["outputs"]["y"]["extra"]["distribution"]
+    assert stated["converted"]["draw_variance"] > 0 and stated["ratios"]["draw_variance"] < 1
+    assert 0 < stated["bounds"]["draw_variance"] < stated["original"]["draw_variance"]
 
 
 # --- random operators outside an ONNX original: found on the conversion path, or by running the original twice ---
@@ -166,6 +189,23 @@ def test_a_torch_model_drawing_from_a_wider_range_fails_by_distribution(run_torc
                                                          "ops": ["RandomUniformLike"]}]
 
 
+class HalfOffset(torch.nn.Module):
+    """The planted bug: y = x + 0.5, the mean of U(0, 1) with the randomness lost."""
+
+    def forward(self, x):
+        return x + 0.5
+
+
+def test_a_converted_file_that_lost_a_torch_models_randomness_fails_by_its_spread(run_torch, torch_models, tmp_path):
+    """No file on the path holds a random op, but the torch original, run twice, differs: still random."""
+    load_model_file(torch_models)
+    fixed = export(HalfOffset(), get_model("noisy"), tmp_path / "fixed", exporter="torchscript")
+    record, _ = run_torch("noisy", converted=fixed)
+    assert record["status"] == "failed", record["message"]
+    assert "it lost the randomness" in record["message"]
+    assert record["provenance"]["random_ops_found"][0]["ops"] == ["torch original: two runs of one input differ"]
+
+
 def test_a_deterministic_torch_model_is_still_compared_elementwise(run_torch):
     record, _ = run_torch("affine")
     assert record["status"] == "passed" and record["message"] == "all outputs within tolerance"
@@ -196,3 +236,69 @@ def test_replaying_a_random_op_failure_compares_by_distribution_again(run_torch,
     same = export(get_model("noisy").builders["torch"](), get_model("noisy"), tmp_path / "same", exporter="torchscript")
     assert replay(saved, str(torch_models), same, False, options.cache_dir) == 0, capsys.readouterr().out
     assert "y: same distribution over 20 draws" in capsys.readouterr().out
+
+
+def test_random_ops_found_as_a_torch_case_is_prepared_are_in_its_record(run_torch):
+    """The matrix knows the random operators of an ONNX original only; a torch model's are found in its
+    exported file, and the record's top-level random_ops lacked them."""
+    record, _ = run_torch("noisy")
+    assert record["random_ops"] == ["RandomUniformLike"], record["message"]
+    deterministic, _ = run_torch("affine")
+    assert "random_ops" not in deterministic
+
+
+def test_a_random_op_failure_saves_its_number_of_draws_and_no_shrunk_input(tmp_path, run_converted):
+    from harness.results import load_failure
+
+    record = run_converted(uniform_noise(tmp_path / "model.onnx"), uniform_noise(tmp_path / "wide.onnx", high=2.0))
+    assert record["status"] == "failed" and record["examples"] == 20
+    info, _ = load_failure(record["failure"]["npz"])
+    assert info["draws"] == 20
+    assert f"\nfailing input: {record['failure']['npz']}\n" in record["message"]   # one input, run 20 times
+    # the twin: a deterministic failure is replayed as one example, and says no number of draws
+    shifted = [helper.make_node("Add", ["x", "one"], ["y"])]
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    record = run_converted(_save([helper.make_node("Identity", ["x"], ["y"])], tmp_path / "identity.onnx"),
+                           _save(shifted, tmp_path / "shifted.onnx", (one,)))
+    assert record["status"] == "failed" and "draws" not in load_failure(record["failure"]["npz"])[0]
+
+
+def test_a_random_op_failure_replays_over_the_runs_own_number_of_draws(tmp_path, run_converted, capsys):
+    from harness.__main__ import replay
+    from harness.results import load_failure, save_failure
+
+    original, wide = uniform_noise(tmp_path / "model.onnx"), uniform_noise(tmp_path / "wide.onnx", high=2.0)
+    record = run_converted(original, wide, examples=30)
+    assert record["status"] == "failed" and record["examples"] == 30
+    npz = record["failure"]["npz"]
+    assert replay(Path(npz), str(original), wide, False, tmp_path / "cache") == 1
+    assert "compared by distribution over 30 runs of this input" in capsys.readouterr().out
+    # a replay entry whose draws no run could have saved: refused in one line, the model never runs
+    info, inputs = load_failure(npz)
+    bad, _ = save_failure(tmp_path / "edited", info["case_id"], inputs, {**info, "draws": "many"})
+    assert replay(bad, str(original), wide, False, tmp_path / "cache") == 2
+    assert "its replay entry's draws 'many' is not a whole number from 3 to 100000: it is not a file this " \
+           "harness wrote; run the case again to save a new one" in capsys.readouterr().err
+
+
+def test_a_random_op_failure_is_not_walked_element_by_element(tmp_path):
+    """Localization compares tensors elementwise: on a random graph it would name a 'diverging' tensor that is
+    only another draw. The twin: a deterministic failure is still localized."""
+    from harness.cache import ArtifactCache
+    from harness.matrix import build_cases
+    from harness.runner import run_case
+
+    def run(original: Path, converted: Path) -> dict:
+        options = RunOptions(models=(str(original),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
+                             examples=5, converted=converted, cache_dir=tmp_path / "cache",
+                             reports_dir=tmp_path / "reports")
+        (case,) = build_cases(options)
+        return run_case(case, options, ArtifactCache(options.cache_dir))
+
+    record = run(uniform_noise(tmp_path / "model.onnx"), uniform_noise(tmp_path / "wide.onnx", high=2.0))
+    assert record["status"] == "failed" and record["localization"]["status"] == "unavailable"
+    assert "random operators: compared by distribution" in record["localization"]["message"]
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    record = run(_save([helper.make_node("Identity", ["x"], ["y"])], tmp_path / "identity.onnx"),
+                 _save([helper.make_node("Add", ["x", "one"], ["y"])], tmp_path / "shifted.onnx", (one,)))
+    assert record["status"] == "failed" and record["localization"]["status"] != "unavailable"
