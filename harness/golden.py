@@ -16,8 +16,9 @@ twin; stored outputs have no such twin and an unknown precision (ONNX's node
 tests write some by hand, to 4 digits). So a stored set is judged as ONNX's
 backend test judges its test-data folders: numpy.testing.assert_allclose's
 |got - stored| <= atol + rtol * |stored| at rtol 1e-3, atol 1e-7, for every
-numeric dtype (integers too, as assert_allclose does), NaN matching NaN
-position by position, dtypes equal. Tolerance fields given on the command
+numeric dtype (integers too, as assert_allclose does; a bfloat16 output at
+rtol 2**-6, two of its ulps, as that test does), NaN matching NaN position by
+position, dtypes equal. Tolerance fields given on the command
 line for an output (--atol, --rtol, ...) replace those fields of it, as they
 replace the case's. A case at a reduced precision (a hop or the runtime
 lowered the model) keeps its own tolerance: the stored outputs are the
@@ -48,6 +49,8 @@ from harness.tolerances import command_line_fields
 # What ONNX's backend test holds a test-data folder's outputs to (onnx.backend.test.case's
 # default rtol and atol, compared by numpy.testing.assert_allclose).
 STORED_SET_TOLERANCE = Tolerance(atol=1e-7, rtol=1e-3)
+# ...and a bfloat16 output to two of its ulps (Runner.assert_similar_outputs: rtol max(rtol, 2**-6)).
+STORED_BFLOAT16_RTOL = 2.0 ** -6
 
 RANDOM_STORED_SETS = ("stored sets of a graph with random operators are one draw each: compared by shape and dtype, "
                       "never elementwise")
@@ -58,7 +61,10 @@ def stored_set_tolerances(prepared: PreparedCase,
     """Each output's tolerance against its stored outputs (see the module docstring)."""
     if prepared.case.precision != "fp32":
         return dict(prepared.tolerances)
-    return {o.name: STORED_SET_TOLERANCE.merged(**command_line_fields(tolerance_overrides, o.name))
+    stored = stored_outputs(prepared.model, prepared.spec, prepared.golden[0][1]) if prepared.golden else []
+    bfloat16 = {o.name for o, array in zip(prepared.spec.outputs, stored) if np.asarray(array).dtype.name == "bfloat16"}
+    return {o.name: STORED_SET_TOLERANCE.merged(**{**({"rtol": STORED_BFLOAT16_RTOL} if o.name in bfloat16 else {}),
+                                                   **command_line_fields(tolerance_overrides, o.name)})
             for o in prepared.spec.outputs}
 
 

@@ -203,16 +203,16 @@ class Session:
             if index is None:   # an input OpenVINO dropped: no port takes it
                 continue
             # no cast: a wrong dtype is refused in bind; not ascontiguousarray, which makes a 0-d input 1-d
-            self.request.set_input_tensor(index, _tensor(np.asarray(array, order="C")))
+            self.request.set_input_tensor(index, tensor_of(np.asarray(array, order="C")))
         self.request.infer()
         # Copied out: the request reuses its output buffers on the next example.
-        return [_array(self.request.get_output_tensor(index)) for index in self._outputs]
+        return [array_of(self.request.get_output_tensor(index)) for index in self._outputs]
 
     def close(self) -> None:
         self.request = self.compiled = self.model = None
 
 
-def _tensor(array: np.ndarray):
+def tensor_of(array: np.ndarray):
     """An ov.Tensor of `array`; a bfloat16 one filled with its bits, as ov.Tensor
     takes no ml_dtypes array ("Unsupported data type: bfloat16")."""
     import openvino as ov
@@ -224,7 +224,7 @@ def _tensor(array: np.ndarray):
     return tensor
 
 
-def _array(tensor) -> np.ndarray:
+def array_of(tensor) -> np.ndarray:
     """A copy of an output tensor's data (the request reuses its buffers on the
     next example); a bf16 one as ml_dtypes' bfloat16."""
     import ml_dtypes
