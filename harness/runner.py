@@ -255,8 +255,11 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     unshrunk = exploration.failure_corner or not prepared.spec.inputs or case.random_ops
     shrunk = "failing input" if unshrunk else "shrunk failing input"
     record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
-    if prepared.warnings:  # the likely cause, found before the first example
-        record["message"] = "\n".join(w.message for w in prepared.warnings) + "\n" + record["message"]
+    # The likely cause, found before the first example; dims the harness bounded by default only where the
+    # converted model raised (at a size it may not take), never before an error of values.
+    causes = [w.message for w in prepared.warnings if w.kind != "default_bounds" or failure.error]
+    if causes:
+        record["message"] = "\n".join(causes) + "\n" + record["message"]
 
 
 def _add_localization(record: dict[str, Any], prepared: PreparedCase, exploration: Exploration,

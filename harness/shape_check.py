@@ -12,6 +12,7 @@ No framework is imported: the runtimes and converters hand in the dims.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import permutations
 from typing import Mapping, Sequence
@@ -28,7 +29,7 @@ class ShapeFinding:
     """One disagreement between a file's declared input shape and the spec."""
 
     tensor: str
-    kind: str          # "fixed_dim", "layout", "rank", "size"
+    kind: str          # "fixed_dim", "layout", "rank", "size", "default_bounds" (the spec's, not the file's)
     message: str       # what is wrong and the option or re-export that fixes it
     dim: str | None = None      # fixed_dim: the spec's symbolic dim the file fixes
     value: int | None = None    # fixed_dim: the size it is fixed to
@@ -73,7 +74,9 @@ def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared]
     --converted."""
     layouts_from = "--converted-layouts" if user_file else "the layouts its conversion recorded"
     findings: list[ShapeFinding] = []
-    for inp in inputs:
+    for position, inp in enumerate(inputs):
+        if inp.default_dims:
+            findings.append(ShapeFinding(inp.name, "default_bounds", _default_bounds_message(inp, position)))
         dims = declared.get(inp.name)
         if dims is None:
             continue
@@ -114,6 +117,22 @@ def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared]
                 findings.append(ShapeFinding(inp.name, "fixed_dim", _fixed_message(where, inp, shown, axis, want,
                                                                                   got, low, high), want, got))
     return findings
+
+
+def _default_bounds_message(inp: InputSpec, position: int) -> str:
+    """The warning for an input whose symbolic dims the harness bounded by
+    default, with the --input-spec that sets other bounds (by position where
+    --input-spec cannot write the input's name)."""
+    named = ", ".join(f"{dim} (axis {inp.shape.index(dim)})" for dim in inp.default_dims)
+    low, high = inp.dims[inp.default_dims[0]]
+    writable = re.fullmatch(r"[^:\[\]]+", inp.name)
+    shape = ",".join(f"{d}={inp.dims[d][0]}..{inp.dims[d][1]}" if isinstance(d, str) else str(d) for d in inp.shape)
+    option = f"--input-spec '{inp.name if writable else f'input{position}'}:{inp.dtype}[{shape}]'"
+    order = "" if writable else " (its name cannot be written there: give one --input-spec per input, in order)"
+    pronoun = "it" if len(inp.default_dims) == 1 else "them"
+    return (f"input {inp.name!r}: the file lets {named} vary and no --input-spec bounds {pronoun}, so the harness "
+            f"drew {pronoun} within {low}..{high}, its default; to check other sizes, pass {option} with the bounds "
+            f"your model takes{order}")
 
 
 def _fixed_message(where: str, inp: InputSpec, shown: str, axis: int, dim: str, got: int, low: int, high: int) -> str:

@@ -109,6 +109,8 @@ class InputSpec:
         sequence's tokens then zeros for its padding, every sequence at least one
         token long (a row of zeros is no sequence: models answer it with values
         that mean nothing, and eager and exported graphs differ there).
+    default_dims: the symbolic dims of `shape` whose bounds neither the model
+        nor the user gave, the harness's default: every case warns of them.
     """
 
     name: str
@@ -118,9 +120,11 @@ class InputSpec:
     layout: str | None = None
     domain: tuple[float, float] = (-4.0, 4.0)
     kind: str | None = None
+    default_dims: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "default_dims", tuple(self.default_dims))
         if self.kind not in INPUT_KINDS:
             raise SpecError(f"input {self.name!r}: unknown kind {self.kind!r}; known: {', '.join(map(str, INPUT_KINDS))}")
         if self.kind == "padding_mask" and (len(self.shape) != 2 or self.dtype not in INT_DTYPES):

@@ -365,3 +365,85 @@ def test_a_shape_finding_names_converted_layouts_only_for_a_converted_file(decla
                              user_file=True)
     assert "--converted-layouts" not in own.message and "the layouts its conversion recorded" in own.message
     assert "--converted-layouts" in users.message
+
+
+# ---------------------------------------------------------------- embeddings, masks, Reduce axes
+
+def _wrapped_embedding(path: Path, table: np.ndarray) -> Path:
+    """tf2onnx's Keras Embedding: ids < 0 wrapped by Less, Not, Cast, Mul and Add before the Gather."""
+    int32 = TensorProto.INT32
+    nodes = [helper.make_node("Add", ["ids", "rows"], ["wrapped"]),
+             helper.make_node("Cast", ["ids"], ["ids64"], to=INT64),
+             helper.make_node("Less", ["ids64", "zero"], ["negative"]),
+             helper.make_node("Not", ["negative"], ["kept"]),
+             helper.make_node("Cast", ["kept"], ["keep"], to=int32),
+             helper.make_node("Mul", ["ids", "keep"], ["as_given"]),
+             helper.make_node("Cast", ["negative"], ["wrap"], to=int32),
+             helper.make_node("Mul", ["wrap", "wrapped"], ["as_wrapped"]),
+             helper.make_node("Add", ["as_wrapped", "as_given"], ["index"]),
+             helper.make_node("Gather", ["table", "index"], ["y"])]
+    return _save(path, nodes, [_value("ids", ["batch", "sequence"], int32)], [_value("y", ["batch", "sequence", 4])],
+                 [_const("rows", np.int32(len(table))), _const("zero", np.int64(0)), _const("table", table)])
+
+
+def test_ids_through_tf2onnx_s_negative_id_wrap_are_drawn_over_every_embedding_row(tmp_path):
+    """Drawn from -4..4 before, the ids reached rows 0..4 and (wrapped) 46..49 only: a converted file with
+    rows 5..45 scaled by 1.05 passed. Now the ids span the table and it fails; the file itself passes."""
+    table = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    path = _wrapped_embedding(tmp_path / "embedding.onnx", table)
+    assert _domains(path) == {"ids": (0.0, 49.0)}
+    scaled = table.copy()
+    scaled[5:46] *= np.float32(1.05)
+    twin = _wrapped_embedding(tmp_path / "converted" / "embedding.onnx", scaled)
+    assert _run(_options(path, tmp_path, converted=twin), tmp_path)["status"] == "failed"
+    record = _run(_options(path, tmp_path / "ok", converted=path), tmp_path / "ok")
+    assert record["status"] == "passed", record["message"]
+
+
+def test_an_integer_input_reaching_a_gather_through_another_input_is_not_bounded_by_its_rows(tmp_path):
+    """The benign twin: ids added to a second input before the Gather bound nothing (their sum does)."""
+    nodes = [helper.make_node("Add", ["ids", "offset"], ["index"]),
+             helper.make_node("Gather", ["table", "index"], ["y"])]
+    path = _save(tmp_path / "m.onnx", nodes, [_value("ids", [3], INT64), _value("offset", [3], INT64)],
+                 [_value("y", [3, 2])], [_const("table", np.zeros((50, 2), np.float32))])
+    assert _domains(path) == {"ids": (-4.0, 4.0), "offset": (-4.0, 4.0)}
+
+
+def _masked(path: Path, mask_name: str) -> Path:
+    nodes = [helper.make_node("Cast", [mask_name], ["m"], to=FLOAT), helper.make_node("Mul", ["x", "m"], ["y"])]
+    return _save(path, nodes, [_value("x", [2, 5]), _value(mask_name, [2, 5], INT64)], [_value("y", [2, 5])])
+
+
+@pytest.mark.parametrize("name, domain", [("attention_mask", (0.0, 1.0)), ("padding_mask", (0.0, 1.0)),
+                                          ("mask", (0.0, 1.0)), ("masks_count", (-4.0, 4.0)),
+                                          ("token_type_ids", (-4.0, 4.0))])
+def test_an_integer_input_named_as_a_mask_is_drawn_from_0_and_1(tmp_path, name, domain):
+    """BERT's attention_mask was drawn from -4..4: no mask a tokenizer makes. Other names keep the default."""
+    assert _domains(_masked(tmp_path / "m.onnx", name))[name] == domain
+
+
+def test_a_mask_the_graph_bounds_keeps_the_graph_s_bound(tmp_path):
+    path = _save(tmp_path / "m.onnx", [helper.make_node("Gather", ["table", "attention_mask"], ["y"])],
+                 [_value("attention_mask", [3], INT64)], [_value("y", [3, 2])],
+                 [_const("table", np.zeros((3, 2), np.float32))])
+    assert _domains(path) == {"attention_mask": (-3.0, 2.0)}
+
+
+def _reduce(path: Path, op: str) -> Path:
+    return _save(path, [helper.make_node(op, ["data", "axes"], ["y"], keepdims=1)],
+                 [_value("data", [3, 2, 2]), _value("axes", [1], INT64)], [_value("y", [None, None, None])])
+
+
+def test_a_reduce_axes_input_is_drawn_within_the_rank_and_the_case_passes(tmp_path):
+    """Drawn from -4..4 before, a rank-3 reduce's axes reached -4 and 3 ("axes out of range")."""
+    path = _reduce(tmp_path / "reduce.onnx", "ReduceSum")
+    assert _domains(path)["axes"] == (-3.0, 2.0)
+    _every_draw_runs(path, _spec(path))
+    record = _run(_options(path, tmp_path), tmp_path)
+    assert record["status"] == "passed", record["message"]
+
+
+def test_a_converted_reduce_of_another_kind_still_fails(tmp_path):
+    path = _reduce(tmp_path / "reduce.onnx", "ReduceSum")
+    wrong = _reduce(tmp_path / "converted" / "reduce.onnx", "ReduceMax")
+    assert _run(_options(path, tmp_path, converted=wrong), tmp_path)["status"] == "failed"

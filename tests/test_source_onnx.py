@@ -22,12 +22,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness import matrix
+from harness.cache import ArtifactCache
 from harness.compare import compare_outputs
 from harness.errors import CaseError
 from harness.inputs import example_recipe
 from harness.inputs import make_inputs
 from harness.options import OptionError, RunOptions, parse_input_spec
+from harness.runner import run_case
 from harness.runtimes import onnxruntime as ort_runtime
+from harness.shape_check import input_findings
 from harness.sources import onnx as onnx_source
 from harness.specs import ModelSpec, SpecError
 from harness.tolerances import default_tolerance
@@ -192,22 +195,55 @@ def test_an_onnx_file_runs_end_to_end_on_the_empty_path(exported, tmp_path):
 
 # ---------------------------------------------------------------- the spec from the file
 
-def test_a_symbolic_dim_without_bounds_is_an_error_that_shows_the_option(tmp_path):
+def _default_bounds_warnings(inputs) -> list[str]:
+    """What every case of these inputs warns of their default bounds (the engine's shape findings)."""
+    return [f.message for f in input_findings(inputs, {}, {}, "the converted file") if f.kind == "default_bounds"]
+
+
+def test_a_symbolic_dim_without_bounds_is_bounded_by_default_and_warned_of_with_the_option(tmp_path):
+    """Once refused until --input-spec bounded it; now drawn within 1..4, each such dim named in a
+    warning whose --input-spec, given back, bounds it as the user says."""
     path = _save(tmp_path / "m.onnx", [helper.make_node("Add", ["image", "bias"], ["y"])],
                  [_value("image", ["batch", 3, None]), _value("bias", [1, 3, 1])], [_value("y", ["batch", 3, None])])
-    with pytest.raises(SpecError) as caught:
-        onnx_source.spec_from_file(path)
-    message = str(caught.value)
-    assert str(path) in message
-    assert "'image' dim 0 ('batch')" in message and "'image' dim 2 (unknown size)" in message
-    assert "--input-spec 'image:float32[batch=1..4,3,image_dim2=1..4]'" in message
-    assert "bias" not in message  # fixed dims need nothing
-    option = re.search(r"--input-spec '([^']+)'", message)[1]
+    inputs, outputs = onnx_source.spec_from_file(path)
+    assert [(i.shape, i.dims, i.default_dims) for i in inputs] == [
+        (("batch", 3, "image_dim2"), {"batch": (1, 4), "image_dim2": (1, 4)}, ("batch", "image_dim2")),
+        ((1, 3, 1), {}, ())]
+    [message] = _default_bounds_warnings(inputs)   # fixed dims need nothing: no word of 'bias'
+    assert message == ("input 'image': the file lets batch (axis 0), image_dim2 (axis 2) vary and no --input-spec "
+                       "bounds them, so the harness drew them within 1..4, its default; to check other sizes, pass "
+                       "--input-spec 'image:float32[batch=1..4,3,image_dim2=1..4]' with the bounds your model takes")
+    option = re.search(r"--input-spec '([^']+)'", message)[1].replace("1..4,3", "2..6,3")
     inputs, outputs = onnx_source.spec_from_file(path, [parse_input_spec(option)])
-    assert [i.shape for i in inputs] == [("batch", 3, "image_dim2"), (1, 3, 1)] and outputs == ("y",)
-    # the same through the matrix: an error case, not the torch loader's "pickled Python objects"
-    [(_, spec, error)] = matrix.resolve_models(RunOptions(models=(str(path),)))
-    assert spec is None and "--input-spec 'image:float32[batch=1..4,3,image_dim2=1..4]'" in error
+    assert [(i.dims, i.default_dims) for i in inputs] == [({"batch": (2, 6), "image_dim2": (1, 4)}, ()), ({}, ())]
+    assert _default_bounds_warnings(inputs) == [] and outputs == ("y",)
+
+
+def test_a_case_with_default_bounds_passes_and_its_record_carries_the_warning(tmp_path):
+    path = _relu(tmp_path / "m.onnx", shape=("batch", 3))
+    options = RunOptions(models=(str(path),), targets=("onnxruntime",), devices=("cpu",), use_cache=False,
+                         examples=5, reports_dir=tmp_path / "reports")
+    [case] = matrix.build_cases(options)
+    record = run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    assert record["status"] == "passed", record["message"]
+    assert [(w["tensor"], w["kind"]) for w in record["warnings"]] == [("x", "default_bounds")]
+    assert "--input-spec 'x:float32[batch=1..4,3]'" in record["warnings"][0]["message"]
+
+
+def test_a_model_that_rejects_the_default_bounds_is_told_to_give_input_spec(tmp_path):
+    """A graph that takes a batch of 2 only (a Reshape to a fixed shape): the check that runs the original
+    on spec-built inputs says so, naming --input-spec, and the bounds it asks for, given, make it pass."""
+    path = _save(tmp_path / "m.onnx", [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                 [_value("x", ["batch", 3])], [_value("y", [6])],
+                 [numpy_helper.from_array(np.array([6], np.int64), "shape")])
+    options = RunOptions(models=(str(path),), targets=("onnxruntime",), devices=("cpu",), use_cache=False,
+                         examples=5, reports_dir=tmp_path / "reports")
+    [case] = matrix.build_cases(options)
+    record = run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    assert record["status"] == "error" and "--input-spec" in record["message"], record["message"]
+    options = replace(options, input_specs=(parse_input_spec("x:float32[batch=2..2,3]"),))
+    [case] = matrix.build_cases(options)
+    assert run_case(case, options, ArtifactCache(tmp_path / "cache"))["status"] == "passed"
 
 
 def test_bounds_for_a_dim_the_file_names_twice_are_given_once(tmp_path):
@@ -239,8 +275,9 @@ def test_an_input_spec_for_no_input_of_the_file_is_the_run_s_option_error(tmp_pa
 def test_an_input_name_input_spec_cannot_write_is_given_by_position(tmp_path):
     path = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x:0"], ["y:0"])],
                  [_value("x:0", ["N", 2])], [_value("y:0", ["N", 2])])
-    with pytest.raises(SpecError, match=re.escape("--input-spec 'input0:float32[N=1..4,2]'")):
-        onnx_source.spec_from_file(path)
+    [message] = _default_bounds_warnings(onnx_source.spec_from_file(path)[0])
+    assert "--input-spec 'input0:float32[N=1..4,2]' with the bounds your model takes (its name cannot be written" \
+        in message
     spec, model = _loaded(path, "input0:float32[N=1..4,2]")
     assert model.feeds == ("x:0",) and spec.inputs[0].name == "input0"
     [y] = onnx_source.run(model, [np.array([[-1, 2]], np.float32)], "cpu")

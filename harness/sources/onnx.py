@@ -6,11 +6,12 @@ named or found in its folder, never a file of another name beside them).
 onnx and onnxruntime are imported inside the functions, never at module level.
 
 The spec comes from the file (`spec_from_file`): it declares its inputs' names,
-element types and shapes. A symbolic or unknown dim needs bounds, from
-`--input-spec`; without them the error names each such dim and shows the
-option to pass. Values are drawn from the domain the graph implies for each
-input (`onnx_domains`: indices within the dim they index, Log's positive, ...),
-else from its stored inputs' range; an --input-spec's range overrides both.
+element types and shapes. A symbolic or unknown dim takes its bounds from
+`--input-spec`; without them it is bounded by default (DEFAULT_BOUNDS), and
+every case warns of it with the --input-spec that widens it. Values are
+drawn from the domain the graph implies for each input (`onnx_domains`:
+indices within the dim they index, Log's positive, ...), else from its
+stored inputs' range; an --input-spec's range overrides both.
 
 The reference is ONNX Runtime's CPU provider with every graph optimization
 disabled (ORT_DISABLE_ALL), one session per model: the kernels as the file
@@ -68,7 +69,9 @@ GOLDEN_TENSOR = re.compile(r"^(input|output)_(\d+)\.pb$")
 REFERENCE = {"device": "cpu", "providers": ["CPUExecutionProvider"], "graph_optimization_level": "disable"}
 # InputSpec's own default range: an --input-spec that leaves it is one that gives no range.
 DEFAULT_DOMAIN = InputSpec.__dataclass_fields__["domain"].default
-SUGGESTED_BOUNDS = (1, 4)                  # shown in the --input-spec an error suggests; the user chooses
+# A symbolic dim no --input-spec bounds: small enough for any model's memory, and more than 1, so that a
+# batch or a sequence of one cannot hide a bug along that axis. Each case warns of it (shape_check).
+DEFAULT_BOUNDS = (1, 4)
 
 _DTYPES = {1: "float32", 11: "float64", 10: "float16", 16: "bfloat16", 3: "int8", 2: "uint8",
            5: "int16", 4: "uint16", 6: "int32", 12: "uint32", 7: "int64", 13: "uint64",
@@ -365,8 +368,9 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
     fixes stays fixed (at 0 too: an empty input, made like any other); a symbolic or unknown one takes its bounds from
     `input_specs` (--input-spec: for the same input, by name, or by position
     when no name matches and there is one per input; a symbolic dim of another
-    input that the file names alike takes the same bounds). SpecError where
-    bounds are missing, showing the --input-spec to pass. Each input's value
+    input that the file names alike takes the same bounds), else DEFAULT_BOUNDS,
+    named in the input's `default_dims`. SpecError for an input that declares
+    no shape at all. Each input's value
     domain is the one its --input-spec gives, else the one the graph implies
     (`onnx_domains`), else its stored inputs' range, else the default."""
     try:
@@ -380,7 +384,7 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
     given = _given_specs(file, declared, input_specs)
     implied, stored = onnx_domains.implied_domains(proto), _stored_ranges(Path(path))
     bounds = _bounds_by_file_name(declared, given)
-    inputs, unbounded = [], []
+    inputs, defaulted = [], set()
     for value in declared:
         if value.name in given:
             spec = given[value.name]
@@ -393,28 +397,28 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
         if dims is None:
             raise SpecError(f"ONNX file {file}: input {value.name!r} declares no shape (not even its rank): give it "
                             f"whole with --input-spec, e.g. --input-spec '{value.name}:{dtype}[N=1..4,16]'")
-        shape, dim_bounds, needs = [], {}, []
+        shape, dim_bounds = [], {}
         for axis, dim in enumerate(dims):
             if isinstance(dim, int):
                 shape.append(dim)
-            elif dim is not None and dim in bounds:
-                shape.append(bounds[dim][0])
-                dim_bounds[bounds[dim][0]] = bounds[dim][1]
-            else:
-                needs.append(axis)
-                shape.append(None)
-        if needs:
-            unbounded.append((value.name, dtype, dims, needs))
-            continue
+                continue
+            key = dim if dim is not None else f"{value.name}/{axis}"   # an unknown dim is its own, a named one shared
+            if key not in bounds:
+                spec_dim = _identifier(dim if dim is not None else f"{value.name}_dim{axis}",
+                                       {d for d, _ in bounds.values()})
+                bounds[key] = (spec_dim, DEFAULT_BOUNDS)
+                defaulted.add(spec_dim)
+            spec_dim, dim_range = bounds[key]
+            shape.append(spec_dim)
+            dim_bounds[spec_dim] = dim_range
         # unsigned inputs are drawn from 0 up; others from InputSpec's default range, unless the file implies one
         domain = onnx_domains.domain_for(dtype, (0.0, 4.0) if dtype.startswith("uint") else DEFAULT_DOMAIN,
                                          implied.get(value.name), stored.get(value.name))
         try:
-            inputs.append(InputSpec(value.name, tuple(shape), dims=dim_bounds, dtype=dtype, domain=domain))
+            inputs.append(InputSpec(value.name, tuple(shape), dims=dim_bounds, dtype=dtype, domain=domain,
+                                    default_dims=tuple(d for d in dict.fromkeys(shape) if d in defaulted)))
         except SpecError as error:
             raise SpecError(f"ONNX file {file}: {error}") from None
-    if unbounded:
-        raise SpecError(_bounds_needed(file, unbounded, [v.name for v in declared]))
     outputs = tuple(o.name for o in proto.graph.output)
     unknown = [name for name in output_names if name not in outputs]
     if unknown:
@@ -804,33 +808,6 @@ def _bounds_by_file_name(declared: Sequence[Any],
             if dim.dim_param and isinstance(mine, str):
                 found.setdefault(dim.dim_param, (mine, tuple(spec.dims[mine])))
     return found
-
-
-def _bounds_needed(file: Path, unbounded: list[tuple[str, str, list, list[int]]], names: Sequence[str]) -> str:
-    """The error for inputs with dims that need bounds: each dim, and the
-    --input-spec options to pass, with the file's names and dtypes."""
-    identifiers: dict[str, str] = {}
-    listed, options, by_position = [], [], False
-    for name, dtype, dims, needs in unbounded:
-        written = []
-        for axis, dim in enumerate(dims):
-            if axis not in needs:
-                written.append(str(dim))
-                continue
-            key = dim if dim is not None else f"{name}/{axis}"
-            label = identifiers.setdefault(key, _identifier(dim if dim is not None else f"{name}_dim{axis}",
-                                                            set(identifiers.values())))
-            written.append(f"{label}={SUGGESTED_BOUNDS[0]}..{SUGGESTED_BOUNDS[1]}")
-            listed.append(f"{name!r} dim {axis} ({repr(dim) if dim is not None else 'unknown size'})")
-        spec_name = name
-        if not re.fullmatch(r"[^:\[\]]+", name):  # what --input-spec can write as a name
-            spec_name, by_position = f"input{names.index(name)}", True
-        options.append(f"--input-spec '{spec_name}:{dtype}[{','.join(written)}]'")
-    note = (" (an input whose name --input-spec cannot write is given by position: then give one --input-spec "
-            "per input, in the file's order)") if by_position else ""
-    return (f"ONNX file {file} lets these input dims vary, and the harness needs bounds for each: "
-            f"{'; '.join(listed)}. Pass\n  {' '.join(options)}\nwith the bounds your model takes in place of "
-            f"{SUGGESTED_BOUNDS[0]}..{SUGGESTED_BOUNDS[1]}{note}")
 
 
 def _identifier(text: str, taken: set[str]) -> str:

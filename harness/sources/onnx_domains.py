@@ -12,12 +12,22 @@ each constrained operand it reaches bounds its domain:
   ScatterND, OneHot's indices) within the static dim they index, negative
   ones included where the op's opset allows them;
 - OneHot's depth and TopK's k at least 1 (k at most the dim it picks from),
-  Slice's starts and ends within the dims they slice;
+  Slice's starts and ends within the dims they slice, a Reduce op's axes
+  within the rank of the data it reduces;
 - Log, Pow's base (unless its exponent is a constant of whole numbers >= 0)
   positive; Sqrt non-negative; Acos, Asin within [-1, 1], Atanh within
   (-1, 1), Acosh at least 1; Dropout's ratio in [0, 1); Loop's trip count at
   least 0; the scales of QuantizeLinear, DequantizeLinear, QLinearMatMul and
   QLinearConv positive.
+
+An integer input that becomes a Gather's indices only through elementwise
+ops on itself and constants which hand the ids 0..rows-1 on unchanged (run
+on them in onnx.reference: tf2onnx's Keras Embedding wraps negative ids by
+Less, Not, Cast, Mul and Add, or Where, before its Gather; an offset added
+is no such op) is bounded by the rows of the table, from 0: the ids an
+embedding takes. An integer input named
+as an attention mask (attention_mask, mask, *_mask) that nothing else bounds
+is drawn from {0, 1}, as tokenizers make masks.
 
 An operand whose bound needs a dim the file leaves symbolic, or a constant it
 does not hold, implies nothing. Only the main graph is read: a subgraph's
@@ -28,6 +38,7 @@ an input that nothing bounds takes their range. onnx is imported lazily.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterable, Mapping
@@ -43,6 +54,11 @@ VALUE_PRESERVING = ("Identity", "Cast", "CastLike", "Reshape", "Squeeze", "Unsqu
                     "Expand")
 # The opset from which the index operands of these ops may count from the end (-dim..dim-1).
 NEGATIVE_INDICES_SINCE = 11
+# Elementwise ops through which an integer input's values still decide a Gather's indices (see the docstring).
+INDEX_ARITHMETIC = ("Add", "Sub", "Mul", "Neg", "Abs", "Mod", "Where", "Less", "LessOrEqual", "Greater",
+                    "GreaterOrEqual", "Equal", "Not", "And", "Or", "Max", "Min", "Clip")
+# An input named so holds an attention mask: 1 for a token to attend to, 0 for one to leave out.
+MASK_NAME = re.compile(r"^(.*_)?mask$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,10 @@ def implied_domains(proto: Any) -> dict[str, ImpliedDomain]:
             bound = graph.bound(node, operand)
             if bound is not None:
                 domain = bound if domain is None else domain.narrowed(bound)
+        if domain is None and value.type.tensor_type.elem_type in _INTEGER_TYPES:
+            domain = graph.embedding_ids(value.name)
+            if domain is None and MASK_NAME.match(value.name):
+                domain = ImpliedDomain(0, 1)
         if domain is not None and not domain.empty:   # ops that disagree: the file's own conflict, not ours to pick
             found[value.name] = domain
     return found
@@ -163,6 +183,53 @@ class _Graph:
                     reached.append((node, operand))
         return reached
 
+    def embedding_ids(self, name: str) -> ImpliedDomain | None:
+        """0..rows-1 of the smallest table whose Gather indices integer input
+        `name` decides through INDEX_ARITHMETIC on itself and constants, where
+        those ops, run on the ids 0..rows-1, hand them on unchanged (a wrap of
+        negative ids; an offset added is no wrap). None otherwise."""
+        derived, chain = {name}, []
+        for node in self.proto.graph.node:   # in the graph's (topological) order
+            values = node.input[:1] if node.op_type in VALUE_PRESERVING else node.input
+            if (node.op_type in VALUE_PRESERVING + INDEX_ARITHMETIC and any(i in derived for i in values)
+                    and all(i in derived or i in self.tensors or not i for i in values)):
+                derived.update(node.output)
+                chain.append(node)
+        gathers = [node for node in self.proto.graph.node
+                   if node.op_type == "Gather" and node.input[1] in derived and node.input[1] != name]
+        rows = [self._dim(node.input[0], _attribute(node, "axis", 0)) for node in gathers]
+        if not rows or None in rows:
+            return None
+        ids = np.arange(min(rows))
+        indices = self._run_chain(chain, name, ids, [node.input[1] for node in gathers])
+        if indices is None or not all(np.array_equal(np.ravel(i), ids) for i in indices):
+            return None
+        return ImpliedDomain(0, len(ids) - 1)
+
+    def _run_chain(self, chain: list[Any], name: str, ids: np.ndarray,
+                   outputs: list[str]) -> list[np.ndarray] | None:
+        """`outputs` of the ops in `chain` fed `ids` as input `name` (laid along
+        its last axis), in onnx.reference; None where they cannot run so."""
+        from onnx import helper, numpy_helper
+        from onnx.reference import ReferenceEvaluator
+
+        tensor_type = next(v for v in self.proto.graph.input if v.name == name).type.tensor_type
+        rank = len(tensor_type.shape.dim)
+        if not rank:
+            return None
+        fed = ids.reshape([1] * (rank - 1) + [-1]).astype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        constants = sorted({i for node in chain for i in node.input if i in self.tensors})
+        wanted = list(dict.fromkeys(outputs))
+        graph = helper.make_graph(chain, "ids", [helper.make_tensor_value_info(name, tensor_type.elem_type, None)],
+                                  [helper.make_empty_tensor_value_info(o) for o in wanted],
+                                  [numpy_helper.from_array(self.constant(i), i) for i in constants])
+        try:
+            evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=self.proto.opset_import))
+            found = dict(zip(wanted, evaluator.run(None, {name: fed})))
+        except Exception:   # ops onnx.reference cannot run on these ids (a Reshape to a fixed shape): no bound
+            return None
+        return [found[o] for o in outputs]
+
     def bound(self, node: Any, operand: int) -> ImpliedDomain | None:
         op = node.op_type
         if op in ("Gather", "GatherElements", "Scatter", "ScatterElements") and operand == 1:
@@ -181,6 +248,9 @@ class _Graph:
             return ImpliedDomain(1, self._dim(node.input[0], _attribute(node, "axis", -1)))
         if op == "Slice" and operand in (1, 2):
             return self._slice(node, operand)
+        if op.startswith("Reduce") and operand == 1:   # axes, an input from ReduceSum(13) and the others' 18
+            rank = len(self.dims.get(node.input[0]) or ())
+            return ImpliedDomain(-rank, rank - 1) if rank else None
         return _VALUE_BOUNDS.get((op, operand)) if op != "Pow" else self._pow_base(node, operand)
 
     def _index(self, node: Any, dims: list[int | None]) -> ImpliedDomain | None:
@@ -236,6 +306,10 @@ _VALUE_BOUNDS = {
                             ("QLinearConv", (1, 4, 6)))
        for operand in operands},
 }
+
+
+# onnx.TensorProto's integer element types (bool is not one: its domain is {0, 1} already).
+_INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)
 
 
 def _attribute(node: Any, name: str, default: int) -> int:
