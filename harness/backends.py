@@ -26,7 +26,10 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   `NEEDS_ISOLATION`, `PRECISIONS` (what it can lower an fp32 artifact to by
   its own settings, of `options.PRECISIONS`; ("fp32",) where absent),
   `missing_precision(device, precision)` (a skip reason where the device
-  cannot compute in a precision the runtime declares, or None) and
+  cannot compute in a precision the runtime declares, or None),
+  `COMPUTES` ({(device, precision): the type it computes a file of that
+  precision in, where wider than the file's: ONNX Runtime's CPU provider runs
+  an fp16 file's ops in float32}) and
   `SHAPE_PROFILE` (True: the Session is also given `profile=`, each input's
   (min, opt, max) shape from `shape_profile.shape_profile`, for an engine
   built for a range of shapes) and `ELEMENT_TYPES` (the tensor element types,
@@ -196,6 +199,13 @@ def runtime_formats(name: str) -> tuple[str, ...]:
 def runtime_precisions(name: str) -> tuple[str, ...]:
     """The precisions runtime `name` computes in: its PRECISIONS, fp32 alone where it declares none."""
     return tuple(getattr(runtime(name), "PRECISIONS", ("fp32",)))
+
+
+def runtime_computes(name: str) -> dict[tuple[str, str], str]:
+    """What runtime `name` computes a file of a reduced precision in, where
+    wider than the file's types, by (device, precision): its COMPUTES, none
+    declared where absent (file_precision.py checks such files in their own types)."""
+    return dict(getattr(runtime(name), "COMPUTES", {}))
 
 
 def element_types(kind: str, name: str) -> tuple[str, ...] | None:

@@ -13,19 +13,32 @@ bytes on every machine and its settings enter the converted file's cache key.
 The hypothesis search that checks the quantized model then draws from every
 distribution: a model calibrated on one kind of input is checked on others.
 
+`--calibration=PATH` gives the user's own feed instead, in any form
+`--parity-inputs` reads (harness/user_inputs.py: a `.npz` named by input, with
+or without a leading example axis, a folder of them, ...), in the spec's
+layouts. It is checked against the spec (names, dtypes, shapes within the
+dims' bounds, layout) by the same reader before a quantizer sees it, and its
+sha256 is in the settings, so a changed file is another cache key.
+
 No framework is imported here.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from harness.errors import CaseError
 from harness.layouts import relaid
-from harness.options import OptionError
+from harness.model_file import file_sha256, folder_sha256, not_a_file
+from harness.options import DEFAULT_MAX_TENSOR_MB, OptionError
 from harness.specs import DISTRIBUTIONS, ModelSpec
+from harness.user_inputs import OPTION as USER_INPUTS_OPTION
+from harness.user_inputs import load_user_inputs
 
 # 32 samples: the zoo's int8 errors moved by under 10% between 32 and 128
 # samples (the README's precision table), at a quarter of the calibration time.
@@ -35,11 +48,17 @@ MAX_SAMPLES = 4096
 
 @dataclass(frozen=True)
 class Calibration:
-    """How the feed is made: `distribution` None takes the spec's own."""
+    """How the feed is made: `distribution` None takes the spec's own. `file`:
+    the user's feed (`--calibration=PATH`), of which the first `samples`
+    examples are taken (every one, up to MAX_SAMPLES, as parsed); `sha256`: its
+    bytes' digest, which puts its content in the converted file's cache key
+    and provenance."""
 
     distribution: str | None = None
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
+    file: str | None = None
+    sha256: str | None = None
 
     def for_spec(self, spec: ModelSpec) -> "Calibration":
         """These settings with the distribution decided: the spec's where none was given."""
@@ -50,9 +69,18 @@ class Calibration:
 
 
 def parse_calibration(text: str | None) -> Calibration:
-    """`--calibration DIST[:SAMPLES[:SEED]]` (e.g. `uniform:64`); None or '' is the default."""
+    """`--calibration DIST[:SAMPLES[:SEED]]` (e.g. `uniform:64`) or `--calibration PATH`
+    (what --parity-inputs reads: `_user_feed`); None or '' is the default."""
     if not text:
         return Calibration()
+    # a distribution's name never holds a separator nor ends in .npz
+    if "/" in text or os.sep in text or text.endswith(".npz") or Path(text).is_dir():
+        path = Path(text).expanduser()
+        if not path.is_file() and not path.is_dir():
+            raise OptionError(f"--calibration {text} {not_a_file(path)}: give an .npz of arrays named by input, "
+                              "or a folder of them (what --parity-inputs reads)")
+        return Calibration(samples=MAX_SAMPLES, file=str(path.resolve()),
+                           sha256=folder_sha256(path) if path.is_dir() else file_sha256(path))
     parts = text.split(":")
     if len(parts) > 3:
         raise OptionError(f"--calibration {text}: expected DIST[:SAMPLES[:SEED]], e.g. normal:32")
@@ -81,6 +109,9 @@ def calibration_inputs(spec: ModelSpec, calibration: Calibration,
                                 make_inputs)                                  # feed is made
 
     settings = calibration.for_spec(spec)
+    if settings.file:
+        return [{i.name: relaid(example[i.name], i.layout, layouts.get(i.name, i.layout)) for i in spec.inputs}
+                for example in _user_feed(spec, settings)]
     dims = example_recipe(spec).dims
     feed = []
     for index in range(settings.samples):
@@ -99,6 +130,25 @@ def describe(spec: ModelSpec, calibration: Calibration) -> dict[str, Any]:
     from harness.inputs import example_recipe
 
     settings = calibration.for_spec(spec)
+    if settings.file:
+        feed = _user_feed(spec, settings)
+        return {**settings.to_json(), "samples": len(feed),
+                "shapes": {i.name: list(feed[0][i.name].shape) for i in spec.inputs},
+                "source": f"the file {settings.file}"}
     dims = example_recipe(spec).dims
     return {**settings.to_json(), "shapes": {i.name: list(i.example_shape(dims)) for i in spec.inputs},
             "source": "generated from the input spec"}
+
+
+def _user_feed(spec: ModelSpec, settings: Calibration) -> list[dict[str, np.ndarray]]:
+    """The first `settings.samples` examples of the user's feed, in the spec's
+    layouts, read and held to the spec as --parity-inputs' are."""
+    try:
+        # a hop is given the calibration settings, not the run's options nor its source: the tensor budget's
+        # default, and test_data_set folders taken in the spec's layouts
+        loaded = load_user_inputs(settings.file, spec, {i.name: i.layout for i in spec.inputs},
+                                  DEFAULT_MAX_TENSOR_MB)
+    except CaseError as error:
+        # one reader for both options; its messages start with the option they name
+        raise CaseError("inputs", error.message.replace(USER_INPUTS_OPTION, "--calibration", 1)) from None
+    return [example.inputs for example in loaded.examples[:settings.samples]]

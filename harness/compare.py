@@ -63,6 +63,9 @@ class OutputComparison:
     # What passed it: "tolerance" (elementwise), "noise" (within its noise multiple of
     # the source's own float32 error: set by the engine, which holds the float64 twin).
     accepted_by: str | None = None
+    # At a reduced precision, this output's error beside a standard build's on the same example, and
+    # that verdict (set by the engine, which runs the build: harness/precision_floor.py); None elsewhere.
+    floor: dict[str, Any] | None = None
     # Counts of the per-element error over tolerance in log-decade bins (see
     # HISTOGRAM_EDGES); computed on every `sampled`-th element of a large output.
     error_histogram: dict[str, Any] | None = None

@@ -20,10 +20,13 @@ from harness.cache import ArtifactCache, release_private_copies
 from harness.calibration import Calibration, calibration_inputs, parse_calibration
 from harness.compare import OutputComparison, compare_distributions, compare_outputs
 from harness.errors import CaseError, summarize_exception
+from harness.file_precision import computed_in
 from harness.inputs import check_tensor_budget, example_recipe, make_inputs
 from harness.layouts import relaid
 from harness.matrix import CONVERTED, Case
 from harness.paths import RUNTIME
+from harness.precision_floor import (FLOOR_DEVICE, FLOOR_MULTIPLE, FLOOR_TARGET, FloorBuild, floor_case, judge,
+                                     why_no_floor)
 from harness.random_ops import random_ops
 from harness.model_file import require_file
 from harness.options import RunOptions
@@ -31,6 +34,7 @@ from harness.shape_check import ShapeFinding, input_findings
 from harness.shape_profile import shape_profile
 from harness.specs import DISTRIBUTIONS, ModelSpec, Tolerance
 from harness.tolerances import resolve_tolerance
+from harness.user_inputs import UserInputs, load_user_inputs
 
 
 @dataclass
@@ -67,6 +71,11 @@ class PreparedCase:
     # Why the reference cannot run the spec's inputs (it cannot load the model, or rejects them): set only
     # where golden sets exist to judge the target without it; otherwise that is the case's error.
     reference_error: CaseError | None = None
+    # The user's own examples (--parity-inputs), checked against the spec as they loaded: run before the drawn ones.
+    user_inputs: UserInputs | None = None
+    # At a reduced precision, a standard build of the same model that the artifact's error is held
+    # against (harness/precision_floor.py); None where none is built (provenance["floor"] says why).
+    floor: FloorBuild | None = None
 
 
 @dataclass
@@ -108,6 +117,9 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     # The cache's private copies of the case before, whose runtime loaded them (cases run one at a time).
     release_private_copies()
     check_tensor_budget(spec, options.max_tensor_mb)   # before any model is built or tensor made
+    # the user's examples are refused, if they do not fit the spec, before any model is built too
+    user_inputs = (load_user_inputs(options.parity_inputs, spec, spec.source_layouts(case.source)[0],
+                                    options.max_tensor_mb) if options.parity_inputs else None)
     source = backends.source(case.source)
     runtime = backends.runtime(case.target)
     timings: dict[str, float] = {}
@@ -139,6 +151,10 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     artifact_path, provenance, cache_hit, files = _artifact(case, options, cache, source, model, spec, example)
     timings["convert_s"] = time.perf_counter() - start
     provenance["cache_hit"] = cache_hit
+    start = time.perf_counter()
+    floor, floor_provenance = _precision_floor(case, options, cache, source, model, spec, example)
+    if floor_provenance is not None:   # its build (a cache hit after the first) and its load
+        timings["floor_build_s"] = time.perf_counter() - start
     found = _random_ops_found(case, source, model, example, reference if reference_error is None else None,
                               provenance, files)
     if found:   # compared by distribution, never elementwise (explore.py), as an ONNX original holding them is
@@ -173,6 +189,10 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         provenance["reference"]["runs_in"] = source.reference_status(model)
     if reference_error is not None:
         provenance["reference"]["unavailable"] = reference_error.message
+    if computed_in(case):   # the target computes the file wider than its types (file_precision.py)
+        provenance["precision"]["computed_in"] = computed_in(case)
+    if floor_provenance is not None:
+        provenance["floor"] = floor_provenance
     versions = {**source.versions(), **runtime.versions()}
     if "versions" in provenance:
         versions.update(provenance["versions"])
@@ -191,16 +211,16 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         # a user's int8 file: checked on what it is deployed for, as the spec or --calibration says
         calibrated_on = parse_calibration(options.calibration).for_spec(spec).distribution
     output_ranges = {}
-    if reference_error is None and any(t.atol_by_range for t in tolerances.values()):
+    if reference_error is None and (floor is not None or any(t.atol_by_range for t in tolerances.values())):
         output_ranges = _output_ranges(source, model, spec, parse_calibration(options.calibration), source_in,
-                                       case.reference_device)
+                                       case.reference_device, floor)
         provenance["output_ranges"] = {**output_ranges, "samples": RANGE_SAMPLES}
     return PreparedCase(
         case=case, spec=spec, source=source, model=model, model64=model64, session=session,
         tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
         source_layouts=(source_in, source_out), artifact_layouts=artifact_layouts, warnings=warnings,
         distributions=(calibrated_on,) if calibrated_on else DISTRIBUTIONS, output_ranges=output_ranges,
-        files=files, golden=golden, reference_error=reference_error,
+        files=files, golden=golden, reference_error=reference_error, user_inputs=user_inputs, floor=floor,
     )
 
 
@@ -227,17 +247,27 @@ RANGE_SAMPLES = 8   # calibration samples an output's range is measured on (the 
 
 
 def _output_ranges(source, model, spec: ModelSpec, calibration: Calibration,
-                   source_in: dict[str, str | None], device: str) -> dict[str, float]:
+                   source_in: dict[str, str | None], device: str, floor: FloorBuild | None = None) -> dict[str, float]:
     """Each float output's largest magnitude over the first RANGE_SAMPLES
-    samples of the calibration feed, run through the original."""
+    samples of the calibration feed, run through the original; with a `floor`,
+    its typical error there too (FloorBuild.typical_rmse: the RMS over the
+    samples of each one's RMS error against the original)."""
     feed = calibration_inputs(spec, replace(calibration, samples=RANGE_SAMPLES), source_in)
     ranges: dict[str, float] = {}
+    squares: dict[str, list[float]] = {}
     for sample in feed:
         outputs = source.run(model, [sample[i.name] for i in spec.inputs], device)
-        for out, value in zip(spec.outputs, outputs):
+        names = [i.name for i in spec.inputs]
+        floors = floor.run(names, [sample[name] for name in names], source_in) if floor is not None else None
+        for index, (out, value) in enumerate(zip(spec.outputs, outputs)):
             value = np.asarray(value)
             if value.dtype.kind == "f" and value.size:
                 ranges[out.name] = max(ranges.get(out.name, 0.0), float(np.max(np.abs(value))))
+                if floors is not None:
+                    error = np.asarray(floors[index], dtype=np.float64) - value
+                    squares.setdefault(out.name, []).append(float(np.mean(error ** 2)))
+    if floor is not None:
+        floor.typical_rmse = {name: float(np.sqrt(np.mean(values))) for name, values in squares.items()}
     return ranges
 
 
@@ -323,6 +353,57 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
     if len(hops) > 1:
         provenance["hops"] = hops
     return path, provenance, all(hits), files
+
+
+def _precision_floor(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
+                     example: list[np.ndarray]) -> tuple[FloorBuild | None, dict[str, Any] | None]:
+    """The floor of a case at a reduced precision (harness/precision_floor.py): the
+    standard build of the same model at that precision, converted through the
+    cache like any hop and loaded in ONNX Runtime's CPU provider, with what the
+    provenance says of it; (None, why) where none is built, (None, None) at fp32.
+    A floor that cannot be built leaves the case to its fixed thresholds."""
+    if case.precision == "fp32":
+        return None, None
+    standard = floor_case(case)
+    if standard is None:
+        return None, {"built": False, "reason": why_no_floor(case)}
+    try:
+        path, provenance, hit, _ = _artifact(standard, replace(options, converted=None), cache, source, model, spec,
+                                             example)
+        session = backends.runtime(FLOOR_TARGET).Session(path, FLOOR_DEVICE, options, precision="fp32")
+        session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
+    except Exception as error:   # the floor judges beside the verdict: it never stops a case
+        return None, {"built": False, "reason": f"its standard build ({' -> '.join(standard.path)}) failed: "
+                                                f"{summarize_exception(error, 2)}; held to the fixed thresholds alone"}
+    source_in, source_out = spec.source_layouts(case.source)
+    build = FloorBuild(session, case.precision, provenance.get("input_layouts", source_in),
+                       provenance.get("output_layouts", source_out))
+    described = {key: provenance[key] for key in ("converter", "tool", "quantization", "float16", "calibration",
+                                                  "quantization_ops", "cache_key") if key in provenance}
+    return build, {"built": True, "path": list(standard.path), "runs_on": f"{FLOOR_TARGET} {FLOOR_DEVICE}",
+                   "multiple": FLOOR_MULTIPLE, "cache_hit": hit, **described}
+
+
+def _floor_verdict(prepared: PreparedCase, ordered: list, reference: list[np.ndarray],
+                   comparisons: list[OutputComparison]) -> None:
+    """Each output's error held against the floor's on the same inputs (precision_floor.judge)."""
+    floor, spec = prepared.floor, prepared.spec
+    source_in, source_out = prepared.source_layouts
+    start = time.perf_counter()
+    try:
+        outputs = floor.run([i.name for i in spec.inputs], ordered, source_in)
+    except Exception as error:   # the artifact is then judged by its fixed thresholds on these inputs
+        for comparison in comparisons:
+            comparison.floor = {"unavailable": f"the floor's build raised on these inputs: "
+                                               f"{summarize_exception(error, 2)}"}
+        return
+    for out, comparison, ref, got in zip(spec.outputs, comparisons, reference, outputs):
+        output_range = prepared.output_ranges.get(out.name)
+        floor_comparison = compare_outputs(out.name, ref, relaid(got, floor.output_layouts[out.name],
+                                                                 source_out[out.name]),
+                                           prepared.tolerances[out.name], out.class_axis, out.top_k, output_range)
+        judge(comparison, floor_comparison, floor, output_range)
+    prepared.timings["floor_s"] = prepared.timings.get("floor_s", 0.0) + time.perf_counter() - start
 
 
 def _with_random_ops(path: Path, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -455,6 +536,8 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         prepared.timings["noise_s"] = prepared.timings.get("noise_s", 0.0) + time.perf_counter() - start
         for comparison in comparisons:
             _noise_verdict(comparison, noise.get(comparison.name))
+    if prepared.floor is not None:   # after the noise verdict: float32's noise never excuses an error past the floor
+        _floor_verdict(prepared, ordered, reference, comparisons)
     return ExampleOutcome(comparisons, noise, reference=reference)
 
 

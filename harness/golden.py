@@ -29,6 +29,9 @@ far beyond rtol 1e-3. The record keeps each output's tolerance
 A graph with random operators (Case.random_ops) draws anew on every run,
 and each stored set is one draw: its outputs are held to their shape and
 dtype, never elementwise, and the record says so (`golden.compared`).
+
+The user's own examples with stored outputs (`--parity-inputs`, user_inputs.py)
+are held to them by the same check (`check_stored_sets`), whatever the source.
 """
 
 from __future__ import annotations
@@ -56,12 +59,12 @@ RANDOM_STORED_SETS = ("stored sets of a graph with random operators are one draw
                       "never elementwise")
 
 
-def stored_set_tolerances(prepared: PreparedCase,
+def stored_set_tolerances(prepared: PreparedCase, stored: list[np.ndarray],
                           tolerance_overrides: Mapping[str, Mapping[str, float]]) -> dict[str, Tolerance]:
-    """Each output's tolerance against its stored outputs (see the module docstring)."""
+    """Each output's tolerance against its stored outputs (see the module docstring);
+    stored: one set's outputs in the spec's order."""
     if prepared.case.precision != "fp32":
         return dict(prepared.tolerances)
-    stored = stored_outputs(prepared.model, prepared.spec, prepared.golden[0][1]) if prepared.golden else []
     bfloat16 = {o.name for o, array in zip(prepared.spec.outputs, stored) if np.asarray(array).dtype.name == "bfloat16"}
     return {o.name: STORED_SET_TOLERANCE.merged(**{**({"rtol": STORED_BFLOAT16_RTOL} if o.name in bfloat16 else {}),
                                                    **command_line_fields(tolerance_overrides, o.name)})
@@ -76,28 +79,37 @@ def check_golden(prepared: PreparedCase,
     if not prepared.golden:
         return None
     spec = prepared.spec
-    tolerances = stored_set_tolerances(prepared, tolerance_overrides)
-    artifact_in, artifact_out = prepared.artifact_layouts
-    source_in, source_out = prepared.source_layouts
     # The stored tensors are named as the model's own inputs and outputs; bind() put them in the spec's order.
     feeds = getattr(prepared.model, "feeds", None) or [i.name for i in spec.inputs]
+    sets = [({i.name: inputs[feed] for i, feed in zip(spec.inputs, feeds)},
+             stored_outputs(prepared.model, spec, outputs), name) for inputs, outputs, name in prepared.golden]
+    return {"folder": str(Path(spec.origin)), **check_stored_sets(prepared, sets, tolerance_overrides)}
+
+
+def check_stored_sets(prepared: PreparedCase, sets: list[tuple[dict[str, np.ndarray], list[np.ndarray], str]],
+                      tolerance_overrides: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """Stored sets (inputs by the spec's names in the original's layouts, outputs in the spec's order,
+    set name) through the target, each compared with its stored outputs under `stored_set_tolerances`."""
+    spec = prepared.spec
+    tolerances = stored_set_tolerances(prepared, sets[0][1], tolerance_overrides)
+    artifact_in, artifact_out = prepared.artifact_layouts
+    source_in, source_out = prepared.source_layouts
     compare = _shape_and_dtype if prepared.case.random_ops else compare_outputs
     results = []
-    for inputs, outputs, name in prepared.golden:
+    for inputs, outputs, name in sets:
         try:
-            laid = [relaid(inputs[feed], source_in[i.name], artifact_in[i.name]) for i, feed in zip(spec.inputs, feeds)]
+            laid = [relaid(inputs[i.name], source_in[i.name], artifact_in[i.name]) for i in spec.inputs]
             got = prepared.session.run(laid)
         except Exception as error:  # the target refused the stored inputs: that set's failure, not the run's
             results.append({"set": name, "passed": False, "error": summarize_exception(error, 3)})
             continue
         comparisons = [compare(o.name, stored, relaid(g, artifact_out[o.name], source_out[o.name]),
                                tolerances[o.name], o.class_axis, o.top_k)
-                       for o, stored, g in zip(spec.outputs, stored_outputs(prepared.model, spec, outputs), got)]
+                       for o, stored, g in zip(spec.outputs, outputs, got)]
         results.append({"set": name, "passed": all(c.passed for c in comparisons),
                         "outputs": [c.to_json() for c in comparisons],
                         "message": "; ".join(c.message for c in comparisons if not c.passed)})
-    golden = {"folder": str(Path(spec.origin)), "sets": len(results), "passed": sum(r["passed"] for r in results),
-              "results": results}
+    golden = {"sets": len(results), "passed": sum(r["passed"] for r in results), "results": results}
     if prepared.case.random_ops:   # no tolerance was applied
         golden.update(compared="shape and dtype", note=RANDOM_STORED_SETS)
     else:

@@ -19,6 +19,7 @@ from typing import Collection, Sequence
 from harness import backends
 from harness.matrix import Case, reachable_precisions
 from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
+from harness.precision_floor import floor_case
 from harness.specs import InputSpec, ModelSpec
 
 # RunOptions field -> the command-line option that sets it (tolerance
@@ -34,6 +35,7 @@ FLAGS = {
     "max_tensor_mb": "--parity-max-tensor-mb", "isolate": "--parity-isolate", "timeout_s": "--parity-timeout",
     "path": "--path", "precisions": "--precision", "reference_device": "--reference-device",
     "calibration": "--calibration",
+    "parity_labels": "--parity-labels", "max_accuracy_drop": "--max-accuracy-drop",
 }
 
 
@@ -100,7 +102,8 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
         found.warnings += [f"{message} (a model of this run could not be loaded: it may be the one meant)"
                            for message in _unknown_tolerance_outputs(options, loaded)
                            + _top_k_without_class_axis(options, loaded)]
-    converting = loaded if options.converted is None else []
+    # with --converted, the harness converts only the floors of its reduced precisions (precision_floor.py)
+    converting = loaded if options.converted is None else [f for f in map(floor_case, loaded) if f is not None]
     if options.exporter != defaults.exporter and not any(_converter_takes(c, "exporter") for c in converting):
         found.warnings.append(f"--exporter {options.exporter}: no case of this run exports torch to ONNX"
                               f"{_converted_note(options)}")
@@ -123,7 +126,7 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
     if options.trust_model_code and every_model_known and loaded and all(c.spec.origin == "zoo" for c in loaded):
         found.warnings.append("--trust-model-code: every model of this run is built by the zoo's code; no model "
                               "file is loaded")
-    if options.converted is not None:
+    if options.converted is not None and not converting:
         cache_flags = [flag for flag, changed in (("--no-parity-cache", not options.use_cache),
                                                   ("--parity-cache-dir", options.cache_dir != defaults.cache_dir))
                        if changed]

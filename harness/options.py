@@ -60,7 +60,10 @@ class RunOptions:
     devices: tuple[str, ...] = DEVICES    # the targets' devices, and the reference's unless reference_device
     reference_device: str | None = None   # where the source runs; None: on each case's target device
     precisions: tuple[str, ...] = ("fp32",)   # a case per precision its target or a path to it reaches
-    calibration: str = ""                 # --calibration DIST[:SAMPLES[:SEED]] for int8; "": the spec's, 32, 0
+    calibration: str = ""                 # --calibration DIST[:SAMPLES[:SEED]] or PATH (int8); "": the spec's, 32, 0
+    parity_inputs: str = ""               # --parity-inputs PATH: the user's own examples (user_inputs.py); "": none
+    parity_labels: str = ""               # --parity-labels FILE[:OUTPUT]: their class labels (accuracy.py); "": none
+    max_accuracy_drop: float | None = None   # --max-accuracy-drop: the top-1 drop that fails a case; None: no bound
     models: tuple[str, ...] = ()          # empty: the zoo's models of `tiers`
     tiers: tuple[str, ...] = ("core",)    # which tiers of the zoo run when no model is named
     converted: Path | None = None         # a user's own converted artifact

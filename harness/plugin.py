@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from harness.accuracy import check_accuracy_options
 from harness.backends import OPT_IN_RUNTIMES
 from harness.calibration import parse_calibration
 from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
@@ -50,10 +51,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "case per precision its target reaches, by its own settings (openvino: bf16, fp16) or through a "
              "conversion that lowers the model (ONNX fp16/int8/int8-dynamic, TFLite fp16/int8/int8-dynamic), "
              "with -PRECISION at the end of its id but for fp32, and that precision's tolerances")
-    add("--calibration", default="", metavar="DIST[:SAMPLES[:SEED]]",
+    add("--calibration", default="", metavar="DIST[:SAMPLES[:SEED]]|PATH",
         help="the feed int8 quantizers calibrate on, generated from the input spec: a distribution (normal, "
              "uniform, large, tiny; default: the model spec's, normal unless it says otherwise), the number of "
-             "samples (default 32) and a seed (default 0)")
+             "samples (default 32) and a seed (default 0); or a PATH to your own inputs, in any form "
+             "--parity-inputs reads (an .npz of arrays named by input, a folder of them), in the spec's layouts")
+    add("--parity-inputs", default="", metavar="PATH",
+        help="your own examples, run through both sides before the drawn ones and reported apart: an .npz of "
+             "arrays named by the model's inputs (a leading example axis where an array's rank is its input's + 1; "
+             "output:NAME arrays are stored outputs the target is held to), a folder of such .npz files or of "
+             "INPUT.npy files, or ONNX test_data_set_N folders")
+    add("--parity-labels", default="", metavar="FILE[:OUTPUT]",
+        help="integer class labels of the --parity-inputs examples (.npy, or .txt with one per line): each side's "
+             "top-1 accuracy and the drop between them, for OUTPUT (default: the output with a class axis, else "
+             "the only one)")
+    add("--max-accuracy-drop", type=float, default=None, metavar="SHARE",
+        help="fail a case whose top-1 accuracy on --parity-labels drops by more than this, e.g. 0.01")
     add("--model", action="append", metavar="MODELS",
         help="zoo names or files, comma-separated (default: the whole zoo): NAME, models.py, ARCH=weights.pth, "
              "model.pt, model.keras, model.h5, saved_model_dir, graph.pb, ARCH=checkpoint")
@@ -190,6 +203,7 @@ def run_options(config: pytest.Config) -> RunOptions:
         raise pytest.UsageError(f"--parity-timeout: a number of seconds > 0, got {get('parity_timeout')}")
     try:
         parse_calibration(get("calibration"))   # a malformed value is refused now, not at the first int8 case
+        check_accuracy_options(get("parity_labels"), get("parity_inputs"), get("max_accuracy_drop"))
         defaults = RunOptions()
         return RunOptions(
             sources=parse_list("--source", get("source"), f"one or more of {', '.join(SOURCES)}") or defaults.sources,
@@ -199,6 +213,9 @@ def run_options(config: pytest.Config) -> RunOptions:
             reference_device=get("reference_device"),
             precisions=parse_precisions(get("precision")),
             calibration=get("calibration"),
+            parity_inputs=get("parity_inputs"),
+            parity_labels=get("parity_labels"),
+            max_accuracy_drop=get("max_accuracy_drop"),
             models=parse_list("--model", get("model"), "zoo names or model files (e.g. simple,mlp or model.onnx)"),
             tiers=parse_tiers(get("tier")),
             converted=Path(get("converted")) if get("converted") else None,

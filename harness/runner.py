@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.accuracy import add_accuracy
 from harness.cache import ArtifactCache
 from harness.engine import PreparedCase, Progress, no_progress, prepare_case
 from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.explore import Exploration, explore_case
+from harness.file_precision import check_file, examples_to_check
 from harness.golden import check_golden, golden_failure
 from harness.matrix import Case
 from harness.model_file import describe as describe_model_file
 from harness.option_effects import on_cuda
 from harness.options import RunOptions
+from harness.qdq_check import check_case as check_qdq_case
 from harness.results import ResultsWriter, save_failure
+from harness.user_inputs import UserExample, check_user_inputs, user_inputs_failure
 
 
 def examples_database(options: RunOptions) -> Path:
@@ -80,6 +85,7 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
         record["random_ops"] = list(prepared.case.random_ops)
     try:
         golden = check_golden(prepared, options.tolerance_overrides)
+        user_entry, user_failing = check_user_inputs(prepared, options) if prepared.user_inputs else (None, None)
         drawn_error = prepared.reference_error
         if drawn_error is None:
             try:
@@ -93,6 +99,20 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
             record.update(_golden_only(golden, drawn_error, prepared))
         else:
             record.update(_describe(prepared, exploration, options))
+            file_check = check_file(prepared, examples_to_check(prepared, exploration))
+            if file_check is not None:   # the target computed the file wider than its types: its own verdict
+                record["file_precision"] = file_check
+                if file_check["verdict"] == "failed":   # a failure of the file, which the target hid
+                    record["message"] = (f"{file_check['message']}\n{prepared.case.target} "
+                                         f"{prepared.case.device}'s own verdict: {record['message']}")
+                    record["status"] = "failed"
+            qdq = check_qdq_case(prepared, options.calibration)
+            if qdq is not None:   # each Q/DQ pair against its tensor (qdq_check.py): a bad scale no output shows
+                record["qdq_pairs"] = qdq.pop("pairs", [])
+                record["qdq_check"] = qdq
+                if qdq.get("findings"):
+                    record["message"] = "\n".join([*qdq["findings"], f"outputs: {record['message']}"])
+                    record["status"] = "failed"
             if "failure" in record and options.localize != "off" and prepared.case.random_ops:
                 # a walk compares tensors element by element, which two runs of a random graph never match
                 record["localization"] = {"status": "unavailable", "seconds": 0.0,
@@ -113,6 +133,15 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
                 record.update(_judged_by_stored_sets(golden, exploration))
             if "note" in golden and not failure:   # what the matching sets were held to (golden.py)
                 record["message"] += f"\n{golden['note']}"
+        if user_entry is not None:
+            record["user_inputs"] = user_entry
+            if user_failing is not None:   # the user's own data fails the case on its own, as a golden set does
+                saved = _save_user_failure(user_entry, prepared, user_failing, options)
+                failure = f"{user_inputs_failure(user_entry)}\n{saved}"
+                record["message"] = failure if record["status"] != "failed" else f"{failure}\n{record['message']}"
+                record["status"] = "failed"
+        if options.parity_labels and prepared.user_inputs:   # the user's examples, labelled: top-1 accuracy
+            add_accuracy(record, prepared, options)
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
     except Exception as error:
@@ -212,6 +241,11 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         noisy = [name for name, o in outputs.items() if o.get("accepted_by") == "noise"]
         record["message"] = (f"all outputs within tolerance, or within {_multiples(outputs, noisy)} the original's "
                              f"own float32 error ({', '.join(noisy)})")
+    floored = [name for name, o in outputs.items() if (o.get("floor") or {}).get("passed")]
+    if exploration.passed and floored:   # held to a standard build's error too (harness/precision_floor.py)
+        floor = outputs[floored[0]]["floor"]
+        record["message"] += (f"; within {floor['multiple']:g}x the error of {floor['recipe']} of the same model "
+                              f"({', '.join(floored)})")
     if exploration.passed and not prepared.spec.inputs:   # nothing to draw: explore.py ran each side once
         record["message"] = f"the model takes no inputs: one run of each side compared; {record['message']}"
     if prepared.warnings:
@@ -260,6 +294,20 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
     causes = [w.message for w in prepared.warnings if w.kind != "default_bounds" or failure.error]
     if causes:
         record["message"] = "\n".join(causes) + "\n" + record["message"]
+
+
+def _save_user_failure(entry: dict[str, Any], prepared: PreparedCase, example: UserExample,
+                       options: RunOptions) -> str:
+    """The failing user example saved as a drawn failure is, replayed by the same command (without
+    --parity-inputs, which replay need not find again), into `entry`; returns the lines that name them."""
+    case = prepared.case
+    replay = {"case_id": case.id, "model_ref": case.model_ref, "source": case.source, "target": case.target,
+              "device": case.device, "options": replace(options, parity_inputs="").to_json(),
+              "user_example": example.name}
+    path, command = save_failure(options.reports_dir, f"{case.id}.user", example.inputs, replay)
+    command += _replay_flags(case, options)
+    entry["failure"] = {"example": example.name, "npz": str(path), "replay": command}
+    return f"failing user example: {path}\nreplay: {command}"
 
 
 def _add_localization(record: dict[str, Any], prepared: PreparedCase, exploration: Exploration,
@@ -311,12 +359,13 @@ def _replay_flags(case: Case, options: RunOptions) -> str:
 def _cost(timings: dict[str, float], calls: int) -> dict[str, Any]:
     """Milliseconds per example of each side and of the harness's own work
     (input generation, comparison, the float64 twin, the input-sensitivity
-    draws, and the rest: hypothesis, bookkeeping), and that work over the two
+    draws, a reduced precision's floor build, and the rest: hypothesis,
+    bookkeeping), and that work over the two
     models' inference time."""
     if not calls or "explore_s" not in timings:
         return {}
     parts = {key: timings.get(f"{key}_s", 0.0) for key in ("reference", "target", "inputs", "compare", "noise",
-                                                             "sensitivity")}
+                                                             "sensitivity", "floor")}
     inference = parts["reference"] + parts["target"]
     parts["other"] = max(timings["explore_s"] - sum(parts.values()), 0.0)
     harness = sum(v for k, v in parts.items() if k not in ("reference", "target"))

@@ -62,6 +62,9 @@ def test_every_registered_backend_meets_the_contract(kind):
             # every Session takes the precision (the engine opens every runtime alike), one of the known ones
             assert "precision" in inspect.signature(backend.Session).parameters, f"runtime {name}"
             assert set(backends.runtime_precisions(name)) <= set(PRECISIONS), f"runtime {name}"
+            # what it computes a file of a reduced precision in, by (device, precision): a wider float type
+            for (device, precision), computed in backends.runtime_computes(name).items():
+                assert isinstance(device, str) and precision in PRECISIONS and computed in FLOAT_DTYPES, name
             for option in backends.option_fields(name):   # every flag says which values it takes, and is held to them
                 where = f"runtime {name}, option {option.name}"
                 assert ("choices" in option.metadata) != ("range" in option.metadata), where

@@ -29,6 +29,7 @@ import pytest
 from onnx import helper
 
 from harness.__main__ import build_parser, main
+from harness.accuracy import parse_labels
 from harness.calibration import parse_calibration
 from harness.matrix import build_cases, resolve_models
 from harness.option_effects import option_findings
@@ -182,6 +183,7 @@ def _converted_layouts(value: str) -> object:
     (_input_spec, "x:float32[2,3]:NQ", "x:float32[2,3]:{}"),
     (_converted_layouts, "image", "{}"),
     (parse_path, ",", "{}"),
+    (parse_labels, "labels.csv", "{}"),
 ])
 def test_an_option_s_own_error_gives_an_example_the_option_accepts(parse, bad, given_back):
     """The example in a malformed value's error (`e.g. ...`), put where the message says, parses."""

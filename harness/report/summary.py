@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from harness.accuracy import accuracy_line
+
 ORDER = {"failed": 0, "error": 1, "inconclusive": 2, "passed": 3, "skipped": 4}
 RAN = ("passed", "failed", "inconclusive")
 
@@ -75,6 +77,10 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             # a pass on stored examples alone, or on them where the drawn ones could not judge, says so
             if r["status"] == "inconclusive" or r.get("drawn_error") or r.get("drawn_inconclusive"):
                 lines.append(f"    {r.get('message', '').splitlines()[0][:200]}")
+            if isinstance(r.get("file_precision"), dict):   # computed wider than the file's types (file_precision.py)
+                lines.append(f"    {_one_line(r['file_precision'].get('message'))[:200]}")
+            if isinstance(r.get("accuracy"), dict):   # top-1 on the user's labelled examples (accuracy.py)
+                lines.append(f"    {accuracy_line(r['accuracy'])}")
             lines += localization_lines(r)
         else:
             first_line = (r.get("message") or "").splitlines()[0] if r.get("message") else ""

@@ -33,6 +33,10 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(f
 ELEMENT_TYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
                  "int64", "uint64", "bool")
 _BFLOAT16 = 16   # onnx.TensorProto.BFLOAT16, as an OrtValue's element_type() gives it
+# What the CPU provider computes an fp16 file in (backends.runtime_computes): it has float16 kernels for few
+# ops, so it inserts Casts to run the others in float32 (its optimized graph shows them: Cast, ReduceSumSquare,
+# Cast), and its float16 LayerNormalization accumulates in float32.
+COMPUTES = {("cpu", "fp16"): "float32"}
 
 
 def missing(device: str) -> str | None:

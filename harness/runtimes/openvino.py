@@ -34,6 +34,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 # precision -> what the device must list in OPTIMIZATION_CAPABILITIES to compute in it
 _CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}
+# What an f16 file, run as its types say (the f32 hint), computes in (backends.runtime_computes): the compiled
+# model's runtime model reports runtimePrecision f32 for its layers (an MVN of an f16 LayerNormalization).
+COMPUTES = {("cpu", "fp16"): "float32"}
 _OV_DEVICES = {"cpu": "CPU"}
 IR_SUFFIX = ".xml"
 # element type name -> numpy dtype name (bf16 is not numpy's float16, which openvino's to_dtype() gives)

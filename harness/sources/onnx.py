@@ -444,8 +444,6 @@ def golden_examples(path: Path) -> list[tuple[dict[str, np.ndarray], list[np.nda
     model.onnx's, which it need not compute (a model_fp16.onnx beside it).
     A stored tensor is matched to a model input or output by its name, or by
     its position where the names do not match."""
-    from onnx import TensorProto, numpy_helper
-
     folder = Path(path)
     if folder.is_file():
         if folder.name != MODEL_FILENAME:
@@ -460,6 +458,16 @@ def golden_examples(path: Path) -> list[tuple[dict[str, np.ndarray], list[np.nda
         if (value.name in inputs or value.name in outputs) and kind != "tensor_type":
             raise CaseError("load", f"golden examples of {folder}: {value.name!r} is a {kind.replace('_type', '')}, "
                                     "not a tensor; the harness compares tensors only")
+    return read_test_data_sets(folder, inputs, outputs)
+
+
+def read_test_data_sets(folder: Path, inputs: Sequence[str], outputs: Sequence[str]
+                   ) -> list[tuple[dict[str, np.ndarray], list[np.ndarray], str]]:
+    """(inputs by `inputs`' names, outputs in `outputs`' order, set name) for
+    each `test_data_set_N` of `folder`, in N's order, whatever model they
+    belong to (--parity-inputs reads them for any source)."""
+    from onnx import TensorProto, numpy_helper
+
     sets = sorted((int(GOLDEN_SET.match(p.name)[1]), p) for p in folder.iterdir()
                   if GOLDEN_SET.match(p.name) and p.is_dir())
     examples = []

@@ -1,0 +1,255 @@
+"""The user's own examples (`--parity-inputs=PATH`), for any source: checked
+against the model's spec as they load, run through both sides before the drawn
+examples, and recorded apart (`record["user_inputs"]`).
+
+What PATH may be:
+
+- a `.npz` whose arrays are named by the model's inputs, in the spec's layouts.
+  An array of its input's rank is one example; of that rank + 1, a stack of
+  examples on a leading axis (so [3, 1, 3] is three examples of a [N, 3] input
+  at N=1, and [3, 3] one example at N=3: the rank decides, never the sizes).
+  Arrays named `output:NAME` are the outputs the model should give, as the
+  original returns them: the target is then held to them as to a golden set
+  (golden.py), whatever the source.
+- a folder of such `.npz` files (read in name order), and/or of `.npy` files
+  named INPUT.npy (one per input, read together as one more `.npz` would be);
+- a folder of ONNX `test_data_set_N` folders (`input_K.pb`, `output_K.pb`,
+  matched to the spec's inputs and outputs by name or by position), in the
+  original's layouts, their outputs a golden set.
+
+Images with a declared preprocessing are not read: PIL is not installed here;
+save the preprocessed arrays in an `.npz`.
+
+Every array is read with `allow_pickle=False`; a file holding more than the
+tensor budget (`--parity-max-tensor-mb`, each file or member) is refused
+before it is read, an `.npz` whose members expand past model_file's zip budget
+too. Each example must name every input, in the spec's dtype, with a shape
+within its dims' bounds (one value per symbolic dim across inputs); a feed in
+another layout than the spec's (NHWC for NCHW) is refused with the transpose
+that fixes it. Nothing is cast or transposed silently.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import CaseError
+from harness.layouts import permutation, relaid
+from harness.model_file import check_zip_budget, format_bytes, not_a_file
+from harness.shape_check import _fits, _other_layout, _show, spec_shape
+from harness.specs import ModelSpec
+
+OUTPUT_PREFIX = "output:"   # an .npz array of this prefix holds a stored output, named by the spec's output
+OPTION = "--parity-inputs"
+
+
+@dataclass(frozen=True)
+class UserExample:
+    name: str                             # where it came from: "inputs.npz[2]", "test_data_set_0"
+    inputs: dict[str, np.ndarray]         # by the spec's input names, in the spec's layouts
+    outputs: list[np.ndarray] | None      # stored outputs in the spec's order, as the original returns them
+
+
+@dataclass(frozen=True)
+class UserInputs:
+    path: str
+    examples: list[UserExample]
+
+
+def load_user_inputs(path: str, spec: ModelSpec, source_layouts: dict[str, str | None],
+                     max_tensor_mb: float) -> UserInputs:
+    """The examples at `path`, each checked against `spec`; CaseError("inputs"), one line naming the file and
+    what to do, for anything else. source_layouts: the original's input layouts (a test-data set's)."""
+    root = Path(path)
+    budget = int(max_tensor_mb * 2**20)
+    if root.is_file():
+        sets = _read_npz(root, budget)
+    elif root.is_dir():
+        sets = _read_folder(root, spec, source_layouts, budget)
+    else:
+        raise CaseError("inputs", f"{OPTION} {root} {not_a_file(root)}: give an .npz, or a folder of .npz/.npy "
+                                  "files or of test_data_set_N folders")
+    if not sets:
+        raise CaseError("inputs", f"{OPTION} {root} holds no example: give an .npz of arrays named by input "
+                                  f"({', '.join(i.name for i in spec.inputs)}), or a folder of them")
+    examples = [example for where, arrays in sets for example in _examples(where, arrays, spec)]
+    return UserInputs(path=str(root), examples=examples)
+
+
+def _read_folder(root: Path, spec: ModelSpec, source_layouts: dict[str, str | None],
+                 budget: int) -> list[tuple[str, dict[str, np.ndarray]]]:
+    from harness.sources.onnx import GOLDEN_SET, read_test_data_sets
+
+    if any(GOLDEN_SET.match(p.name) and p.is_dir() for p in root.iterdir()):
+        for tensor_file in root.glob("test_data_set_*/*.pb"):
+            _check_size(tensor_file, tensor_file.stat().st_size, budget)
+        sets = read_test_data_sets(root, [i.name for i in spec.inputs], [o.name for o in spec.outputs])
+        # stored in the original's layouts (ONNX's test data is the model's own); examples hold the spec's,
+        # writable (onnx's arrays are views of the file's bytes, which torch.from_numpy warns of)
+        return [(f"{root / name}", {**{i.name: np.array(relaid(inputs[i.name], source_layouts[i.name], i.layout))
+                                       for i in spec.inputs},
+                                    **{OUTPUT_PREFIX + o.name: value for o, value in zip(spec.outputs, outputs)}})
+                for inputs, outputs, name in sets]
+    sets = [set_ for file in sorted(root.glob("*.npz")) for set_ in _read_npz(file, budget)]
+    arrays = {}
+    for file in sorted(root.glob("*.npy")):
+        _check_size(file, file.stat().st_size, budget)
+        arrays[file.stem] = _load(file, lambda path: np.load(path, allow_pickle=False))
+    return sets + ([(f"{root}/*.npy", arrays)] if arrays else [])
+
+
+def _read_npz(file: Path, budget: int) -> list[tuple[str, dict[str, np.ndarray]]]:
+    if not zipfile.is_zipfile(file):
+        raise CaseError("inputs", f"{OPTION} {file} is not an .npz (zip) archive: save the arrays with numpy.savez")
+    with zipfile.ZipFile(file) as archive:
+        members = archive.infolist()
+    check_zip_budget(file, members, f"{OPTION} file")
+    for member in members:
+        _check_size(Path(f"{file}:{member.filename}"), member.file_size, budget)
+
+    def read(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+    return [(str(file), _load(file, read))]
+
+
+def _load(file: Path, read: Any) -> Any:
+    try:
+        return read(file)
+    except Exception as error:   # a pickled array, a member that is no .npy, a truncated archive
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise CaseError("inputs", f"{OPTION} {file} cannot be read as plain arrays ({type(error).__name__}: "
+                                  f"{first}); save them with numpy.savez, without object arrays") from None
+
+
+def _check_size(where: Path, size: int, budget: int) -> None:
+    if size > budget:
+        raise CaseError("inputs", f"{OPTION} {where} holds {format_bytes(size)}, more than the tensor budget of "
+                                  f"{format_bytes(budget)} (--parity-max-tensor-mb): split it into a folder of "
+                                  ".npz files, one example each, or raise --parity-max-tensor-mb")
+
+
+def _examples(where: str, arrays: dict[str, np.ndarray], spec: ModelSpec) -> list[UserExample]:
+    """One stored set's examples: one, or one per index of its leading example axis (see the module docstring)."""
+    names = [i.name for i in spec.inputs]
+    outputs = {name[len(OUTPUT_PREFIX):]: value for name, value in arrays.items() if name.startswith(OUTPUT_PREFIX)}
+    inputs = {name: value for name, value in arrays.items() if not name.startswith(OUTPUT_PREFIX)}
+    if sorted(inputs) != sorted(names) or not set(outputs) <= {o.name for o in spec.outputs}:
+        stored = sorted(inputs) + [OUTPUT_PREFIX + name for name in sorted(outputs)]
+        raise CaseError("inputs", f"{OPTION} {where} holds {stored}, but model {spec.name!r} takes the inputs "
+                                  f"{names} (and gives {[o.name for o in spec.outputs]}): name each array after its "
+                                  f"input, each stored output {OUTPUT_PREFIX}NAME")
+    if outputs and len(outputs) != len(spec.outputs):
+        raise CaseError("inputs", f"{OPTION} {where} stores the outputs {sorted(outputs)} but not "
+                                  f"{sorted({o.name for o in spec.outputs} - set(outputs))}: store all or none")
+    stacked = {i.name: inputs[i.name].ndim == len(i.shape) + 1 for i in spec.inputs}
+    if len(set(stacked.values())) > 1:
+        raise CaseError("inputs", f"{OPTION} {where}: {[n for n, s in stacked.items() if s]} carry a leading example "
+                                  f"axis and {[n for n, s in stacked.items() if not s]} do not: give every input one, "
+                                  "or none")
+    if not any(stacked.values()):
+        examples = [(where, inputs, outputs)]
+    else:
+        counts = {len(value) for value in [*inputs.values(), *outputs.values()]}
+        if len(counts) != 1:
+            shapes = ", ".join(f"{name}: {list(value.shape)}" for name, value in arrays.items())
+            raise CaseError("inputs", f"{OPTION} {where}: the arrays' leading example axes differ ({shapes}): "
+                                      "give each array one entry per example")
+        examples = [(f"{where}[{index}]", {n: v[index] for n, v in inputs.items()},
+                     {n: v[index] for n, v in outputs.items()}) for index in range(counts.pop())]
+    for name, tensors, _ in examples:
+        check_example(name, tensors, spec, stacked=any(stacked.values()))
+    return [UserExample(name, tensors, [stored[o.name] for o in spec.outputs] if stored else None)
+            for name, tensors, stored in examples]
+
+
+def check_example(where: str, tensors: dict[str, np.ndarray], spec: ModelSpec, stacked: bool = False) -> None:
+    """CaseError unless every input of `tensors` has the spec's dtype and a shape within its dims' bounds in
+    the spec's layout, one value per symbolic dim; a tensor that fits another order of its axes is named with
+    the transpose that fixes it (`stacked`: the file holds it behind an example axis, which the transpose keeps)."""
+    taken: dict[str, tuple[int, str]] = {}
+    for inp in spec.inputs:
+        array = tensors[inp.name]
+        if array.dtype != np.dtype(inp.dtype):
+            raise CaseError("inputs", f"{OPTION} {where}: input {inp.name!r} is {array.dtype}, but model "
+                                      f"{spec.name!r} takes {inp.dtype}: save it with .astype('{inp.dtype}')")
+        expected = spec_shape(inp, None)
+        if not _fits(array.shape, expected, inp.dims):
+            wanted = _show([f"{d}={inp.dims[d][0]}..{inp.dims[d][1]}" if isinstance(d, str) else d for d in expected])
+            other = _other_layout(inp, array.shape, inp.layout)
+            if other:
+                axes = permutation(other, inp.layout)
+                axes = (0, *(a + 1 for a in axes)) if stacked else axes
+                advice = (f"it is laid out {other}, the model takes {inp.layout}: save "
+                          f"numpy.transpose({inp.name}, {axes}) instead")
+            else:
+                advice = "give it the spec's shape" + (" behind the leading example axis" if stacked else "")
+            raise CaseError("inputs", f"{OPTION} {where}: input {inp.name!r} is {_show(array.shape)}, but model "
+                                      f"{spec.name!r} takes {inp.layout or ''}{wanted}; {advice}")
+        for dim, size in zip(inp.shape, array.shape):
+            if isinstance(dim, str) and taken.setdefault(dim, (size, inp.name))[0] != size:
+                raise CaseError("inputs", f"{OPTION} {where}: input {inp.name!r} has {dim}={size}, input "
+                                          f"{taken[dim][1]!r} {dim}={taken[dim][0]}: one example gives each "
+                                          "dim one size")
+
+
+def check_user_inputs(prepared: Any, options: Any) -> tuple[dict[str, Any], UserExample | None]:
+    """Each user example through both sides (the drawn examples' comparison, noise floor included), and those
+    with stored outputs through the target against them (golden.check_stored_sets). Returns the record's
+    `user_inputs` entry and the first failing example (None where all pass). prepared: engine.PreparedCase;
+    options: options.RunOptions."""
+    # engine imports this module to load the examples; what runs them is imported here
+    from harness.engine import distribution_outcome, run_example
+    from harness.explore import RANDOM_DRAWS
+    from harness.golden import check_stored_sets
+
+    user = prepared.user_inputs
+    source_in = prepared.source_layouts[0]
+    results: list[dict[str, Any]] = [{"example": example.name, "passed": True} for example in user.examples]
+    worst: dict[str, dict[str, Any]] = {}
+    if prepared.reference_error is None:   # a reference to run them against
+        for example, result in zip(user.examples, results):
+            if prepared.case.random_ops:   # compared by distribution, as the drawn examples are (explore.py)
+                outcome = distribution_outcome(prepared, example.inputs, RANDOM_DRAWS)[0]
+            else:
+                outcome = run_example(prepared, example.inputs)
+            result.update(passed=outcome.passed, outputs=[c.to_json() for c in outcome.comparisons])
+            if not outcome.passed:
+                result["message"] = outcome.message
+            for comparison in outcome.comparisons:
+                ratio = comparison.error_ratio
+                if ratio is not None and ratio >= worst.get(comparison.name, {}).get("error_ratio", -1.0):
+                    worst[comparison.name] = {"error_ratio": ratio, "max_abs": comparison.max_abs,
+                                              "example": example.name}
+    stored = [(i, example) for i, example in enumerate(user.examples) if example.outputs is not None]
+    entry: dict[str, Any] = {"path": user.path, "examples": len(user.examples)}
+    if stored:
+        golden = check_stored_sets(prepared, [({inp.name: relaid(example.inputs[inp.name], inp.layout,
+                                                                 source_in[inp.name]) for inp in prepared.spec.inputs},
+                                               example.outputs, example.name) for _, example in stored],
+                                   options.tolerance_overrides)
+        for (index, _), outcome in zip(stored, golden["results"]):
+            if not outcome["passed"]:
+                results[index]["passed"] = False
+                why = outcome.get("error") or outcome["message"]
+                results[index]["message"] = "; ".join(filter(None, [results[index].get("message"),
+                                                                    f"against its stored outputs: {why}"]))
+        entry["stored_outputs"] = golden
+    entry.update(passed=sum(r["passed"] for r in results), worst=worst, results=results)
+    failing = next((example for example, r in zip(user.examples, results) if not r["passed"]), None)
+    return entry, failing
+
+
+def user_inputs_failure(entry: dict[str, Any]) -> str | None:
+    """The message of the first user example that fails, or None."""
+    for result in entry["results"]:
+        if not result["passed"]:
+            return (f"user example {result['example']} ({entry['passed']} of {entry['examples']} of {OPTION} "
+                    f"{entry['path']} pass): {result['message']}")
+    return None
