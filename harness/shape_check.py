@@ -46,7 +46,7 @@ def spec_shape(inp: InputSpec, layout: str | None) -> list[int | str]:
     return shape
 
 
-def _fits(declared: Declared, expected: Sequence[int | str], bounds: Mapping[str, tuple[int, int]]) -> bool:
+def dims_fit(declared: Declared, expected: Sequence[int | str], bounds: Mapping[str, tuple[int, int]]) -> bool:
     """Every static declared dim is the spec's size, or within its dim's bounds."""
     if len(declared) != len(expected):
         return False
@@ -82,20 +82,20 @@ def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared]
             continue
         layout = layouts.get(inp.name) or inp.layout
         expected = spec_shape(inp, layout)
-        shown = _show(dims)
+        shown = show_dims(dims)
         if len(dims) != len(expected):
             findings.append(ShapeFinding(inp.name, "rank", (
                 f"{where} declares input {inp.name!r} as {shown}, rank {len(dims)}, but the spec's shape "
-                f"{_show(expected)} has rank {len(expected)}: check the input spec against the file")))
+                f"{show_dims(expected)} has rank {len(expected)}: check the input spec against the file")))
             continue
-        if not _fits(dims, expected, inp.dims):
-            other = _other_layout(inp, dims, layout)
+        if not dims_fit(dims, expected, inp.dims):
+            other = other_layout(inp, dims, layout)
             if other:
                 fix = (f"say so with --converted-layouts {inp.name}:{other}" if user_file else
                        f"{layouts_from} are wrong: a bug of the harness's conversion, worth reporting")
                 findings.append(ShapeFinding(inp.name, "layout", (
                     f"{where} declares input {inp.name!r} as {shown}, which is the spec laid out as {other} "
-                    f"({_show(spec_shape(inp, other))}), not as {layout} ({_show(expected)}): if the file takes "
+                    f"({show_dims(spec_shape(inp, other))}), not as {layout} ({show_dims(expected)}): if the file takes "
                     f"{other}, {fix}")))
                 continue
         for axis, (got, want) in enumerate(zip(dims, expected)):
@@ -105,13 +105,13 @@ def input_findings(inputs: Sequence[InputSpec], declared: Mapping[str, Declared]
                 if got != want:
                     findings.append(ShapeFinding(inp.name, "size", (
                         f"{where} declares input {inp.name!r} as {shown}: axis {axis} is {got} where the spec "
-                        f"says {want} ({_show(expected)}, {layout or 'no layout'}): check the input spec")))
+                        f"says {want} ({show_dims(expected)}, {layout or 'no layout'}): check the input spec")))
                 continue
             low, high = inp.dims[want]
             if not low <= got <= high:
                 findings.append(ShapeFinding(inp.name, "size", (
                     f"{where} declares input {inp.name!r} as {shown}: axis {axis} is {got} where the spec "
-                    f"({_show(expected)}, {layout or 'no layout'}) has {want} in {low}..{high}: the file's layout "
+                    f"({show_dims(expected)}, {layout or 'no layout'}) has {want} in {low}..{high}: the file's layout "
                     f"({layouts_from}) or the input spec is off")))
             elif low != high:
                 findings.append(ShapeFinding(inp.name, "fixed_dim", _fixed_message(where, inp, shown, axis, want,
@@ -148,14 +148,14 @@ def _fixed_message(where: str, inp: InputSpec, shown: str, axis: int, dim: str, 
             f"{export}, or narrow the spec to what the file takes ({narrowed} in --input-spec or the registration)")
 
 
-def _other_layout(inp: InputSpec, dims: Declared, taken: str | None) -> str | None:
+def other_layout(inp: InputSpec, dims: Declared, taken: str | None) -> str | None:
     """Another order of the input's axis letters than `taken` in which the
     declared static dims fit the spec: the spec's own layout if it fits, else
     the one common layout (NCHW, NHWC, ...) or the one order that does."""
     if not inp.layout or not any(d is not None for d in dims):
         return None
     fitting = [layout for layout in ("".join(p) for p in permutations(inp.layout))
-               if layout != taken and _fits(dims, spec_shape(inp, layout), inp.dims)]
+               if layout != taken and dims_fit(dims, spec_shape(inp, layout), inp.dims)]
     if inp.layout in fitting:
         return inp.layout
     common = [layout for layout in fitting if layout in KNOWN_LAYOUTS]
@@ -164,5 +164,6 @@ def _other_layout(inp: InputSpec, dims: Declared, taken: str | None) -> str | No
     return fitting[0] if len(fitting) == 1 else None
 
 
-def _show(dims: Sequence[int | str | None]) -> str:
+def show_dims(dims: Sequence[int | str | None]) -> str:
+    """Dims as a message shows them, an unknown one as '?': [1, 3, ?, 224]."""
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"

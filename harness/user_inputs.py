@@ -41,7 +41,7 @@ import numpy as np
 from harness.errors import CaseError
 from harness.layouts import permutation, relaid
 from harness.model_file import check_zip_budget, format_bytes, not_a_file
-from harness.shape_check import _fits, _other_layout, _show, spec_shape
+from harness.shape_check import dims_fit, other_layout, show_dims, spec_shape
 from harness.specs import ModelSpec
 
 OUTPUT_PREFIX = "output:"   # an .npz array of this prefix holds a stored output, named by the spec's output
@@ -180,9 +180,9 @@ def check_example(where: str, tensors: dict[str, np.ndarray], spec: ModelSpec, s
             raise CaseError("inputs", f"{OPTION} {where}: input {inp.name!r} is {array.dtype}, but model "
                                       f"{spec.name!r} takes {inp.dtype}: save it with .astype('{inp.dtype}')")
         expected = spec_shape(inp, None)
-        if not _fits(array.shape, expected, inp.dims):
-            wanted = _show([f"{d}={inp.dims[d][0]}..{inp.dims[d][1]}" if isinstance(d, str) else d for d in expected])
-            other = _other_layout(inp, array.shape, inp.layout)
+        if not dims_fit(array.shape, expected, inp.dims):
+            wanted = show_dims([f"{d}={inp.dims[d][0]}..{inp.dims[d][1]}" if isinstance(d, str) else d for d in expected])
+            other = other_layout(inp, array.shape, inp.layout)
             if other:
                 axes = permutation(other, inp.layout)
                 axes = (0, *(a + 1 for a in axes)) if stacked else axes
@@ -190,7 +190,7 @@ def check_example(where: str, tensors: dict[str, np.ndarray], spec: ModelSpec, s
                           f"numpy.transpose({inp.name}, {axes}) instead")
             else:
                 advice = "give it the spec's shape" + (" behind the leading example axis" if stacked else "")
-            raise CaseError("inputs", f"{OPTION} {where}: input {inp.name!r} is {_show(array.shape)}, but model "
+            raise CaseError("inputs", f"{OPTION} {where}: input {inp.name!r} is {show_dims(array.shape)}, but model "
                                       f"{spec.name!r} takes {inp.layout or ''}{wanted}; {advice}")
         for dim, size in zip(inp.shape, array.shape):
             if isinstance(dim, str) and taken.setdefault(dim, (size, inp.name))[0] != size:

@@ -292,10 +292,10 @@ def _onnx_inputs(path: Path) -> dict[str, Any]:
     name in OpenVINO and keeps no other."""
     import onnx
 
-    from harness.sources.onnx import _feedable_inputs
+    from harness.sources.onnx import feedable_inputs
 
     proto = onnx.load(str(path), load_external_data=False)
-    feedable = set(_feedable_inputs(proto))
+    feedable = set(feedable_inputs(proto))
     return {value.name: value for value in proto.graph.input if value.name in feedable}
 
 

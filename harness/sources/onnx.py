@@ -182,7 +182,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None = None, trust_m
                                 "again") from None
     _check_external_sizes(stored_outside, file)
     session, runner, status = _reference_session(file, proto)
-    names = _feedable_inputs(proto)
+    names = feedable_inputs(proto)
     outputs = tuple(o.name for o in proto.graph.output)
     return OnnxModel(path=file, proto=proto, input_names=names, output_names=outputs, sha256=digest.hexdigest(),
                      session=session, runner=runner, reference_status=status, feeds=names, fetches=outputs,
@@ -380,7 +380,7 @@ def spec_from_file(path: Path, input_specs: Sequence[InputSpec] = (),
         _check(file)
     except CaseError as error:
         raise SpecError(error.message) from None
-    declared = [v for v in proto.graph.input if v.name in set(_feedable_inputs(proto))]
+    declared = [v for v in proto.graph.input if v.name in set(feedable_inputs(proto))]
     given = _given_specs(file, declared, input_specs)
     implied, stored = onnx_domains.implied_domains(proto), _stored_ranges(Path(path))
     bounds = _bounds_by_file_name(declared, given)
@@ -451,7 +451,7 @@ def golden_examples(path: Path) -> list[tuple[dict[str, np.ndarray], list[np.nda
         folder = folder.parent
     file = model_file(folder)
     proto, _ = _parse(file)
-    inputs = _feedable_inputs(proto)
+    inputs = feedable_inputs(proto)
     outputs = [o.name for o in proto.graph.output]
     for value in list(proto.graph.input) + list(proto.graph.output):
         kind = value.type.WhichOneof("value")
@@ -649,7 +649,7 @@ def _tensors(proto: Any) -> Iterator[Any]:
         yield from in_graph(training.algorithm)
 
 
-def _feedable_inputs(proto: Any) -> tuple[str, ...]:
+def feedable_inputs(proto: Any) -> tuple[str, ...]:
     """The graph's inputs a caller feeds: an initializer listed as an input
     (as files before IR version 4 list every weight) has its value already."""
     weights = {t.name for t in proto.graph.initializer}
@@ -716,7 +716,7 @@ def declared_types(path: Path) -> list[tuple[str, str | None, str]]:
     said in a message ("float32 tensor", "sequence of float32 tensors")."""
     file = model_file(Path(path))
     proto, _ = _parse(file)
-    feedable = set(_feedable_inputs(proto))
+    feedable = set(feedable_inputs(proto))
     ports = [("input", v) for v in proto.graph.input if v.name in feedable] + [("output", v) for v in proto.graph.output]
     return [(f"{kind} {value.name!r}", *_type_words(value.type)) for kind, value in ports]
 
