@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
+def large_sum_file(tmp_path_factory) -> Path:
+    """tests/planted.py's large-sum model file, one per session: a model name is registered once per
+    process, by one file, so every test that loads it shares this one."""
+    from tests import planted
+
+    path = tmp_path_factory.mktemp("large-sum") / "large_sum_models.py"
+    path.write_text(planted.LARGE_SUM_MODEL_FILE)
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """One artifact cache for the integration tests that are not about caching,
     so that each zoo model is exported once per test session."""

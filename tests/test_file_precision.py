@@ -129,15 +129,6 @@ def test_openvino_declares_float32_for_fp16_as_its_runtime_model_shows(tmp_path)
     assert backends.runtime_computes("openvino") == {("cpu", "fp16"): "float32"}
 
 
-@pytest.fixture
-def large_sum_file(tmp_path):
-    from tests import planted
-
-    path = tmp_path / "large_sum_models.py"
-    path.write_text(planted.LARGE_SUM_MODEL_FILE)
-    return path
-
-
 def run_large_sum(tmp_path: Path, model_file: Path, converted: Path | None = None) -> dict:
     options = RunOptions(models=(str(model_file),), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
                          precisions=("fp16",), examples=4, converted=converted, cache_dir=tmp_path / "cache",

@@ -185,13 +185,6 @@ def test_a_qdq_model_with_one_activation_scale_doubled_fails(run_parity, cnn_onn
     assert outputs["snr_db"] < INT8_STATIC.min_snr_db or outputs["normalized_error"] > INT8_STATIC.atol_by_max
 
 
-@pytest.fixture
-def large_sum_file(tmp_path):
-    path = tmp_path / "large_sum_models.py"
-    path.write_text(planted.LARGE_SUM_MODEL_FILE)
-    return path
-
-
 def test_an_op_that_overflows_in_float16_is_kept_in_float32_and_its_slip_fails(run_parity, large_sum_file,
                                                                                    tmp_path):
     from harness.registry import load_model_file
