@@ -239,13 +239,16 @@ def _middle(nodes: list, what: str, path: Path):
     return nodes[len(nodes) // 2]
 
 
-def plant_activation_scale(qdq_path: Path, factor: float, out_path: Path) -> Path:
-    """The middle activation's scale x`factor` in its QuantizeLinear and its DequantizeLinear
-    alike (the scale initializer they share): a consistent pair, as a wrong calibration range makes."""
+def plant_activation_scale(qdq_path: Path, factor: float, out_path: Path, tensor: str | None = None) -> Path:
+    """The middle activation's (or `tensor`'s) scale x`factor` in its QuantizeLinear and its
+    DequantizeLinear alike (the scale initializer they share): a consistent pair, as a wrong
+    calibration range makes."""
     from onnx import numpy_helper
 
     model = _load(qdq_path)
-    node = _middle(activation_quantizers(model), "activation QuantizeLinear", qdq_path)
+    quantizers = activation_quantizers(model)
+    node = (_middle(quantizers, "activation QuantizeLinear", qdq_path) if tensor is None
+            else next(n for n in quantizers if n.input[0] == tensor))
     scale = initializers(model)[node.input[1]]
     _set_array(scale, numpy_helper.to_array(scale) * np.float32(factor))
     _save(model, out_path)

@@ -61,7 +61,9 @@ class OutputComparison:
     # The whole-output thresholds not met ("min_cosine", ...): no noise multiple excuses these.
     failed_thresholds: list[str] = field(default_factory=list)
     # What passed it: "tolerance" (elementwise), "noise" (within its noise multiple of
-    # the source's own float32 error: set by the engine, which holds the float64 twin).
+    # the source's own float32 error: set by the engine, which holds the float64 twin),
+    # "floor" (a miss a reduced precision's standard build shares: precision_floor.py),
+    # "argmax" (a label flipped with scores that passed: accept_argmax_flips).
     accepted_by: str | None = None
     # At a reduced precision, this output's error beside a standard build's on the same example, and
     # that verdict (set by the engine, which runs the build: harness/precision_floor.py); None elsewhere.
@@ -137,6 +139,57 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, tolerance: Tole
     result.output_range = output_range
     _fill_metrics(result, ref, got, tolerance, is_float, class_axis if is_float else None, top_k)
     return result
+
+
+def _atol(tol: Tolerance, max_ref: float, output_range: float | None) -> float:
+    """The absolute part of the elementwise bound: atol_by_range scales the output's range (None: max|ref|)."""
+    scale = max_ref if output_range is None else output_range
+    return tol.atol + tol.atol_by_max * max_ref + tol.atol_by_range * scale
+
+
+def out_of_bound(ref: np.ndarray, got: np.ndarray, tolerance: Tolerance, output_range: float | None) -> np.ndarray:
+    """Where `got` is past the elementwise bound around `ref` (a float output of one shape; NaN/Inf count as past)."""
+    r, g = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
+    finite = np.isfinite(r) & np.isfinite(g)
+    magnitude = np.abs(np.where(finite, r, 0.0))
+    bound = _atol(tolerance, float(magnitude.max(initial=0.0)), output_range) + tolerance.rtol * magnitude
+    return ~finite | (np.abs(np.where(finite, g - r, 0.0)) > bound)
+
+
+def accept_argmax_flips(label: OutputComparison, ref_label: np.ndarray, got_label: np.ndarray,
+                        scores: OutputComparison, ref_scores: np.ndarray, got_scores: np.ndarray,
+                        class_axis: int) -> bool:
+    """Pass an integer output (`label`) that differs from the original's only where it is the argmax
+    of a float output (`scores`, along `class_axis`) on both sides of this example, and those scores
+    passed their own verdict: each flip is then a near-tie the scores' accepted error decides (a
+    reduced precision's), not a fault of the label's path. Nothing declares a label to be an argmax,
+    so the rule rests on both sides' arrays: a converted label that is not its own scores' argmax,
+    or scores that failed, leave the verdict as it was. Returns whether it passed `label`."""
+    if label.passed or label.max_abs is None or not scores.passed or ref_label.dtype.kind not in "iu" \
+            or ref_scores.dtype.kind != "f" or not -ref_scores.ndim <= class_axis < ref_scores.ndim:
+        return False
+    keep = ref_label.ndim == ref_scores.ndim
+    shape = np.argmax(ref_scores, axis=class_axis, keepdims=keep).shape
+    if ref_label.shape != shape or got_label.shape != shape or got_scores.shape != ref_scores.shape:
+        return False
+    if not (np.array_equal(np.argmax(ref_scores, axis=class_axis, keepdims=keep), ref_label)
+            and np.array_equal(np.argmax(got_scores, axis=class_axis, keepdims=keep), got_label)):
+        return False
+    flipped = ref_label != got_label
+    if not flipped.any():
+        return False
+    expanded = (lambda a: a) if keep else (lambda a: np.expand_dims(a, class_axis))
+    # the original's lead of its class over the class the converted model chose, at each flip
+    margins = (np.take_along_axis(ref_scores, expanded(ref_label), class_axis)
+               - np.take_along_axis(ref_scores, expanded(got_label), class_axis))[expanded(flipped)]
+    label.passed, label.accepted_by = True, "argmax"
+    label.extra["argmax_of"] = scores.name
+    label.extra["flip_margins"] = [float(m) for m in margins]
+    label.message = (f"{label.name}: {int(flipped.sum())} of {flipped.size} element(s) differ, each the argmax of "
+                     f"{scores.name} on both sides, whose original led the converted model's class there by "
+                     f"{float(margins.max()):.3g} at most (its largest error {scores.max_abs:.3g}), and {scores.name} "
+                     f"passed ({scores.accepted_by}): a near-tie its accepted error decides")
+    return True
 
 
 # The bounds of a comparison by distribution (an output of a random operator):
@@ -301,8 +354,7 @@ def _fill_metrics(result: OutputComparison, ref: np.ndarray, got: np.ndarray, to
         diff[(diff == 0) & (ref.reshape(-1) != got.reshape(-1))] = 1.0
     abs_r = np.abs(r)
     max_ref = float(abs_r.max())
-    atol = tol.atol + tol.atol_by_max * max_ref + tol.atol_by_range * (
-        max_ref if result.output_range is None else result.output_range)
+    atol = _atol(tol, max_ref, result.output_range)
     bound = np.multiply(abs_r, work(tol.rtol))
     bound += work(atol)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -17,16 +17,17 @@ import numpy as np
 
 from harness import backends
 from harness.cache import ArtifactCache, release_private_copies
-from harness.calibration import Calibration, calibration_inputs, parse_calibration
-from harness.compare import OutputComparison, compare_distributions, compare_outputs
+from harness.calibration import Calibration, calibration_inputs, calibration_of
+from harness.compare import (OutputComparison, accept_argmax_flips, compare_distributions, compare_outputs,
+                             out_of_bound)
+from harness.converters import bf16_emulation
 from harness.errors import CaseError, summarize_exception
 from harness.file_precision import computed_in
 from harness.inputs import check_tensor_budget, example_recipe, make_inputs
 from harness.layouts import relaid
 from harness.matrix import CONVERTED, Case
 from harness.paths import RUNTIME
-from harness.precision_floor import (FLOOR_DEVICE, FLOOR_MULTIPLE, FLOOR_TARGET, FloorBuild, floor_case, judge,
-                                     why_no_floor)
+from harness.precision_floor import FLOOR_MULTIPLE, FloorBuild, floor_case, floor_recipe, judge, why_no_floor
 from harness.random_ops import random_ops
 from harness.model_file import require_file
 from harness.options import RunOptions
@@ -119,7 +120,8 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     check_tensor_budget(spec, options.max_tensor_mb)   # before any model is built or tensor made
     # the user's examples are refused, if they do not fit the spec, before any model is built too
     user_inputs = (load_user_inputs(options.parity_inputs, spec, spec.source_layouts(case.source)[0],
-                                    options.max_tensor_mb) if options.parity_inputs else None)
+                                    options.max_tensor_mb, options.parity_preprocess)
+                   if options.parity_inputs else None)
     source = backends.source(case.source)
     runtime = backends.runtime(case.target)
     timings: dict[str, float] = {}
@@ -207,12 +209,13 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
                               artifact_layouts[0], where, user_file=options.converted is not None)
     calibrated_on = next((hop.get("calibrated_on") for hop in provenance.get("hops", [provenance])
                           if hop.get("calibrated_on")), None)
+    calibration = calibration_of(options)
     if case.precision == "int8" and case.lowered_by == CONVERTED:
         # a user's int8 file: checked on what it is deployed for, as the spec or --calibration says
-        calibrated_on = parse_calibration(options.calibration).for_spec(spec).distribution
+        calibrated_on = calibration.for_spec(spec).distribution
     output_ranges = {}
     if reference_error is None and (floor is not None or any(t.atol_by_range for t in tolerances.values())):
-        output_ranges = _output_ranges(source, model, spec, parse_calibration(options.calibration), source_in,
+        output_ranges = _output_ranges(source, model, spec, calibration, source_in,
                                        case.reference_device, floor)
         provenance["output_ranges"] = {**output_ranges, "samples": RANGE_SAMPLES}
     return PreparedCase(
@@ -319,7 +322,7 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         path, provenance = source.artifact(model)
         return path, _with_random_ops(path, provenance), False, [(path, *layouts)]
     offered = options.conversion_options(case.variant)
-    calibration = parse_calibration(options.calibration).for_spec(spec).to_json()
+    calibration = calibration_of(options).for_spec(spec).to_json()
     given: Any = model
     upstream = {"model": source.fingerprint(model)}
     hops, hits, path, files = [], [], None, []
@@ -358,33 +361,40 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
 def _precision_floor(case: Case, options: RunOptions, cache: ArtifactCache, source, model, spec: ModelSpec,
                      example: list[np.ndarray]) -> tuple[FloorBuild | None, dict[str, Any] | None]:
     """The floor of a case at a reduced precision (harness/precision_floor.py): the
-    standard build of the same model at that precision, converted through the
-    cache like any hop and loaded in ONNX Runtime's CPU provider, with what the
-    provenance says of it; (None, why) where none is built, (None, None) at fp32.
+    standard build of the same model at that precision (TFLite's own for a TFLite
+    file, else the ONNX one), converted through the cache like any hop and loaded
+    in the runtime it runs on as a floor, with what the provenance says of it;
+    (None, why) where none is built, (None, None) at fp32.
     A floor that cannot be built leaves the case to its fixed thresholds."""
     if case.precision == "fp32":
         return None, None
-    standard = floor_case(case)
+    standard = floor_case(case, options.converted)
     if standard is None:
-        return None, {"built": False, "reason": why_no_floor(case)}
+        return None, {"built": False, "reason": why_no_floor(case, options.converted)}
     try:
-        path, provenance, hit, _ = _artifact(standard, replace(options, converted=None), cache, source, model, spec,
-                                             example)
-        session = backends.runtime(FLOOR_TARGET).Session(path, FLOOR_DEVICE, options, precision="fp32")
+        path, provenance, hit, files = _artifact(standard, replace(options, converted=None), cache, source, model,
+                                                 spec, example)
+        if standard.precision != case.precision:   # an emulated precision (bf16): its fp32 build, rounded
+            path, provenance, rounded_hit = bf16_emulation.cached(path, provenance, cache)
+            hit = hit and rounded_hit
+        session = backends.runtime(standard.target).Session(path, standard.device, options, precision="fp32")
         session.bind([i.name for i in spec.inputs], [i.dtype for i in spec.inputs], [o.name for o in spec.outputs])
     except Exception as error:   # the floor judges beside the verdict: it never stops a case
         return None, {"built": False, "reason": f"its standard build ({' -> '.join(standard.path)}) failed: "
                                                 f"{summarize_exception(error, 2)}; held to the fixed thresholds alone"}
     source_in, source_out = spec.source_layouts(case.source)
-    build = FloorBuild(session, case.precision, provenance.get("input_layouts", source_in),
-                       provenance.get("output_layouts", source_out))
+    recipe = floor_recipe(case, options.converted)
+    build = FloorBuild(session, case.precision, recipe, provenance.get("input_layouts", source_in),
+                       provenance.get("output_layouts", source_out), files)
     described = {key: provenance[key] for key in ("converter", "tool", "quantization", "float16", "calibration",
-                                                  "quantization_ops", "cache_key") if key in provenance}
-    return build, {"built": True, "path": list(standard.path), "runs_on": f"{FLOOR_TARGET} {FLOOR_DEVICE}",
+                                                  "quantization_ops", "io_quantization", "cache_key")
+                 if key in provenance}
+    return build, {"built": True, "recipe": recipe, "path": list(standard.path),
+                   "runs_on": f"{standard.target} {standard.device}",
                    "multiple": FLOOR_MULTIPLE, "cache_hit": hit, **described}
 
 
-def _floor_verdict(prepared: PreparedCase, ordered: list, reference: list[np.ndarray],
+def _floor_verdict(prepared: PreparedCase, ordered: list, reference: list[np.ndarray], converted: list[np.ndarray],
                    comparisons: list[OutputComparison]) -> None:
     """Each output's error held against the floor's on the same inputs (precision_floor.judge)."""
     floor, spec = prepared.floor, prepared.spec
@@ -397,13 +407,30 @@ def _floor_verdict(prepared: PreparedCase, ordered: list, reference: list[np.nda
             comparison.floor = {"unavailable": f"the floor's build raised on these inputs: "
                                                f"{summarize_exception(error, 2)}"}
         return
-    for out, comparison, ref, got in zip(spec.outputs, comparisons, reference, outputs):
-        output_range = prepared.output_ranges.get(out.name)
-        floor_comparison = compare_outputs(out.name, ref, relaid(got, floor.output_layouts[out.name],
-                                                                 source_out[out.name]),
-                                           prepared.tolerances[out.name], out.class_axis, out.top_k, output_range)
-        judge(comparison, floor_comparison, floor, output_range)
+    for out, comparison, ref, got, floor_got in zip(spec.outputs, comparisons, reference, converted, outputs):
+        output_range, tolerance = prepared.output_ranges.get(out.name), prepared.tolerances[out.name]
+        floor_got = relaid(floor_got, floor.output_layouts[out.name], source_out[out.name])
+        floor_comparison = compare_outputs(out.name, ref, floor_got, tolerance, out.class_axis, out.top_k, output_range)
+        # elements the artifact misses where the floor does not: a fault of its own, never the precision's
+        misses_of_its_own = (not comparison.passed and floor_comparison.max_abs is not None
+                             and comparison.max_abs is not None and bool(np.any(
+                                 out_of_bound(ref, got, tolerance, output_range)
+                                 & ~out_of_bound(ref, floor_got, tolerance, output_range))))
+        judge(comparison, floor_comparison, floor, output_range, misses_of_its_own)
     prepared.timings["floor_s"] = prepared.timings.get("floor_s", 0.0) + time.perf_counter() - start
+
+
+def _argmax_verdict(spec: ModelSpec, reference: list[np.ndarray], converted: list[np.ndarray],
+                    comparisons: list[OutputComparison]) -> None:
+    """At a reduced precision, each integer output that failed, held to compare.accept_argmax_flips against
+    each float output (along its class_axis, else its last axis): a label flipped on a near-tie of logits
+    that passed is the precision's, not a fault."""
+    for label, ref_label, got_label in zip(comparisons, reference, converted):
+        for out, scores, ref_scores, got_scores in zip(spec.outputs, comparisons, reference, converted):
+            class_axis = -1 if out.class_axis is None else out.class_axis
+            if scores is not label and accept_argmax_flips(label, ref_label, got_label, scores, ref_scores,
+                                                           got_scores, class_axis):
+                break
 
 
 def _with_random_ops(path: Path, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -537,7 +564,9 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         for comparison in comparisons:
             _noise_verdict(comparison, noise.get(comparison.name))
     if prepared.floor is not None:   # after the noise verdict: float32's noise never excuses an error past the floor
-        _floor_verdict(prepared, ordered, reference, comparisons)
+        _floor_verdict(prepared, ordered, reference, converted, comparisons)
+    if prepared.case.precision != "fp32":   # after every float output's verdict, which the rule rests on
+        _argmax_verdict(prepared.spec, reference, converted, comparisons)
     return ExampleOutcome(comparisons, noise, reference=reference)
 
 

@@ -120,7 +120,9 @@ def first_overflow(model: Any, feeds: dict[str, np.ndarray]) -> str | None:
         return None
     for node in model.graph.node:
         given = {name: values[name] for name in node.input if name}
-        if not any(np.asarray(v).dtype.name in FILE_TYPES.values() for v in given.values()):
+        made = [values[name] for name in node.output if name in values]
+        # a Cast to float16 takes float32 and overflows as it writes: its outputs' types count too
+        if not any(np.asarray(v).dtype.name in FILE_TYPES.values() for v in [*given.values(), *made]):
             continue   # a node kept in float32 computes as the target does
         try:
             with np.errstate(over="raise", invalid="raise"):

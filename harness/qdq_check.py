@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:   # the engine imports the frameworks' adapters: not at import time here
+    from harness.calibration import Calibration
     from harness.engine import PreparedCase
 
 INT8_RANGE = (-128, 127)
@@ -146,8 +147,15 @@ def qdq_pairs(qdq_path: Path, fp32_path: Path, feed: Sequence[Mapping[str, np.nd
         stands_for[node.name] = next((t for t in (node.input[0], partner.output[0] if partner else None)
                                       if t in computed), None)
     values = _tensor_values(fp32, sorted({t for t in stands_for.values() if t}), feed)
-    pairs = [_activation_pair(node, dequantizers.get(node.output[0]), arrays, stands_for[node.name], values)
-             for node in activation_quantizers(model)]
+    reading: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            reading.setdefault(name, []).append(node)
+    pairs = []
+    for node in activation_quantizers(model):
+        partner = dequantizers.get(node.output[0])
+        clipped_to = _clipped_by(reading.get(partner.output[0], []), arrays) if partner is not None else None
+        pairs.append(_activation_pair(node, partner, arrays, stands_for[node.name], values, clipped_to))
     originals = {name: numpy_helper.to_array(t) for name, t in initializers(fp32).items()}
     readers = {(n.name, index): name for n in fp32.graph.node for index, name in enumerate(n.input) if name in originals}
     consumers = {i: (n.name, index) for n in model.graph.node for index, i in enumerate(n.input)}
@@ -189,8 +197,26 @@ def _tensor_values(fp32: Any, tensors: list[str], feed: Sequence[Mapping[str, np
     return {name: np.concatenate(found) for name, found in runs.items() if found}
 
 
+def _clipped_by(readers: list, arrays: dict[str, np.ndarray]) -> tuple[float, float] | None:
+    """The bounds a dequantized tensor is clipped to where every node reading it is a Clip or a Relu
+    (the widest of them); None otherwise. ONNX Runtime quantizes a ReLU6's input with its Clip's range:
+    values past the bounds are lost to the Clip anyway, not to the pair."""
+    bounds = []
+    for node in readers:
+        if node.op_type == "Relu":
+            bounds.append((0.0, math.inf))
+        elif node.op_type == "Clip":   # opset 11+: min and max as optional inputs
+            low, high = [*node.input[1:3], "", ""][:2]
+            if any(name and name not in arrays for name in (low, high)):
+                return None   # a bound computed at run time: not known here
+            bounds.append((float(arrays[low]) if low else -math.inf, float(arrays[high]) if high else math.inf))
+        else:
+            return None
+    return (min(b[0] for b in bounds), max(b[1] for b in bounds)) if bounds else None
+
+
 def _activation_pair(node: Any, partner: Any, arrays: dict[str, np.ndarray], tensor: str | None,
-                     values: dict[str, np.ndarray]) -> dict[str, Any]:
+                     values: dict[str, np.ndarray], clipped_to: tuple[float, float] | None) -> dict[str, Any]:
     scale = float(arrays[node.input[1]])
     given = arrays[node.input[2]] if len(node.input) > 2 and node.input[2] else None
     point = int(given) if given is not None else 0
@@ -205,6 +231,8 @@ def _activation_pair(node: Any, partner: Any, arrays: dict[str, np.ndarray], ten
     represented = represented_range(scale, point, (int(quantized.min), int(quantized.max)))
     if represented[0] == 0:   # zero point at qmin: ONNX Runtime folded a Relu into the quantizer
         values = np.maximum(values, 0)
+    if clipped_to is not None:
+        values = np.clip(values, *clipped_to)
     observed = (float(values.min()), float(values.max()))
     pair.update(represented=represented, observed=observed, wasted_bits=wasted_bits(represented, observed),
                 clipped=clipped_share(values, represented, scale))
@@ -265,15 +293,16 @@ def _excess(pair: dict[str, Any]) -> float:
                pair["wasted_bits"] / PAIR_LIMITS["min_wasted_bits"])
 
 
-def check_case(prepared: PreparedCase, calibration: str | None) -> dict[str, Any] | None:
+def check_case(prepared: PreparedCase, calibration: Calibration) -> dict[str, Any] | None:
     """The Q/DQ pairs of a case at int8 whose artifact, or an ONNX file on its path, is a QDQ file
     (the last such), against the fp32 ONNX model of the same case (the last ONNX file before the
-    lowering, or the ONNX original) on the calibration feed (`calibration`: --calibration's text);
-    None where the case has no QDQ file. The entry's `findings` fail the case."""
+    lowering, or the ONNX original, else the floor's fp32 export of the same original: a --converted
+    file of another source) on the calibration feed (`calibration`: the run's settings); None where
+    the case has no QDQ file. The entry's `findings` fail the case."""
     import onnx
 
     from harness import backends
-    from harness.calibration import calibration_inputs, parse_calibration
+    from harness.calibration import calibration_inputs
     from harness.errors import summarize_exception
     from harness.runtimes.binding import bound_names
 
@@ -288,13 +317,20 @@ def check_case(prepared: PreparedCase, calibration: str | None) -> dict[str, Any
     if qdq is None:
         return None
     before = [(path, layouts) for i, path, layouts in onnx_files if i < lowered_at]
+    # the floor's path exports the same original to fp32 ONNX before lowering it: where the case's path holds
+    # no fp32 file (a --converted QDQ file of a torch or Keras original), that export, matched by tensor name
+    floor_fp32 = [(path, layouts) for path, layouts, _ in (prepared.floor.files[:-1] if prepared.floor else [])
+                  if backends.ARTIFACT_SUFFIXES.get(path.suffix.lower()) == "onnx"]
     if before:
-        fp32, layouts = before[-1]
+        (fp32, layouts), fp32_from = before[-1], "the case's path"
     elif case.source == "onnx":
-        fp32, layouts = prepared.model.path, prepared.source_layouts[0]
+        fp32, layouts, fp32_from = prepared.model.path, prepared.source_layouts[0], "the ONNX original"
+    elif floor_fp32:
+        (fp32, layouts), fp32_from = floor_fp32[-1], "the floor's fp32 export (tensors matched by name)"
     else:
         return {"file": str(qdq), "checked": False,
-                "reason": f"no fp32 ONNX file on the case's path to measure its tensors in ({case.source} original)"}
+                "reason": f"no fp32 ONNX file on the case's path nor on its floor's to measure its tensors in "
+                          f"({case.source} original; the floor: {prepared.provenance.get('floor', {}).get('reason')})"}
     start = time.perf_counter()
     graph = onnx.load(str(fp32), load_external_data=False).graph
     declared = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
@@ -302,7 +338,7 @@ def check_case(prepared: PreparedCase, calibration: str | None) -> dict[str, Any
     if names is None:
         return {"file": str(qdq), "fp32_file": str(fp32), "checked": False,
                 "reason": f"the fp32 file's inputs {declared} do not match the spec's"}
-    settings = parse_calibration(calibration).for_spec(spec)
+    settings = calibration.for_spec(spec)
     feed = [{name: example[i.name] for name, i in zip(names, spec.inputs)}
             for example in calibration_inputs(spec, settings, layouts)]
     try:
@@ -310,7 +346,8 @@ def check_case(prepared: PreparedCase, calibration: str | None) -> dict[str, Any
     except Exception as error:   # the check judges beside the verdict: it never stops a case
         return {"file": str(qdq), "fp32_file": str(fp32), "checked": False,
                 "reason": f"measuring its pairs failed: {summarize_exception(error, 2)}"}
-    return {"file": str(qdq), "fp32_file": str(fp32), "checked": True, "seconds": time.perf_counter() - start,
+    return {"file": str(qdq), "fp32_file": str(fp32), "fp32_from": fp32_from, "checked": True,
+            "seconds": time.perf_counter() - start,
             "samples": len(feed),
             "calibration": settings.file or settings.distribution, "limits": PAIR_LIMITS, "pairs": pairs,
             "unchecked": sum("unchecked" in p for p in pairs),

@@ -169,3 +169,44 @@ def test_openvino_runs_a_lowered_fp16_file_in_float32_and_the_record_says_so(tmp
     assert record["provenance"]["precision"]["computed_in"] == "float32"
     assert record["file_precision"]["message"].startswith("computed in float32 by openvino cpu: the file's float16 "
                                                           "arithmetic unchecked there; checked apart in float16")
+
+
+@pytest.fixture(scope="module")
+def large_transformer(tmp_path_factory):
+    """The zoo's transformer fed tokens x1000 in fp32, and the harness's own fp16 build of it,
+    which keeps the large-magnitude paths in float32 (benchmarks/precision_floor.py)."""
+    from benchmarks import precision_floor as pf
+
+    folder = tmp_path_factory.mktemp("large")
+    model = pf.export_large_transformer(folder / "fp32")
+    return model, pf.build_floor(model, "transformer", "fp16", folder / "floor")
+
+
+def run_transformer_fp16(tmp_path: Path, model: Path, converted: Path) -> dict:
+    options = RunOptions(models=(str(model),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
+                         precisions=("fp16",), examples=4, converted=converted, cache_dir=tmp_path / "cache",
+                         reports_dir=tmp_path / "reports", localize="off")
+    (case,) = build_cases(options)
+    return run_case(case, options, ArtifactCache(options.cache_dir))
+
+
+def test_a_cast_to_float16_on_a_large_float32_path_is_named_as_the_overflow(large_transformer, tmp_path):
+    """The Cast takes float32 and writes float16: its inputs alone do not say
+    it computes in float16, its output does."""
+    from benchmarks import precision_floor as pf
+
+    model, floor = large_transformer
+    planted = pf.plant_float16_cast(floor, "transformer", pf.calibration_feed("transformer"), tmp_path / "cast.onnx")
+    (cast,) = [n.name for n in onnx.load(str(planted)).graph.node if n.name.endswith("_to_half")]
+    record = run_transformer_fp16(tmp_path, model, planted)
+    assert record["status"] == "failed" and record["file_precision"]["verdict"] == "failed", record["message"]
+    assert record["file_precision"]["overflow"] == f"Cast {cast!r}: overflow encountered in cast"
+    assert record["message"].startswith(f"the fp16 file cast.onnx overflows in float16 (Cast {cast!r}: "), \
+        record["message"]
+
+
+def test_the_fp16_build_that_keeps_the_large_paths_in_float32_passes_the_file_check(large_transformer, tmp_path):
+    model, floor = large_transformer
+    record = run_transformer_fp16(tmp_path, model, floor)
+    assert record["status"] == "passed", record["message"]
+    assert record["file_precision"]["verdict"] == "passed"

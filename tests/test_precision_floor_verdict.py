@@ -171,3 +171,28 @@ def test_the_cache_and_the_calibration_build_a_converted_files_floor_so_neither_
     at_fp32 = replace(at_int8, precisions=("fp32",))   # no floor: nothing is converted
     assert [w.split(":")[0] for w in option_findings(at_fp32, build_cases(at_fp32)).warnings] == [
         "--calibration uniform", "--no-parity-cache, --parity-cache-dir"]
+
+
+def _label_verdict(got_scores: np.ndarray, got_label: np.ndarray, scores_tolerance) -> dict:
+    """The label's comparison after compare.accept_argmax_flips, on one row whose original scores nearly tie."""
+    from harness.compare import accept_argmax_flips, compare_outputs
+    from harness.specs import Tolerance
+
+    ref_scores = np.array([[10.0, 9.9, -3.0]], dtype=np.float32)
+    ref_label = np.argmax(ref_scores, axis=-1)
+    scores = compare_outputs("logits", ref_scores, got_scores, scores_tolerance, class_axis=-1)
+    label = compare_outputs("label", ref_label, got_label, Tolerance(max_mismatch=0.5))
+    accept_argmax_flips(label, ref_label, got_label, scores, ref_scores, got_scores, -1)
+    return {"passed": label.passed, "accepted_by": label.accepted_by, "margins": label.extra.get("flip_margins")}
+
+
+def test_a_label_flipped_as_its_passing_scores_say_passes_and_no_other():
+    from harness.specs import Tolerance
+
+    near_tie = np.array([[9.9, 10.0, -3.0]], dtype=np.float32)   # the first two swapped: within atol 0.2
+    flipped = np.array([1])
+    assert _label_verdict(near_tie, flipped, Tolerance(atol=0.2)) == {"passed": True, "accepted_by": "argmax",
+                                                                      "margins": [pytest.approx(0.1, abs=1e-5)]}
+    # the same flip where the scores failed their tolerance, and a label that is not its scores' argmax: kept
+    assert not _label_verdict(near_tie, flipped, Tolerance(atol=0.05))["passed"]
+    assert not _label_verdict(np.array([[10.0, 9.9, -3.0]], dtype=np.float32), flipped, Tolerance(atol=0.2))["passed"]

@@ -29,19 +29,19 @@ def cnn(tmp_path_factory):
     return model, pf.build_floor(model, "cnn", "int8", folder / "floor")
 
 
-def _run(model: Path, converted: Path | None, tmp_path: Path) -> dict:
+def run_int8(model: Path, converted: Path | None, tmp_path: Path, localize: str = "off") -> dict:
     """The fp32 file as an ONNX original at int8 (the zoo CNN's input spec, so that its feed is the
     zoo's), against `converted` given as --converted, or the harness's own lowering where None."""
     options = RunOptions(models=(str(model),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
                          precisions=("int8",), examples=5, converted=converted, input_specs=get_model("cnn").inputs,
-                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize=localize)
     (case,) = build_cases(options)
     return run_case(case, options, ArtifactCache(options.cache_dir))
 
 
 def test_an_activation_scale_x4_fails_naming_its_pair(cnn, tmp_path):
     model, floor = cnn
-    record = _run(model, pf.plant_activation_scale(floor, 4.0, tmp_path / "x4.onnx"), tmp_path)
+    record = run_int8(model, pf.plant_activation_scale(floor, 4.0, tmp_path / "x4.onnx"), tmp_path)
     assert record["status"] == "failed"
     assert record["message"].startswith("int8 file: the QuantizeLinear/DequantizeLinear pair of tensor 'relu' "
                                         "(nodes 'relu_QuantizeLinear' / 'relu_DequantizeLinear') represents 4.0x")
@@ -51,7 +51,7 @@ def test_an_activation_scale_x4_fails_naming_its_pair(cnn, tmp_path):
 
 def test_an_activation_scale_x025_fails_as_clipping(cnn, tmp_path):
     model, floor = cnn
-    record = _run(model, pf.plant_activation_scale(floor, 0.25, tmp_path / "x025.onnx"), tmp_path)
+    record = run_int8(model, pf.plant_activation_scale(floor, 0.25, tmp_path / "x025.onnx"), tmp_path)
     assert record["status"] == "failed"
     assert "pair of tensor 'relu'" in record["message"] and "of its values are clipped" in record["message"]
     assert record["qdq_pairs"][0]["wasted_bits"] < PAIR_LIMITS["min_wasted_bits"]
@@ -59,7 +59,7 @@ def test_an_activation_scale_x025_fails_as_clipping(cnn, tmp_path):
 
 def test_one_weight_channel_scale_x2_fails_naming_the_weight(cnn, tmp_path):
     model, floor = cnn
-    record = _run(model, pf.plant_weight_channel_scale(floor, 2.0, tmp_path / "channel2.onnx"), tmp_path)
+    record = run_int8(model, pf.plant_weight_channel_scale(floor, 2.0, tmp_path / "channel2.onnx"), tmp_path)
     assert record["status"] == "failed"
     assert record["message"].startswith("int8 file: weight 'inner.features.4.weight_quantized' (DequantizeLinear "
                                         "'inner.features.4.weight_DequantizeLinear') stands 63.")
@@ -82,7 +82,7 @@ def test_correct_builds_by_other_recipes_pass_with_their_pairs(cnn, tmp_path, pe
     model, _ = cnn
     build = pf.build_qdq(model, pf.calibration_feed("cnn"), tmp_path / "build.onnx", per_channel=per_channel,
                          calibrate_method=method, symmetric=symmetric, activation_type=activations)
-    record = _run(model, build, tmp_path)
+    record = run_int8(model, build, tmp_path)
     assert record["status"] == "passed", record["message"]
     assert record["qdq_check"]["findings"] == [] and record["qdq_check"]["unchecked"] == 0
     kinds = {p["kind"] for p in record["qdq_pairs"]}
@@ -91,7 +91,7 @@ def test_correct_builds_by_other_recipes_pass_with_their_pairs(cnn, tmp_path, pe
 
 def test_the_harness_own_int8_lowering_passes(cnn, tmp_path):
     model, _ = cnn
-    record = _run(model, None, tmp_path)
+    record = run_int8(model, None, tmp_path)
     assert record["status"] == "passed", record["message"]
     assert record["qdq_check"]["fp32_file"] == str(model) and record["qdq_pairs"]
 
@@ -147,14 +147,39 @@ def test_a_weight_renamed_is_found_by_the_node_reading_it_and_one_found_nowhere_
     assert unmatched and all("unchecked" in p and "finding" not in p for p in unmatched)
 
 
-def test_a_converted_qdq_file_of_a_torch_original_says_why_its_pairs_go_unchecked(cnn, tmp_path):
-    _, floor = cnn
+@pytest.fixture(scope="module")
+def torch_cache(tmp_path_factory):
+    """One artifact cache for the torch cases: the floor's export is made once."""
+    return tmp_path_factory.mktemp("qdq-torch-cache")
+
+
+def _run_torch(converted: Path, cache: Path, tmp_path: Path) -> dict:
+    """The zoo CNN's torch original at int8 against `converted` given as --converted."""
     options = RunOptions(models=("cnn",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
-                         precisions=("int8",), examples=3, converted=floor, cache_dir=tmp_path / "cache",
+                         precisions=("int8",), examples=5, converted=converted, cache_dir=cache,
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
-    assert record["qdq_check"] == {"file": str(floor), "checked": False,
-                                   "reason": "no fp32 ONNX file on the case's path to measure its tensors in "
-                                             "(torch original)"}
-    assert record["qdq_pairs"] == [] and "int8 file" not in record["message"]
+    return run_case(case, options, ArtifactCache(options.cache_dir))
+
+
+def test_a_converted_qdq_file_of_a_torch_original_is_judged_against_the_floors_fp32_export(cnn, torch_cache, tmp_path):
+    # the QDQ file is built from the harness's own torch->onnx export, as the floor's path exports it:
+    # its tensors match the floor's fp32 file by name, and the scale x4 (which the outputs hide) fails
+    _, floor = cnn
+    record = _run_torch(pf.plant_activation_scale(floor, 4.0, tmp_path / "x4.onnx"), torch_cache, tmp_path)
+    assert record["status"] == "failed"
+    assert record["message"].startswith("int8 file: the QuantizeLinear/DequantizeLinear pair of tensor 'relu' "
+                                        "(nodes 'relu_QuantizeLinear' / 'relu_DequantizeLinear') represents 4.0x")
+    check = record["qdq_check"]
+    assert check["checked"] and check["unchecked"] == 0
+    assert check["fp32_from"] == "the floor's fp32 export (tensors matched by name)"
+    assert record["qdq_pairs"][0]["tensor"] == "relu"
+
+
+def test_the_correct_qdq_file_of_a_torch_original_passes_with_its_pairs_checked(cnn, torch_cache, tmp_path):
+    _, floor = cnn
+    record = _run_torch(floor, torch_cache, tmp_path)
+    assert record["status"] == "passed", record["message"]
+    assert record["qdq_check"]["checked"] and record["qdq_check"]["findings"] == []
+    assert record["qdq_check"]["unchecked"] == 0
+    assert {p["kind"] for p in record["qdq_pairs"]} == {"activation", "weight"}

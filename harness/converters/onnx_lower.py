@@ -54,6 +54,9 @@ REVISION = 1
 FILENAME = "model.onnx"
 OPTIONS = ("precision", "calibration")
 CALIBRATES = ("fp16", "int8")   # the precisions it runs the feed for (fp16: its range analysis)
+# Its file is the standard build of ONNX files at its precisions: the floor of any other ONNX file, and
+# of a file in a format with no standard build of its own (harness/precision_floor.py), run there.
+STANDARD_FLOOR = {"runtime": "onnxruntime", "device": "cpu", "recipe": "a standard {precision} build"}
 
 FLOAT16_MAX = 65504.0
 # A node whose output reaches this on the feed computes in float32 (see the docstring).

@@ -90,6 +90,9 @@ REVISION = 4
 OPTIONS = ("layout_variant", "precision", "calibration")
 CALIBRATES = ("int8",)   # the precision it runs the feed for: full-integer quantization
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+# Its file is the standard build of TFLite files below fp32 (TFLite's own quantizer): the floor of any
+# other TFLite file of a Keras or TensorFlow model (harness/precision_floor.py), run in LiteRT.
+STANDARD_FLOOR = {"runtime": "tflite", "device": "cpu", "recipe": "TFLite's own {precision} build"}
 FILENAME = "model.tflite"
 SIGNATURE_KEY = "serving_default"
 VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")

@@ -78,14 +78,19 @@ class Walkable:
 
 
 def localize(walkable: Walkable, failing: Sequence[Mapping[str, Any]], repro_folder: Path | None,
-             mode: str = "first") -> dict[str, Any]:
+             mode: str = "first", pair_check: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The localization record of a failed example (`failing`: the failing
-    outputs' comparisons, `OutputComparison.to_json()`, in the spec's order).
+    outputs' comparisons, `OutputComparison.to_json()`, in the spec's order;
+    `pair_check`: the case's Q/DQ pair check with its "pairs", where one ran).
     Never raises: what goes wrong is the record's "error" status."""
     start = time.perf_counter()
+    walked = [c for c in failing if not floor_only(c)]
     try:
-        with tempfile.TemporaryDirectory(prefix="parity-localize-") as scratch:
-            records = _localize(walkable, list(failing), repro_folder, mode, Path(scratch))
+        if failing and not walked:
+            records = [floor_localization(failing, pair_check)]
+        else:
+            with tempfile.TemporaryDirectory(prefix="parity-localize-") as scratch:
+                records = _localize(walkable, walked, repro_folder, mode, Path(scratch))
     except CaseError as error:
         records = [{"status": "error", "message": f"localization failed: {error.message}"}]
     except Exception as error:  # a localization that breaks must not hide the verdict it explains
@@ -96,6 +101,45 @@ def localize(walkable: Walkable, failing: Sequence[Mapping[str, Any]], repro_fol
     if len(records) > 1:
         first["more"] = records[1:]
     return first
+
+
+def floor_only(comparison: Mapping[str, Any]) -> bool:
+    """Whether an output failed by its precision's floor alone (harness/precision_floor.py): within
+    the fixed thresholds a walk holds each tensor to, so that the walk could only name no tensor, or
+    a tensor as off as a correct build's."""
+    floor = comparison.get("floor") or {}
+    return floor.get("passed") is False and bool(floor.get("thresholds_passed"))
+
+
+def floor_localization(failing: Sequence[Mapping[str, Any]], pair_check: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The record of an example whose outputs failed by the floor alone. No tensor is held to the
+    floor's error on it: per tensor, correct recipes reach 71x the floor's where some bugs stay
+    near 2x (benchmarks/floor_per_tensor.py), and a user's file need not name its tensors as the
+    floor's build does. Where the file is a QDQ file, its Q/DQ pairs are held to limits measured
+    per pair (harness/qdq_check.py): a pair past one is the node named."""
+    outputs = "; ".join(f"{c['name']}: RMS error {_fmt(c['floor']['rms_over_floor'])}x the floor's, allowed "
+                        f"{_fmt(c['floor']['multiple'])}x" for c in failing)
+    message = (f"failed by the floor alone ({outputs}) and within the fixed thresholds, the only bound a walk "
+               f"of the file's tensors could hold them to: not walked")
+    pairs = [p for p in (pair_check or {}).get("pairs", []) if p.get("finding")]
+    if pairs:
+        named = [f"weight {p['tensor']!r} (DequantizeLinear {p['node']!r})" if p["kind"] == "weight" else
+                 f"the Q/DQ pair of tensor {p['tensor']!r} (nodes {p['node']!r} / {p['dequantizer']!r})"
+                 for p in pairs]
+        more = f" and {len(named) - 1} more" if len(named) > 1 else ""
+        return {"status": "qdq_pair", "mode": "qdq_pairs", "output": failing[0]["name"],
+                "message": f"{message}; localized by the Q/DQ pair check to {named[0]}{more}",
+                "first": {"tensor": pairs[0]["tensor"], "node": pairs[0]["node"],
+                          "op_type": "DequantizeLinear" if pairs[0]["kind"] == "weight" else "QuantizeLinear"},
+                "pairs": [{"tensor": p["tensor"], "node": p["node"], "finding": p["finding"]} for p in pairs]}
+    if pair_check is None:
+        why = "the file holds no Q/DQ pairs to check each by its own limits"
+    elif not pair_check.get("checked"):
+        why = f"its Q/DQ pairs went unchecked: {pair_check.get('reason')}"
+    else:
+        why = (f"every one of its Q/DQ pairs checked is within its limits ({pair_check.get('unchecked', 0)} "
+               f"unchecked): the added error is spread over the file, not one pair's")
+    return {"status": "not_found", "mode": "qdq_pairs", "output": failing[0]["name"], "message": f"{message}; {why}"}
 
 
 def _localize(walkable: Walkable, failing: list[Mapping[str, Any]], repro_folder: Path | None, mode: str,
