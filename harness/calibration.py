@@ -17,8 +17,12 @@ distribution: a model calibrated on one kind of input is checked on others.
 `--parity-inputs` reads (harness/user_inputs.py: a `.npz` named by input, with
 or without a leading example axis, a folder of them, ...), in the spec's
 layouts. It is checked against the spec (names, dtypes, shapes within the
-dims' bounds, layout) by the same reader before a quantizer sees it, and its
-sha256 is in the settings, so a changed file is another cache key.
+dims' bounds, layout) by the same reader before a quantizer sees it, its
+messages naming --calibration (the reader takes the option it reads for), and
+its sha256 is in the settings, so a changed file is another cache key. A
+folder of images is read with the preprocessing --parity-preprocess declares
+(harness/image_inputs.py, as for --parity-inputs), which is then a setting too:
+another preprocessing is another feed, so another cache key.
 
 No framework is imported here.
 """
@@ -32,14 +36,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from harness.errors import CaseError
 from harness.layouts import relaid
 from harness.model_file import file_sha256, folder_sha256, not_a_file
-from harness.options import DEFAULT_MAX_TENSOR_MB, OptionError
+from harness.image_inputs import EXAMPLE as PREPROCESS_EXAMPLE
+from harness.image_inputs import OPTION as PREPROCESS_OPTION
+from harness.image_inputs import is_image, parse_preprocess
+from harness.options import DEFAULT_MAX_TENSOR_MB, OptionError, RunOptions
 from harness.specs import DISTRIBUTIONS, ModelSpec
-from harness.user_inputs import OPTION as USER_INPUTS_OPTION
 from harness.user_inputs import load_user_inputs
 
+OPTION = "--calibration"
 # 32 samples: the zoo's int8 errors moved by under 10% between 32 and 128
 # samples (the README's precision table), at a quarter of the calibration time.
 DEFAULT_SAMPLES = 32
@@ -52,13 +58,15 @@ class Calibration:
     the user's feed (`--calibration=PATH`), of which the first `samples`
     examples are taken (every one, up to MAX_SAMPLES, as parsed); `sha256`: its
     bytes' digest, which puts its content in the converted file's cache key
-    and provenance."""
+    and provenance; `preprocess`: where `file` is a folder of images, the
+    --parity-preprocess text each image is read with."""
 
     distribution: str | None = None
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
     file: str | None = None
     sha256: str | None = None
+    preprocess: str | None = None
 
     def for_spec(self, spec: ModelSpec) -> "Calibration":
         """These settings with the distribution decided: the spec's where none was given."""
@@ -68,9 +76,15 @@ class Calibration:
         return asdict(self)
 
 
-def parse_calibration(text: str | None) -> Calibration:
+def calibration_of(options: RunOptions) -> Calibration:
+    """The run's calibration settings: its --calibration, with its --parity-preprocess for a folder of images."""
+    return parse_calibration(options.calibration, options.parity_preprocess)
+
+
+def parse_calibration(text: str | None, preprocess: str = "") -> Calibration:
     """`--calibration DIST[:SAMPLES[:SEED]]` (e.g. `uniform:64`) or `--calibration PATH`
-    (what --parity-inputs reads: `_user_feed`); None or '' is the default."""
+    (what --parity-inputs reads: `_user_feed`); None or '' is the default.
+    `preprocess`: --parity-preprocess, which a folder of images needs."""
     if not text:
         return Calibration()
     # a distribution's name never holds a separator nor ends in .npz
@@ -79,8 +93,13 @@ def parse_calibration(text: str | None) -> Calibration:
         if not path.is_file() and not path.is_dir():
             raise OptionError(f"--calibration {text} {not_a_file(path)}: give an .npz of arrays named by input, "
                               "or a folder of them (what --parity-inputs reads)")
+        images = path.is_dir() and any(is_image(file) for file in path.iterdir())
+        if images and parse_preprocess(preprocess) is None:
+            raise OptionError(f"--calibration {text} is a folder of images: declare how each becomes the model's "
+                              f"input, e.g. {PREPROCESS_OPTION}={PREPROCESS_EXAMPLE}")
         return Calibration(samples=MAX_SAMPLES, file=str(path.resolve()),
-                           sha256=folder_sha256(path) if path.is_dir() else file_sha256(path))
+                           sha256=folder_sha256(path) if path.is_dir() else file_sha256(path),
+                           preprocess=preprocess if images else None)
     parts = text.split(":")
     if len(parts) > 3:
         raise OptionError(f"--calibration {text}: expected DIST[:SAMPLES[:SEED]], e.g. normal:32")
@@ -143,12 +162,8 @@ def describe(spec: ModelSpec, calibration: Calibration) -> dict[str, Any]:
 def _user_feed(spec: ModelSpec, settings: Calibration) -> list[dict[str, np.ndarray]]:
     """The first `settings.samples` examples of the user's feed, in the spec's
     layouts, read and held to the spec as --parity-inputs' are."""
-    try:
-        # a hop is given the calibration settings, not the run's options nor its source: the tensor budget's
-        # default, and test_data_set folders taken in the spec's layouts
-        loaded = load_user_inputs(settings.file, spec, {i.name: i.layout for i in spec.inputs},
-                                  DEFAULT_MAX_TENSOR_MB)
-    except CaseError as error:
-        # one reader for both options; its messages start with the option they name
-        raise CaseError("inputs", error.message.replace(USER_INPUTS_OPTION, "--calibration", 1)) from None
+    # a hop is given the calibration settings, not the run's options nor its source: the tensor budget's
+    # default, test_data_set folders taken in the spec's layouts, images as the settings' preprocess says
+    loaded = load_user_inputs(settings.file, spec, {i.name: i.layout for i in spec.inputs}, DEFAULT_MAX_TENSOR_MB,
+                              preprocess=settings.preprocess, option=OPTION)
     return [example.inputs for example in loaded.examples[:settings.samples]]
