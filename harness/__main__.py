@@ -13,18 +13,31 @@
                                                          versions that changed, then the drift of
                                                          every output; exit 1 on a regression or
                                                          when NEW covers less than OLD
+    python -m harness merge SHARD.json... -o parity.json [--html parity.html] [--prefer=newest] [--expect=CASES.json]
+                                                         one run out of its shards' results, each case with
+                                                         its machine's environment: exit 2 an input cannot
+                                                         be read, 1 expected cases are missing
+    python -m harness cache export DIR -o FILE.tar.gz     the cache's entries that pass their checksums, as a
+                                                         tarball to unpack and give as --parity-cache-seed
+    python -m harness cache prune DIR [--older-than DAYS] [--max-size GB]
+                                                         remove entries least recently used first; one in use
+                                                         by another process stays
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 MAX_REPLAY_DRAWS = 100_000   # a random case replayed over its run's draws: more would be a file made by hand
+CACHE_SEED_HELP = ("a read-only cache (another run's, restored or unpacked) consulted where --cache-dir misses; "
+                   "its entries are checked and copied into --cache-dir, it is never written")
 
 
-def replay(path: Path, model: str | None, converted: Path | None, trust_model_code: bool, cache_dir: Path) -> int:
+def replay(path: Path, model: str | None, converted: Path | None, trust_model_code: bool, cache_dir: Path,
+           cache_seed: Path | None = None) -> int:
     """Rerun a saved failing input. The .npz says which case and with which
     options; trust and every path (the model file, the converted file, the
     cache) come from the command line only: a failure file is data, and may
@@ -49,7 +62,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     from harness.engine import distribution_outcome, prepare_case, run_example
     from harness.errors import CaseError, summarize_exception
     from harness.explore import RANDOM_DRAWS
-    from harness.matrix import build_cases
+    from harness.matrix import availability_checked, build_cases
     from harness.options import OptionError, RunOptions
     from harness.registry import zoo_models
     from harness.results import load_failure
@@ -86,7 +99,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
         return 2
     options = replace(stored, models=(model or ref,), sources=(info["source"],), targets=(info["target"],),
                       devices=(info["device"],), converted=converted, trust_model_code=trust_model_code,
-                      cache_dir=cache_dir, reports_dir=RunOptions().reports_dir)
+                      cache_dir=cache_dir, cache_seed=cache_seed, reports_dir=RunOptions().reports_dir)
     try:
         cases = build_cases(options)
     except OptionError as error:   # the stored --input-spec names no input of the model file given now
@@ -103,7 +116,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
         why = "; ".join(c.error for c in cases if c.error) or f"no case {info['case_id']} among {[c.id for c in cases]}"
         print(f"python -m harness replay: {path}: the case cannot be rebuilt here: {why}", file=sys.stderr)
         return 2
-    case = chosen[0]
+    case = availability_checked(chosen[0])
     if case.skip or case.error:
         print(f"{case.id}: {case.skip or case.error}", file=sys.stderr)
         return 2
@@ -114,7 +127,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
               file=sys.stderr)
         return 2
     try:
-        prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache))
+        prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache, options.cache_seed))
         if prepared.case.random_ops:   # judged by distribution over the run's own number of draws (explore.py)
             outcome, drawn = distribution_outcome(prepared, inputs, draws)
         else:
@@ -138,7 +151,8 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
 
 
 def localize(model: str, converted: Path, input_path: Path | None, source: str | None, target: str, device: str,
-             input_specs: list[str], trust_model_code: bool, mode: str, out: Path, cache_dir: Path) -> int:
+             input_specs: list[str], trust_model_code: bool, mode: str, out: Path, cache_dir: Path,
+             cache_seed: Path | None = None) -> int:
     """Localize a user's pair (`--model` and `--converted`) on one input: a
     saved failure's, a .npz of arrays by input name, or the spec's example.
     Prints what a failed case's record says; writes it as JSON and the
@@ -151,26 +165,27 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     from harness.errors import CaseError, summarize_exception
     from harness.inputs import example_recipe, make_inputs
     from harness.localize.locate import localize as localize_walk, walkable_case
-    from harness.matrix import build_cases
+    from harness.matrix import availability_checked, build_cases
     from harness.options import OptionError, RunOptions, parse_input_specs
 
     try:
         options = RunOptions(models=(model,), converted=converted, sources=(source,) if source else (),
                              targets=(target,), devices=(device,),
                              input_specs=parse_input_specs(input_specs),
-                             trust_model_code=trust_model_code, cache_dir=cache_dir, reports_dir=out, localize=mode)
+                             trust_model_code=trust_model_code, cache_dir=cache_dir, cache_seed=cache_seed,
+                             reports_dir=out, localize=mode)
         built = build_cases(options)
     except OptionError as error:
         print(f"python -m harness localize: {error}", file=sys.stderr)
         return 2
-    cases = [c for c in built if not c.skip and not c.error]
+    cases = [c for c in map(availability_checked, built) if not c.skip and not c.error]
     if not cases:
         why = "; ".join(c.skip or c.error for c in built) or "no case"
         print(f"python -m harness localize: nothing to run for {model} and {converted}: {why}", file=sys.stderr)
         return 2
     case = cases[0]
     try:
-        prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache))
+        prepared = prepare_case(case, options, ArtifactCache(options.cache_dir, options.use_cache, options.cache_seed))
         names = [i.name for i in prepared.spec.inputs]
         if input_path is None:
             inputs = make_inputs(prepared.spec, example_recipe(prepared.spec))
@@ -288,6 +303,108 @@ def diff(old_path: Path, new_path: Path, html_path: Path | None, compare_fail: s
     return 1 if result.failed else 0
 
 
+def merge(shard_paths: list[Path], out: Path, html_path: Path | None, prefer: str | None,
+          expect: Path | None) -> int:
+    """Write one run out of the shards' results. Exit 2 when an input cannot be read (the rest is
+    merged and written all the same) or two shards disagree on a case (nothing is written), 1 when
+    expected cases or a shard of a split are missing, else 0."""
+    from harness.merge import MergeError, load_expected_cases, merge_shards
+    from harness.report.html import write_html_report
+    from harness.report.summary import summary_lines
+    from harness.results import ReportsFolderError, atomic_write_text, check_writable
+
+    try:
+        expected = load_expected_cases(expect) if expect else None
+        merged = merge_shards(shard_paths, prefer_newest=prefer == "newest", expected=expected)
+        for place in {out.parent, (html_path or out).parent}:
+            check_writable(place, remedy="give -o and --html paths in a writable folder")
+        atomic_write_text(out, json.dumps(merged.results, indent=1))
+        if html_path:
+            write_html_report(merged.results, html_path)
+    except (MergeError, ReportsFolderError) as error:
+        print(f"python -m harness merge: {error}", file=sys.stderr)
+        return 2
+    for problem in merged.unreadable:
+        print(f"python -m harness merge: {problem}", file=sys.stderr)
+    records = list(merged.results["cases"].values())
+    print(f"merged {len(records)} cases from {len(merged.results['shards'])} of {len(shard_paths)} files: "
+          f"{summary_lines(records)[0] if records else 'no case'}")
+    if merged.missing_shards:
+        print(f"missing: shard {', '.join(merged.missing_shards)}, which no input holds"
+              + ("" if expect else ": its cases are not in the merged run; pass --expect=CASES.json (pytest --parity "
+                 "--collect-only's) to record them as missing"))
+    if merged.missing:
+        print(f"missing: {len(merged.missing)} expected cases no shard recorded, e.g. {merged.missing[0]}")
+    print(out if not html_path else f"{out}  html: {html_path}")
+    return 2 if merged.unreadable else 1 if merged.missing or merged.missing_shards else 0
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _cache_folder(command: str, root: Path) -> str | None:
+    """Why `root` cannot be the cache `command` works on, or None."""
+    if root.is_dir():
+        return None
+    return (f"python -m harness cache {command}: {root} {'is not a folder' if root.exists() else 'does not exist'}: "
+            f"give the folder --parity-cache-dir names (default .parity-cache)")
+
+
+def cache_export(root: Path, out: Path) -> int:
+    """Package the cache's entries that pass their check; exit 2 when the tarball cannot be written."""
+    from harness.cache import export_cache
+
+    problem = _cache_folder("export", root)
+    if problem is None and not out.parent.is_dir():
+        problem = f"python -m harness cache export: -o {out}: its folder {out.parent} does not exist; create it first"
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    try:
+        result = export_cache(root, out)
+    except OSError as error:
+        print(f"python -m harness cache export: -o {out} cannot be written ({error.strerror or error}): give -o a "
+              f"path in a writable folder with room", file=sys.stderr)
+        return 2
+    for skipped in result.skipped:
+        print(f"skipped {skipped}")
+    print(f"exported {result.entries} entries ({_size(result.size)}) of {root} to {out}"
+          + (f"; skipped {len(result.skipped)} that failed their checksums" if result.skipped else ""))
+    return 0
+
+
+def cache_prune(root: Path, older_than_days: float | None, max_size_gb: float | None) -> int:
+    """Remove entries not used for `older_than_days`, then the least recently used until the
+    rest hold `max_size_gb`; exit 2 on an unusable option."""
+    import math
+    import time
+
+    from harness.cache import prune_cache
+
+    problem = _cache_folder("prune", root)
+    if older_than_days is None and max_size_gb is None:
+        problem = "python -m harness cache prune: give --older-than=DAYS, --max-size=GB or both"
+    for flag, value in (("--older-than", older_than_days), ("--max-size", max_size_gb)):
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            problem = f"python -m harness cache prune: {flag} {value:g}: a number >= 0"
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    result = prune_cache(root, None if older_than_days is None else older_than_days * 86400,
+                         None if max_size_gb is None else int(max_size_gb * 1e9))
+    for name, size, used in result.removed:
+        print(f"removed {name}: {_size(size)}, last used {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(used))}")
+    for name in result.in_use:
+        print(f"kept {name}: in use by another process (its lock is held); prune again later")
+    print(f"freed {_size(sum(size for _, size, _ in result.removed))} from {len(result.removed)} entries; "
+          f"{result.kept} entries ({_size(result.kept_size)}) remain")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m harness`: its subcommands and their options."""
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
@@ -306,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="allow model files whose loading runs code (never taken from the .npz)")
     replay_parser.add_argument("--cache-dir", type=Path, default=Path(".parity-cache"), metavar="DIR",
                                help="converted-artifact cache (default .parity-cache)")
+    replay_parser.add_argument("--cache-seed", default=None, metavar="DIR", help=CACHE_SEED_HELP)
     localize_parser = commands.add_parser("localize", help="where a converted model first leaves the original")
     localize_parser.add_argument("--model", required=True, metavar="REF",
                                  help="the original: a zoo name, a model file, ARCH=PATH, a .py file")
@@ -327,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "reports/localize/)")
     localize_parser.add_argument("--cache-dir", type=Path, default=Path(".parity-cache"), metavar="DIR",
                                  help="converted-artifact cache (default .parity-cache)")
+    localize_parser.add_argument("--cache-seed", default=None, metavar="DIR", help=CACHE_SEED_HELP)
     commands.add_parser("report", help="rebuild the HTML report").add_argument(
         "json", type=Path, nargs="?", default=Path("reports/parity.json"))
     diff_parser = commands.add_parser("diff", help="compare two runs' results (versions, then drift per output)")
@@ -340,19 +459,60 @@ def build_parser() -> argparse.ArgumentParser:
     diff_parser.add_argument("--allow-lost-coverage", action="store_true",
                              help="exit 0 even where cases that ran in OLD are missing or skipped in NEW "
                                   "(a deliberate change of the matrix)")
+    merge_parser = commands.add_parser("merge", help="one run out of its shards' results files")
+    merge_parser.add_argument("shards", type=Path, nargs="+", metavar="SHARD.json",
+                              help="the shards' parity.json files")
+    merge_parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.json",
+                              help="where the merged parity.json goes")
+    merge_parser.add_argument("--html", type=Path, default=None, metavar="OUT.html",
+                              help="also write the merged run's HTML report there")
+    merge_parser.add_argument("--prefer", choices=("newest",), default=None,
+                              help="newest: where two shards recorded one case differently, keep the record that "
+                                   "finished later (default: refuse them)")
+    merge_parser.add_argument("--expect", type=Path, default=None, metavar="CASES.json",
+                              help="the whole matrix's case ids, written to REPORTS/expected-cases.json by pytest "
+                                   "--parity --collect-only: an expected case no shard recorded is 'missing', "
+                                   "which the gate fails")
+    cache_parser = commands.add_parser("cache", help="package or age a converted-artifact cache")
+    cache_commands = cache_parser.add_subparsers(dest="cache_command", required=True)
+    export_parser = cache_commands.add_parser("export", help="the entries that pass their checksums, as a tarball")
+    export_parser.add_argument("cache_dir", type=Path, metavar="DIR", help="the cache (--parity-cache-dir)")
+    export_parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.tar.gz",
+                               help="the tarball to write; unpacked into a folder (tar -xzf FILE -C SEED), it is "
+                                    "a --parity-cache-seed")
+    prune_parser = cache_commands.add_parser("prune", help="remove entries, least recently used first")
+    prune_parser.add_argument("cache_dir", type=Path, metavar="DIR", help="the cache (--parity-cache-dir)")
+    prune_parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                              help="remove entries no run has used (hit or made) for DAYS")
+    prune_parser.add_argument("--max-size", type=float, default=None, metavar="GB",
+                              help="then remove the least recently used until the rest hold at most GB (10^9 bytes)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "cache_seed", None):
+        from harness.options import OptionError, parse_cache_seed
+
+        try:
+            args.cache_seed = parse_cache_seed("--cache-seed", args.cache_seed)
+        except OptionError as error:
+            print(f"python -m harness {args.command}: {error}", file=sys.stderr)
+            return 2
     if args.command == "replay":
-        return replay(args.npz, args.model, args.converted, args.trust_model_code, args.cache_dir)
+        return replay(args.npz, args.model, args.converted, args.trust_model_code, args.cache_dir, args.cache_seed)
     if args.command == "localize":
         return localize(args.model, args.converted, args.input, args.source, args.target, args.device,
                         args.input_spec, args.trust_model_code, "all" if args.all else "first", args.out,
-                        args.cache_dir)
+                        args.cache_dir, args.cache_seed)
     if args.command == "diff":
         return diff(args.old, args.new, args.html, args.compare_fail, args.allow_lost_coverage)
+    if args.command == "merge":
+        return merge(args.shards, args.output, args.html, args.prefer, args.expect)
+    if args.command == "cache":
+        if args.cache_command == "export":
+            return cache_export(args.cache_dir, args.output)
+        return cache_prune(args.cache_dir, args.older_than, args.max_size)
     return report(args.json)
 
 

@@ -7,7 +7,8 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   it holds in memory), `missing(device)`, `versions()`, `build(builder)`,
   `bind(model, spec)`, `configure_device`, `to_device`, `run(model, inputs,
   device, float64=False)`, `float64_copy(model)` (its twin for the noise
-  floor, or None), `fingerprint(model)`;
+  floor, or None), `fingerprint(model)`; optionally `PACKAGES` (as a
+  runtime's, below);
 - a **hop** converts one format into another: `NAME`, `READS` (the formats it
   takes: a source's in-memory model, or a file format), `WRITES`, `REVISION`
   (bumped when its output changes, so cached artifacts are remade),
@@ -23,7 +24,9 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
 - a **runtime** runs artifacts: `NAME`, `FORMATS` (what it runs, the preferred
   first), `missing(device)`, `versions()`, `Session(path, device, options,
   precision)` with `bind`, `declared_inputs`, `run`, `provenance`; optionally
-  `NEEDS_ISOLATION`, `PRECISIONS` (what it can lower an fp32 artifact to by
+  `PACKAGES` (the top-level modules `missing` imports: found installed, a CPU
+  case waits for its start to import them, `installed`), `NEEDS_ISOLATION`,
+  `PRECISIONS` (what it can lower an fp32 artifact to by
   its own settings, of `options.PRECISIONS`; ("fp32",) where absent),
   `missing_precision(device, precision)` (a skip reason where the device
   cannot compute in a precision the runtime declares, or None),
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -214,6 +218,26 @@ def element_types(kind: str, name: str) -> tuple[str, ...] | None:
     (then only the harness's own dtypes bound what it is given)."""
     declared = getattr(get(kind, name), "ELEMENT_TYPES", None)
     return None if declared is None else tuple(declared)
+
+
+def installed(kind: str, name: str, device: str) -> bool:
+    """Whether backend `name` of `kind` ("source" or "runtime") is installed for
+    `device` by a look-up that imports no framework: on the CPU, each of the
+    PACKAGES it declares (the top-level modules its `missing` imports) is found
+    on the path. Collection asks this (importing torch, TensorFlow, MXNet,
+    OpenVINO takes seconds, for cases a filter or a shard may never run) and
+    leaves `missing` to the case as it starts, where a broken install still
+    gives its reason (matrix.availability_checked). False where only `missing`
+    can say: another device (whether the framework sees a GPU is known only
+    once it is imported), a backend that declares no PACKAGES, one whose
+    module or a package of it is not found."""
+    if device != "cpu":
+        return False
+    try:
+        packages = getattr(get(kind, name), "PACKAGES", None)
+    except ImportError:
+        return False
+    return packages is not None and all(importlib.util.find_spec(package) is not None for package in packages)
 
 
 @lru_cache(maxsize=None)

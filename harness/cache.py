@@ -29,6 +29,18 @@ never leaves a half-written one. Processes share the cache through one lock file
 per key (`ROOT/ab/KEY.lock`): a reader holds it shared while it verifies, a
 writer exclusive while it converts and publishes. Two runs that need the same
 artifact convert it once, and neither returns a folder the other is replacing.
+
+A seed (`--parity-cache-seed`) is another cache's root, read-only (restored
+from a CI cache or an object store): where the local cache misses, the seed's
+entry of the key is copied into the local cache, checked against its manifest
+as it is copied, then handed out as a local hit is. A seed entry that fails its
+check is named in a warning and the provenance (`cache_seed_rejected`), and
+the artifact is converted locally. The seed is never written: no lock, no
+private copy, no last use is kept there. Entries are copied, not hard-linked: a
+link would share its inode with the seed, and a hand edit of the local entry
+would then change the seed too.
+
+A hit sets the entry folder's mtime (its last use), which `prune` orders entries by.
 """
 
 from __future__ import annotations
@@ -41,6 +53,10 @@ import json
 import os
 import secrets
 import shutil
+import tarfile
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -59,13 +75,14 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 
 
 class ArtifactCache:
-    def __init__(self, root: Path, enabled: bool = True):
+    def __init__(self, root: Path, enabled: bool = True, seed: Path | None = None):
         self.root = Path(root)
         self.enabled = enabled
+        self.seed = None if seed is None else Path(seed)   # a read-only cache, consulted where this one misses
 
     def entry_folder(self, key: str) -> Path:
         """The shared entry of `key` (`cache_key(parts)`), which get_or_create checks and copies."""
-        return self.root / key[:2] / key
+        return _entry_under(self.root, key)
 
     def get_or_create(self, parts: Mapping[str, Any], create: Callable[[Path], dict]) -> tuple[Path, dict, bool]:
         """A private copy of the folder holding the artifact for `parts` (named by its
@@ -76,16 +93,19 @@ class ArtifactCache:
 
         A cached entry that fails its manifest is evicted and created again; the
         provenance returned then holds `cache_evicted`, the reason (not stored in the entry).
+        Where the local cache misses, the seed's entry is taken (`cache_seed`: the seed's
+        folder) or, failing its manifest, refused (`cache_seed_rejected`: which and why).
         A disk that fills is a CaseError naming it, and leaves no entry."""
         key = cache_key(parts)
         entry = self.entry_folder(key)
-        lock = entry.with_name(f"{key}.lock")
+        lock = _lock_of(entry)
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
             copy = _private_folder(self.root) / key
             if self.enabled:
                 with FileLock(lock, shared=True):
                     if entry.is_dir() and _checked_copy(entry, copy) is None:
+                        _mark_used(entry)
                         return copy, _read_provenance(copy), True
             with FileLock(lock):
                 cached = self.enabled and os.path.lexists(entry)
@@ -94,7 +114,11 @@ class ArtifactCache:
                     return copy, _read_provenance(copy), True  # made by another process while this one waited
                 if evicted is not None:
                     remove_path(entry)
-                provenance = self._create(key, entry, create, copy)
+                seeded = self._from_seed(key, entry, copy) if self.enabled and self.seed is not None else {}
+                if "cache_seed" in seeded:
+                    noted = {**seeded, "cache_evicted": evicted} if evicted is not None else seeded
+                    return copy, {**_read_provenance(copy), **noted}, True
+                provenance = {**self._create(key, entry, create, copy), **seeded}
         except Exception as error:
             full = disk_full(error, self.root)
             if full is None:
@@ -104,6 +128,32 @@ class ArtifactCache:
                             f"--parity-cache-dir (python -m harness: --cache-dir) a folder on another disk; "
                             f"no entry was left half written") from None
         return copy, (provenance if evicted is None else {**provenance, "cache_evicted": evicted}), False
+
+    def _from_seed(self, key: str, entry: Path, copy: Path) -> dict[str, str]:
+        """Copy the seed's entry of `key` to `entry` (absent, its exclusive lock held), checked
+        as it is copied, and its private copy to `copy` from there: {"cache_seed": the seed}
+        when taken, {"cache_seed_rejected": which and why} when it fails its check, {} when
+        the seed has none. The local entry is checked again as it is copied to `copy`, so a
+        seed manifest rewritten while it was read never passes."""
+        seeded = _entry_under(self.seed, key)
+        if not seeded.is_dir():
+            return {}
+        work = new_folder(self.root, "tmp-")
+        try:
+            reason = verify_entry(seeded, copy_to=work)
+            if reason is None:
+                file_sha256(seeded / MANIFEST, work / MANIFEST)
+                os.rename(work, entry)
+                reason = _checked_copy(entry, copy)
+                if reason is not None:
+                    remove_path(entry)
+        finally:
+            remove_path(work)
+        if reason is None:
+            return {"cache_seed": str(self.seed)}
+        rejected = f"{seeded}: {reason}"
+        warnings.warn(f"cache seed entry {rejected}: not used, converted again into {self.root}", stacklevel=3)
+        return {"cache_seed_rejected": rejected}
 
     def _create(self, key: str, entry: Path, create: Callable[[Path], dict], copy: Path) -> dict:
         """Convert into a fresh folder, write its provenance and manifest (hashing each
@@ -131,6 +181,124 @@ class ArtifactCache:
             raise
         remove_path(work)  # now the replaced entry
         return provenance
+
+
+def _entry_under(root: Path, key: str) -> Path:
+    return root / key[:2] / key
+
+
+def _mark_used(entry: Path) -> None:
+    """Set the entry's last use (its folder's mtime), by which prune_cache orders entries;
+    a cache shared read-only with this user keeps its own."""
+    try:
+        os.utime(entry)
+    except OSError:
+        pass
+
+
+def cache_entries(root: Path) -> list[Path]:
+    """The entry folders of the cache at `root` (ROOT/ab/KEY): not its private copies,
+    lock files, or temporary folders."""
+    return sorted(path for path in Path(root).glob("??/*")
+                  if len(path.name) == 64 and path.name.startswith(path.parent.name) and path.is_dir()
+                  and not path.is_symlink() and all(c in "0123456789abcdef" for c in path.name))
+
+
+def _lock_of(entry: Path) -> Path:
+    return entry.with_name(f"{entry.name}.lock")
+
+
+def _entry_bytes(entry: Path) -> int:
+    return sum((entry / name).stat().st_size for name in [MANIFEST, *_files(entry)] if (entry / name).exists())
+
+
+def _entry_name(entry: Path) -> str:
+    return f"{entry.parent.name}/{entry.name}"
+
+
+@dataclass
+class ExportResult:
+    entries: int = 0                 # entries written to the tarball
+    size: int = 0                    # their bytes, before compression
+    skipped: list[str] = field(default_factory=list)   # "ab/KEY: why", each left out
+
+
+def export_cache(root: Path, out: Path) -> ExportResult:
+    """Write the cache at `root`'s entries that pass their check to the gzipped tarball `out`,
+    as `ab/KEY/...` (unpacked into a folder, a seed): each read under its shared lock, so
+    that no writer replaces it meanwhile. A damaged entry is left out and named; private
+    copies, locks and temporary folders are not entries. Written beside `out`, renamed
+    into place: a crash leaves no half tarball under its name."""
+    result = ExportResult()
+    partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
+    try:
+        with tarfile.open(partial, "w:gz") as archive:
+            for entry in cache_entries(root):
+                with FileLock(_lock_of(entry), shared=True):
+                    reason = verify_entry(entry)
+                    if reason is None:
+                        names = [MANIFEST, *_files(entry)]
+                        infos = [archive.gettarinfo(entry / name, f"{_entry_name(entry)}/{name}") for name in names]
+                        strange = [name for name, info in zip(names, infos) if not info.isfile()]
+                        if strange:
+                            reason = f"{', '.join(strange)} not a regular file"
+                    if reason is not None:
+                        result.skipped.append(f"{_entry_name(entry)}: {reason}")
+                        continue
+                    for name, info in zip(names, infos):
+                        with open(entry / name, "rb") as handle:
+                            archive.addfile(info, handle)
+                    result.entries += 1
+                    result.size += sum(info.size for info in infos)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return result
+
+
+@dataclass
+class PruneResult:
+    removed: list[tuple[str, int, float]] = field(default_factory=list)   # (ab/KEY, bytes, last use), oldest first
+    in_use: list[str] = field(default_factory=list)   # due for removal, but locked by another process: kept
+    kept: int = 0                    # entries left
+    kept_size: int = 0               # their bytes
+
+
+def prune_cache(root: Path, older_than_s: float | None = None, max_size: int | None = None,
+                now: float | None = None) -> PruneResult:
+    """Remove the cache at `root`'s entries last used (a hit's mtime, _mark_used) more than
+    `older_than_s` ago, then more, least recently used first, until the rest hold at most
+    `max_size` bytes. Each is taken under its exclusive lock without waiting: one that
+    another process is reading or writing is kept and named. It is renamed out of its
+    place under the lock, then deleted: a reader finds the whole entry or none."""
+    now = time.time() if now is None else now
+    aged = sorted((entry.stat().st_mtime, _entry_bytes(entry), entry) for entry in cache_entries(root))
+    total = sum(size for _, size, _ in aged)
+    result = PruneResult()
+    for used, size, entry in aged:
+        due = (older_than_s is not None and used < now - older_than_s) or (max_size is not None and total > max_size)
+        if due:
+            lock = FileLock(_lock_of(entry))
+            try:
+                lock.acquire(wait=False)
+            except LockHeld:
+                result.in_use.append(_entry_name(entry))
+                due = False
+            else:
+                doomed = new_folder(Path(root), "old-")
+                try:
+                    try:
+                        os.rename(entry, doomed / entry.name)
+                    finally:
+                        lock.release()
+                finally:
+                    remove_path(doomed)
+                total -= size
+                result.removed.append((_entry_name(entry), size, used))
+        if not due:
+            result.kept += 1
+            result.kept_size += size
+    return result
 
 
 def verify_entry(folder: Path, copy_to: Path | None = None) -> str | None:

@@ -393,12 +393,35 @@ def _case(spec: ModelSpec, ref: str, source: str, target: str, device: str, vari
         return replace(case, skip=f"known limitation of {source}->{target} for {spec.name}: {known}")
     if spec.unsupported.get(precision):
         return replace(case, skip=f"known limitation of {spec.name} at {precision}: {spec.unsupported[precision]}")
-    reason = (backends.source_missing(source, reference_device) or backends.runtime_missing(target, device)
-              or (backends.runtime_missing_precision(target, device, precision) if lowered_by == paths.RUNTIME
-                  else None)
-              or next(filter(None, map(package_missing, spec.requires)), None)
+    reason = (_unavailable(case, look_up=True)
               or (_type_limit(spec.origin, source, target) if spec.origin != "zoo" else None))
     return replace(case, skip=reason) if reason else case
+
+
+def availability_checked(case: Case) -> Case:
+    """`case` as it starts: skipped where its source or runtime, which
+    collection only looked up (backends.installed), cannot be used here (an
+    install that fails to import, a device the framework does not list), with
+    the reason collection would have given; the case itself otherwise. Each
+    check runs once per process."""
+    if case.skip or case.error:
+        return case
+    reason = _unavailable(case, look_up=False)
+    return replace(case, skip=reason) if reason else case
+
+
+def _unavailable(case: Case, look_up: bool) -> str | None:
+    """Why `case` cannot run here: its source, its runtime (and the precision
+    the runtime lowers to), a package its model requires; None where it can.
+    `look_up` (collection): a backend found installed is not imported, its
+    check left to `availability_checked`."""
+    source_found = look_up and backends.installed("source", case.source, case.reference_device)
+    target_found = look_up and backends.installed("runtime", case.target, case.device)
+    lowers = case.lowered_by == paths.RUNTIME and not target_found
+    return ((None if source_found else backends.source_missing(case.source, case.reference_device))
+            or (None if target_found else backends.runtime_missing(case.target, case.device))
+            or (backends.runtime_missing_precision(case.target, case.device, case.precision) if lowers else None)
+            or next(filter(None, map(package_missing, case.spec.requires)), None))
 
 
 def _type_limit(ref: str, source: str, target: str) -> str | None:

@@ -30,12 +30,14 @@ FLAGS = {
     "converted": "--converted", "converted_layouts": "--converted-layouts", "input_specs": "--input-spec",
     "output_names": "--output-names", "exporter": "--exporter", "opset": "--opset",
 "strict_cuda": "--strict-cuda", "trust_model_code": "--trust-model-code",
-    "use_cache": "--no-parity-cache", "cache_dir": "--parity-cache-dir", "reports_dir": "--parity-reports",
+    "use_cache": "--no-parity-cache", "cache_dir": "--parity-cache-dir", "cache_seed": "--parity-cache-seed",
+    "reports_dir": "--parity-reports",
     "examples": "--parity-examples", "corners": "--no-parity-corners", "strict": "--parity-strict",
     "max_tensor_mb": "--parity-max-tensor-mb", "isolate": "--parity-isolate", "timeout_s": "--parity-timeout",
     "path": "--path", "precisions": "--precision", "reference_device": "--reference-device",
     "calibration": "--calibration",
     "parity_labels": "--parity-labels", "max_accuracy_drop": "--max-accuracy-drop",
+    "shard": "--parity-shard", "durations": "--parity-durations",
 }
 
 
@@ -103,7 +105,8 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
                            for message in _unknown_tolerance_outputs(options, loaded)
                            + _top_k_without_class_axis(options, loaded)]
     # with --converted, the harness converts only the floors of its reduced precisions (precision_floor.py)
-    converting = loaded if options.converted is None else [f for f in map(floor_case, loaded) if f is not None]
+    converting = loaded if options.converted is None else [
+        f for f in (floor_case(case, options.converted) for case in loaded) if f is not None]
     if options.exporter != defaults.exporter and not any(_converter_takes(c, "exporter") for c in converting):
         found.warnings.append(f"--exporter {options.exporter}: no case of this run exports torch to ONNX"
                               f"{_converted_note(options)}")
@@ -128,14 +131,21 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
                               "file is loaded")
     if options.converted is not None and not converting:
         cache_flags = [flag for flag, changed in (("--no-parity-cache", not options.use_cache),
-                                                  ("--parity-cache-dir", options.cache_dir != defaults.cache_dir))
+                                                  ("--parity-cache-dir", options.cache_dir != defaults.cache_dir),
+                                                  ("--parity-cache-seed", options.cache_seed is not None))
                        if changed]
         if cache_flags:
             found.warnings.append(f"{', '.join(cache_flags)}: with --converted nothing is converted, so the cache "
                                   "of converted files is not used")
+    if options.cache_seed is not None and not options.use_cache and converting:
+        found.warnings.append("--parity-cache-seed: --no-parity-cache converts every file again, so the seed is "
+                              "not read")
     if options.timeout_s != defaults.timeout_s and options.isolate == "never":
         found.warnings.append(f"--parity-timeout {options.timeout_s:g}: limits cases in worker processes, and "
                               "--parity-isolate=never runs none there")
+    if options.durations is not None and options.shard is None:
+        found.warnings.append(f"--parity-durations {options.durations}: balances the shards of --parity-shard, "
+                              "but no --parity-shard is given: the run is not split")
     if "--parity-save-baseline-force" in gate_flags and "--parity-save-baseline" not in gate_flags:
         found.warnings.append("--parity-save-baseline-force: lets --parity-save-baseline overwrite, but no "
                               "--parity-save-baseline is given")

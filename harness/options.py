@@ -62,6 +62,7 @@ class RunOptions:
     precisions: tuple[str, ...] = ("fp32",)   # a case per precision its target or a path to it reaches
     calibration: str = ""                 # --calibration DIST[:SAMPLES[:SEED]] or PATH (int8); "": the spec's, 32, 0
     parity_inputs: str = ""               # --parity-inputs PATH: the user's own examples (user_inputs.py); "": none
+    parity_preprocess: str = ""           # --parity-preprocess SPEC: an image folder's preprocessing (image_inputs.py)
     parity_labels: str = ""               # --parity-labels FILE[:OUTPUT]: their class labels (accuracy.py); "": none
     max_accuracy_drop: float | None = None   # --max-accuracy-drop: the top-1 drop that fails a case; None: no bound
     models: tuple[str, ...] = ()          # empty: the zoo's models of `tiers`
@@ -78,6 +79,7 @@ class RunOptions:
     trust_model_code: bool = False
     use_cache: bool = True
     cache_dir: Path = Path(".parity-cache")
+    cache_seed: Path | None = None        # --parity-cache-seed: a read-only cache consulted where cache_dir misses
     reports_dir: Path = Path("reports")
     examples: int | None = None           # None: the hypothesis profile decides
     corners: bool = True                  # run the corner examples before hypothesis' search
@@ -87,6 +89,8 @@ class RunOptions:
     isolate: str = "auto"                 # which cases run in a worker process (ISOLATION_MODES)
     timeout_s: float = DEFAULT_TIMEOUT_S  # a case in a worker that runs longer is killed
     localize: str = "first"               # LOCALIZE_MODES: where a failed case's outputs first diverge
+    shard: tuple[int, int] | None = None  # --parity-shard K/N (K 1-based): this job's share of the cases (shards.py)
+    durations: Path | None = None         # --parity-durations: an earlier parity.json, whose durations balance it
 
     def conversion_options(self, layout_variant: str | None = None) -> dict:
         """Every option a converter may take; each converter uses those it names
@@ -108,9 +112,11 @@ class RunOptions:
                                                    "dims": {k: tuple(v) for k, v in i["dims"].items()},
                                                    "domain": tuple(i["domain"])})
                                       for i in values.get("input_specs", ()))
-        for name in ("cache_dir", "reports_dir", "converted"):
+        for name in ("cache_dir", "cache_seed", "reports_dir", "converted", "durations"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
+        if values.get("shard") is not None:
+            values["shard"] = tuple(values["shard"])
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -225,6 +231,29 @@ def parse_max_tensor_mb(value: float) -> float:
         raise OptionError(f"--parity-max-tensor-mb {value:g}: a number of MiB > 0 and finite "
                           f"(default {DEFAULT_MAX_TENSOR_MB:g})")
     return value
+
+
+def parse_cache_seed(option: str, value: str | Path | None) -> Path | None:
+    """--parity-cache-seed DIR: a folder that exists (a seed the CI failed to restore is said
+    now, not found out as every conversion running cold)."""
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise OptionError(f"{option} {value}: {'is not a folder' if Path(value).exists() else 'does not exist'}; "
+                          f"give the folder a cache was restored or unpacked to (python -m harness cache export "
+                          f"makes one), or leave {option} out")
+    return Path(value)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """--parity-shard K/N: shard K (1-based, as pytest-split counts its groups) of N."""
+    if not text:
+        return None
+    given = re.fullmatch(r"([0-9]+)/([0-9]+)", text.strip())
+    if not (given and 1 <= int(given[1]) <= int(given[2])):
+        raise OptionError(f"--parity-shard={text}: K/N, shard K (counted from 1) of N, with 1 <= K <= N; "
+                          f"e.g. --parity-shard=1/3")
+    return int(given[1]), int(given[2])
 
 
 _DIM = re.compile(r"^(?:(\d+)|([A-Za-z_]\w*)=(\d+)\.\.(\d+)|([A-Za-z_]\w*))$")

@@ -19,10 +19,12 @@ import pytest
 from harness.accuracy import check_accuracy_options
 from harness.backends import OPT_IN_RUNTIMES
 from harness.calibration import parse_calibration
+from harness.image_inputs import check_preprocess_option
 from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
                              LOCALIZE_MODES, PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
-                             RunOptions, parse_input_specs, parse_layouts, parse_list, parse_max_tensor_mb,
-                             parse_opset, parse_path, parse_precisions, parse_tiers, parse_tolerance_overrides)
+                             RunOptions, parse_input_specs, parse_cache_seed, parse_layouts, parse_list, parse_max_tensor_mb,
+                             parse_opset, parse_path, parse_precisions, parse_shard, parse_tiers,
+                             parse_tolerance_overrides)
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "tier", "converted", "parity")
 DEFAULT_COMPARE_FAIL = "error:10x"
@@ -55,12 +57,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the feed int8 quantizers calibrate on, generated from the input spec: a distribution (normal, "
              "uniform, large, tiny; default: the model spec's, normal unless it says otherwise), the number of "
              "samples (default 32) and a seed (default 0); or a PATH to your own inputs, in any form "
-             "--parity-inputs reads (an .npz of arrays named by input, a folder of them), in the spec's layouts")
+             "--parity-inputs reads (an .npz of arrays named by input, a folder of them, or a folder of images read as --parity-preprocess says), in the spec's layouts")
     add("--parity-inputs", default="", metavar="PATH",
         help="your own examples, run through both sides before the drawn ones and reported apart: an .npz of "
              "arrays named by the model's inputs (a leading example axis where an array's rank is its input's + 1; "
              "output:NAME arrays are stored outputs the target is held to), a folder of such .npz files or of "
-             "INPUT.npy files, or ONNX test_data_set_N folders")
+             "INPUT.npy files, or ONNX test_data_set_N folders, or a folder of images (see --parity-preprocess)")
+    add("--parity-preprocess", default="", metavar="SPEC",
+        help="how each image of a --parity-inputs or --calibration image folder becomes the model's input, "
+             "comma-separated: "
+             "resize=HxW, crop=HxW (centre), scale=A[/B], mean=M1/M2/M3, std=S1/S2/S3, rgb|bgr|gray, "
+             "layout=nchw|nhwc, dtype=float32|float16|float64|uint8, e.g. "
+             "resize=224x224,scale=1/255,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=nchw")
     add("--parity-labels", default="", metavar="FILE[:OUTPUT]",
         help="integer class labels of the --parity-inputs examples (.npy, or .txt with one per line): each side's "
              "top-1 accuracy and the drop between them, for OUTPUT (default: the output with a class axis, else "
@@ -129,7 +137,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "allow a larger one is the case's error")
     add("--parity-reports", default="reports", metavar="DIR", help="where parity.json, parity.html and failures/ go")
     add("--parity-cache-dir", default=".parity-cache", metavar="DIR", help="converted-artifact cache")
+    add("--parity-cache-seed", default=None, metavar="DIR",
+        help="a read-only cache (another run's, restored or unpacked) consulted where --parity-cache-dir misses; "
+             "its entries are checked and copied into --parity-cache-dir, it is never written")
     add("--no-parity-cache", action="store_true", help="convert again even where the cache holds the artifact")
+    add("--parity-shard", default=None, metavar="K/N",
+        help="run shard K of N (K counted from 1, as pytest-split counts its groups) of the parity cases, for a CI job "
+             "matrix: every case falls in exactly one shard; other tests run in shard 1 only. The split is taken "
+             "after -k, -m and the --device filter, so a GPU job (--device=cuda) and CPU shards (--device=cpu) "
+             "never share a case")
+    add("--parity-durations", default=None, metavar="FILE",
+        help="balance --parity-shard by the case durations of an earlier run's parity.json (a case it lacks "
+             "counts as the median; without it every case counts alike)")
     add("--parity-save-baseline", metavar="PATH", help="save this run's results as a baseline (never overwrites)")
     add("--parity-save-baseline-force", action="store_true", help="let --parity-save-baseline overwrite")
     add("--parity-baseline", metavar="PATH",
@@ -202,8 +221,9 @@ def run_options(config: pytest.Config) -> RunOptions:
     if not 0 < get("parity_timeout") < float("inf"):
         raise pytest.UsageError(f"--parity-timeout: a number of seconds > 0, got {get('parity_timeout')}")
     try:
-        parse_calibration(get("calibration"))   # a malformed value is refused now, not at the first int8 case
+        parse_calibration(get("calibration"), get("parity_preprocess"))   # a malformed value is refused now, not at the first int8 case
         check_accuracy_options(get("parity_labels"), get("parity_inputs"), get("max_accuracy_drop"))
+        check_preprocess_option(get("parity_preprocess"), get("parity_inputs"), get("calibration"))   # now, not at the first case
         defaults = RunOptions()
         return RunOptions(
             sources=parse_list("--source", get("source"), f"one or more of {', '.join(SOURCES)}") or defaults.sources,
@@ -214,6 +234,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             precisions=parse_precisions(get("precision")),
             calibration=get("calibration"),
             parity_inputs=get("parity_inputs"),
+            parity_preprocess=get("parity_preprocess"),
             parity_labels=get("parity_labels"),
             max_accuracy_drop=get("max_accuracy_drop"),
             models=parse_list("--model", get("model"), "zoo names or model files (e.g. simple,mlp or model.onnx)"),
@@ -231,6 +252,7 @@ def run_options(config: pytest.Config) -> RunOptions:
             trust_model_code=get("trust_model_code"),
             use_cache=not get("no_parity_cache"),
             cache_dir=Path(get("parity_cache_dir")),
+            cache_seed=parse_cache_seed("--parity-cache-seed", get("parity_cache_seed")),
             reports_dir=Path(get("parity_reports")),
             examples=get("parity_examples"),
             corners=not get("no_parity_corners"),
@@ -240,6 +262,8 @@ def run_options(config: pytest.Config) -> RunOptions:
             localize=get("parity_localize"),
             timeout_s=get("parity_timeout"),
             max_tensor_mb=parse_max_tensor_mb(get("parity_max_tensor_mb")),
+            shard=parse_shard(get("parity_shard")),
+            durations=Path(get("parity_durations")) if get("parity_durations") else None,
         )
     except OptionError as error:
         raise pytest.UsageError(str(error)) from None
@@ -298,7 +322,8 @@ class ParityItem(pytest.Item):
             # The whole case runs in a worker, now: an error before its examples
             # started shows as a pytest ERROR, as it does in process.
             self.record = self.run.workers.run(self.case, reason)
-            if self.record["status"] != "error" or self.record["isolation"]["stage_reached"] == "run":
+            # a skip (what collection only looked up, found unusable as the case starts) reports as one too
+            if self.record["status"] not in ("error", "skipped") or self.record["isolation"]["stage_reached"] == "run":
                 return
         else:
             self.record, self._prepared = start_case(self.case, self.run.options, self.run.cache)
@@ -346,21 +371,38 @@ class ParityRun:
 
         self.config = config
         self.options = options
-        self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
+        self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache, seed=options.cache_seed)
         self.records: list[dict[str, Any]] = []
         self._writer = None
         self._reports_lock = self._claim_reports(options)
         self._workers = None
         self._isolation: dict[str, str] = {}   # case id -> why it runs in a worker
+        self.shard = None   # this job's shards.Shard, under --parity-shard
+        self._durations = self._shard_durations(options)
+        self.expected_cases_path: Path | None = None   # written by --collect-only
         self._gate_setup(config)
         from harness.worker import isolation_possible
 
-        if not self.is_xdist_controller and isolation_possible(options):
-            self.workers.warm()  # its start-up overlaps the collection of the cases
+        # its start-up overlaps the collection of the cases; --collect-only runs none, and would wait for its imports
+        if not self.is_xdist_controller and isolation_possible(options) and not config.option.collectonly:
+            self.workers.warm()
         if self.is_xdist_controller:
             # Workers write parity.gwN.json; the files of an earlier run must not be merged into this one.
             for stale in options.reports_dir.glob("parity.gw*.json"):
                 stale.unlink()
+
+    @staticmethod
+    def _shard_durations(options: RunOptions) -> dict[str, float]:
+        """The case durations that balance --parity-shard, read now: a file that is not a
+        parity.json stops the run before collection."""
+        if options.shard is None or options.durations is None:
+            return {}
+        from harness.shards import read_durations
+
+        try:
+            return read_durations(options.durations)
+        except OptionError as error:
+            raise pytest.UsageError(str(error)) from None
 
     @staticmethod
     def _claim_reports(options: RunOptions):
@@ -423,6 +465,13 @@ class ParityRun:
 
         self._isolation = isolation_plan([item.case for item in session.items if isinstance(item, ParityItem)],
                                          self.options)
+        if self.config.option.collectonly and not os.environ.get("PYTEST_XDIST_WORKER"):
+            # The whole matrix's ids, which `python -m harness merge --expect` holds its shards' results to.
+            from harness.merge import EXPECTED_CASES_FILE, write_expected_cases
+
+            self.expected_cases_path = write_expected_cases(
+                self.options.reports_dir / EXPECTED_CASES_FILE,
+                [item.case.id for item in session.items if isinstance(item, ParityItem)])
 
     @property
     def workers(self):
@@ -448,13 +497,20 @@ class ParityRun:
         name = f"parity.{worker}.json" if worker else "parity.json"
         return self.options.reports_dir / name
 
+    def _open_writer(self) -> None:
+        """Start this run's results file: its header, no case yet."""
+        from harness.results import ResultsWriter
+
+        shard = {"shard": self.shard.header()} if self.shard else {}
+        self._writer = ResultsWriter(self.results_path, {"options": self.options.to_json(), **shard})
+
     def add(self, record: dict[str, Any]) -> None:
-        from harness.results import ReportsFolderError, ResultsWriter
+        from harness.results import ReportsFolderError
 
         self.records.append(record)
         try:
             if self._writer is None:
-                self._writer = ResultsWriter(self.results_path, {"options": self.options.to_json()})
+                self._open_writer()
             self._writer.add(record)
         except ReportsFolderError as error:   # a full disk: the writer keeps the record for its next write
             pytest.fail(f"{record['id']}: [report] {error}", pytrace=False)
@@ -486,6 +542,36 @@ class ParityRun:
         items.extend(cases)
         # Tell the terminal (and other listeners) what was collected, as for files.
         config.hook.pytest_collectreport(report=pytest.CollectReport(group.nodeid, "passed", None, cases))
+
+    # After -k, -m and --deselect (pytest's own hooks), so a shard splits what the run would run; a
+    # second implementation of the hook by this plugin, under a name of its own (pytest's "pytest_" prefix).
+    @pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+    def pytest_collection_select_shard(self, config: pytest.Config, items: list) -> None:
+        """Keep this job's shard of the parity cases, and the other tests in shard 1 only,
+        so that the shards together run every test once."""
+        if self.options.shard is None:
+            return
+        from harness.shards import select_shard
+
+        index, count = self.options.shard
+        self.shard = select_shard([item.case.id for item in items if isinstance(item, ParityItem)],
+                                  self._durations, index, count)
+        kept, deselected = [], []
+        for item in items:
+            ours = item.case.id in self.shard.case_ids if isinstance(item, ParityItem) else index == 1
+            (kept if ours else deselected).append(item)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = kept
+        if not config.option.collectonly:
+            # The header now, before any case: a shard the split left empty, or one that dies before
+            # its first record, is a file `python -m harness merge` sees, not a missing shard.
+            from harness.results import ReportsFolderError
+
+            try:
+                self._open_writer()
+            except ReportsFolderError as error:
+                raise pytest.UsageError(str(error)) from None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -532,6 +618,9 @@ class ParityRun:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         from harness.report.summary import summary_lines
 
+        if self.expected_cases_path:
+            terminalreporter.write_line(f"expected cases: {self.expected_cases_path} (python -m harness merge "
+                                        f"SHARD.json... -o parity.json --expect={self.expected_cases_path})")
         if not self.records:
             return
         terminalreporter.section("parity")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ import numpy as np
 
 from harness.accuracy import add_accuracy
 from harness.cache import ArtifactCache
+from harness.calibration import calibration_of
 from harness.engine import PreparedCase, Progress, no_progress, prepare_case
 from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.explore import Exploration, explore_case
 from harness.file_precision import check_file, examples_to_check
 from harness.golden import check_golden, golden_failure
-from harness.matrix import Case
+from harness.matrix import Case, availability_checked
 from harness.model_file import describe as describe_model_file
 from harness.option_effects import on_cuda
 from harness.options import RunOptions
@@ -56,6 +58,7 @@ def start_case(case: Case, options: RunOptions, cache: ArtifactCache,
     if case.error:
         record.update(status="error", stage="options", message=case.error)
         return _finished(record), None
+    case = availability_checked(case)   # imports what collection only looked up (matrix.py)
     if case.skip:
         record.update(status="skipped", message=case.skip)
         return _finished(record), None
@@ -106,7 +109,7 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
                     record["message"] = (f"{file_check['message']}\n{prepared.case.target} "
                                          f"{prepared.case.device}'s own verdict: {record['message']}")
                     record["status"] = "failed"
-            qdq = check_qdq_case(prepared, options.calibration)
+            qdq = check_qdq_case(prepared, calibration_of(options))
             if qdq is not None:   # each Q/DQ pair against its tensor (qdq_check.py): a bad scale no output shows
                 record["qdq_pairs"] = qdq.pop("pairs", [])
                 record["qdq_check"] = qdq
@@ -201,6 +204,8 @@ def _drawn_note(drawn_error: CaseError) -> str:
 
 def _finished(record: dict[str, Any]) -> dict[str, Any]:
     record["duration_s"] = time.perf_counter() - record.pop("_start")
+    # In UTC to the millisecond: `merge --prefer=newest` orders records of machines in other time zones by it.
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return record
 
 
@@ -246,6 +251,10 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         floor = outputs[floored[0]]["floor"]
         record["message"] += (f"; within {floor['multiple']:g}x the error of {floor['recipe']} of the same model "
                               f"({', '.join(floored)})")
+    # passed beyond its fixed tolerance by what the precision explains (precision_floor.py, compare.accept_argmax_flips)
+    explained = [o["message"] for o in outputs.values() if o.get("accepted_by") in ("floor", "argmax")]
+    if exploration.passed and explained:
+        record["message"] += "; beyond its fixed tolerance, as the precision explains: " + "; ".join(explained)
     if exploration.passed and not prepared.spec.inputs:   # nothing to draw: explore.py ran each side once
         record["message"] = f"the model takes no inputs: one run of each side compared; {record['message']}"
     if prepared.warnings:
@@ -332,8 +341,9 @@ def _add_localization(record: dict[str, Any], prepared: PreparedCase, exploratio
                             "seconds": round(time.perf_counter() - start, 4)}
         else:
             folder = Path(record["failure"]["npz"]).with_suffix(".repro")
+            pair_check = {**record["qdq_check"], "pairs": record["qdq_pairs"]} if "qdq_check" in record else None
             localization = localize(walkable, [c.to_json() for c in failure.comparisons if not c.passed], folder,
-                                    options.localize)
+                                    options.localize, pair_check)
     localization["case_seconds"] = round(case_seconds, 4)
     record["localization"] = localization
     record["message"] += f"\nlocalized: {localization['message']}"

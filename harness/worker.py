@@ -299,9 +299,9 @@ def _serve(requests: Connection, replies: Connection) -> None:
 
     register_profiles()
     options = RunOptions.from_json(init["options"])
-    cache = ArtifactCache(options.cache_dir, enabled=options.use_cache)
+    cache = ArtifactCache(options.cache_dir, enabled=options.use_cache, seed=options.cache_seed)
     replies.send(("stage", "start"))
-    cases = {case.id: case for case in build_cases(options)}   # imports the frameworks, to see what is missing
+    cases = {case.id: case for case in build_cases(options)}   # each case imports its frameworks as it starts
     replies.send(("ready", os.getpid()))
     while True:
         request = requests.recv()

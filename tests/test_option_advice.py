@@ -63,9 +63,16 @@ def harness_lines() -> list[tuple[str, int, str]]:
 
 
 def subcommand_flags() -> dict[str, set[str]]:
-    """`python -m harness`'s subcommands -> the option strings each accepts."""
+    """`python -m harness`'s subcommands -> the option strings each accepts (a nested one's, as
+    `cache export`'s, under "cache export")."""
     [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return {name: set(parser._option_string_actions) for name, parser in commands.choices.items()}
+    flags = {}
+    for name, parser in commands.choices.items():
+        flags[name] = set(parser._option_string_actions)
+        for nested in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+            flags.update({f"{name} {sub}": set(subparser._option_string_actions)
+                          for sub, subparser in nested.choices.items()})
+    return flags
 
 
 def refused_flags(lines: list[tuple[str, int, str]], accepted: set[str]) -> list[str]:

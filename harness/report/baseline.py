@@ -40,7 +40,9 @@ counted in cases.
 The gate also fails when this run covers less than the baseline: a case that ran
 there (passed, failed, inconclusive or error) is missing now, or skips now. A
 deliberate change of the matrix passes with `allow_lost_coverage`
-(`--parity-allow-lost-coverage`, `diff --allow-lost-coverage`).
+(`--parity-allow-lost-coverage`, `diff --allow-lost-coverage`). A case of status
+"missing" (a merged run's expected case that no shard recorded, harness/merge.py)
+is a regression, allowed by nothing.
 
 A file read as a baseline is checked against the results schema first
 (`load_baseline`), so that a file of another shape is one message, not a traceback.
@@ -83,7 +85,9 @@ COMPARE_FAIL_SYNTAX = ("expected METRIC:LIMIT[,METRIC:LIMIT...], where METRIC is
 DIFF_ALLOW_OPTION = "--allow-lost-coverage"
 RAN = ("passed", "failed", "inconclusive")  # statuses whose error metrics are compared
 COVERED = RAN + ("error",)  # a case that ran: missing or skipped now, it is coverage lost
-STATUSES = COVERED + ("skipped",)
+# A case of the whole matrix that no shard recorded (harness/merge.py): the gate fails it, whatever it was before.
+MISSING = "missing"
+STATUSES = COVERED + ("skipped", MISSING)
 NON_FINITE = ("inf", "-inf", "nan")  # how to_jsonable writes non-finite metrics
 
 
@@ -437,7 +441,11 @@ def compare_to_baseline(current: Mapping[str, Any], baseline: Mapping[str, Any],
     now, then = current.get("cases") or {}, baseline.get("cases") or {}
     out.matched = len(set(now) & set(then))
     for case_id in sorted(set(now) | set(then)):
-        if case_id not in then:
+        if case_id in now and _status(now[case_id]) == MISSING:
+            before = _status(then[case_id]) if case_id in then else None
+            out.regressions.append(Change(case_id, f"{before or 'new case'}, now missing: {_message(now[case_id])}",
+                                          "status", before, MISSING))
+        elif case_id not in then:
             status = _status(now[case_id])
             out.new.append(Change(case_id, f"new case ({status})", "new", None, status))
         elif case_id not in now:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from harness.results import atomic_write_text
 
-STATUS_ORDER = ("failed", "error", "inconclusive", "passed", "skipped")
+STATUS_ORDER = ("failed", "error", "missing", "inconclusive", "passed", "skipped")
 TIMINGS = (("build_s", "build"), ("convert_s", "convert"), ("load_s", "load"),
            ("reference_s", "reference"), ("target_s", "target"), ("compare_s", "compare"), ("noise_s", "noise floor"))
 # Shown first in a provenance table, in this order; every other key follows.
@@ -288,7 +288,8 @@ def render_html(results: Mapping[str, Any]) -> str:
     environment = dict(results.get("environment") or {})
     return env.get_template("parity.html.j2").render(
         results=results, models=models, columns=columns, cells=cells, counts=counts, cases=ordered,
-        unplaced=[c for c in cases if not c.get("source")], environment=environment,
+        unplaced=[c for c in cases if not c.get("source") and c.get("status") != "missing"],
+        missing=[c for c in ordered if c.get("status") == "missing"], environment=environment,
         env_versions=environment.pop("versions", {}) or {})
 
 

@@ -35,6 +35,8 @@ NEEDS_ISOLATION = True
 PRECISION_MODE = "high"   # MNN's runtime config key "precision": high = fp32
 THREADS = 1
 
+PACKAGES = ("MNN",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     if device != "cpu":

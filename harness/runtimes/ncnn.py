@@ -47,6 +47,8 @@ SETTINGS = {
 }
 PARAM_SUFFIX = ".param"
 
+PACKAGES = ("ncnn",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     if device != "cpu":

@@ -30,6 +30,8 @@ REFERENCE_OPSET = 21   # where the evaluator has every op the harness's converte
 FORMATS = ("onnx",)   # opt-in (backends.OPT_IN_RUNTIMES): see the module docstring
 ELEMENT_TYPES = FLOAT_DTYPES + INT_DTYPES   # numpy's, and bfloat16 through ml_dtypes
 
+PACKAGES = ("onnx",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     if device != "cpu":

@@ -38,6 +38,8 @@ _BFLOAT16 = 16   # onnx.TensorProto.BFLOAT16, as an OrtValue's element_type() gi
 # Cast), and its float16 LayerNormalization accumulates in float32.
 COMPUTES = {("cpu", "fp16"): "float32"}
 
+PACKAGES = ("onnxruntime",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     try:

@@ -54,6 +54,8 @@ def _core():
 
     return ov.Core()
 
+PACKAGES = ("openvino",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     try:

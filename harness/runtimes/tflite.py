@@ -104,6 +104,8 @@ def port_quantization(detail: dict[str, Any], where: str) -> PortQuantization | 
 def _is_float(dtype: str) -> bool:
     return dtype == "bfloat16" or np.dtype(dtype).kind == "f"
 
+PACKAGES = ("ai_edge_litert",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     try:

@@ -53,6 +53,8 @@ NAME = "keras"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _DATA_SHARD = re.compile(r"\.data-\d+-of-\d+$")
 
+PACKAGES = ("tensorflow", "keras")   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     """Why this source cannot run on `device` here, or None when it can."""

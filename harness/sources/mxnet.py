@@ -153,6 +153,8 @@ def import_mxnet() -> Any:
 
     return mxnet
 
+PACKAGES = ("mxnet",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     """Why this source cannot run on `device` here, or None when it can."""

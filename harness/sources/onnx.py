@@ -118,6 +118,8 @@ class OnnxModel:
 
 
 # ---------------------------------------------------------------- the contract
+PACKAGES = ("onnx", "onnxruntime")   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     """Why this source cannot run on `device` here, or None when it can. The

@@ -69,6 +69,8 @@ class TFFunctionModel:
 
 
 # ---------------------------------------------------------------- the contract
+PACKAGES = ("tensorflow",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
+
 
 def missing(device: str) -> str | None:
     """Why this source cannot run on `device` here, or None when it can."""

@@ -29,6 +29,7 @@ import pickle
 import pickletools
 import re
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -39,6 +40,8 @@ from harness.model_file import check_zip, read_member, require_file
 from harness.sources.model_io import prepare_inputs, select_outputs
 
 NAME = "torch"
+
+PACKAGES = ("torch",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
 
 
 def missing(device: str) -> str | None:
@@ -263,17 +266,24 @@ def fingerprint(model: Any) -> str:
     if isinstance(model, torch.jit.ScriptModule):
         digest.update(str(model.code).encode())
     for cls in sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__):
-        digest.update(cls.__module__.encode() + cls.__qualname__.encode())
-        try:
-            digest.update(inspect.getsource(cls).encode())
-        except (OSError, TypeError):
-            pass  # classes without source (builtins, TorchScript) are covered by name and weights
+        digest.update(cls.__module__.encode() + cls.__qualname__.encode() + _class_source(cls))
     digest.update(repr(model).encode())
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         array = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{array.dtype}:{tuple(array.shape)}".encode())
         digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _class_source(cls: type) -> bytes:
+    """The source of a model's class, read once per process: inspect parses the
+    class's whole file on each call (torch.nn's conv.py for a Conv2d), which was
+    most of a cached case's fingerprint."""
+    try:
+        return inspect.getsource(cls).encode()
+    except (OSError, TypeError):
+        return b""  # classes without source (builtins, TorchScript) are covered by name and weights
 
 
 def bind(model: Any, spec: Any) -> Any:
