@@ -63,7 +63,8 @@ class OutputComparison:
     # What passed it: "tolerance" (elementwise), "noise" (within its noise multiple of
     # the source's own float32 error: set by the engine, which holds the float64 twin),
     # "floor" (a miss a reduced precision's standard build shares: precision_floor.py),
-    # "argmax" (a label flipped with scores that passed: accept_argmax_flips).
+    # "argmax" (a label flipped with scores that passed: accept_argmax_flips),
+    # "saturation" (an int8 build's clip where the original is past its calibrated range: accept_saturation).
     accepted_by: str | None = None
     # At a reduced precision, this output's error beside a standard build's on the same example, and
     # that verdict (set by the engine, which runs the build: harness/precision_floor.py); None elsewhere.
@@ -189,6 +190,37 @@ def accept_argmax_flips(label: OutputComparison, ref_label: np.ndarray, got_labe
                      f"{scores.name} on both sides, whose original led the converted model's class there by "
                      f"{float(margins.max()):.3g} at most (its largest error {scores.max_abs:.3g}), and {scores.name} "
                      f"passed ({scores.accepted_by}): a near-tie its accepted error decides")
+    return True
+
+
+def accept_saturation(comparison: OutputComparison, ref: np.ndarray, got: np.ndarray, tolerance: Tolerance,
+                      bounds: tuple[float, float], class_axis: int | None = None, top_k: int = 5) -> bool:
+    """Pass a float output that failed its fixed tolerance where the original lies past `bounds` (the
+    (smallest, largest) value the output takes on the calibration feed) and, judged against the original
+    clipped to them, it passes every check its tolerance sets: a static int8 build saturates such an
+    element by design, at the clip range its recipe chose (symmetric or not, about `bounds`). Elements
+    within the bounds are judged as before, so an error there still fails; so does an output whose
+    error a standard build's multiple already failed (`comparison.floor`). Returns whether it passed."""
+    ref = np.asarray(ref)
+    if comparison.passed or comparison.max_abs is None or ref.dtype.kind != "f" \
+            or (comparison.floor or {}).get("passed") is False:
+        return False
+    low, high = bounds
+    past = (ref < low) | (ref > high)
+    if not past.any():
+        return False
+    # in ref's own dtype, which compare_outputs requires of both sides
+    clipped = compare_outputs(comparison.name, np.clip(ref, low, high).astype(ref.dtype, copy=False), got,
+                              tolerance, class_axis, top_k, comparison.output_range)
+    if not clipped.passed:
+        return False
+    comparison.passed, comparison.accepted_by = True, "saturation"
+    comparison.extra["saturation"] = {"elements": int(past.sum()), "range": [low, high],
+                                      "error_ratio": clipped.error_ratio}
+    comparison.message = (f"{comparison.message}; {int(past.sum())} of {past.size} element(s) of the original lie "
+                          f"past the range it takes on the calibration feed ({low:.6g} to {high:.6g}), which an "
+                          f"int8 build saturates: against the original clipped to it, within tolerance "
+                          f"({clipped.error_ratio:.3g}x)")
     return True
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from harness import backends
 from harness.cache import ArtifactCache, release_private_copies
 from harness.calibration import Calibration, calibration_inputs, calibration_of
-from harness.compare import (OutputComparison, accept_argmax_flips, compare_distributions, compare_outputs,
-                             out_of_bound)
+from harness.compare import (OutputComparison, accept_argmax_flips, accept_saturation, compare_distributions,
+                             compare_outputs, out_of_bound)
 from harness.converters import bf16_emulation
 from harness.errors import CaseError, summarize_exception
 from harness.file_precision import computed_in
@@ -63,6 +63,9 @@ class PreparedCase:
     # Each float output's largest magnitude over the calibration feed, where a tolerance
     # scales with it (atol_by_range): a quantized model's error is a share of its ranges.
     output_ranges: dict[str, float] = field(default_factory=dict)
+    # Each float output's (smallest, largest) value over the same samples: where a static int8 build
+    # saturates it (its clip range is its recipe's own, about these), compare.accept_saturation.
+    output_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     # Every file on the case's path, in order, with its (input, output) layouts:
     # what a localization walks (the last ONNX among them).
     files: list[tuple[Path, dict[str, str | None], dict[str, str | None]]] = field(default_factory=list)
@@ -213,16 +216,18 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     if case.precision == "int8" and case.lowered_by == CONVERTED:
         # a user's int8 file: checked on what it is deployed for, as the spec or --calibration says
         calibrated_on = calibration.for_spec(spec).distribution
-    output_ranges = {}
+    output_ranges, output_bounds = {}, {}
     if reference_error is None and (floor is not None or any(t.atol_by_range for t in tolerances.values())):
-        output_ranges = _output_ranges(source, model, spec, calibration, source_in,
-                                       case.reference_device, floor)
+        output_ranges, output_bounds = _output_ranges(source, model, spec, calibration, source_in,
+                                                      case.reference_device, floor)
         provenance["output_ranges"] = {**output_ranges, "samples": RANGE_SAMPLES}
+        provenance["output_bounds"] = {name: list(bounds) for name, bounds in output_bounds.items()}
     return PreparedCase(
         case=case, spec=spec, source=source, model=model, model64=model64, session=session,
         tolerances=tolerances, provenance=provenance, versions=versions, timings=timings,
         source_layouts=(source_in, source_out), artifact_layouts=artifact_layouts, warnings=warnings,
         distributions=(calibrated_on,) if calibrated_on else DISTRIBUTIONS, output_ranges=output_ranges,
+        output_bounds=output_bounds,
         files=files, golden=golden, reference_error=reference_error, user_inputs=user_inputs, floor=floor,
     )
 
@@ -250,13 +255,15 @@ RANGE_SAMPLES = 8   # calibration samples an output's range is measured on (the 
 
 
 def _output_ranges(source, model, spec: ModelSpec, calibration: Calibration,
-                   source_in: dict[str, str | None], device: str, floor: FloorBuild | None = None) -> dict[str, float]:
-    """Each float output's largest magnitude over the first RANGE_SAMPLES
-    samples of the calibration feed, run through the original; with a `floor`,
-    its typical error there too (FloorBuild.typical_rmse: the RMS over the
-    samples of each one's RMS error against the original)."""
+                   source_in: dict[str, str | None], device: str, floor: FloorBuild | None = None
+                   ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Each float output's largest magnitude, and its (smallest, largest) value,
+    over the first RANGE_SAMPLES samples of the calibration feed, run through the
+    original; with a `floor`, its typical error there too (FloorBuild.typical_rmse:
+    the RMS over the samples of each one's RMS error against the original)."""
     feed = calibration_inputs(spec, replace(calibration, samples=RANGE_SAMPLES), source_in)
     ranges: dict[str, float] = {}
+    bounds: dict[str, tuple[float, float]] = {}
     squares: dict[str, list[float]] = {}
     for sample in feed:
         outputs = source.run(model, [sample[i.name] for i in spec.inputs], device)
@@ -266,12 +273,14 @@ def _output_ranges(source, model, spec: ModelSpec, calibration: Calibration,
             value = np.asarray(value)
             if value.dtype.kind == "f" and value.size:
                 ranges[out.name] = max(ranges.get(out.name, 0.0), float(np.max(np.abs(value))))
+                low, high = bounds.get(out.name, (np.inf, -np.inf))
+                bounds[out.name] = (min(low, float(np.min(value))), max(high, float(np.max(value))))
                 if floors is not None:
                     error = np.asarray(floors[index], dtype=np.float64) - value
                     squares.setdefault(out.name, []).append(float(np.mean(error ** 2)))
     if floor is not None:
         floor.typical_rmse = {name: float(np.sqrt(np.mean(values))) for name, values in squares.items()}
-    return ranges
+    return ranges, bounds
 
 
 def _twin_status(source, model: Any, model64: Any | None) -> str:
@@ -420,6 +429,17 @@ def _floor_verdict(prepared: PreparedCase, ordered: list, reference: list[np.nda
     prepared.timings["floor_s"] = prepared.timings.get("floor_s", 0.0) + time.perf_counter() - start
 
 
+def _saturation_verdict(prepared: PreparedCase, reference: list[np.ndarray], converted: list[np.ndarray],
+                        comparisons: list[OutputComparison]) -> None:
+    """Each float output that failed, held against the original clipped to the range it takes on the
+    calibration feed (compare.accept_saturation): an input past that range saturates every static int8
+    build, each at the clip range its recipe chose. After the floor's verdict, which it never lifts."""
+    for out, comparison, ref, got in zip(prepared.spec.outputs, comparisons, reference, converted):
+        bounds = prepared.output_bounds.get(out.name)
+        if bounds is not None:
+            accept_saturation(comparison, ref, got, prepared.tolerances[out.name], bounds, out.class_axis, out.top_k)
+
+
 def _argmax_verdict(spec: ModelSpec, reference: list[np.ndarray], converted: list[np.ndarray],
                     comparisons: list[OutputComparison]) -> None:
     """At a reduced precision, each integer output that failed, held to compare.accept_argmax_flips against
@@ -565,6 +585,8 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
             _noise_verdict(comparison, noise.get(comparison.name))
     if prepared.floor is not None:   # after the noise verdict: float32's noise never excuses an error past the floor
         _floor_verdict(prepared, ordered, reference, converted, comparisons)
+    if prepared.case.precision == "int8":   # static quantization's alone: a clip range calibrated into the file
+        _saturation_verdict(prepared, reference, converted, comparisons)
     if prepared.case.precision != "fp32":   # after every float output's verdict, which the rule rests on
         _argmax_verdict(prepared.spec, reference, converted, comparisons)
     return ExampleOutcome(comparisons, noise, reference=reference)

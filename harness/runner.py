@@ -251,8 +251,9 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         floor = outputs[floored[0]]["floor"]
         record["message"] += (f"; within {floor['multiple']:g}x the error of {floor['recipe']} of the same model "
                               f"({', '.join(floored)})")
-    # passed beyond its fixed tolerance by what the precision explains (precision_floor.py, compare.accept_argmax_flips)
-    explained = [o["message"] for o in outputs.values() if o.get("accepted_by") in ("floor", "argmax")]
+    # passed beyond its fixed tolerance by what the precision explains (precision_floor.py, compare.accept_argmax_flips,
+    # compare.accept_saturation)
+    explained = [o["message"] for o in outputs.values() if o.get("accepted_by") in ("floor", "argmax", "saturation")]
     if exploration.passed and explained:
         record["message"] += "; beyond its fixed tolerance, as the precision explains: " + "; ".join(explained)
     if exploration.passed and not prepared.spec.inputs:   # nothing to draw: explore.py ran each side once

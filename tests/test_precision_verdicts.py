@@ -200,6 +200,63 @@ def test_a_bug_past_the_floor_on_the_same_example_still_fails(saturating, tmp_pa
     assert record["status"] == "failed"
 
 
+# A seeded draw (uniform -4..4) whose logit 4 is -135.8 in the original, past the -88.6 the calibration feed's
+# logits reach: a per-tensor asymmetric build clips it at its own range's bottom (-91.3), 44 away, past the
+# elementwise bound (0.5 of the range: 44.3), where the standard (symmetric) build's clip (-97.5) is within it
+# (benchmarks/precision_verdicts.py's asymmetric recipes at nightly, on such a draw)
+PAST_THE_ASYMMETRIC_CLIP = np.array([[3.249885, -0.85479176, 3.3910754, 1.4433155, 0.83887947, -0.3945497,
+                                      -0.46310803, -1.408107]], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def asymmetric(tmp_path_factory, exported, saturating) -> dict[str, Build]:
+    """two_outputs in int8 by per-tensor MinMax asymmetric activations (correct), and the head bias +150 twin."""
+    folder = tmp_path_factory.mktemp("verdicts-asymmetric")
+    asym = pf.build_qdq(exported["two_outputs"], pf.calibration_feed("two_outputs"), folder / "asym.onnx",
+                        per_channel=False, symmetric=False)
+    return {"correct": Build("two_outputs", "per-tensor MinMax asym", "correct", "int8", exported["two_outputs"], asym),
+            "bug": saturating["bug"]}
+
+
+def test_an_int8_clip_past_the_calibrated_range_passes_by_saturation(asymmetric, tmp_path, shared_cache):
+    record = _on_example(asymmetric["correct"], PAST_THE_ASYMMETRIC_CLIP, tmp_path, shared_cache)
+    logits = _user_example(record)["logits"]
+    assert (logits["passed"], logits["accepted_by"]) == (True, "saturation"), logits["message"]
+    assert logits["worst_index"] == [0, 4] and logits["worst_got"] < -91   # the build's own clip
+    assert logits["floor"]["passed"] and "accepted" not in logits["floor"]   # the floor is within bound there
+    low, high = logits["extra"]["saturation"]["range"]
+    assert logits["extra"]["saturation"]["elements"] == 1 and low == pytest.approx(-88.59, abs=0.01) and high > 0
+    assert "1 of 5 element(s) of the original lie past the range it takes on the calibration feed" in logits["message"]
+    assert record["status"] == "passed", record["message"]
+
+
+def test_a_bug_on_the_same_saturating_example_still_fails(asymmetric, tmp_path, shared_cache):
+    record = _on_example(asymmetric["bug"], PAST_THE_ASYMMETRIC_CLIP, tmp_path, shared_cache)
+    logits = _user_example(record)["logits"]
+    # logit 4 saturates too, but logit 0, within the calibrated range, is 150 off its original
+    assert not logits["passed"] and logits["accepted_by"] is None, logits["message"]
+    assert logits["worst_index"] == [0, 0] and "saturation" not in logits["extra"]
+    assert record["status"] == "failed"
+
+
+@pytest.mark.parametrize("converted, floor_passed, accepted", [
+    ([-91.28, 28.0, -30.9], True, True),      # the clip of the one logit past the range: saturation
+    ([-91.28, 129.9, -30.9], True, False),    # and a logit within the range 100 off: a fault of its own
+    ([-91.28, 28.0, -30.9], False, False),    # past the floor's multiple: saturation never lifts that
+])
+def test_saturation_judges_only_the_elements_past_the_calibrated_range(converted, floor_passed, accepted):
+    from harness.compare import accept_saturation, compare_outputs
+    from harness.tolerances import INT8_STATIC
+
+    original = np.array([[-135.78, 28.76, -30.65]], dtype=np.float32)
+    got = np.array([converted], dtype=np.float32)
+    comparison = compare_outputs("logits", original, got, INT8_STATIC, output_range=88.59)
+    comparison.floor = {"passed": floor_passed}
+    assert not comparison.passed   # 44.5 past 44.3 at the clipped logit
+    assert accept_saturation(comparison, original, got, INT8_STATIC, (-88.59, 67.82)) is accepted
+    assert (comparison.passed, comparison.accepted_by) == ((True, "saturation") if accepted else (False, None))
+
+
 def _flipped(original: Path, converted: Path, floor: Path, wide: bool) -> np.ndarray:
     """A seeded draw of x (one row) whose label `converted` flips: where the original's top-2 margin is under 2
     (a near-tie, `wide` False) with logits erring no more than the floor's, or over 5 (`wide`: the median
