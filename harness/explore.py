@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.internal.conjecture import engine as conjecture_engine
+from hypothesis.reporting import current_reporter, with_reporter
 
 from harness.compare import OutputComparison, compare_outputs
 from harness.engine import (ExampleOutcome, PreparedCase, distribution_outcome, measure_noise, reference_outputs,
@@ -48,6 +50,13 @@ REDRAW_LIMIT = 1
 # compared by distribution (the budget, when larger).
 RANDOM_DRAWS = 20
 
+# Shrinking a failure stops after this many seconds; the failure kept is the smallest one found
+# by then, a real failing example either way (the record says `shrink_cut_s`). Each shrink step
+# runs both models and, where the verdict needs it, the float64 twin: a weight changed deep inside
+# EfficientNet took 102 steps and 122 s of a 144 s case. Hypothesis' own limit is 300 s
+# (conjecture.engine.MAX_SHRINKING_SECONDS, which it documents as the one to monkeypatch).
+SHRINK_SECONDS = 30.0
+
 
 class ParityMismatch(AssertionError):
     """The converted model disagrees with the original on one example."""
@@ -57,6 +66,7 @@ class ParityMismatch(AssertionError):
 class Exploration:
     examples: int = 0                 # drawn (corners and hypothesis' search), not counting shrink steps
     shrink_steps: int = 0             # calls hypothesis made while shrinking its first failure
+    shrink_cut_s: float | None = None  # SHRINK_SECONDS, where shrinking stopped at it
     corners: int = 0                  # of `examples`, the corner recipes
     first_failure_at: int | None = None   # the number of the first failing example drawn
     worst: dict[str, dict[str, Any]] = field(default_factory=dict)     # per output: comparison + noise + recipe
@@ -243,6 +253,7 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
             database_path: Path | None) -> None:
     spec = prepared.spec
     found = {"failure": False}  # hypothesis found one: every later call is a shrink step
+    shrink_start = {"at": None}  # when it did
     redraws = {"draws": 0}       # examples redrawn for the original's NaN/Inf share
 
     @settings(
@@ -265,16 +276,35 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
             reject()
         exploration.record(recipe, tensors, outcome, shrinking=found["failure"])
         if not outcome.passed:
+            if not found["failure"]:
+                shrink_start["at"] = time.perf_counter()
             found["failure"] = True
             raise ParityMismatch(outcome.message)
 
     # Distinct database entries per case: otherwise every case shares one key
     # (same function source) and replays the others' failures.
     check.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+    outer = current_reporter()
+    limit = conjecture_engine.MAX_SHRINKING_SECONDS
+    conjecture_engine.MAX_SHRINKING_SECONDS = SHRINK_SECONDS
     try:
-        check()
+        with with_reporter(lambda text: _report_unless_shrink_stop(text, outer)):
+            check()
     except ParityMismatch:
         pass  # the failure and its shrunk inputs are in `exploration`
+    finally:
+        conjecture_engine.MAX_SHRINKING_SECONDS = limit
+    if shrink_start["at"] is not None and time.perf_counter() - shrink_start["at"] >= SHRINK_SECONDS:
+        exploration.shrink_cut_s = SHRINK_SECONDS
+
+
+def _report_unless_shrink_stop(text: object, outer) -> None:
+    """Hypothesis' reports, but for its two notes on a shrink it stopped (written for
+    its own five minutes, asking for a bug report): the record's `shrink_cut_s` says it."""
+    if isinstance(text, str) and ("stopped because it is making very slow progress" in text
+                                  or "exited early because it took too long to shrink" in text):
+        return
+    outer(text)
 
 
 def input_sensitivity(prepared: PreparedCase, known: tuple[dict[str, int], list[list[np.ndarray]]] | None = None

@@ -241,6 +241,8 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
         "versions": prepared.versions,
         "timings": prepared.timings,
     }
+    if exploration.shrink_cut_s is not None:
+        record["shrink_cut_s"] = exploration.shrink_cut_s
     record["cost"] = _cost(prepared.timings, exploration.examples + exploration.shrink_steps)
     if exploration.passed and any(o.get("accepted_by") == "noise" for o in outputs.values()):
         noisy = [name for name, o in outputs.items() if o.get("accepted_by") == "noise"]

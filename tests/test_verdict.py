@@ -347,3 +347,24 @@ def test_draws_whose_original_is_mostly_nan_are_redrawn_and_the_case_says_so(tmp
     assert record["status"] == "inconclusive", record["message"]
     assert "drawn examples were redrawn because the original gave NaN/Inf in more than 10% of its elements" in \
         record["message"]
+
+
+# --- shrinking's time budget ---------------------------------------------------------------
+
+
+def test_shrinking_stops_at_its_time_budget_and_keeps_a_real_failure(tmp_path, run_converted, monkeypatch):
+    """A converted file off by 0.01 everywhere fails on every example: hypothesis
+    shrinks its first failure for many steps, unless the budget stops it after a
+    step or two; either way the failure kept replays as a failure."""
+    from harness import explore
+    from harness.results import load_failure
+
+    original, converted = _plus(tmp_path / "model.onnx", np.zeros(NAN_SHAPE)), \
+        _plus(tmp_path / "converted.onnx", np.full(NAN_SHAPE, 0.01))
+    record = run_converted(original, converted)
+    assert record["status"] == "failed" and record["shrink_steps"] > 1 and "shrink_cut_s" not in record
+    monkeypatch.setattr(explore, "SHRINK_SECONDS", 0.0)
+    cut = run_converted(original, converted)
+    assert cut["status"] == "failed" and cut["shrink_steps"] <= 2 and cut["shrink_cut_s"] == 0.0
+    _, inputs = load_failure(tmp_path / "reports" / cut["failure"]["npz"].split("reports/", 1)[1])
+    assert np.isfinite(inputs["x"]).all() and inputs["x"].shape == tuple(NAN_SHAPE)
