@@ -22,7 +22,8 @@ are one case. An expected case no readable shard recorded is a record of status
 anything shows as what it did not run, not as a smaller matrix. The shards of one split
 (`--parity-shard=K/N`, in each file's run header) must all be there and split one
 collection: a shard no input holds is named ("2/3"; with `--expect` its cases are the
-missing ones), and shards of N split from different collections are refused.
+missing ones), and shards of N split from different collections, or balanced by different
+durations, are refused.
 
 Pure Python: no pytest, no deep-learning framework.
 """
@@ -101,11 +102,18 @@ def _shared_environment(environments: list[Mapping[str, Any]]) -> dict[str, Any]
     return shared
 
 
+def _short_hash(value: Any) -> str:
+    """A header's sha256 as a message quotes it; null (no durations) as JSON writes it."""
+    return "null" if value is None else f"{str(value)[:12]}..."
+
+
 def missing_shards(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """"K/N" for each shard of a split (the inputs whose run header says `shard` of N) that no input
     holds; MergeError where two shards of N were split from different collections (their
-    `collected_sha256`): they are no one split, and their cases would overlap or fall between them."""
+    `collected_sha256`) or balanced by different durations (their `durations_sha256`): they are no
+    one split, and their cases would overlap or fall between them."""
     splits: dict[int, tuple[str, str, set[int]]] = {}   # N -> (collected_sha256, the first file, its indexes)
+    balances: dict[int, tuple[str | None, str]] = {}     # N -> (durations_sha256, the first file saying it)
     for label, shard in shards.items():
         header = (shard.get("run") or {}).get("shard")
         if not isinstance(header, dict) or not isinstance(header.get("count"), int):
@@ -114,8 +122,15 @@ def missing_shards(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
         first_collected, first_label, indexes = splits.setdefault(count, (collected, label, set()))
         if collected != first_collected:
             raise MergeError(f"{first_label} and {label} are shards of {count} split from different collections "
-                             f"(collected_sha256 {str(first_collected)[:12]}... and {str(collected)[:12]}...): run "
+                             f"(collected_sha256 {_short_hash(first_collected)} and {_short_hash(collected)}): run "
                              f"every shard of one split with the same matrix options")
+        if "durations_sha256" in header:   # a file of an older harness does not say: nothing to hold it to
+            durations = header["durations_sha256"]
+            first_durations, balanced_label = balances.setdefault(count, (durations, label))
+            if durations != first_durations:
+                raise MergeError(f"{balanced_label} and {label} are shards of {count} balanced by different durations "
+                                 f"(durations_sha256 {_short_hash(first_durations)} and {_short_hash(durations)}): "
+                                 f"give every shard the same --parity-durations file")
         indexes.add(index)
     return [f"{index}/{count}" for count, (_, _, indexes) in sorted(splits.items())
             for index in range(1, count + 1) if index not in indexes]

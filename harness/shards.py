@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -35,14 +36,27 @@ class Shard:
     case_ids: frozenset[str]
     collected: tuple[str, ...]
     expected_s: float | None   # the shard's expected duration; None where no duration was known
+    # A hash of the (case id, seconds) pairs the split was balanced by; None where no collected case had one.
+    durations_sha256: str | None
 
     def header(self) -> dict[str, Any]:
         """What parity.json's run header says of the shard, so that a merge can check that
-        the shards it holds are every shard of one collection."""
+        the shards it holds are every shard of one split: one collection, one set of durations."""
         return {"index": self.index, "count": self.count, "cases": len(self.case_ids),
                 "collected": len(set(self.collected)),
                 "collected_sha256": hashlib.sha256("\n".join(sorted(set(self.collected))).encode()).hexdigest(),
+                "durations_sha256": self.durations_sha256,
                 "expected_s": None if self.expected_s is None else round(self.expected_s, 3)}
+
+
+def nothing_to_run(header: Mapping[str, Any]) -> str | None:
+    """The line of a job whose shard (parity.json's run header, Shard.header) the split left with none of
+    the cases collected: its share is empty, its configuration right. None where it holds cases, or where
+    none was collected (`-k` matching nothing: a mistake pytest's exit 5 should still show)."""
+    if header.get("cases") or not header.get("collected"):
+        return None
+    return (f"shard {header['index']}/{header['count']} holds none of the {header['collected']} parity cases "
+            f"collected: nothing to run here")
 
 
 def read_durations(path: Path) -> dict[str, float]:
@@ -86,6 +100,9 @@ def select_shard(case_ids: Sequence[str], durations: Mapping[str, float], index:
     """Shard `index` (1-based) of `count` of `case_ids`."""
     costs = case_costs(case_ids, durations)
     chosen = assign_shards(costs, count)[index - 1]
-    known = any(case_id in durations for case_id in costs)
+    # Only the collected cases' durations decide the split, so only theirs are hashed: two jobs whose files
+    # differ elsewhere (a GPU job's cases) still compute one split.
+    used = sorted((case_id, durations[case_id]) for case_id in costs if case_id in durations)
     return Shard(index, count, frozenset(chosen), tuple(case_ids),
-                 sum(costs[c] for c in chosen) if known else None)
+                 sum(costs[c] for c in chosen) if used else None,
+                 hashlib.sha256(json.dumps(used).encode()).hexdigest() if used else None)

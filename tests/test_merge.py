@@ -146,3 +146,53 @@ def test_inputs_that_are_not_results_are_named_in_one_line(real_run, tmp_path, c
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and not out.exists()
     assert f"--expect: {real_run['parity']} is not a list of expected cases: write one with pytest --parity" in error
+
+
+SPLIT_IDS = [f"layer{i}-onnx-onnxruntime-cpu" for i in range(6)]
+
+
+def planted_shards(folder: Path, durations: dict[str, float], count: int = 2) -> list[Path]:
+    """Each shard's parity.json as a job balanced by `durations` writes it: its run header from shards.py,
+    its cases' records reduced to a status."""
+    from harness.results import SCHEMA
+    from harness.shards import select_shard
+
+    paths = []
+    for index in range(1, count + 1):
+        shard = select_shard(SPLIT_IDS, durations, index, count)
+        path = folder / f"shard-{index}" / "parity.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"schema": SCHEMA, "environment": {"versions": {}}, "run": {"shard": shard.header()},
+                                    "cases": {case_id: {"id": case_id, "status": "passed"}
+                                              for case_id in sorted(shard.case_ids)}}))
+        paths.append(path)
+    return paths
+
+
+def test_shards_balanced_by_different_durations_are_refused(tmp_path, capsys):
+    """Two jobs given different --parity-durations files split one collection two ways: refused, naming both
+    files; the advice followed (one file for every job) merges."""
+    last_night = {case_id: float(seconds) for case_id, seconds in zip(SPLIT_IDS, (9, 1, 1, 1, 1, 1))}
+    a_week_ago = {**last_night, SPLIT_IDS[0]: 2.0}
+    first, _ = planted_shards(tmp_path / "last-night", last_night)
+    _, second = planted_shards(tmp_path / "a-week-ago", a_week_ago)
+    out = tmp_path / "parity.json"
+    assert main(["merge", str(first), str(second), "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and not out.exists()
+    assert (f"{first} and {second} are shards of 2 balanced by different durations (durations_sha256 " in error
+            and error.endswith("give every shard the same --parity-durations file\n")), error
+    # The advice, followed: both shards balanced by last night's durations.
+    assert main(["merge", *map(str, planted_shards(tmp_path / "same", last_night)), "-o", str(out)]) == 0
+    assert sorted(load_baseline(out)["cases"]) == sorted(SPLIT_IDS)
+
+
+def test_shards_written_before_durations_were_hashed_merge_as_before(tmp_path):
+    """The headers of an older harness do not say which durations balanced them: nothing to hold them to."""
+    first, _ = planted_shards(tmp_path / "last-night", {SPLIT_IDS[0]: 9.0})
+    _, second = planted_shards(tmp_path / "a-week-ago", {SPLIT_IDS[0]: 2.0})
+    for path in (first, second):
+        data = json.loads(path.read_text())
+        data["run"]["shard"].pop("durations_sha256", None)
+        path.write_text(json.dumps(data))
+    assert main(["merge", str(first), str(second), "-o", str(tmp_path / "parity.json")]) == 0

@@ -122,7 +122,7 @@ def test_a_shard_the_split_leaves_empty_writes_its_header(run_parity, parity_dir
     first = run_parity("--model=mlp", "--parity-shard=1/2", "--parity-reports=shard-1")
     empty = run_parity("--model=mlp", "--parity-shard=2/2", "--parity-reports=shard-2")
     assert first.result.ret == 0, first.output
-    assert empty.result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, empty.output
+    assert empty.result.ret == pytest.ExitCode.OK, empty.output   # no failed CI job (test_shards.py)
     shards = [parity_dir / f"shard-{index}" / "parity.json" for index in (1, 2)]
     header = load_baseline(shards[1])
     assert header["cases"] == {} and header["run"]["shard"]["index"] == 2 and header["run"]["shard"]["cases"] == 0

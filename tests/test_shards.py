@@ -51,6 +51,21 @@ def test_an_unknown_case_counts_as_the_median_of_the_run_s_known_ones():
     assert case_costs(["a", "b"], {}) == {"a": 1.0, "b": 1.0}
 
 
+def test_the_header_hashes_the_durations_that_balanced_the_split():
+    """Every shard of one split says the same durations_sha256; a collected case timed otherwise changes
+    it, a case not collected (a GPU job's) does not, and with no collected case timed it is null."""
+    night = {case_id: float(len(case_id)) for case_id in SYNTHETIC_IDS[:30]}
+    hashes = {select_shard(SYNTHETIC_IDS, night, index, 3).header()["durations_sha256"] for index in (1, 2, 3)}
+    assert len(hashes) == 1 and None not in hashes
+    (same,) = hashes
+    retimed = {**night, SYNTHETIC_IDS[0]: night[SYNTHETIC_IDS[0]] + 0.5}
+    assert select_shard(SYNTHETIC_IDS, retimed, 1, 3).header()["durations_sha256"] != same
+    with_gpu = {**night, "tiny-torch-tensorrt-cuda": 300.0}
+    assert select_shard(SYNTHETIC_IDS, with_gpu, 1, 3).header()["durations_sha256"] == same
+    for durations in ({}, {"tiny-torch-tensorrt-cuda": 300.0}):
+        assert select_shard(SYNTHETIC_IDS, durations, 1, 3).header()["durations_sha256"] is None
+
+
 def test_ties_go_by_case_id_then_by_shard_index():
     assert assign_shards({"d": 1.0, "b": 1.0, "a": 1.0, "c": 1.0}, 3) == [["a", "d"], ["b"], ["c"]]
 
@@ -175,6 +190,9 @@ def test_the_plugin_runs_its_shard_and_writes_it_in_the_run_header(run_parity, p
     header = first.json["run"]["shard"]
     assert {k: header[k] for k in ("index", "count", "cases", "collected", "expected_s")} == {
         "index": 1, "count": 2, "cases": 1, "collected": 3, "expected_s": 9.0}
+    collected = ["wide-onnx-onnxruntime-cpu", "mid-onnx-onnxruntime-cpu", "narrow-onnx-onnxruntime-cpu"]
+    assert header["durations_sha256"] == select_shard(collected, read_durations(durations), 1, 2).header()[
+        "durations_sha256"] is not None
     assert "test_mine.py::test_mine PASSED" in first.output
     # -k first: of mid (5 s) and narrow (1 s), shard 2 is narrow; split before -k, it would be both.
     second = run_parity(*matrix, "-k", "not wide", "--parity-shard=2/2", f"--parity-durations={durations}",
@@ -182,6 +200,22 @@ def test_the_plugin_runs_its_shard_and_writes_it_in_the_run_header(run_parity, p
     listed = [line for line in second.result.outlines if "::" in line]
     assert second.result.ret == 0 and listed == ["parity::test_parity[narrow-onnx-onnxruntime-cpu]"], second.output
     assert "1/4 tests collected (3 deselected)" in second.output
+
+
+def test_a_shard_the_split_leaves_empty_passes_and_says_so(run_parity, parity_dir):
+    """Two cases in four shards: shard 3 has nothing to run, which is no failed CI job; a run whose
+    collection is empty before the split (-k matching nothing) is still pytest's exit 5. In one process and
+    under pytest-xdist (the nightly's CPU shards run -n auto), whose controller collects nothing itself."""
+    files = [tanh_layer(parity_dir / f"{name}.onnx", width) for name, width in (("wide", 6), ("narrow", 2))]
+    matrix = [f"--model={','.join(map(str, files))}", "--source=onnx", "--target=onnxruntime", "-p", "no:randomly"]
+    for processes in (["-n", "0"], ["-n", "2"]):
+        empty = run_parity(*matrix, *processes, "--parity-shard=3/4")
+        assert empty.result.ret == pytest.ExitCode.OK, empty.output
+        assert "shard 3/4 holds none of the 2 parity cases collected: nothing to run here" in empty.output
+        assert empty.cases == {} and empty.json["run"]["shard"]["index"] == 3
+    nothing = run_parity(*matrix, "-k", "nothing_matches", "--parity-shard=3/4")
+    assert nothing.result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, nothing.output
+    assert "nothing to run here" not in nothing.output
 
 
 def test_durations_without_a_shard_warn_that_the_run_is_not_split():
