@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.report.summary import skip_reasons
 from harness.results import atomic_write_text
 
 STATUS_ORDER = ("failed", "error", "missing", "inconclusive", "passed", "skipped")
@@ -279,8 +280,13 @@ def render_html(results: Mapping[str, Any]) -> str:
     env.tests["listlike"] = lambda v: isinstance(v, (list, tuple))
     cases = list(results.get("cases", {}).values())
     placed = [c for c in cases if c.get("source")]
+    # A column where every case skipped (CUDA and TensorRT on a CPU machine) is left out of the
+    # matrix, its cases' reasons on one line under it, so that the matrix fits a laptop's screen.
+    shown = {_column(c) for c in placed if c.get("status") != "skipped"}
+    folded = [c for c in placed if _column(c) not in shown]
+    placed = [c for c in placed if _column(c) in shown]
     models = sorted({c["model"] for c in placed})
-    columns = sorted({_column(c) for c in placed})
+    columns = sorted(shown)
     cells = {(c["model"], _column(c)): c for c in placed}
     counts = {s: sum(1 for c in cases if c.get("status") == s) for s in STATUS_ORDER}
     ordered = sorted(cases, key=lambda c: (STATUS_ORDER.index(c["status"]) if c.get("status") in STATUS_ORDER else 9,
@@ -288,6 +294,8 @@ def render_html(results: Mapping[str, Any]) -> str:
     environment = dict(results.get("environment") or {})
     return env.get_template("parity.html.j2").render(
         results=results, models=models, columns=columns, cells=cells, counts=counts, cases=ordered,
+        folded_columns=sorted({_column(c) for c in folded}),
+        folded_reasons=[(reason, len(skipped)) for reason, skipped in skip_reasons(folded)],
         unplaced=[c for c in cases if not c.get("source") and c.get("status") != "missing"],
         missing=[c for c in ordered if c.get("status") == "missing"], environment=environment,
         env_versions=environment.pop("versions", {}) or {})
