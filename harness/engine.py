@@ -22,7 +22,7 @@ from harness.compare import (OutputComparison, accept_argmax_flips, accept_satur
                              compare_outputs, out_of_bound)
 from harness.converters import bf16_emulation
 from harness.errors import CaseError, summarize_exception
-from harness.file_precision import computed_in
+from harness.file_arithmetic import computed_in
 from harness.inputs import check_tensor_budget, example_recipe, make_inputs
 from harness.layouts import relaid
 from harness.matrix import CONVERTED, Case
@@ -194,7 +194,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         provenance["reference"]["runs_in"] = source.reference_status(model)
     if reference_error is not None:
         provenance["reference"]["unavailable"] = reference_error.message
-    if computed_in(case):   # the target computes the file wider than its types (file_precision.py)
+    if computed_in(case):   # the target computes the file wider than its types (file_arithmetic.py)
         provenance["precision"]["computed_in"] = computed_in(case)
     if floor_provenance is not None:
         provenance["floor"] = floor_provenance

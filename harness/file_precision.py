@@ -18,33 +18,18 @@ onnx is imported inside the functions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from harness import backends
 from harness.compare import compare_outputs
+from harness.engine import PreparedCase, reference_outputs
 from harness.errors import CaseError, summarize_exception
+from harness.explore import Exploration
+from harness.file_arithmetic import FILE_TYPES, computed_in
 from harness.layouts import relaid
-from harness.matrix import Case
-from harness.paths import RUNTIME
 
-if TYPE_CHECKING:   # the engine records computed_in: it imports this module
-    from harness.engine import PreparedCase
-    from harness.explore import Exploration
-
-# a lowered file's precision -> the element type its arithmetic is in
-FILE_TYPES = {"fp16": "float16", "bf16": "bfloat16"}
 CHECKER = "onnx.reference"
-
-
-def computed_in(case: Case) -> str | None:
-    """What the case's target computes its file's reduced precision in, where
-    the runtime declares it wider; None where it computes the file as its types
-    say, or lowers the model itself (then the precision is its own setting)."""
-    if case.precision not in FILE_TYPES or case.lowered_by == RUNTIME:
-        return None
-    return backends.runtime_computes(case.target).get((case.device, case.precision))
 
 
 def check_file(prepared: PreparedCase, examples: list[dict[str, np.ndarray]]) -> dict[str, Any] | None:
@@ -66,7 +51,6 @@ def check_file(prepared: PreparedCase, examples: list[dict[str, np.ndarray]]) ->
     if not onnx_files:
         return {"computed_in": computed, "verdict": "unchecked",
                 "message": f"{hidden}; no ONNX file on the path for {CHECKER} to run in {file_type}"}
-    from harness.engine import reference_outputs
     from harness.runtimes.onnx_reference import Session
 
     path, file_in, file_out = onnx_files[-1]

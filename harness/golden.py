@@ -30,8 +30,10 @@ A graph with random operators (Case.random_ops) draws anew on every run,
 and each stored set is one draw: its outputs are held to their shape and
 dtype, never elementwise, and the record says so (`golden.compared`).
 
-The user's own examples with stored outputs (`--parity-inputs`, user_inputs.py)
-are held to them by the same check (`check_stored_sets`), whatever the source.
+The user's own examples (`--parity-inputs`, loaded by user_inputs.py) run here
+too (`check_user_inputs`): through both sides as the drawn examples do, and
+those with stored outputs held to them by the same check (`check_stored_sets`),
+whatever the source.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from harness.compare import OutputComparison, compare_outputs, kind_mismatch
-from harness.engine import PreparedCase, stored_outputs
+from harness.engine import PreparedCase, distribution_outcome, run_example, stored_outputs
+from harness.explore import RANDOM_DRAWS
 from harness.layouts import relaid
 from harness.errors import summarize_exception
+from harness.options import RunOptions
 from harness.specs import Tolerance
 from harness.tolerances import command_line_fields
+from harness.user_inputs import UserExample
 
 # What ONNX's backend test holds a test-data folder's outputs to (onnx.backend.test.case's
 # default rtol and atol, compared by numpy.testing.assert_allclose).
@@ -126,6 +131,51 @@ def _shape_and_dtype(name: str, stored: np.ndarray, got: np.ndarray, *_: Any) ->
                             message=mismatch or f"{name}: shape and dtype match (one draw: values not compared)",
                             tolerance={}, ref_shape=tuple(stored.shape), got_shape=tuple(got.shape),
                             ref_dtype=str(stored.dtype), got_dtype=str(got.dtype), elements=int(stored.size))
+
+
+def check_user_inputs(prepared: PreparedCase, options: RunOptions) -> tuple[dict[str, Any], UserExample | None]:
+    """Each user example through both sides (the drawn examples' comparison, noise floor included), and those
+    with stored outputs through the target against them (`check_stored_sets`). Returns the record's
+    `user_inputs` entry and the first failing example (None where all pass)."""
+    user = prepared.user_inputs
+    source_in = prepared.source_layouts[0]
+    results: list[dict[str, Any]] = [{"example": example.name, "passed": True} for example in user.examples]
+    worst: dict[str, dict[str, Any]] = {}
+    if prepared.reference_error is None:   # a reference to run them against
+        for example, result in zip(user.examples, results):
+            if prepared.case.random_ops:   # compared by distribution, as the drawn examples are (explore.py)
+                outcome = distribution_outcome(prepared, example.inputs, RANDOM_DRAWS)[0]
+            else:
+                outcome = run_example(prepared, example.inputs)
+            result.update(passed=outcome.passed, outputs=[c.to_json() for c in outcome.comparisons])
+            if not outcome.passed:
+                result["message"] = outcome.message
+            for comparison in outcome.comparisons:
+                ratio = comparison.error_ratio
+                if ratio is not None and ratio >= worst.get(comparison.name, {}).get("error_ratio", -1.0):
+                    worst[comparison.name] = {"error_ratio": ratio, "max_abs": comparison.max_abs,
+                                              "example": example.name}
+    stored = [(i, example) for i, example in enumerate(user.examples) if example.outputs is not None]
+    entry: dict[str, Any] = {"path": user.path, "examples": len(user.examples)}
+    if user.preprocess:   # an image folder: what its files became
+        entry["preprocess"] = user.preprocess.to_json()
+    if user.note:
+        entry["note"] = user.note
+    if stored:
+        golden = check_stored_sets(prepared, [({inp.name: relaid(example.inputs[inp.name], inp.layout,
+                                                                 source_in[inp.name]) for inp in prepared.spec.inputs},
+                                               example.outputs, example.name) for _, example in stored],
+                                   options.tolerance_overrides)
+        for (index, _), outcome in zip(stored, golden["results"]):
+            if not outcome["passed"]:
+                results[index]["passed"] = False
+                why = outcome.get("error") or outcome["message"]
+                results[index]["message"] = "; ".join(filter(None, [results[index].get("message"),
+                                                                    f"against its stored outputs: {why}"]))
+        entry["stored_outputs"] = golden
+    entry.update(passed=sum(r["passed"] for r in results), worst=worst, results=results)
+    failing = next((example for example, r in zip(user.examples, results) if not r["passed"]), None)
+    return entry, failing
 
 
 def golden_failure(golden: dict[str, Any] | None) -> str | None:

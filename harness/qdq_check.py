@@ -180,7 +180,7 @@ def _tensor_values(fp32: Any, tensors: list[str], feed: Sequence[Mapping[str, np
     off: every tensor is computed as the graph names it)."""
     import onnx
 
-    from harness.sources.onnx import cpu_session
+    from harness.runtimes.onnxruntime import cpu_session
 
     feedable = [i.name for i in fp32.graph.input if i.name not in initializers(fp32)]
     listed = {o.name for o in fp32.graph.output}

@@ -20,14 +20,14 @@ from harness.engine import PreparedCase, Progress, no_progress, prepare_case
 from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.explore import Exploration, explore_case
 from harness.file_precision import check_file, examples_to_check
-from harness.golden import check_golden, golden_failure
+from harness.golden import check_golden, check_user_inputs, golden_failure
 from harness.matrix import Case, availability_checked
 from harness.model_file import describe as describe_model_file
 from harness.option_effects import on_cuda
 from harness.options import RunOptions
 from harness.qdq_check import check_case as check_qdq_case
 from harness.results import ResultsWriter, save_failure
-from harness.user_inputs import UserExample, check_user_inputs, user_inputs_failure
+from harness.user_inputs import UserExample, user_inputs_failure
 
 
 def examples_database(options: RunOptions) -> Path:

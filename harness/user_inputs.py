@@ -1,6 +1,6 @@
 """The user's own examples (`--parity-inputs=PATH`), for any source: checked
 against the model's spec as they load, run through both sides before the drawn
-examples, and recorded apart (`record["user_inputs"]`).
+examples (`golden.check_user_inputs`), and recorded apart (`record["user_inputs"]`).
 
 What PATH may be:
 
@@ -291,57 +291,6 @@ def check_example(where: str, tensors: dict[str, np.ndarray], spec: ModelSpec, s
                 raise CaseError("inputs", f"{option} {where}: input {inp.name!r} has {dim}={size}, input "
                                           f"{taken[dim][1]!r} {dim}={taken[dim][0]}: one example gives each "
                                           "dim one size")
-
-
-def check_user_inputs(prepared: Any, options: Any) -> tuple[dict[str, Any], UserExample | None]:
-    """Each user example through both sides (the drawn examples' comparison, noise floor included), and those
-    with stored outputs through the target against them (golden.check_stored_sets). Returns the record's
-    `user_inputs` entry and the first failing example (None where all pass). prepared: engine.PreparedCase;
-    options: options.RunOptions."""
-    # engine imports this module to load the examples; what runs them is imported here
-    from harness.engine import distribution_outcome, run_example
-    from harness.explore import RANDOM_DRAWS
-    from harness.golden import check_stored_sets
-
-    user = prepared.user_inputs
-    source_in = prepared.source_layouts[0]
-    results: list[dict[str, Any]] = [{"example": example.name, "passed": True} for example in user.examples]
-    worst: dict[str, dict[str, Any]] = {}
-    if prepared.reference_error is None:   # a reference to run them against
-        for example, result in zip(user.examples, results):
-            if prepared.case.random_ops:   # compared by distribution, as the drawn examples are (explore.py)
-                outcome = distribution_outcome(prepared, example.inputs, RANDOM_DRAWS)[0]
-            else:
-                outcome = run_example(prepared, example.inputs)
-            result.update(passed=outcome.passed, outputs=[c.to_json() for c in outcome.comparisons])
-            if not outcome.passed:
-                result["message"] = outcome.message
-            for comparison in outcome.comparisons:
-                ratio = comparison.error_ratio
-                if ratio is not None and ratio >= worst.get(comparison.name, {}).get("error_ratio", -1.0):
-                    worst[comparison.name] = {"error_ratio": ratio, "max_abs": comparison.max_abs,
-                                              "example": example.name}
-    stored = [(i, example) for i, example in enumerate(user.examples) if example.outputs is not None]
-    entry: dict[str, Any] = {"path": user.path, "examples": len(user.examples)}
-    if user.preprocess:   # an image folder: what its files became
-        entry["preprocess"] = user.preprocess.to_json()
-    if user.note:
-        entry["note"] = user.note
-    if stored:
-        golden = check_stored_sets(prepared, [({inp.name: relaid(example.inputs[inp.name], inp.layout,
-                                                                 source_in[inp.name]) for inp in prepared.spec.inputs},
-                                               example.outputs, example.name) for _, example in stored],
-                                   options.tolerance_overrides)
-        for (index, _), outcome in zip(stored, golden["results"]):
-            if not outcome["passed"]:
-                results[index]["passed"] = False
-                why = outcome.get("error") or outcome["message"]
-                results[index]["message"] = "; ".join(filter(None, [results[index].get("message"),
-                                                                    f"against its stored outputs: {why}"]))
-        entry["stored_outputs"] = golden
-    entry.update(passed=sum(r["passed"] for r in results), worst=worst, results=results)
-    failing = next((example for example, r in zip(user.examples, results) if not r["passed"]), None)
-    return entry, failing
 
 
 def user_inputs_failure(entry: dict[str, Any]) -> str | None:

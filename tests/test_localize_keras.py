@@ -1,4 +1,4 @@
-"""The Keras source's side of a localization (`harness.sources.keras_layers`):
+"""The Keras source's side of a localization (`harness.localize.keras_layers`):
 on correct tf2onnx conversions of zoo models, every Keras layer output mapped to
 an ONNX tensor equals ONNX Runtime's value of that tensor, and enough are
 mapped; on a conversion with one BatchNormalization planted wrong, the first
@@ -23,10 +23,10 @@ from onnx import numpy_helper  # noqa: E402
 from harness.converters import tf_onnx  # noqa: E402
 from harness.inputs import example_recipe, make_inputs  # noqa: E402
 from harness.layouts import relaid  # noqa: E402
+from harness.localize import keras_layers  # noqa: E402
 from harness.localize.graph import load_graph, write_marked  # noqa: E402
 from harness.localize.layers import LayerValues  # noqa: E402
 from harness.registry import get_model  # noqa: E402
-from harness.sources import keras as keras_source  # noqa: E402
 from harness.specs import InputSpec, ModelSpec, OutputSpec  # noqa: E402
 from tests import planted  # noqa: E402
 from tests.layer_checks import errors, node_share  # noqa: E402
@@ -52,7 +52,7 @@ class Converted:
         """The Keras layers mapped onto the file at `path` (this conversion's
         by default), ORT's values of every tensor, and the file's graph."""
         graph = load_graph(path or self.path)
-        values = keras_source.layer_values(self.model, self.inputs, graph.model)
+        values = keras_layers.layer_values(self.model, self.inputs, graph.model)
         marked = graph.path.with_name("marked.onnx")
         names = write_marked(graph, graph.order, marked)
         session = ort.InferenceSession(str(marked), providers=["CPUExecutionProvider"])
@@ -89,7 +89,7 @@ def test_mobilenet_v2_layers_agree_with_onnxruntime(variant, tmp_path_factory):
     converted = zoo("mobilenet_v2", variant, tmp_path_factory)
     start = time.perf_counter()
     graph = load_graph(converted.path)
-    values = keras_source.layer_values(converted.model, converted.inputs, graph.model)
+    values = keras_layers.layer_values(converted.model, converted.inputs, graph.model)
     seconds = time.perf_counter() - start
     _, ort_values, _ = converted.layer_values()
     found = errors(values, ort_values)
@@ -188,18 +188,18 @@ def test_subclassed_model_gives_a_reason_not_an_error():
 
     model = Doubler()
     model(np.zeros((1, 3), np.float32))
-    values = keras_source.layer_values(model, [np.ones((2, 3), np.float32)], onnx.ModelProto())
+    values = keras_layers.layer_values(model, [np.ones((2, 3), np.float32)], onnx.ModelProto())
     assert values.values == {} and "no layer graph" in values.how
     assert values.unmapped == {"model without a layer graph (subclassed)": 1}
 
 
 def test_layout_that_shapes_cannot_tell_is_left_unmapped():
-    from harness.sources.keras_layers import _layout
+    from harness.localize.keras_layers import onnx_layout
 
-    assert _layout((2, 4, 6, 8), [2, 8, 4, 6]) == ((0, 3, 1, 2), None)
-    assert _layout((2, 4, 6, 8), [2, 4, 6, 8]) == ((0, 1, 2, 3), None)
-    assert _layout((2, 5, 5, 5), [2, 5, 5, 5])[0] is None          # H == W == C
-    assert _layout((2, 4, 6, 8), [2, None, None, None])[0] is None  # dims ONNX could not infer
-    assert _layout((2, 1, 1, 8), [2, 1, 1, 8]) == ((0, 1, 2, 3), None)
-    assert _layout((2, 1, 1, 8), [2, 8, 1, 1]) == ((0, 3, 1, 2), None)
-    assert _layout((2, 4, 6, 8), [2, 4, 8, 6]) == (None, "shape differs from its ONNX tensor's")
+    assert onnx_layout((2, 4, 6, 8), [2, 8, 4, 6]) == ((0, 3, 1, 2), None)
+    assert onnx_layout((2, 4, 6, 8), [2, 4, 6, 8]) == ((0, 1, 2, 3), None)
+    assert onnx_layout((2, 5, 5, 5), [2, 5, 5, 5])[0] is None          # H == W == C
+    assert onnx_layout((2, 4, 6, 8), [2, None, None, None])[0] is None  # dims ONNX could not infer
+    assert onnx_layout((2, 1, 1, 8), [2, 1, 1, 8]) == ((0, 1, 2, 3), None)
+    assert onnx_layout((2, 1, 1, 8), [2, 8, 1, 1]) == ((0, 3, 1, 2), None)
+    assert onnx_layout((2, 4, 6, 8), [2, 4, 8, 6]) == (None, "shape differs from its ONNX tensor's")

@@ -1,4 +1,4 @@
-"""The MXNet source's side of a localization (`harness.sources.mxnet_layers`):
+"""The MXNet source's side of a localization (`harness.localize.mxnet_layers`):
 on correct mx2onnx conversions of zoo models, every op output mapped to an
 ONNX tensor equals ONNX Runtime's value of it; with one BatchNormalization's
 epsilon planted wrong in the file, the first mapped tensor that differs is
@@ -21,6 +21,7 @@ onnx = pytest.importorskip("onnx")
 from harness.converters import mxnet_onnx  # noqa: E402
 from harness.inputs import example_recipe, make_inputs  # noqa: E402
 from harness.layouts import relaid  # noqa: E402
+from harness.localize import mxnet_layers  # noqa: E402
 from harness.localize.graph import load_graph, write_marked  # noqa: E402
 from harness.registry import get_model  # noqa: E402
 from harness.sources import mxnet as mxnet_source  # noqa: E402
@@ -45,7 +46,7 @@ def convert(name: str, folder):
 def compared(model, spec, inputs, path) -> tuple[object, dict[str, float], object]:
     """The layer values on the file at `path`, each one's error against ORT, and the graph."""
     graph = load_graph(path)
-    values = mxnet_source.layer_values(model, inputs, graph.model)
+    values = mxnet_layers.layer_values(model, inputs, graph.model)
     names = write_marked(graph, graph.order, path.with_name("marked.onnx"))
     session = ort.InferenceSession(str(path.with_name("marked.onnx")), providers=["CPUExecutionProvider"])
     theirs = dict(zip(names, session.run(names, {i.name: x for i, x in zip(spec.inputs, inputs)})))

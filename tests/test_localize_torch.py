@@ -1,4 +1,4 @@
-"""The torch source's side of a localization (`harness.sources.torch_layers`):
+"""The torch source's side of a localization (`harness.localize.torch_layers`):
 on correct exports of zoo models (dynamo and TorchScript exporters), every
 torch value mapped to an ONNX tensor equals ONNX Runtime's value of that
 tensor, and enough are mapped; on an export with one Conv's weight planted
@@ -20,11 +20,11 @@ from onnx import numpy_helper
 ort = pytest.importorskip("onnxruntime")
 
 from harness.inputs import InputRecipe, example_recipe, make_inputs  # noqa: E402
+from harness.localize import torch_layers  # noqa: E402
 from harness.localize.graph import load_graph, write_marked  # noqa: E402
 from harness.localize.layers import LayerValues  # noqa: E402
 from harness.registry import get_model  # noqa: E402
 from harness.sources import torch as torch_source  # noqa: E402
-from harness.sources import torch_layers  # noqa: E402
 from harness.specs import InputSpec, ModelSpec, OutputSpec  # noqa: E402
 from tests import planted  # noqa: E402
 from tests.layer_checks import errors, node_share  # noqa: E402
@@ -50,7 +50,7 @@ class Exported:
         graph = load_graph(path or self.path)
         inputs = self.inputs if inputs is None else inputs
         start = time.perf_counter()
-        values = torch_source.layer_values(self.model, inputs, graph.model)
+        values = torch_layers.layer_values(self.model, inputs, graph.model)
         seconds = time.perf_counter() - start
         marked = graph.path.with_name("marked.onnx")
         names = write_marked(graph, graph.order, marked)
@@ -229,10 +229,10 @@ def test_a_value_changed_in_place_later_is_taken_as_it_was_returned(tmp_path):
 def test_odd_models_and_files_give_what_they_can_without_raising(cnn_dynamo, transformer_dynamo):
     script = torch.jit.script(torch_source.build(cnn_dynamo.spec.builders["torch"]))
     graph = load_graph(cnn_dynamo.path)
-    values = torch_source.layer_values(script, cnn_dynamo.inputs, graph.model)
+    values = torch_layers.layer_values(script, cnn_dynamo.inputs, graph.model)
     assert not values.values and "TorchScript module" in values.how
     # another model's file: its export differs (or fails); nothing is mapped wrongly
     values, ort_values, _, _ = cnn_dynamo.layer_values(transformer_dynamo.path, transformer_dynamo.inputs)
     assert not values.values and values.unmapped
-    values = torch_source.layer_values(cnn_dynamo.model, [np.zeros(3, np.float32)], graph.model)
+    values = torch_layers.layer_values(cnn_dynamo.model, [np.zeros(3, np.float32)], graph.model)
     assert not values.values and values.how

@@ -287,7 +287,7 @@ def test_compiled_run_leaves_float_arithmetic_as_written_and_restores_the_option
     from tensorflow.python.eager import context
 
     before = context.context().function_call_options
-    with ks._arithmetic_as_written():
+    with ks.arithmetic_as_written():
         config = config_pb2.ConfigProto.FromString(context.context().function_call_options.config_proto_serialized)
         rewrites = config.graph_options.rewrite_options
         assert rewrites.arithmetic_optimization == rewriter_config_pb2.RewriterConfig.OFF

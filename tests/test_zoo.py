@@ -327,7 +327,7 @@ def test_onnx_export_matches_torch(name, exporter, exported, record_property):
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="torch 2.13 dynamo exporter bakes the example T into LSTM/GRU output shapes; "
-                "when this passes, drop torch_onnx._rnn_export_guards",
+                "when this passes, drop torch_onnx.rnn_export_guards",
             ),
         )
         for n in RNN_MODELS
@@ -342,7 +342,7 @@ def test_dynamo_rnn_output_shapes_without_workaround(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif("lstm" not in ZOO, reason="no lstm in the zoo")
 def test_repeated_rnn_export_keeps_dims_dynamic(exported, tmp_path):
-    """Exporting an LSTM again in the same process (see torch_onnx._rnn_export_guards)
+    """Exporting an LSTM again in the same process (see torch_onnx.rnn_export_guards)
     still gives an ONNX file whose inputs keep N and T symbolic."""
     spec = ZOO["lstm"]
     first = exported("lstm", "dynamo")

@@ -247,7 +247,7 @@ def _check_supported(mx, sym, spec: ModelSpec, opset: int) -> None:
                                    "framework.")
 
 
-def _onnx_output_name(name: str) -> str:
+def onnx_output_name(name: str) -> str:
     """The ONNX name mx2onnx gives a symbol output (MXNetGraph.get_outputs' rule)."""
     if name.endswith("_state_output"):
         return name[:-len("_state_output")] + "1"
@@ -262,7 +262,7 @@ def _onnx_output_name(name: str) -> str:
 
 def _output_order(sym, proto, spec: ModelSpec) -> list:
     """The graph's outputs in the symbol's output order (mx2onnx sorts them by name)."""
-    expected = [_onnx_output_name(n) for n in sym.list_outputs()]
+    expected = [onnx_output_name(n) for n in sym.list_outputs()]
     by_name = {v.name: v for v in proto.graph.output}
     if sorted(expected) != sorted(by_name):
         if len(by_name) == 1 and len(expected) == 1:

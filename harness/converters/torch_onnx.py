@@ -80,14 +80,14 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         shapes = tuple({axis: dims[d] for axis, d in axes.items()} or None for axes in dynamic_axes.values())
         # torch.export matches dynamic_shapes to forward's parameters: a forward(*inputs)
         # (the harness's SpecBound among them) takes them all as one parameter.
-        kwargs["dynamic_shapes"] = (shapes,) if _takes_varargs(model) else shapes
+        kwargs["dynamic_shapes"] = (shapes,) if takes_varargs(model) else shapes
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         kwargs["external_data"] = size > EXTERNAL_DATA_ABOVE_BYTES
-        guards = _rnn_export_guards()
+        guards = rnn_export_guards()
     else:
         kwargs["dynamic_axes"] = {name: axes for name, axes in dynamic_axes.items() if axes}
     try:
-        with warnings.catch_warnings(), guards, _quiet_export_logs():
+        with warnings.catch_warnings(), guards, quiet_export_logs():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(path), dynamo=(exporter == "dynamo"), verbose=False, **kwargs)
     except Exception as error:
@@ -142,7 +142,7 @@ def _check_dims_kept(proto, spec: ModelSpec, input_layouts: dict, exporter: str)
 
 
 @contextlib.contextmanager
-def _quiet_export_logs():
+def quiet_export_logs():
     """The dynamo exporter logs dozens of empty DEBUG records to "torch.__trace",
     warns, per export, that torchvision's ops are not registered, and torch.export
     logs "always_classified is unsupported" as an ERROR for models that export
@@ -161,7 +161,7 @@ def _quiet_export_logs():
             logger.propagate = propagate
 
 
-def _takes_varargs(model: Any) -> bool:
+def takes_varargs(model: Any) -> bool:
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
@@ -180,7 +180,7 @@ def _clear_rnn_dispatch_caches() -> None:
 
 
 @contextlib.contextmanager
-def _rnn_export_guards():
+def rnn_export_guards():
     """Work around two torch 2.13 dynamo-exporter bugs with LSTM/GRU (both seen
     here, both silent):
     - torch's while_loop LSTM/GRU decompositions are active only while the graph

@@ -1,8 +1,9 @@
 """What a source framework tells the localizer: its own values for tensors of
 an ONNX graph converted from it.
 
-A source module may offer `layer_values(model, inputs, onnx_model) ->
-LayerValues` (optional in the backends contract): `inputs` in the spec's order
+A source's layer probe, `harness/localize/<source>_layers.py` (found by the
+source's name: `locate.layer_probe`), offers `layer_values(model, inputs,
+onnx_model) -> LayerValues`: `inputs` in the spec's order
 and the source's layouts, as `run` takes them; `onnx_model` the converted
 `onnx.ModelProto`, whose tensors it maps its layers, modules or graph nodes
 to. No framework is imported here."""

@@ -12,9 +12,10 @@ modes:
   shows nothing (a divergence that needs the fusions), unmarked prefix
   subgraphs are bisected instead.
 - converter: the ONNX file on ONNX Runtime disagrees with the source framework.
-  The source maps its own layers, modules or graph nodes to the file's tensors
-  (`layer_values`, optional in the source contract); the tensors it cannot map
-  are skipped and counted.
+  The source's layer probe (`harness.localize.<source>_layers`, found by the
+  source's name: `layer_probe`; a source without one is walked within the file)
+  maps its own layers, modules or graph nodes to the file's tensors
+  (`layer_values`); the tensors it cannot map are skipped and counted.
 
 The first tensor, in topological order, that the failing output is computed
 from and whose error over its own magnitude passes the output's tolerance is
@@ -27,12 +28,15 @@ graph up to it), with its inputs, expected values and a script
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -432,8 +436,7 @@ def _write_repro(sides: _Sides, mode: str, tensor: str, errors: dict[str, Tensor
 
 def _onnxruntime_values(path: Path, feed: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """ONNX Runtime's CPU provider, optimizations off, on the fed inputs the file takes."""
-    from harness.runtimes.onnxruntime import run_session
-    from harness.sources.onnx import cpu_session
+    from harness.runtimes.onnxruntime import cpu_session, run_session
 
     try:
         session = cpu_session(str(path))
@@ -529,9 +532,8 @@ def walkable_case(prepared: Any, tensors: Mapping[str, np.ndarray], options: Any
     feed = {name: np.asarray(relaid(x, source_in[i.name], input_layouts.get(i.name)), order="C")
             for name, i, x in zip(names_in, spec.inputs, ordered)}
     reference = prepared.source.run(prepared.model, ordered, case.reference_device)
-    source = prepared.source
-    layer_values = (partial(_source_layers, source, prepared.model, ordered) if hasattr(source, "layer_values")
-                    else None)
+    probe = layer_probe(case.source)
+    layer_values = partial(probe.layer_values, prepared.model, ordered) if probe is not None else None
     case_session = partial(_case_outputs, prepared.session, names_in, names_out) if target_runs_it else None
     # the hops after the walked file, then the target: where a divergence the file does not show comes from
     after = list(case.path or ())[[f[0] for f in prepared.files].index(path) + 1:]
@@ -551,8 +553,14 @@ def _case_outputs(session: Any, inputs: list[str], outputs: list[str],
     return dict(zip(outputs, (np.asarray(v) for v in session.run([feed[name] for name in inputs]))))
 
 
-def _source_layers(source: Any, model: Any, inputs: list[np.ndarray], proto: Any) -> LayerValues:
-    return source.layer_values(model, inputs, proto)
+def layer_probe(source_name: str) -> ModuleType | None:
+    """The module that maps a source's layers to ONNX tensors (`layer_values(model, inputs, onnx_model)`),
+    `harness/localize/<source>_layers.py`, or None where the source has none: it lives here, not in the
+    source, so that a source never imports localization code."""
+    name = f"harness.localize.{source_name}_layers"
+    if not source_name.isidentifier() or importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
 
 
 def _file_ports(path: Path) -> tuple[list[str], list[str]]:

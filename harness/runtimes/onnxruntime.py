@@ -158,6 +158,17 @@ def _full_check_refusal(path: Path) -> str | None:
     return None
 
 
+def cpu_session(model: str | bytes) -> Any:
+    """An ONNX Runtime session on the CPU provider, graph optimizations disabled: the
+    kernels as a file states them (the ONNX source's reference, localization's walk)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def run_session(session: Any, output_names: Sequence[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     """`session.run`, where a bfloat16 input or output crosses as an OrtValue of
     its bits: ORT's numpy bridge refuses ml_dtypes' bfloat16 ("Numpy_type 256

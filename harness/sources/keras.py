@@ -73,9 +73,9 @@ def missing(device: str) -> str | None:
     if device not in ("cpu", "cuda"):
         return f"keras source does not know device {device!r}"
     if device == "cuda":
-        from harness.sources.tensorflow import _cuda_missing
+        from harness.sources.tensorflow import cuda_missing
 
-        return _cuda_missing(tf)
+        return cuda_missing(tf)
     return None
 
 
@@ -90,9 +90,9 @@ def configure_device(device: str, strict_cuda: bool) -> dict[str, Any]:
     """TF32 as TensorFlow sets it (on by default on Ampere+), off in strict mode."""
     import tensorflow as tf
 
-    from harness.sources.tensorflow import _configure_tf
+    from harness.sources.tensorflow import configure_tf
 
-    return _configure_tf(tf, device, strict_cuda)
+    return configure_tf(tf, device, strict_cuda)
 
 
 def build(builder: Callable[[], Any]) -> Any:
@@ -598,11 +598,11 @@ def run(model: Any, inputs: Sequence[np.ndarray], device: str, float64: bool = F
     The model runs as `model(inputs, training=False)` inside a `tf.function`
     (`compiled_call`), as Keras' own `predict` runs it (eagerly, Keras
     dispatches every layer from Python: 7x to 20x slower on a MobileNetV2),
-    with the same arithmetic as the eager call (`_arithmetic_as_written`)."""
+    with the same arithmetic as the eager call (`arithmetic_as_written`)."""
     import tensorflow as tf
 
     tf_device = "/GPU:0" if device == "cuda" else "/CPU:0"
-    with tf.device(tf_device), _arithmetic_as_written():
+    with tf.device(tf_device), arithmetic_as_written():
         tensors = [tf.convert_to_tensor(array) for array in prepare_inputs(inputs, float64)]
         outputs = compiled_call(model, tensors, tf_device)(*tensors)
     result = [np.asarray(t) for t in select_outputs(outputs, _is_tensor)]
@@ -660,7 +660,7 @@ def compiled_call(model: Any, tensors: Sequence[Any], tf_device: str) -> Callabl
 
 
 @contextlib.contextmanager
-def _arithmetic_as_written() -> Iterator[None]:
+def arithmetic_as_written() -> Iterator[None]:
     """Grappler's arithmetic optimizer and remapper off for the functions this
     thread calls in the scope (TensorFlow's per-thread function call options).
 
@@ -699,13 +699,3 @@ def bind(model: Any, spec: Any) -> Any:
     """The model called with the spec's inputs in order, returning its outputs
     in order: `run` already does so for this source."""
     return model
-
-
-def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
-    """The model's layer outputs on `inputs` (spec order, the model's layouts)
-    as a `harness.localize.layers.LayerValues`, keyed by the tensors of
-    `onnx_model` (tf2onnx's conversion of it) that hold them, laid out as those
-    tensors: Keras' side of a localization (`keras_layers.py` says how)."""
-    from harness.sources.keras_layers import layer_values as probe_layers
-
-    return probe_layers(model, inputs, onnx_model)

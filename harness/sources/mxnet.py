@@ -373,7 +373,7 @@ def _short(error: BaseException) -> str:
 
 # ---------------------------------------------------------------- graph, fingerprint, copies
 
-def _graph(model: Any) -> tuple[list, Any]:
+def symbol_graph(model: Any) -> tuple[list, Any]:
     """The model's (input symbols, output symbol): the cached graph of a
     hybridized block that has run (and of every SymbolBlock), else traced by
     calling the block on symbol variables."""
@@ -413,7 +413,7 @@ def fingerprint(model: Any) -> str:
         return text.replace(prefix, "<prefix>") if prefix else text
 
     try:
-        _, outputs = _graph(model)
+        _, outputs = symbol_graph(model)
         digest.update(canonical(outputs.tojson()).encode())
     except Exception:
         digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
@@ -432,7 +432,7 @@ def fingerprint(model: Any) -> str:
 def _copy_as_symbol_block(model: Any) -> Any:
     """A SymbolBlock on the model's graph with copies of its parameters (on the CPU)."""
     mx = import_mxnet()
-    inputs, outputs = _graph(model)
+    inputs, outputs = symbol_graph(model)
     arrays = {}
     auxiliary = set(outputs.list_auxiliary_states())
     for name, parameter in model.collect_params().items():
@@ -464,7 +464,7 @@ def export_pair(model: Any, prefix: str | Path, example: Sequence[np.ndarray]) -
     """Hybridize `model`, run it once on `example` (numpy arrays, spec order)
     and export it: returns (PREFIX-symbol.json, PREFIX-0000.params)."""
     mx = import_mxnet()
-    context = _model_context(model)
+    context = model_context(model)
     model.hybridize()
     model(*[mx.nd.array(np.asarray(x, order="C"), ctx=context, dtype=x.dtype) for x in example])
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
@@ -472,7 +472,7 @@ def export_pair(model: Any, prefix: str | Path, example: Sequence[np.ndarray]) -
     return Path(f"{prefix}-symbol.json"), Path(f"{prefix}-0000.params")
 
 
-def _model_context(model: Any) -> Any:
+def model_context(model: Any) -> Any:
     mx = import_mxnet()
     for parameter in model.collect_params().values():
         try:
@@ -513,13 +513,3 @@ def bind(model: Any, spec: Any) -> Any:
     """The model called with the spec's inputs in order, returning its outputs
     in order: `run` already does so for this source."""
     return model
-
-
-def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
-    """The model's op outputs on `inputs` (spec order) as a
-    `harness.localize.layers.LayerValues`, keyed by the tensors of
-    `onnx_model` (mx2onnx's conversion of it) that hold them: MXNet's side of
-    a localization (`mxnet_layers.py` says how)."""
-    from harness.sources.mxnet_layers import layer_values as internal_values
-
-    return internal_values(model, inputs, onnx_model)

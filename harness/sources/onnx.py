@@ -56,7 +56,7 @@ from harness.errors import CaseError, summarize_exception
 from harness.model_file import not_a_file, require_file
 from harness.options import OptionError
 from harness.runtimes.binding import bound_names
-from harness.runtimes.onnxruntime import ELEMENT_TYPES as ORT_ELEMENT_TYPES, run_session
+from harness.runtimes.onnxruntime import ELEMENT_TYPES as ORT_ELEMENT_TYPES, cpu_session, run_session
 from harness.sources import onnx_domains
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
@@ -216,40 +216,6 @@ def bind(model: OnnxModel, spec: Any) -> OnnxModel:
             raise CaseError("inputs", f"ONNX file {model.path} takes input {name!r} as {declared} but the spec says "
                                       f"{wanted.dtype} (input {wanted.name!r}): give --input-spec with {declared}")
     return replace(model, feeds=tuple(feeds), fetches=tuple(fetches))
-
-
-def layer_values(model: OnnxModel, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
-    """This file's values of the tensors a converted ONNX graph shares with it
-    by name (a lowered or rewritten copy keeps most names), from ONNX Runtime's
-    CPU provider as the reference runs: for harness.localize."""
-    import tempfile
-
-    from harness.localize.graph import FLOAT_TYPES, load_graph, write_marked
-    from harness.localize.layers import LayerValues
-
-    graph = load_graph(model.path)
-    wanted = [t for t in graph.float_tensors() if t in {name for n in onnx_model.graph.node for name in n.output}]
-    found = LayerValues(how="tensors of the same name in the original ONNX file", seen=len(graph.float_tensors()))
-    declared = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                for v in [*onnx_model.graph.value_info, *onnx_model.graph.output] if v.type.HasField("tensor_type")}
-    with tempfile.TemporaryDirectory(prefix="parity-onnx-layers-") as folder:
-        marked = write_marked(graph, wanted, Path(folder) / "marked.onnx")
-        session = cpu_session(str(Path(folder) / "marked.onnx"))
-        values = run_session(session, marked, dict(zip(model.feeds, (np.asarray(x, order="C") for x in inputs))))
-    for name, value in zip(marked, values):
-        value = np.asarray(value)
-        if name not in wanted or graph.types.get(name) not in FLOAT_TYPES:
-            continue
-        shape = declared.get(name)
-        if shape is not None and (len(shape) != value.ndim
-                                  or any(d is not None and d != v for d, v in zip(shape, value.shape))):
-            found.skip("shape differs")
-            continue
-        node = graph.node_of(name)
-        found.add(name, value, f"{node.name or name} ({node.op_type})")
-    for _ in range(len(graph.float_tensors()) - len(wanted)):
-        found.skip("no tensor of that name in the converted file")
-    return found
 
 
 def to_device(model: OnnxModel, device: str) -> OnnxModel:
@@ -675,16 +641,6 @@ def _reference_session(file: Path, proto: Any) -> tuple[Any, str, str]:
         reference_reason = _first_line(summarize_exception(error, 1))
         return None, "none", (f"none: onnxruntime's CPU provider cannot load it ({ort_reason}) and onnx.reference "
                               f"cannot either ({reference_reason})")
-
-
-def cpu_session(model: str | bytes) -> Any:
-    """An ONNX Runtime session on the CPU provider, graph optimizations disabled."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _ort_reason(error: BaseException) -> str:

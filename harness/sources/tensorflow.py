@@ -81,11 +81,11 @@ def missing(device: str) -> str | None:
     if device not in ("cpu", "cuda"):
         return f"tensorflow source does not know device {device!r}"
     if device == "cuda":
-        return _cuda_missing(tf)
+        return cuda_missing(tf)
     return None
 
 
-def _cuda_missing(tf) -> str | None:
+def cuda_missing(tf) -> str | None:
     """Shared with the keras source: why TensorFlow sees no GPU, or None."""
     if tf.config.list_physical_devices("GPU"):
         return None
@@ -113,10 +113,10 @@ def configure_device(device: str, strict_cuda: bool) -> dict[str, Any]:
     """
     import tensorflow as tf
 
-    return _configure_tf(tf, device, strict_cuda)
+    return configure_tf(tf, device, strict_cuda)
 
 
-def _configure_tf(tf, device: str, strict_cuda: bool) -> dict[str, Any]:
+def configure_tf(tf, device: str, strict_cuda: bool) -> dict[str, Any]:
     if device != "cuda":
         return {}
     tf.config.experimental.enable_tensor_float_32_execution(not strict_cuda)

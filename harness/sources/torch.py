@@ -323,14 +323,3 @@ def run(model: Any, inputs: Sequence[np.ndarray], device: str, float64: bool = F
     with torch.inference_mode():
         outputs = model(*tensors)
     return [t.detach().cpu().numpy() for t in select_outputs(outputs, is_tensor)]
-
-
-def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> Any:
-    """The bound model's values on `inputs` (spec order) for the tensors of
-    `onnx_model` (torch_onnx's export of it) as a
-    `harness.localize.layers.LayerValues`, each labelled with the module and
-    FX node that computed it: torch's side of a localization
-    (`torch_layers.py` says how)."""
-    from harness.sources.torch_layers import layer_values as map_layers
-
-    return map_layers(model, inputs, onnx_model)

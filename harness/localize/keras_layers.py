@@ -8,7 +8,7 @@ outputs are all of them, named as the model. It is traced in a `tf.function`
 as `tf_onnx.spec_function` traces the model (the same name scopes, hence the
 same TensorFlow op names, and the input signature the ONNX file declares),
 which gives each output's op, and run once on the CPU with the reference's
-arithmetic (`keras._arithmetic_as_written`), which gives its value. A nested
+arithmetic (`keras.arithmetic_as_written`), which gives its value. A nested
 model is one layer: its own layers run inside its call, and the probe sees
 only its outputs.
 
@@ -110,7 +110,7 @@ def _probe(model: Any, function: Any, inputs: Sequence[np.ndarray],
     import keras
     import tensorflow as tf
 
-    from harness.sources.keras import _arithmetic_as_written
+    from harness.sources.keras import arithmetic_as_written
 
     depths = sorted(function._nodes_by_depth, reverse=True)  # the deepest calls are the nearest the inputs
     calls = [node for depth in depths for node in function._nodes_by_depth[depth] if not node.is_input]
@@ -138,7 +138,7 @@ def _probe(model: Any, function: Any, inputs: Sequence[np.ndarray],
                                tf.as_dtype(array.dtype)) for k, array in enumerate(inputs)]
     traced = tf.function(call, input_signature=signature, autograph=False)
     ops = {op.name for op in traced.get_concrete_function().graph.get_operations()}
-    with tf.device("/CPU:0"), _arithmetic_as_written():
+    with tf.device("/CPU:0"), arithmetic_as_written():
         values = traced(*[tf.convert_to_tensor(a) for a in inputs])
     outputs = [_Output(layer, label, name.rsplit(":", 1)[0], np.asarray(value),
                        [position[id(t)] for t in node.input_tensors if id(t) in position])
@@ -214,7 +214,7 @@ def _fits(shape: Sequence[int], dims: Sequence[int | None]) -> bool:
     return len(shape) == len(dims) and all(d is None or d == s for s, d in zip(shape, dims))
 
 
-def _layout(shape: Sequence[int], dims: list[int | None] | None) -> tuple[tuple[int, ...] | None, str | None]:
+def onnx_layout(shape: Sequence[int], dims: list[int | None] | None) -> tuple[tuple[int, ...] | None, str | None]:
     """The permutation that lays a value of `shape` out as the ONNX tensor of
     `dims` holds it (as it is, or channels-first), or None and why not."""
     if dims is None:
@@ -286,7 +286,7 @@ class _Matcher:
         if self.types.get(tensor) not in FLOAT_TYPES:
             return "ONNX tensor not of a float type"
         value = self.outputs[k].value
-        perm, reason = _layout(value.shape, self.shapes.get(tensor))
+        perm, reason = onnx_layout(value.shape, self.shapes.get(tensor))
         if perm is None:
             return reason
         self.result.add(tensor, np.ascontiguousarray(np.transpose(value, perm)), self.outputs[k].label)
@@ -336,7 +336,7 @@ class _Matcher:
         fed: list[int] = []
         for j in self.calls_of_scope.get(scope, []):
             sources = self.outputs[j].inputs
-            fitting = {s for s in sources if _layout(self._shape(s), self.shapes.get(tensor))[0] is not None}
+            fitting = {s for s in sources if onnx_layout(self._shape(s), self.shapes.get(tensor))[0] is not None}
             if len(fitting) == 1:
                 fed += [s for s in fitting if s >= 0]
             elif len(outside) == len(sources) and sources[outside.index(tensor)] >= 0:

@@ -268,7 +268,8 @@ def _export_again(model: Any, tensors: list[torch.Tensor], index: _OnnxIndex,
     example sizes picked as the converter's (`inputs.example_recipe`: >= 2 and
     distinct), at the file's opset. Without ranges, torch picks (Dim.AUTO) and
     the inputs' own sizes are the example's."""
-    from harness.converters.torch_onnx import _quiet_export_logs, _rnn_export_guards, _takes_varargs
+    from harness.converters.onnx_checks import main_opset
+    from harness.converters.torch_onnx import quiet_export_logs, rnn_export_guards, takes_varargs
 
     names = index.dims()
     if ranges is not None:
@@ -293,12 +294,12 @@ def _export_again(model: Any, tensors: list[torch.Tensor], index: _OnnxIndex,
                 # the input's own values, repeated or cut along the axis: still within its domain
                 tensor = tensor.index_select(axis, torch.arange(sizes[name]) % tensor.shape[axis])
         example.append(tensor.contiguous())
-    opset = next((o.version for o in index.model.opset_import if o.domain in ("", "ai.onnx")), None)
-    with warnings.catch_warnings(), _rnn_export_guards(), _quiet_export_logs():
+    opset = main_opset(index.model)
+    with warnings.catch_warnings(), rnn_export_guards(), quiet_export_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, tuple(example), dynamo=True, verbose=False, optimize=False,
                                     opset_version=opset,
-                                    dynamic_shapes=(tuple(shapes),) if _takes_varargs(model) else tuple(shapes))
+                                    dynamic_shapes=(tuple(shapes),) if takes_varargs(model) else tuple(shapes))
     return program.exported_program
 
 

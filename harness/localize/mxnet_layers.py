@@ -4,7 +4,7 @@ whose output the converted graph no longer computes.
 
 mx2onnx translates the symbol node by node and keeps its names: the ONNX
 tensor of a node's output is named by the exporter's rule
-(`mxnet_onnx._onnx_output_name`: "cnn_conv0_fwd_output" -> "cnn_conv0_fwd"),
+(`mxnet_onnx.onnx_output_name`: "cnn_conv0_fwd_output" -> "cnn_conv0_fwd"),
 and a node translated into several ONNX nodes ends with one named after it.
 Every op output of the model's symbol (`get_internals()`; the graph the
 converter exported: the cached graph of the hybridized block, or the block
@@ -38,7 +38,7 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
     """The MXNet model's op outputs on `inputs` (spec order), keyed by the
     tensors of `onnx_model` (mx2onnx's conversion of it) that hold them; see
     the module docstring."""
-    from harness.converters.mxnet_onnx import _onnx_output_name
+    from harness.converters.mxnet_onnx import onnx_output_name
 
     result = LayerValues(how=HOW)
     try:
@@ -56,7 +56,7 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
         if not np.issubdtype(value.dtype, np.floating):
             result.skip("not a float tensor")
             continue
-        named = _onnx_output_name(output)
+        named = onnx_output_name(output)
         candidates = [named] if named in produced else of_node.get(node, [])[::-1]
         fitting = [t for t in candidates if t not in result.values and types.get(t) in FLOAT_TYPES
                    and _fits(value.shape, shapes.get(t))]
@@ -71,10 +71,10 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
 def _internals(model: Any, inputs: Sequence[np.ndarray]) -> list[tuple[str, str, str, np.ndarray]]:
     """(node name, output name, label, value) of every op output of the
     model's symbol, in the symbol's order."""
-    from harness.sources.mxnet import _graph, _model_context, import_mxnet
+    from harness.sources.mxnet import import_mxnet, model_context, symbol_graph
 
     mx = import_mxnet()
-    symbols, output = _graph(model)
+    symbols, output = symbol_graph(model)
     internals = output.get_internals()
     variables = set(output.list_arguments()) | set(output.list_auxiliary_states())
     ops = {node["name"]: node["op"] for node in json.loads(output.tojson())["nodes"]}
@@ -83,7 +83,7 @@ def _internals(model: Any, inputs: Sequence[np.ndarray]) -> list[tuple[str, str,
     with warnings.catch_warnings():  # SymbolBlock warns about inputs of unknown type: they are typed when called
         warnings.simplefilter("ignore")
         block = mx.gluon.SymbolBlock(group, symbols, params=model.collect_params())
-    context = _model_context(model)
+    context = model_context(model)
     values = block(*[mx.nd.array(np.asarray(x, order="C"), ctx=context, dtype=x.dtype) for x in inputs])
     values = values if isinstance(values, (list, tuple)) else [values]
     found = []
