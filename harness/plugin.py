@@ -164,6 +164,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "are missing or skipped in this run: for a deliberate change of the matrix")
 
 
+def option_definitions() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every option pytest_addoption registers, as (flags, addoption's keywords), in its order: the
+    documentation's options page is written from these (docs/hooks.py), so a new option is documented
+    where it is declared. pytest_addoption calls only getgroup and addoption, which this records."""
+    definitions: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+
+    class Recorder:
+        def getgroup(self, name: str, description: str = "") -> "Recorder":
+            return self
+
+        def addoption(self, *flags: str, **keywords: Any) -> None:
+            definitions.append((flags, keywords))
+
+    pytest_addoption(Recorder())
+    return definitions
+
+
 def _runtime_option_fields():
     """(runtime, field) for each field of each registered runtime's Options; a
     runtime that does not import has no flags here (its cases say why)."""
