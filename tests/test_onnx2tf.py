@@ -166,3 +166,31 @@ def test_measure_core_torch_zoo(run_parity):
     """Every core torch zoo model once through onnx2tf; writes a JSON table."""
     run = run_parity(f"--model={','.join(CORE_TORCH)}", "--target=tflite", "-p", "no:randomly")
     Path(os.environ["PARITY_ONNX2TF_TABLE"]).write_text(json.dumps(run.cases, indent=1, default=str))
+
+
+UNDECLARED_OUTPUT_FILE = '''
+import torch
+from harness import InputSpec, OutputSpec, register_model
+
+def build_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+
+image = InputSpec("image", ("N", 3, "H", "W"), dims={"N": (1, 4), "H": (16, 64), "W": (20, 64)}, layout="NCHW")
+register_model("net", inputs=[image], outputs=[OUTPUT], torch=build_net)
+'''
+
+
+def test_an_output_moved_channels_last_without_a_declared_layout_names_the_declaration_and_it_works(
+        run_parity, tmp_path):
+    """onnx2tf lays a conv's NCHW output out NHWC: where the spec declares no layout for it, the
+    case says which declaration lets the harness lay it back; made, the case passes."""
+    path = tmp_path / "my_models.py"
+    path.write_text(UNDECLARED_OUTPUT_FILE.replace("OUTPUT", '"features"'))
+    record = run_parity(f"--model={path}", "--target=tflite").single
+    assert record["status"] == "error" and record["stage"] == "convert"
+    advice = "outputs=[OutputSpec('features', layout='NCHW')]"
+    assert "channels last" in record["message"] and advice in record["message"]
+    path.write_text(UNDECLARED_OUTPUT_FILE.replace("OUTPUT", advice.split("[", 1)[1].rsplit("]", 1)[0]))
+    record = run_parity(f"--model={path}", "--target=tflite").single
+    assert record["status"] == "passed", record["message"]

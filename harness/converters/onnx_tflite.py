@@ -272,6 +272,12 @@ def _input_layouts(path: Path, spec: ModelSpec, onnx_layouts: dict[str, str | No
     return chosen, evidence
 
 
+def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """`shape` with its second axis moved last, as onnx2tf lays out a channel-first tensor
+    of rank 3 to 5; None for another rank."""
+    return (shape[0], *shape[2:], shape[1]) if 3 <= len(shape) <= 5 else None
+
+
 def _probe(source: Path, path: Path, spec: ModelSpec, example: Sequence[np.ndarray], onnx_in: dict[str, str | None],
            tflite_in: dict[str, str | None], onnx_out: dict[str, str | None]) -> tuple[dict[str, str | None], dict]:
     """Run the example on the ONNX file and on the written file; each output's
@@ -301,6 +307,15 @@ def _probe(source: Path, path: Path, spec: ModelSpec, example: Sequence[np.ndarr
         layout = onnx_out.get(name)
         orders = list(dict.fromkeys("".join(p) for p in permutations(layout))) if layout else [None]
         fitting = [o for o in orders if relaid(want, layout, o).shape == have.shape]
+        if not fitting and layout is None and _channels_last(want.shape) == have.shape:
+            # onnx2tf moved the axes of an output whose layout the spec does not declare: the harness
+            # cannot tell which axis is which to lay it back, but the spec's author can.
+            named = "NC" + "DHW"[5 - want.ndim:]
+            raise CaseError("convert", f"the TFLite file onnx2tf wrote for {spec.name!r} returns output {name!r} "
+                                       f"channels last, {list(have.shape)} where the ONNX output is "
+                                       f"{list(want.shape)}, and the spec declares no layout for {name!r}: declare "
+                                       f"it, e.g. outputs=[OutputSpec({name!r}, layout={named!r})], and the harness "
+                                       "lays the file's output back to it")
         if not fitting:
             raise CaseError("convert", f"the TFLite file onnx2tf wrote for {spec.name!r} returns output {name!r} "
                                        f"(bound as {binding['outputs'][name]!r}) with shape {list(have.shape)}, which "
