@@ -22,6 +22,7 @@ def _shrink_errors(baseline: dict, factor: float) -> dict:
     return baseline
 
 
+@pytest.mark.slow  # two whole runs and the gate; tests/test_baseline.py holds the gate's rules in make test
 def test_unchanged_rerun_passes_and_planted_growth_fails(run_parity, tmp_path):
     baseline = tmp_path / "baseline.json"
     # Derandomized, so that the rerun draws the same examples: this test is about the gate, not about luck
@@ -45,6 +46,7 @@ def test_unchanged_rerun_passes_and_planted_growth_fails(run_parity, tmp_path):
     assert looser.result.ret == pytest.ExitCode.OK
 
 
+@pytest.mark.slow  # two whole runs and the gate
 def test_case_that_passed_and_now_fails_is_a_regression(run_parity, tmp_path_factory):
     from tests.planted import export_zoo, perturbed_weight_onnx
 
@@ -57,6 +59,7 @@ def test_case_that_passed_and_now_fails_is_a_regression(run_parity, tmp_path_fac
     assert "simple-torch-onnxruntime-cpu-converted" in now.output.split("parity baseline")[-1]
 
 
+@pytest.mark.slow  # two whole runs and the gate
 def test_an_snr_drop_of_more_than_20_db_fails_the_gate(run_parity, tmp_path_factory):
     """The gate reads the scores of real records: a baseline whose SNR was 25 dB
     higher than this run's (the same converted file) is a regression."""

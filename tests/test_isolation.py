@@ -118,6 +118,7 @@ def test_a_segfault_is_its_case_error_and_the_run_goes_on_in_a_fresh_worker(run_
     assert run.result.ret == 1
 
 
+@pytest.mark.slow  # waits out each time limit; the segfault and kill tests isolate a case in make test
 @pytest.mark.parametrize("make, suffix, target", [(loop_onnx, "onnx", "onnxruntime"),
                                                   (while_tflite, "tflite", "tflite")])
 def test_a_converted_file_that_never_finishes_is_killed_at_its_time_limit(run_parity, parity_dir, models,

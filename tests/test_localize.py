@@ -157,6 +157,7 @@ def _input_spec(name: str) -> str:
     return f"--input-spec={tokens.name}:{tokens.dtype}[{dims}]"
 
 
+@pytest.mark.slow  # a transformer pair walked node by node; the conv test localizes in make test
 def test_converter_mode_names_the_softmax_whose_axis_changed_in_an_onnx_pair(run_parity, transformer_pair):
     good, bad, changed = transformer_pair
     common = ("--source=onnx", f"--model={good}", _input_spec("transformer"))
@@ -291,6 +292,7 @@ def test_converter_mode_names_the_keras_batchnorm_whose_epsilon_changed(run_pari
     assert conv and not conv[0]["diverged"]
 
 
+@pytest.mark.slow  # localizes every output of a failing case
 def test_all_localizes_every_failing_output_first_only_the_first(run_parity, tmp_path):
     """two_outputs with its last weight negated: the logits and their argmax
     both fail. `all` localizes each, with a reproduction of its own; the

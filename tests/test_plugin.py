@@ -146,6 +146,7 @@ def test_a_well_formed_input_spec_for_the_model_runs(parity_dir, run_parity):
     assert run.single["status"] == "passed", run.output
 
 
+@pytest.mark.slow  # two runs of the zoo; tests/test_cache.py checks hits and evictions in make test
 def test_cache_skips_conversion_on_second_run(run_parity, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     first = run_parity("--model=simple", cache=cache)

@@ -59,6 +59,7 @@ def gate(baseline: Path, run: Path, tmp_path: Path) -> int:
     return main(["diff", str(baseline), str(run), "--html", str(tmp_path / "diff.html")])
 
 
+@pytest.mark.slow  # four whole runs of the zoo; tests/test_merge.py merges shards in make test
 def test_three_shard_processes_merged_are_the_unsharded_run(runs, tmp_path, capsys):
     out = tmp_path / "parity.json"
     assert merge(runs["shards"], out, f"--expect={runs['expected']}", "--html", str(tmp_path / "p.html")) == 0

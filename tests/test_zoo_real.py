@@ -14,6 +14,8 @@ import random
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the real tier: published architectures in tiny configurations, tens of seconds a case
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -98,7 +100,6 @@ def test_builds_deterministically_and_depends_on_its_input(name):
         assert float(np.abs(a - b).max()) > 100 * (CPU_FLOAT.atol + CPU_FLOAT.atol_by_max * scale), out.name
 
 
-@pytest.mark.slow
 def test_whole_tier_passes_deep_ones_within_the_noise_multiple(run_parity):
     run = run_parity("--tier=real", "--source=torch", examples=6)
     assert set(run.cases) == {f"{name}-torch-onnxruntime-cpu" for name in REAL}

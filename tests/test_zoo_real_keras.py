@@ -18,6 +18,8 @@ import random
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the real tier: keras.applications architectures, tens of seconds a case
+
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
