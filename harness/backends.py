@@ -8,7 +8,11 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   `bind(model, spec)`, `configure_device`, `to_device`, `run(model, inputs,
   device, float64=False)`, `float64_copy(model)` (its twin for the noise
   floor, or None), `fingerprint(model)`; optionally `PACKAGES` (as a
-  runtime's, below);
+  runtime's, below) and the model files it reads: `FILE_SUFFIXES` (the ends
+  of their names), `claims_file(path)` (a file or folder it reads whatever its
+  name), `READS_ANY_FILE` (a file no source claims is its), each through
+  `load_file(path, architecture, trust_model_code)`, which is given the spec's
+  `input_names` and `output_names` where it takes them (matrix.py);
 - a **hop** converts one format into another: `NAME`, `READS` (the formats it
   takes: a source's in-memory model, or a file format), `WRITES`, `REVISION`
   (bumped when its output changes, so cached artifacts are remade),
@@ -21,6 +25,8 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   ("fp32" where another step lowers) and, at a precision of its `CALIBRATES`,
   the calibration feed's settings (`calibration.Calibration.to_json()`, None
   otherwise, so that the feed's settings key only the files made from it);
+- any of the three may declare `DISTRIBUTIONS`: the pip distributions whose
+  versions every record carries, where installed (`distributions`);
 - a **runtime** runs artifacts: `NAME`, `FORMATS` (what it runs, the preferred
   first), `missing(device)`, `versions()`, `Session(path, device, options,
   precision)` with `bind`, `declared_inputs`, `run`, `provenance`; optionally
@@ -38,7 +44,12 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   built for a range of shapes) and `ELEMENT_TYPES` (the tensor element types,
   by `specs`' dtype names, it takes and gives: an ONNX file declaring another
   for an input or output is a skip naming the type and the runtime; a source
-  may declare them too, for its reference). Every Session takes `precision`, one of its
+  may declare them too, for its reference), `SUFFIXES` (the files it runs, by
+  suffix -> format: how a user's --converted file is read, `artifact_suffixes`),
+  `TOLERANCES` (its default tolerances of float outputs, by reduced precision),
+  `REPRO` (by device, a `Repro`: how localize/repro.py's script runs a file on
+  it) and `WALK_REFERENCE` (the device whose values are the reference side of
+  a localization walk: ONNX Runtime's CPU). Every Session takes `precision`, one of its
   PRECISIONS: "fp32" means "run the artifact as its own types say", which is
   what a runtime is given where a hop lowered the model (`paths.lowering`), so
   that the engine opens every runtime the same way. A runtime's own settings are an
@@ -88,8 +99,15 @@ BUILTIN: dict[str, dict[str, str]] = {
 }
 # Built-in runtimes a run targets only when named (--target): slow ones that serve one purpose.
 OPT_IN_RUNTIMES = ("onnx-reference",)
-# file suffix -> artifact format, for users' own converted files
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino-ir", ".param": "ncnn", ".mnn": "mnn"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Repro:
+    """How a reproduction script (localize/repro.py) runs a file on one runtime and device."""
+
+    package: str          # the pip package(s) the script needs, as `pip install` takes them
+    run: str              # the script's `def run(model, inputs, names)`, returning {name: array}, as Python source
+    unverified: str = ""  # what `run` was written against, where no test here can run it (it says so in the script)
 
 
 class Runtime(Protocol):
@@ -210,6 +228,61 @@ def runtime_computes(name: str) -> dict[tuple[str, str], str]:
     wider than the file's types, by (device, precision): its COMPUTES, none
     declared where absent (file_precision.py checks such files in their own types)."""
     return dict(getattr(runtime(name), "COMPUTES", {}))
+
+
+def runtime_tolerances(name: str) -> dict[str, Any]:
+    """Runtime `name`'s own default tolerances of float outputs, by precision
+    (a `specs.Tolerance` each): its TOLERANCES, none where absent or where
+    `name` is no runtime here (then tolerances.py's defaults for the precision apply)."""
+    try:
+        return dict(getattr(runtime(name), "TOLERANCES", {}))
+    except (BackendError, ImportError):
+        return {}
+
+
+def runtime_repro(name: str) -> dict[str, Repro]:
+    """How a reproduction script runs a file on runtime `name`, by device: its
+    REPRO; none where it declares none (no reproduction is written for it)."""
+    return dict(getattr(runtime(name), "REPRO", {}))
+
+
+@lru_cache(maxsize=None)
+def walk_reference() -> tuple[str, str]:
+    """(runtime, device) whose values on an ONNX file are the reference side of a localization
+    walk: the first runtime that declares a WALK_REFERENCE device (ONNX Runtime's CPU provider)."""
+    return next((name, device) for name, device in declared("runtime", "WALK_REFERENCE"))
+
+
+def declared(kind: str, attribute: str) -> list[tuple[str, Any]]:
+    """(name, value of `attribute`) of every backend of `kind` that imports and declares it."""
+    found = []
+    for name in names(kind):
+        try:
+            value = getattr(get(kind, name), attribute, None)
+        except (BackendError, ImportError):   # a broken backend's cases say why; it declares nothing here
+            continue
+        if value is not None:
+            found.append((name, value))
+    return found
+
+
+@lru_cache(maxsize=None)
+def artifact_suffixes() -> dict[str, str]:
+    """File suffix -> artifact format, for users' own converted files: the
+    SUFFIXES every runtime declares for the files it runs (the first to declare a suffix keeps it)."""
+    suffixes: dict[str, str] = {}
+    for _, runtime_suffixes in declared("runtime", "SUFFIXES"):
+        for suffix, artifact_format in runtime_suffixes.items():
+            suffixes.setdefault(suffix, artifact_format)
+    return suffixes
+
+
+@lru_cache(maxsize=None)
+def distributions() -> tuple[str, ...]:
+    """The pip distributions whose versions a record carries, where installed:
+    the DISTRIBUTIONS every source, hop and runtime declares, each once, in registry order."""
+    return tuple(dict.fromkeys(distribution for kind in KINDS for _, listed in declared(kind, "DISTRIBUTIONS")
+                               for distribution in listed))
 
 
 def element_types(kind: str, name: str) -> tuple[str, ...] | None:

@@ -8,6 +8,7 @@ error case whose message says what to do, so the other cases still run.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,6 @@ from harness.registry import broken_zoos, get_model, load_model_file, zoo_models
 from harness.sources import onnx as onnx_source
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, ModelSpec, SpecError
 
-TORCH_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ts", ".pkl", ".ckpt")
 CONVERTED = "converted"   # Case.lowered_by of a user's file that holds its precision itself
 
 
@@ -110,25 +110,22 @@ def resolve_models(options: RunOptions) -> list[tuple[str, ModelSpec | None, str
     return resolved
 
 
-KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".ckpt")
-MXNET_FILE_SUFFIXES = ("-symbol.json", ".params")
+def _model_file_suffixes() -> tuple[str, ...]:
+    """The names model files end with: every source's FILE_SUFFIXES."""
+    return tuple(suffix for _, suffixes in backends.declared("source", "FILE_SUFFIXES") for suffix in suffixes)
 
 
 def _file_source(path: Path) -> str | None:
-    """Which source framework reads a model file or folder, from its kind."""
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return "tensorflow"  # before ONNX: a SavedModel folder may hold an .onnx exported beside it
-    if onnx_source.sniff(path):
-        return "onnx"
-    if path.name.endswith(MXNET_FILE_SUFFIXES):
-        return "mxnet"
-    if path.suffix == ".pb":
-        return "tensorflow"
-    if path.name.endswith(KERAS_FILE_SUFFIXES) or Path(f"{path}.index").is_file():
-        return "keras"  # a Keras file, or a TF checkpoint prefix (restored into a Keras architecture)
-    if path.name.endswith(TORCH_FILE_SUFFIXES) or path.is_file():
-        return "torch"
-    return None
+    """Which source reads a model file or folder: the first, in registry order, whose
+    `claims_file` claims it (by its content or its kind: a folder), else the first whose
+    FILE_SUFFIXES end its name, else, for a file, the first that READS_ANY_FILE."""
+    for name, claims_file in backends.declared("source", "claims_file"):
+        if claims_file(path):
+            return name
+    for name, suffixes in backends.declared("source", "FILE_SUFFIXES"):
+        if path.name.endswith(tuple(suffixes)):
+            return name
+    return next((name for name, _ in backends.declared("source", "READS_ANY_FILE")), None) if path.is_file() else None
 
 
 def _exists(path: Path) -> bool:
@@ -136,28 +133,13 @@ def _exists(path: Path) -> bool:
 
 
 def _loader(source: str, path: Path, spec_inputs, spec_outputs, architecture, options: RunOptions):
-    """A zero-argument builder that loads `path` with the source's adapter."""
-    if source == "onnx":
-        return partial(onnx_source.load_file, path, architecture, options.trust_model_code)
-    if source == "torch":
-        from harness.sources import torch as torch_source
-
-        return partial(torch_source.load_file, path, architecture, options.trust_model_code)
-    if source == "keras":
-        from harness.sources import keras as keras_source
-
-        return partial(keras_source.load_file, path, architecture, options.trust_model_code)
-    if source == "mxnet":
-        from harness.sources import mxnet as mxnet_source
-
-        # A symbol names its own inputs ("data"); a zoo architecture's spec is matched by position.
-        names = None if architecture else [i.name for i in spec_inputs]
-        return partial(mxnet_source.load_file, path, architecture, options.trust_model_code, input_names=names)
-    from harness.sources import tensorflow as tf_source
-
-    names = ([i.name for i in spec_inputs], list(spec_outputs))
-    load = tf_source.load_saved_model if path.is_dir() else tf_source.load_frozen_graph
-    return partial(load, path, *names, trust_model_code=options.trust_model_code)
+    """A zero-argument builder that loads `path` with the source's `load_file`, given the
+    spec's input and output names where it takes them (a graph file that names its tensors otherwise)."""
+    load_file = backends.source(source).load_file
+    names = {"input_names": [i.name for i in spec_inputs], "output_names": list(spec_outputs)}
+    taken = inspect.signature(load_file).parameters
+    return partial(load_file, path, architecture, options.trust_model_code,
+                   **{name: value for name, value in names.items() if name in taken})
 
 
 def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
@@ -178,7 +160,7 @@ def _resolve(ref: str, options: RunOptions) -> list[ModelSpec]:
         layouts = {source: arch.layouts[builder_of]} if builder_of in arch.layouts else {}
         return [replace(arch, name=model_name(ref), builders={source: loader}, origin=str(path), layouts=layouts)]
     path = Path(ref)
-    if ref.endswith(TORCH_FILE_SUFFIXES + KERAS_FILE_SUFFIXES + MXNET_FILE_SUFFIXES + (".pb", ".onnx")) \
+    if ref.endswith(_model_file_suffixes()) \
             or _exists(path) \
             or path.is_symlink():
         if not _exists(path):
@@ -235,13 +217,13 @@ def build_cases(options: RunOptions) -> list[Case]:
 
     converted_format = None
     if options.converted is not None:
-        converted_format = backends.ARTIFACT_SUFFIXES.get(options.converted.suffix.lower())
+        converted_format = backends.artifact_suffixes().get(options.converted.suffix.lower())
         problem = None
         if len(options.models) != 1:
             problem = "--converted pairs one original with one converted file: give exactly one --model"
         elif converted_format is None:
             problem = (f"--converted {options.converted}: unknown artifact type {options.converted.suffix!r}; "
-                       f"known: {', '.join(backends.ARTIFACT_SUFFIXES)}")
+                       f"known: {', '.join(backends.artifact_suffixes())}")
         if problem:
             return cases + [Case("converted", "", "", "", str(options.converted), error=problem)]
 

@@ -95,7 +95,7 @@ def artifact_format(case: Case, converted: Path | None = None) -> str:
     """The format of the file `case` runs: a user's --converted file's by its suffix, else
     the last hop's, else the source's own file's (an ONNX model on ONNX Runtime)."""
     if converted is not None:
-        return backends.ARTIFACT_SUFFIXES.get(converted.suffix.lower(), FALLBACK_FORMAT)
+        return backends.artifact_suffixes().get(converted.suffix.lower(), FALLBACK_FORMAT)
     return paths.written(case.path)[-1] if case.path else case.source
 
 

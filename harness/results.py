@@ -28,20 +28,20 @@ from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
+from harness import backends
 from harness.errors import CaseError, disk_full
 from harness.locks import FileLock, LockHeld
 from harness.user_json import loads_user_json, read_user_json
 
 SCHEMA = 1
-# Distributions whose versions every record reports when installed.
-TRACKED_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy",
-                         "hypothesis", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "mxnet",
-                         "openvino", "ai-edge-litert", "ncnn", "pnnx", "tensorrt")
+# The harness's own distributions, whose versions every record reports; each backend declares its own
+# (its DISTRIBUTIONS, backends.distributions).
+HARNESS_DISTRIBUTIONS = ("numpy", "hypothesis")
 
 
 def environment() -> dict[str, Any]:
     versions = {}
-    for name in TRACKED_DISTRIBUTIONS:
+    for name in HARNESS_DISTRIBUTIONS + backends.distributions():
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -11,10 +11,11 @@ the zoo's CNN, depthwise CNN, MLP, transformer block and LSTM):
 - CUDA with TF32 off: at most 2.7e-6, so strict CUDA mode uses the CPU figures.
 Each default leaves about 5x headroom over the worst figure seen.
 
-A target that computes in less than float32 has defaults of its own, per
-(target, precision). OpenVINO's INFERENCE_PRECISION_HINT (2026-11, OpenVINO
-2026.4, the zoo's cnn, mlp and transformer, 52 examples each, against ONNX
-Runtime's CPU provider with graph optimizations off; error over max|ref|):
+A target that computes in less than float32 declares defaults of its own, by
+precision (its runtime module's TOLERANCES, backends.runtime_tolerances).
+OpenVINO's INFERENCE_PRECISION_HINT (2026-11, OpenVINO 2026.4, the zoo's cnn,
+mlp and transformer, 52 examples each, against ONNX Runtime's CPU provider
+with graph optimizations off; error over max|ref|):
 - bf16 (this team's AMD EPYC, which lists BF16): 4.78e-3 to 5.71e-3, 356x to 415x
   the float32 tolerance. atol_by_max 2e-2 is 3.5x the worst, and rtol adds up
   to 1e-2 more where the worst element is large.
@@ -72,6 +73,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from harness import backends
 from harness.specs import OutputSpec, Tolerance
 
 # An output out of its elementwise tolerance still passes when its largest error
@@ -94,10 +96,6 @@ CUDA_TF32_FLOAT = Tolerance(atol=1e-6, rtol=1e-3, atol_by_max=2e-3, noise_multip
 HALF = Tolerance(atol=1e-4, rtol=1e-2, atol_by_max=1e-2, noise_multiple=NOISE_MULTIPLE)
 BFLOAT16 = Tolerance(atol=1e-3, rtol=5e-2, atol_by_max=5e-2, noise_multiple=NOISE_MULTIPLE)
 EXACT = Tolerance()
-OPENVINO_BF16 = Tolerance(atol=1e-6, rtol=1e-2, atol_by_max=2e-2, noise_multiple=NOISE_MULTIPLE)
-OPENVINO_FP16 = Tolerance(atol=1e-6, rtol=1e-2, atol_by_max=2.5e-3, noise_multiple=NOISE_MULTIPLE)
-# (target, precision) -> the default of its float outputs (figures in the module docstring)
-REDUCED_PRECISION = {("openvino", "bf16"): OPENVINO_BF16, ("openvino", "fp16"): OPENVINO_FP16}
 # precision -> the default of a target without figures of its own for it
 # Quantized models (figures in the module docstring): no noise multiple, since
 # the float64 twin measures float32's rounding, a thousand times below int8's.
@@ -130,7 +128,7 @@ def default_tolerance(dtype: str, device: str, strict_cuda: bool = False, noise_
         return BFLOAT16
     if dtype in ("float32", "float64"):
         if precision != "fp32":
-            return REDUCED_PRECISION.get((target, precision), PRECISION_DTYPE_DEFAULT[precision])
+            return backends.runtime_tolerances(target).get(precision, PRECISION_DTYPE_DEFAULT[precision])
         tf32_in_noise = noise_floor and (reference_device or device) == device
         return CUDA_TF32_FLOAT if device == "cuda" and not strict_cuda and not tf32_in_noise else CPU_FLOAT
     return QUANTIZED_INTEGER if precision in QUANTIZED else EXACT

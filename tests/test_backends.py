@@ -10,15 +10,21 @@ on the path. Its planted twin scales every output by 1.001 and must fail.
 from __future__ import annotations
 
 import inspect
+import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from harness import backends, paths
-from harness.options import PRECISIONS
-from harness.specs import FLOAT_DTYPES, INT_DTYPES
+from harness import backends, matrix, paths, results
+from harness.localize.repro import run_repro, script_text, write_repro
+from harness.runtimes.openvino import OPENVINO_BF16
+from harness.tolerances import HALF, default_tolerance
+from harness.options import DEVICES, PRECISIONS, RunOptions
+from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, Tolerance
 from tests.conftest import install_package
+from tests.test_localize_repro import X, softmax, softmax_model
 
 REQUIRED = {
     "source": ("NAME", "missing", "versions", "build", "bind", "configure_device", "to_device", "run",
@@ -54,9 +60,19 @@ def test_every_registered_backend_meets_the_contract(kind):
             assert reason is None or isinstance(reason, str)
             if reason:
                 unavailable[name] = reason
+        # the pip distributions its records carry the versions of (results.environment)
+        distributions = getattr(backend, "DISTRIBUTIONS", ())
+        assert isinstance(distributions, tuple) and all(isinstance(d, str) and d for d in distributions), name
         if not unavailable.get(name):
             versions = backend.versions()
             assert isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values())
+        if kind == "source":   # the model files it reads: by name, by content, any file; each through load_file
+            suffixes = getattr(backend, "FILE_SUFFIXES", ())
+            assert isinstance(suffixes, tuple) and all(isinstance(s, str) and s for s in suffixes), f"source {name}"
+            assert callable(getattr(backend, "claims_file", callable)), f"source {name}"
+            if suffixes or hasattr(backend, "claims_file") or hasattr(backend, "READS_ANY_FILE"):
+                assert list(inspect.signature(backend.load_file).parameters)[:3] == [
+                    "path", "architecture", "trust_model_code"], f"source {name}"
         if kind == "runtime":
             assert backend.FORMATS and all(isinstance(f, str) for f in backend.FORMATS)
             # every Session takes the precision (the engine opens every runtime alike), one of the known ones
@@ -65,12 +81,34 @@ def test_every_registered_backend_meets_the_contract(kind):
             # what it computes a file of a reduced precision in, by (device, precision): a wider float type
             for (device, precision), computed in backends.runtime_computes(name).items():
                 assert isinstance(device, str) and precision in PRECISIONS and computed in FLOAT_DTYPES, name
+            # the files it runs, by suffix: a format it runs
+            for suffix, artifact_format in getattr(backend, "SUFFIXES", {}).items():
+                assert suffix.startswith(".") and suffix == suffix.lower(), f"runtime {name}: {suffix!r}"
+                assert artifact_format in backend.FORMATS, f"runtime {name}: {suffix!r}"
+                assert backends.artifact_suffixes()[suffix] == artifact_format, f"runtime {name}: {suffix!r}"
+            # its own defaults at the reduced precisions it computes in
+            for precision, tolerance in backends.runtime_tolerances(name).items():
+                assert precision in set(backends.runtime_precisions(name)) - {"fp32"}, f"runtime {name}"
+                assert isinstance(tolerance, Tolerance), f"runtime {name}"
+            # how a reproduction script runs a file on it: a script that compiles, on a device the harness knows
+            for device, repro in backends.runtime_repro(name).items():
+                assert device in DEVICES and isinstance(repro, backends.Repro) and repro.package, f"runtime {name}"
+                compile(script_text(name, device, 0.1, 0.0, "case"), f"{name}-{device}-repro.py", "exec")
+            assert getattr(backend, "WALK_REFERENCE", "cpu") in DEVICES, f"runtime {name}"
             for option in backends.option_fields(name):   # every flag says which values it takes, and is held to them
                 where = f"runtime {name}, option {option.name}"
                 assert ("choices" in option.metadata) != ("range" in option.metadata), where
                 assert "range" not in option.metadata or type(option.default) is int, where
                 assert backends.option_problem(name, option, option.default) is None, where
     print(f"{kind}s unavailable here: {unavailable or 'none'}")
+
+
+def test_each_artifact_suffix_and_the_walk_reference_is_declared_once():
+    declared = [suffix for name in backends.names("runtime")
+                for suffix in getattr(backends.runtime(name), "SUFFIXES", {})]
+    assert len(declared) == len(set(declared)) and set(declared) == set(backends.artifact_suffixes())
+    assert [name for name in backends.names("runtime")
+            if hasattr(backends.runtime(name), "WALK_REFERENCE")] == [backends.walk_reference()[0]]
 
 
 def test_paths_follow_the_graph_of_formats():
@@ -140,6 +178,114 @@ def third_party(tmp_path, run_parity, parity_dir):
         return site
 
     return install
+
+
+# What the same runtime declares to do all that built-in ones do: its own files, defaults, script and versions.
+DECLARED = textwrap.dedent('''
+    from harness.backends import Repro
+    from harness.specs import Tolerance
+
+    PRECISIONS = ("fp32", "fp16")
+    SUFFIXES = {".onnxref": "onnx"}
+    DISTRIBUTIONS = ("parity_reference_runtime",)
+    TOLERANCES = {"fp16": Tolerance(atol_by_max=3e-3)}
+    REPRO = {"cpu": Repro("onnx", """\\
+    def run(model, inputs, names):
+        reference = need("onnx.reference", PACKAGE)
+        return dict(zip(names, reference.ReferenceEvaluator(model).run(names, inputs)))
+    """)}
+''')
+
+
+# A source of another package that reads its own files: all matrix.py needs to send it a user's model file.
+NPZ_SOURCE = textwrap.dedent('''
+    KIND = "source"
+    FILE_SUFFIXES = (".npzmodel",)
+
+
+    def load_file(path, architecture, trust_model_code, *, input_names=None):
+        return ("loaded", str(path), tuple(input_names))
+''')
+
+
+@pytest.fixture
+def install_in_process(tmp_path, monkeypatch):
+    """Installs a package with a parity_backends entry point in this process (the registry read afresh)."""
+    site, installed = tmp_path / "site", []
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    cached = (backends._entry_points, backends.artifact_suffixes, backends.distributions, backends.walk_reference)
+
+    def install(package: str, module: str, name: str) -> str:
+        install_package(site, package, module, backends.ENTRY_POINT_GROUP, f"{name} = {package}")
+        installed.append(package)
+        for function in cached:
+            function.cache_clear()
+        return name
+
+    yield install
+    for package in installed:
+        sys.modules.pop(package, None)
+    for function in cached:
+        function.cache_clear()
+
+
+@pytest.fixture
+def declared_runtime(install_in_process):
+    """The third-party runtime, with DECLARED."""
+    return install_in_process(PACKAGE, RUNTIME.format(scale=1.0) + DECLARED, "onnx_reference")
+
+
+def test_a_source_from_another_package_reads_the_model_files_it_declares(install_in_process, tmp_path):
+    source = install_in_process("parity_npz_source", NPZ_SOURCE, "npzmodel")
+    path = tmp_path / "weights.npzmodel"
+    path.write_bytes(b"")
+    assert matrix._file_source(path) == source
+    loader = matrix._loader(source, path, [InputSpec("x", (1, 3))], ["y"], None, RunOptions())
+    assert loader() == ("loaded", str(path), ("x",))
+
+
+def test_built_in_sources_keep_reading_their_files(tmp_path):
+    # the benign twin of the test above: a file's source by its name, its content, or none at all
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "saved" / "beside.onnx").write_bytes(b"")
+    (tmp_path / "model.ckpt.index").write_bytes(b"")
+    for name in ("m.pt", "m.onnx", "m-symbol.json", "m.params", "m.pb", "m.h5", "m.ckpt", "pickled"):
+        (tmp_path / name).write_bytes(b"")
+    names = ("saved", "m.pt", "m.onnx", "m-symbol.json", "m.params", "m.pb", "m.h5", "m.ckpt", "model.ckpt", "pickled")
+    found = {name: matrix._file_source(tmp_path / name) for name in names}
+    assert found == {"saved": "tensorflow", "m.pt": "torch", "m.onnx": "onnx", "m-symbol.json": "mxnet",
+                     "m.params": "mxnet", "m.pb": "tensorflow", "m.h5": "keras", "m.ckpt": "keras",
+                     "model.ckpt": "keras", "pickled": "torch"}
+
+
+def test_a_runtime_from_another_package_declares_its_files_tolerances_repro_and_versions(declared_runtime, tmp_path):
+    assert backends.artifact_suffixes()[".onnxref"] == "onnx"
+    assert results.environment()["versions"][PACKAGE] == "1.0"
+    assert default_tolerance("float32", "cpu", target=declared_runtime, precision="fp16") == Tolerance(atol_by_max=3e-3)
+    folder = tmp_path / "case.repro"
+    write_repro(folder, softmax_model(tmp_path / "sub.onnx", axis=1), {"x": X}, {"y": softmax(X, 2)},
+                runtime=declared_runtime, device="cpu", allowed=1e-4, versions={}, case_id="softmax", summary="")
+    code, output = run_repro(folder)
+    assert code == 1 and "REPRODUCED: 'y'" in output, output
+
+
+def _recorded_version(runtime: str, distribution: str) -> None:
+    if backends.runtime_missing(runtime, "cpu"):
+        pytest.skip(backends.runtime_missing(runtime, "cpu"))
+    assert results.environment()["versions"][distribution] == metadata.version(distribution)
+
+
+def test_built_in_runtimes_keep_their_tolerances_and_versions_in_records():
+    # the benign twin of the test above: the built-ins' own declarations
+    assert default_tolerance("float32", "cpu", target="openvino", precision="bf16") == OPENVINO_BF16
+    assert default_tolerance("float32", "cpu", target="onnxruntime", precision="fp16") == HALF
+    _recorded_version("onnxruntime", "onnxruntime")
+
+
+def test_mnn_s_version_is_in_every_record():
+    _recorded_version("mnn", "MNN")
 
 
 def _run_with(run_parity, site: Path, *args: str):

@@ -15,7 +15,7 @@ from harness.options import OptionError, RunOptions, parse_precisions
 from harness.runner import base_record
 from harness.runtimes import openvino as ov_runtime
 from harness.sources import torch as torch_source
-from harness.tolerances import OPENVINO_BF16
+from harness.runtimes.openvino import OPENVINO_BF16
 
 MLP = dict(models=("mlp",), sources=("torch",), devices=("cpu",))
 

@@ -17,11 +17,10 @@ from harness.tolerances import (
     CUDA_TF32_FLOAT,
     EXACT,
     HALF,
-    OPENVINO_BF16,
-    OPENVINO_FP16,
     default_tolerance,
     resolve_tolerance,
 )
+from harness.runtimes.openvino import OPENVINO_BF16, OPENVINO_FP16
 
 # --------------------------------------------------------------------------- Tolerance
 

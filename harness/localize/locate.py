@@ -181,7 +181,7 @@ class _Sides:
     @property
     def runtime_mode_possible(self) -> bool:
         w = self.walkable
-        return w.target_runs_it and not (w.target == "onnxruntime" and w.device == "cpu" and w.precision == "fp32")
+        return w.target_runs_it and not ((w.target, w.device) == backends.walk_reference() and w.precision == "fp32")
 
     def target_marked(self) -> dict[str, np.ndarray]:
         if self._target is None:
@@ -402,7 +402,7 @@ def _write_repro(sides: _Sides, mode: str, tensor: str, errors: dict[str, Tensor
 
     w, graph = sides.walkable, sides.graph
     reference = sides.source().values if mode == "converter" else sides.onnxruntime
-    runtime, device = (w.target, w.device) if mode == "runtime" else ("onnxruntime", "cpu")
+    runtime, device = (w.target, w.device) if mode == "runtime" else backends.walk_reference()
     node = graph.node_of(tensor)
     weights = {t.name for t in graph.model.graph.initializer}
     node_inputs = [name for name in node.input if name and name not in weights] if node is not None else []
@@ -457,7 +457,7 @@ def _runner_values(runtime_name: str, device: str, walkable: Walkable, path: Pat
                    outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """The named runtime's values of `outputs` for `path`, through its Session
     (bound by the file's own names), opened as the case opened it."""
-    if runtime_name == "onnxruntime" and device == "cpu":
+    if (runtime_name, device) == backends.walk_reference():
         return _onnxruntime_values(path, feed, outputs)
     import onnx
 

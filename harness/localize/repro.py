@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 # The cache's folder helpers: a folder made with the umask's mode, swapped in whole, removed.
+from harness import backends
 from harness.cache import exchange_paths, new_folder, remove_path
 from harness.converters.child_tool import TIMED_OUT, run_child, status
 from harness.errors import CaseError, disk_full
@@ -45,83 +46,9 @@ TIMED_OUT_CODE = 124   # what `timeout` exits with: run_repro's code for a scrip
 # Above this the model keeps its weights in model.onnx.data (protobuf's limit is 2 GiB); as localize/graph.py.
 EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
 
-# runtime -> device (as the harness names them) -> the pip package(s) the script needs there
-RUNTIMES: dict[str, dict[str, str]] = {
-    "onnxruntime": {"cpu": "onnxruntime", "cuda": "onnxruntime-gpu"},
-    "openvino": {"cpu": "openvino"},
-    "onnx-reference": {"cpu": "onnx"},
-    "tensorrt": {"cuda": "tensorrt polygraphy"},
-    "onnxruntime-tensorrt": {"cuda": "onnxruntime-gpu"},
-}
-# ONNX Runtime's providers for its three ways of running: (runtime, device) -> providers, the wanted one first
-_ORT_PROVIDERS = {
-    ("onnxruntime", "cpu"): ["CPUExecutionProvider"],
-    ("onnxruntime", "cuda"): ["CUDAExecutionProvider"],
-    ("onnxruntime-tensorrt", "cuda"): ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
-# Prefixed to the run function of a runtime that no test here can run.
+# Prefixed to the run function of a runtime that no test here can run (its Repro's `unverified`).
 _UNVERIFIED = ("# UNVERIFIED: written against the documented APIs of {what}; the harness's own tests\n"
                "# have no GPU and no TensorRT, so this function has not run there.\n")
-
-_ORT_RUN = '''\
-PROVIDERS = $providers   # the wanted one first
-
-
-${note}def run(model, inputs, names):
-    """The outputs `names` of the model on `inputs`, by ONNX Runtime's PROVIDERS[0]."""
-    ort = need("onnxruntime", PACKAGE)
-    session = ort.InferenceSession(model, providers=PROVIDERS)
-    print(f"onnxruntime {ort.__version__}, providers {session.get_providers()}")
-    if session.get_providers()[0] != PROVIDERS[0]:   # ONNX Runtime falls back to the next with a mere warning
-        cannot_run(f"onnxruntime did not start its {PROVIDERS[0]} (it has {ort.get_available_providers()}): "
-                   f"pip install {PACKAGE}, with the libraries it was built for")
-    return dict(zip(names, session.run(names, inputs)))
-'''
-
-_RUNNERS = {
-    "openvino": '''\
-def run(model, inputs, names):
-    """The outputs `names` of the model on `inputs`, by OpenVINO's CPU plugin in
-    float32 (on a CPU with bf16 it would compute in bf16 unless told)."""
-    ov = need("openvino", PACKAGE)
-    print(f"openvino {ov.__version__}")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    # OpenVINO's reader drops some empty inputs (ReduceSum's axes of shape (0,)): fed, they are refused
-    kept = {name for port in compiled.inputs for name in port.get_names()}
-    results = compiled({name: value for name, value in inputs.items() if name in kept})
-    return {name: results[compiled.output(name)] for name in names}
-''',
-    "onnx-reference": '''\
-def run(model, inputs, names):
-    """The outputs `names` of the model on `inputs`, by ONNX's reference
-    evaluator, which computes each op as the ONNX specification says."""
-    onnx = need("onnx", PACKAGE)
-    reference = need("onnx.reference", PACKAGE)
-    print(f"onnx {onnx.__version__}")
-    evaluator = reference.ReferenceEvaluator(onnx.load(model))   # onnx.load reads external data beside it too
-    return dict(zip(names, evaluator.run(names, inputs)))
-''',
-    "tensorrt": '''\
-${note}def run(model, inputs, names):
-    """The outputs `names` of the model on `inputs`, by a TensorRT engine built
-    for exactly these input shapes through Polygraphy's loaders."""
-    trt = need("tensorrt", "tensorrt")
-    need("polygraphy", "polygraphy")
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, TrtRunner
-
-    print(f"tensorrt {trt.__version__}")
-    profile = Profile()
-    for name, array in inputs.items():
-        profile.add(name, min=array.shape, opt=array.shape, max=array.shape)
-    # Strongly typed: the network computes in the file's own types. TensorRT 11 builds nothing
-    # else and deprecated the flag; TF32 on, as TensorRT's builder has it by default (Polygraphy's is off).
-    network = NetworkFromOnnxPath(model, strongly_typed=int(trt.__version__.split(".")[0]) <= 10)
-    engine = EngineFromNetwork(network, config=CreateConfig(tf32=True, profiles=[profile]))
-    with TrtRunner(engine) as runner:
-        outputs = runner.infer(feed_dict=inputs)
-        return {name: np.array(outputs[name]) for name in names}   # copied: the runner reuses its buffers
-''',
-}
 
 _TEMPLATE = '''\
 """Reproduces a numerical mismatch found by a parity test: runs model.onnx on
@@ -226,7 +153,7 @@ def write_repro(folder: Path, subgraph: Path, inputs: dict[str, np.ndarray], exp
     the error over max|expected| an output may have. Returns the folder, its
     script, the command that runs it and its files. A disk that fills is a
     CaseError naming it, and the folder there before stays whole."""
-    script = _script(runtime, device, allowed, min_snr_db, case_id)
+    script = script_text(runtime, device, allowed, min_snr_db, case_id)
     folder = Path(folder)
     work = new_folder(folder.parent, f".{folder.name}.tmp-")
     try:
@@ -285,8 +212,8 @@ def edited_script(folder: Path) -> str | None:
         except (ValueError, SyntaxError):
             return f"its {name} is not a literal"
     try:
-        written = _script(constants["RUNTIME"], constants["DEVICE"], float(constants["ALLOWED"]),
-                          float(constants["MIN_SNR_DB"]), constants["CASE"])
+        written = script_text(constants["RUNTIME"], constants["DEVICE"], float(constants["ALLOWED"]),
+                              float(constants["MIN_SNR_DB"]), constants["CASE"])
     except (ValueError, TypeError) as error:
         return str(error)
     return None if written == text else "it differs from the script the harness writes for its constants"
@@ -383,32 +310,45 @@ def run_repro(folder: Path, timeout_s: float = 300, *, trust_script: bool = Fals
     return code, output
 
 
-def _script(runtime: str, device: str, allowed: float, min_snr_db: float, case_id: str) -> str:
+def script_text(runtime: str, device: str, allowed: float, min_snr_db: float, case_id: str) -> str:
     """repro.py's text; ValueError for a runtime, device or limit it cannot be written for."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"no reproduction script for runtime {runtime!r}: the supported runtimes are "
-                         f"{', '.join(RUNTIMES)}")
-    if device not in RUNTIMES[runtime]:
-        raise ValueError(f"runtime {runtime!r} runs on {' or '.join(RUNTIMES[runtime])}, not on device {device!r}")
+    repro = _repro(runtime, device)
     for label, value in (("allowed", allowed), ("min_snr_db", min_snr_db)):
         if not math.isfinite(value) or value < 0:   # repr of inf or nan is no Python literal
             raise ValueError(f"{label} must be a finite number >= 0, not {value!r}")
-    package = RUNTIMES[runtime][device]
-    note = {"tensorrt": _UNVERIFIED.format(what="TensorRT 10 and Polygraphy (0.49 or newer)"),
-            "onnxruntime-tensorrt": _UNVERIFIED.format(what="ONNX Runtime's TensorrtExecutionProvider")
-            }.get(runtime, "")
-    if (runtime, device) in _ORT_PROVIDERS:
-        run = string.Template(_ORT_RUN).substitute(note=note, providers=repr(_ORT_PROVIDERS[runtime, device]))
-    else:
-        run = string.Template(_RUNNERS[runtime]).substitute(note=note)
+    note = _UNVERIFIED.format(what=repro.unverified) if repro.unverified else ""
+    run = repro.run.replace("def run(", note + "def run(", 1)   # the note heads the function it is about
     return string.Template(_TEMPLATE).substitute(
-        package=package, run=run, case=repr(str(case_id)), runtime=repr(runtime), device=repr(device),
-        package_literal=repr(package), allowed=repr(float(allowed)), min_snr_db=repr(float(min_snr_db)))
+        package=repro.package, run=run, case=repr(str(case_id)), runtime=repr(runtime), device=repr(device),
+        package_literal=repr(repro.package), allowed=repr(float(allowed)), min_snr_db=repr(float(min_snr_db)))
+
+
+def repro_runtimes() -> tuple[str, ...]:
+    """The runtimes a reproduction script can be written for: those that declare a REPRO."""
+    return tuple(name for name in backends.names("runtime") if _declared_repro(name))
+
+
+def _declared_repro(name: str) -> dict[str, backends.Repro]:
+    try:
+        return backends.runtime_repro(name)
+    except (backends.BackendError, ImportError):   # a broken backend's cases say why; it has no script here
+        return {}
+
+
+def _repro(runtime: str, device: str) -> backends.Repro:
+    """How the script runs a file on `runtime` and `device`; ValueError where that runtime declares no way."""
+    declared = _declared_repro(runtime)
+    if not declared:
+        raise ValueError(f"no reproduction script for runtime {runtime!r}: the supported runtimes are "
+                         f"{', '.join(repro_runtimes())}")
+    if device not in declared:
+        raise ValueError(f"runtime {runtime!r} runs on {' or '.join(declared)}, not on device {device!r}")
+    return declared[device]
 
 
 def _readme(runtime: str, device: str, allowed: float, min_snr_db: float, versions: Mapping[str, str],
             case_id: str, summary: str) -> str:
-    package = RUNTIMES[runtime][device]
+    package = _repro(runtime, device).package
     snr = f", or an SNR under {min_snr_db:g} dB (outputs of 16 elements or more)" if min_snr_db > 0 else ""
     rows = "\n".join(f"| {tool} | {version} |" for tool, version in sorted(versions.items()))
     return (f"# Reproduction of {' '.join(str(case_id).splitlines())}\n\n{summary.strip()}\n\n"

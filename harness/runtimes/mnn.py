@@ -31,6 +31,10 @@ from harness.runtimes.binding import bind_ports
 
 NAME = "mnn"
 FORMATS = ("mnn",)
+# The files it runs, by suffix -> format: how a user's --converted file is read (backends.artifact_suffixes).
+SUFFIXES = {".mnn": "mnn"}
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("MNN",)
 NEEDS_ISOLATION = True
 PRECISION_MODE = "high"   # MNN's runtime config key "precision": high = fp32
 THREADS = 1

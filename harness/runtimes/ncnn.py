@@ -36,6 +36,10 @@ from harness.runtimes.binding import bind_ports
 
 NAME = "ncnn"
 FORMATS = ("ncnn",)
+# The files it runs, by suffix -> format: how a user's --converted file is read (backends.artifact_suffixes).
+SUFFIXES = {".param": "ncnn"}
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("ncnn",)
 PRECISIONS = ("fp32", "fp16")
 NEEDS_ISOLATION = True   # native code parses the .param/.bin: a malformed file can crash the process
 # precision -> ncnn option -> value

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.backends import Repro
 from harness.errors import CaseError, summarize_exception
 from harness.runtimes.binding import bind_ports
 from harness.specs import FLOAT_DTYPES, INT_DTYPES
@@ -29,6 +30,17 @@ NAME = "onnx-reference"
 REFERENCE_OPSET = 21   # where the evaluator has every op the harness's converters write (QDQ's from 19)
 FORMATS = ("onnx",)   # opt-in (backends.OPT_IN_RUNTIMES): see the module docstring
 ELEMENT_TYPES = FLOAT_DTYPES + INT_DTYPES   # numpy's, and bfloat16 through ml_dtypes
+# How a reproduction script (localize/repro.py) runs a file here, by device.
+REPRO = {"cpu": Repro("onnx", '''\
+def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by ONNX's reference
+    evaluator, which computes each op as the ONNX specification says."""
+    onnx = need("onnx", PACKAGE)
+    reference = need("onnx.reference", PACKAGE)
+    print(f"onnx {onnx.__version__}")
+    evaluator = reference.ReferenceEvaluator(onnx.load(model))   # onnx.load reads external data beside it too
+    return dict(zip(names, evaluator.run(names, inputs)))
+''')}
 
 PACKAGES = ("onnx",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
 

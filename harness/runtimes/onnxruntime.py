@@ -18,11 +18,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.backends import Repro
 from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.runtimes.binding import bind_ports
 
 NAME = "onnxruntime"
 FORMATS = ("onnx",)
+# The files it runs, by suffix -> format: how a user's --converted file is read (backends.artifact_suffixes).
+SUFFIXES = {".onnx": "onnx"}
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -32,6 +37,31 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(f
 # bfloat16 as ml_dtypes' arrays, across the boundary by `run_session` (the numpy bridge has no type for it).
 ELEMENT_TYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
                  "int64", "uint64", "bool")
+
+
+def repro_run(providers: list[str]) -> str:
+    """A reproduction script's run function (backends.Repro.run) by ONNX Runtime's providers[0]."""
+    return f'''PROVIDERS = {providers!r}   # the wanted one first
+
+
+def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by ONNX Runtime's PROVIDERS[0]."""
+    ort = need("onnxruntime", PACKAGE)
+    session = ort.InferenceSession(model, providers=PROVIDERS)
+    print(f"onnxruntime {{ort.__version__}}, providers {{session.get_providers()}}")
+    if session.get_providers()[0] != PROVIDERS[0]:   # ONNX Runtime falls back to the next with a mere warning
+        cannot_run(f"onnxruntime did not start its {{PROVIDERS[0]}} (it has {{ort.get_available_providers()}}): "
+                   f"pip install {{PACKAGE}}, with the libraries it was built for")
+    return dict(zip(names, session.run(names, inputs)))
+'''
+
+
+# How a reproduction script (localize/repro.py) runs a file here, by device.
+# The device whose session (cpu_session: the kernels as the file states them) is the reference side of a
+# localization walk (localize/locate.py, backends.walk_reference): the target is walked against it.
+WALK_REFERENCE = "cpu"
+REPRO = {"cpu": Repro("onnxruntime", repro_run(["CPUExecutionProvider"])),
+         "cuda": Repro("onnxruntime-gpu", repro_run(["CUDAExecutionProvider"]))}
 _BFLOAT16 = 16   # onnx.TensorProto.BFLOAT16, as an OrtValue's element_type() gives it
 # What the CPU provider computes an fp16 file in (backends.runtime_computes): it has float16 kernels for few
 # ops, so it inserts Casts to run the others in float32 (its optimized graph shows them: Cast, ReduceSumSquare,

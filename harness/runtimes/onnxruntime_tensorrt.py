@@ -41,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from harness.backends import Repro
 from harness.errors import CaseError, summarize_exception
 from harness.runtimes import onnxruntime as ort_runtime
 from harness.runtimes import tensorrt as trt_runtime
@@ -53,6 +54,10 @@ SHAPE_PROFILE = True      # Session(..., profile=...): trt_profile_min/opt/max_s
 NEEDS_ISOLATION = True    # TensorRT and CUDA in the process: cases run in a worker
 REVISION = 1              # bumped when the provider options change, so cached engines are not reused
 PROVIDER = "TensorrtExecutionProvider"
+# How a reproduction script (localize/repro.py) runs a file here, by device.
+REPRO = {"cuda": Repro("onnxruntime-gpu",
+                       ort_runtime.repro_run([PROVIDER, "CUDAExecutionProvider", "CPUExecutionProvider"]),
+                       unverified="ONNX Runtime's TensorrtExecutionProvider")}
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 

@@ -23,8 +23,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.backends import Repro
 from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.runtimes.binding import match_names
+from harness.specs import Tolerance
+from harness.tolerances import NOISE_MULTIPLE
 
 NAME = "openvino"
 FORMATS = ("onnx", "openvino-ir")
@@ -37,8 +40,29 @@ _CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}
 # What an f16 file, run as its types say (the f32 hint), computes in (backends.runtime_computes): the compiled
 # model's runtime model reports runtimePrecision f32 for its layers (an MVN of an f16 LayerNormalization).
 COMPUTES = {("cpu", "fp16"): "float32"}
+# The default tolerances of float outputs computed at a reduced precision (figures in tolerances.py's docstring).
+OPENVINO_BF16 = Tolerance(atol=1e-6, rtol=1e-2, atol_by_max=2e-2, noise_multiple=NOISE_MULTIPLE)
+OPENVINO_FP16 = Tolerance(atol=1e-6, rtol=1e-2, atol_by_max=2.5e-3, noise_multiple=NOISE_MULTIPLE)
+TOLERANCES = {"bf16": OPENVINO_BF16, "fp16": OPENVINO_FP16}
+# How a reproduction script (localize/repro.py) runs a file here, by device.
+REPRO = {"cpu": Repro("openvino", '''\
+def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by OpenVINO's CPU plugin in
+    float32 (on a CPU with bf16 it would compute in bf16 unless told)."""
+    ov = need("openvino", PACKAGE)
+    print(f"openvino {ov.__version__}")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # OpenVINO's reader drops some empty inputs (ReduceSum's axes of shape (0,)): fed, they are refused
+    kept = {name for port in compiled.inputs for name in port.get_names()}
+    results = compiled({name: value for name, value in inputs.items() if name in kept})
+    return {name: results[compiled.output(name)] for name in names}
+''')}
 _OV_DEVICES = {"cpu": "CPU"}
 IR_SUFFIX = ".xml"
+# The files it runs, by suffix -> format: how a user's --converted file is read (backends.artifact_suffixes).
+SUFFIXES = {IR_SUFFIX: "openvino-ir"}
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("openvino",)
 # element type name -> numpy dtype name (bf16 is not numpy's float16, which openvino's to_dtype() gives)
 _OV_TYPES = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16", "i64": "int64",
              "i32": "int32", "i16": "int16", "i8": "int8", "u8": "uint8", "boolean": "bool"}

@@ -44,11 +44,14 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from harness.backends import Repro
 from harness.errors import CaseError, summarize_exception
 from harness.runtimes.binding import match_names
 
 NAME = "tensorrt"
 FORMATS = ("onnx",)
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("tensorrt",)
 # What this runtime computes in: fp32 is the artifact's own types (strongly typed);
 # fp16 and bf16 lower an fp32 artifact by builder flags (weakly typed, TensorRT 10).
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -58,6 +61,27 @@ REVISION = 1              # bumped when the engines built here change, so that c
 LOWEST_MAJOR = 10         # the oldest TensorRT coded against (its parser errors name node and op)
 LAST_WEAK_MAJOR = 10      # TensorRT 11 removed weakly typed networks and their precision flags
 LOWERING_FLAGS = {"fp16": "FP16", "bf16": "BF16"}   # precision -> the BuilderFlag that lowers to it
+# How a reproduction script (localize/repro.py) runs a file here, by device.
+REPRO = {"cuda": Repro("tensorrt polygraphy", '''\
+def run(model, inputs, names):
+    """The outputs `names` of the model on `inputs`, by a TensorRT engine built
+    for exactly these input shapes through Polygraphy's loaders."""
+    trt = need("tensorrt", "tensorrt")
+    need("polygraphy", "polygraphy")
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, TrtRunner
+
+    print(f"tensorrt {trt.__version__}")
+    profile = Profile()
+    for name, array in inputs.items():
+        profile.add(name, min=array.shape, opt=array.shape, max=array.shape)
+    # Strongly typed: the network computes in the file's own types. TensorRT 11 builds nothing
+    # else and deprecated the flag; TF32 on, as TensorRT's builder has it by default (Polygraphy's is off).
+    network = NetworkFromOnnxPath(model, strongly_typed=int(trt.__version__.split(".")[0]) <= 10)
+    engine = EngineFromNetwork(network, config=CreateConfig(tf32=True, profiles=[profile]))
+    with TrtRunner(engine) as runner:
+        outputs = runner.infer(feed_dict=inputs)
+        return {name: np.array(outputs[name]) for name in names}   # copied: the runner reuses its buffers
+''', unverified="TensorRT 10 and Polygraphy (0.49 or newer)")}
 BF16_CAPABILITY = (8, 0)  # compute capability BF16 needs (Ampere)
 ENGINE_FILE = "model.engine"
 INSTALL = ("pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12 (tensorrt-cu13 for CUDA 13; "

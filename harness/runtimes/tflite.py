@@ -33,6 +33,10 @@ from harness.errors import CaseError, summarize_exception
 
 NAME = "tflite"
 FORMATS = ("tflite",)
+# The files it runs, by suffix -> format: how a user's --converted file is read (backends.artifact_suffixes).
+SUFFIXES = {".tflite": "tflite"}
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("ai-edge-litert",)
 # A malformed file has hung the interpreter in allocate_tensors: cases run in a
 # worker process under --parity-isolate=auto (harness/worker.py).
 NEEDS_ISOLATION = True

@@ -49,6 +49,16 @@ from harness.model_file import CONFIG_MEMBER_BUDGET, check_zip, read_member, req
 from harness.sources.model_io import check_twin_outputs, prepare_inputs, select_outputs
 
 NAME = "keras"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("keras",)
+# The names its model files end with (matrix.py finds a file's source by them, after every source's claims_file).
+FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".ckpt")
+
+
+def claims_file(path: Path) -> bool:
+    """A TF checkpoint prefix, whatever its name (restored into a Keras architecture); no framework imported."""
+    return Path(f"{path}.index").is_file()
+
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _DATA_SHARD = re.compile(r"\.data-\d+-of-\d+$")

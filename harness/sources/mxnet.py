@@ -57,6 +57,10 @@ from harness.model_file import glob_escape, require_file
 from harness.sources.model_io import check_twin_outputs, prepare_inputs, select_outputs
 
 NAME = "mxnet"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("mxnet",)
+# The names its model files end with (matrix.py finds a file's source by them, after every source's claims_file).
+FILE_SUFFIXES = ("-symbol.json", ".params")
 
 INSTALL_HINT = "pip install mxnet==1.9.1 (it needs numpy<2)"
 
@@ -213,6 +217,8 @@ def build(builder: Callable[[], Any]) -> Any:
 def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_code: bool, *,
               input_names: Sequence[str] | None = None) -> Any:
     """Load a symbol/params pair, or an architecture's `.params` (see the module docstring)."""
+    if architecture is not None:   # a symbol names its own inputs ("data"): an architecture's spec, by position
+        input_names = None
     import_mxnet()
     path = Path(path)
     if path.name.endswith("-symbol.json"):

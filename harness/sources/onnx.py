@@ -62,6 +62,10 @@ from harness.specs import FLOAT_DTYPES, INT_DTYPES, InputSpec, SpecError
 
 NAME = "onnx"
 FORMATS = ("onnx",)
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("onnx",)
+# The names its model files end with (matrix.py finds a file's source by them, after every source's claims_file).
+FILE_SUFFIXES = (".onnx",)
 ELEMENT_TYPES = ORT_ELEMENT_TYPES          # the reference is ONNX Runtime's (REFERENCE)
 MODEL_FILENAME = "model.onnx"              # the model of a folder in ONNX's test-data layout
 GOLDEN_SET = re.compile(r"^test_data_set_(\d+)$")
@@ -302,6 +306,9 @@ def sniff(path: Path) -> bool:
     if path.is_dir():
         return bool(_onnx_files(path))
     return path.suffix.lower() == ".onnx"
+
+
+claims_file = sniff   # what matrix.py asks each source of a model file or folder
 
 
 def model_file(path: Path) -> Path:

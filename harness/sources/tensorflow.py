@@ -37,6 +37,16 @@ from harness.runtimes.binding import bound_names
 from harness.sources import tf_graph_scan
 
 NAME = "tensorflow"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu")
+# The names its model files end with (matrix.py finds a file's source by them, after every source's claims_file).
+FILE_SUFFIXES = (".pb",)
+
+
+def claims_file(path: Path) -> bool:
+    """A SavedModel folder (before ONNX's claim: it may hold an .onnx exported beside it)."""
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
 
 SERVING_KEY = "serving_default"
 # signature_def entries TensorFlow writes for itself: a loaded SavedModel's `signatures` lists neither

@@ -40,6 +40,13 @@ from harness.model_file import check_zip, read_member, require_file
 from harness.sources.model_io import prepare_inputs, select_outputs
 
 NAME = "torch"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("torch",)
+# The names its model files end with (matrix.py finds a file's source by them, after every source's claims_file).
+# (".ckpt" too is a torch name, but it is read as a TF checkpoint, Keras's, first.)
+FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ts", ".pkl")
+# A file that no source claims, by name or content, is read here: a pickled module or a state dict.
+READS_ANY_FILE = True
 
 PACKAGES = ("torch",)   # what missing() imports: found, a CPU case imports them as it starts (backends.installed)
 
