@@ -74,7 +74,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
         return 2
     try:
         stored = RunOptions.from_json(info["options"])
-    except Exception as error:  # stored options of the wrong shape: a file made by hand, or by another version
+    except (TypeError, KeyError, AttributeError, ValueError) as error:  # stored options of the wrong shape
         print(f"python -m harness replay: {path}: its stored options cannot be used ({summarize_exception(error, 1)})",
               file=sys.stderr)
         return 2
@@ -135,7 +135,7 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
     except CaseError as error:
         print(f"{case.id}: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # an option from the file that the engine cannot use
+    except Exception as error:  # an option from the file that an adapter cannot use raises that adapter's own type
         print(f"{case.id}: {summarize_exception(error, 6)}", file=sys.stderr)
         return 2
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
@@ -195,7 +195,7 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     except (CaseError, ValueError) as error:
         print(f"{case.id}: {getattr(error, 'message', error)}", file=sys.stderr)
         return 2
-    except Exception as error:
+    except Exception as error:   # an adapter's own error type (a framework's, a runtime's): said, not a traceback
         print(f"{case.id}: {summarize_exception(error, 6)}", file=sys.stderr)
         return 2
     if outcome.error:
@@ -241,6 +241,7 @@ def _input_file(path: Path, names: list[str]) -> dict:
 
     from harness.model_file import check_zip_budget, not_a_file
     from harness.results import load_failure
+    from harness.user_inputs import ARRAY_FILE_ERRORS
 
     if not path.is_file():
         raise ValueError(f"{path} {not_a_file(path)}")
@@ -254,7 +255,7 @@ def _input_file(path: Path, names: list[str]) -> dict:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except Exception as error:
+    except ARRAY_FILE_ERRORS as error:
         raise ValueError(f"{path} cannot be read as a .npz of input arrays: {error}") from None
     missing = [name for name in names if name not in arrays]
     if missing:

@@ -119,7 +119,7 @@ class ArtifactCache:
                     noted = {**seeded, "cache_evicted": evicted} if evicted is not None else seeded
                     return copy, {**_read_provenance(copy), **noted}, True
                 provenance = {**self._create(key, entry, create, copy), **seeded}
-        except Exception as error:
+        except Exception as error:   # a converter's disk-full error comes in its framework's type: the rest re-raised
             full = disk_full(error, self.root)
             if full is None:
                 raise

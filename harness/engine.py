@@ -135,7 +135,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
         model = source.bind(source.build(spec.builders[case.source]), spec)
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # a model's builder is the user's code: whatever it raises is the case's load error
         raise CaseError("load", f"building model {spec.name!r} ({spec.origin}) failed: {summarize_exception(error)}") from None
     timings["build_s"] = time.perf_counter() - start
 
@@ -298,7 +298,7 @@ def _checked_reference(source, model, spec: ModelSpec, example: list[np.ndarray]
         outputs = source.run(model, example, "cpu")
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # each framework raises its own types (torch: RuntimeError, tf: InvalidArgumentError)
         shapes = ", ".join(f"{i.name}: {x.dtype}{list(x.shape)}" for i, x in zip(spec.inputs, example))
         if _out_of_memory(error):
             raise _out_of_memory_error(spec, "cpu", shapes, error) from None
@@ -457,11 +457,13 @@ def _with_random_ops(path: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     """The provenance of the file at `path` with the random operators it holds
     (random_ops.py, [] for none) where it is an ONNX file; as a hop's, it is
     kept in the cache entry as the entry is made, so that a hit reads no graph."""
-    if "random_ops" in provenance or backends.ARTIFACT_SUFFIXES.get(path.suffix.lower()) != "onnx":
+    if "random_ops" in provenance or backends.artifact_suffixes().get(path.suffix.lower()) != "onnx":
         return provenance
+    from google.protobuf.message import DecodeError
+
     try:
         found = random_ops(path)
-    except Exception:   # a file onnx cannot parse: the target's load refuses it next, naming the file
+    except (OSError, DecodeError):   # a file onnx cannot read or parse: the target's load refuses it next, naming it
         return provenance
     return {**provenance, "random_ops": list(found)}
 
@@ -528,7 +530,7 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
         reference = prepared.source.run(prepared.model, ordered, case.reference_device)
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # each framework raises its own types (torch: RuntimeError, tf: InvalidArgumentError)
         shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in tensors.items())
         if _out_of_memory(error):
             raise _out_of_memory_error(spec, case.reference_device, shapes, error) from None
@@ -557,7 +559,7 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     start = time.perf_counter()
     try:
         converted = prepared.session.run(laid_out)
-    except Exception as error:
+    except Exception as error:   # each runtime's binding raises its own types: this example's error, not the run's
         shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in tensors.items())
         if _out_of_memory(error):
             return ExampleOutcome([], {}, error=f"the converted model ran out of memory at input shapes {shapes}: "
@@ -662,13 +664,15 @@ def _out_of_memory(error: BaseException) -> bool:
 
 def _noise_floor(prepared: PreparedCase, inputs, reference, comparisons) -> dict[str, dict[str, float | None]]:
     """The source's own float32 error against its float64 twin on the same inputs,
-    and each output's conversion error as a multiple of it."""
+    and each output's conversion error as a multiple of it; where the twin
+    raises, each output's {"unavailable": why} (no noise verdict then)."""
     if prepared.model64 is None:
         return {}
     try:
         exact = prepared.source.run(prepared.model64, inputs, prepared.case.reference_device, float64=True)
-    except Exception:
-        return {}
+    except Exception as error:   # the twin's framework raises its own types: judged by the tolerance alone
+        why = f"the original's float64 twin raised on these inputs: {summarize_exception(error, 2)}"
+        return {comparison.name: {"unavailable": why} for comparison in comparisons}
     noise = {}
     for comparison, ref32, ref64 in zip(comparisons, reference, exact):
         if ref32.dtype.kind != "f" or ref32.shape != ref64.shape or comparison.max_abs is None:

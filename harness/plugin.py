@@ -189,7 +189,7 @@ def _runtime_option_fields():
     for name in backends.names("runtime"):
         try:
             fields = backends.option_fields(name)
-        except Exception:
+        except ImportError:   # a built-in runtime module whose package is missing here: its cases say why
             continue
         yield from ((name, option) for option in fields)
 

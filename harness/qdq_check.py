@@ -310,7 +310,7 @@ def check_case(prepared: PreparedCase, calibration: Calibration) -> dict[str, An
     if case.precision != "int8":
         return None
     onnx_files = [(i, path, layouts) for i, (path, layouts, _) in enumerate(prepared.files)
-                  if backends.ARTIFACT_SUFFIXES.get(path.suffix.lower()) == "onnx"]
+                  if backends.artifact_suffixes().get(path.suffix.lower()) == "onnx"]
     # the files a hop lowered and after; a user's --converted file is the whole path
     lowered_at = case.path.index(case.lowered_by) if case.lowered_by in case.path else 0
     qdq = next((path for i, path, _ in reversed(onnx_files) if i >= lowered_at and is_qdq_file(path)), None)
@@ -320,7 +320,7 @@ def check_case(prepared: PreparedCase, calibration: Calibration) -> dict[str, An
     # the floor's path exports the same original to fp32 ONNX before lowering it: where the case's path holds
     # no fp32 file (a --converted QDQ file of a torch or Keras original), that export, matched by tensor name
     floor_fp32 = [(path, layouts) for path, layouts, _ in (prepared.floor.files[:-1] if prepared.floor else [])
-                  if backends.ARTIFACT_SUFFIXES.get(path.suffix.lower()) == "onnx"]
+                  if backends.artifact_suffixes().get(path.suffix.lower()) == "onnx"]
     if before:
         (fp32, layouts), fp32_from = before[-1], "the case's path"
     elif case.source == "onnx":

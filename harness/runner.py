@@ -147,7 +147,7 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
             add_accuracy(record, prepared, options)
     except CaseError as error:
         record.update(status="error", stage=error.stage, message=error.message)
-    except Exception as error:
+    except Exception as error:   # a bug in an adapter or a check must not end the run: the case's internal error
         record.update(status="error", stage="internal", message=summarize_exception(error, 10))
     record.setdefault("provenance", prepared.provenance)
     record.setdefault("versions", prepared.versions)

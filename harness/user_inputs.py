@@ -57,6 +57,9 @@ from harness.options import OptionError
 from harness.shape_check import dims_fit, other_layout, show_dims, spec_shape
 from harness.specs import ModelSpec
 
+# What numpy.load raises on a file it cannot read without unpickling: a pickled or malformed array
+# (ValueError), a damaged archive member (BadZipFile, EOFError), an unreadable file (OSError)
+ARRAY_FILE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 OUTPUT_PREFIX = "output:"   # an .npz array of this prefix holds a stored output, named by the spec's output
 OPTION = "--parity-inputs"
 
@@ -162,7 +165,7 @@ def _read_image(file: Path, preprocess: Preprocess, budget: int, option: str) ->
         raise CaseError("inputs", f"{option} {file} decodes to {format_bytes(error.size)}, more than the tensor "
                                   f"budget of {format_bytes(budget)} (--parity-max-tensor-mb): store it smaller, or "
                                   "raise --parity-max-tensor-mb") from None
-    except Exception as error:   # Pillow's UnidentifiedImageError, a truncated file's OSError, a bomb's error
+    except Exception as error:   # Pillow's plugins raise many types: UnidentifiedImageError, OSError, a bomb's error
         first = (str(error).strip().splitlines() or [""])[0][:200]
         raise CaseError("inputs", f"{option} {file} cannot be read as an image ({type(error).__name__}: {first}); "
                                   "replace it, or move it out of the folder") from None
@@ -209,7 +212,7 @@ def _read_npz(file: Path, budget: int, option: str) -> list[tuple[str, dict[str,
 def _load(file: Path, read: Any, option: str) -> Any:
     try:
         return read(file)
-    except Exception as error:   # a pickled array, a member that is no .npy, a truncated archive
+    except ARRAY_FILE_ERRORS as error:
         first = (str(error).strip().splitlines() or [""])[0][:200]
         raise CaseError("inputs", f"{option} {file} cannot be read as plain arrays ({type(error).__name__}: "
                                   f"{first}); save them with numpy.savez, without object arrays") from None

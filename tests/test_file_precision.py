@@ -48,6 +48,38 @@ def layer_norm_file(path: Path, scale: float, float16: bool) -> Path:
     return path
 
 
+def branch_then_mul_file(branch: bool) -> onnx.ModelProto:
+    """float16 x (an If choosing x or -x first, where `branch`) times 60000: past float16's 65504 at |x| >= 2.
+    A branch reads x from the outer graph, so the If cannot run alone."""
+    half = TensorProto.FLOAT16
+    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["then_out"])], "then", [],
+                                    [helper.make_tensor_value_info("then_out", half, [2])])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["else_out"])], "else", [],
+                                    [helper.make_tensor_value_info("else_out", half, [2])])
+    nodes = [helper.make_node("If", ["cond"], ["chosen"], name="branch", then_branch=then_branch,
+                              else_branch=else_branch)] if branch else [helper.make_node("Identity", ["x"], ["chosen"])]
+    nodes.append(helper.make_node("Mul", ["chosen", "big"], ["y"], name="mul"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", half, [2]),
+                                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", half, [2])],
+                              [numpy_helper.from_array(np.array(60000, np.float16), "big")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("branch", [False, True])
+def test_a_node_that_cannot_run_alone_is_named_by_the_overflow_search(branch):
+    """Once passed over in silence: a miss with no overflow found then said nothing of the nodes not searched."""
+    from harness.file_precision import first_overflow
+
+    model = branch_then_mul_file(branch)
+    why = "If 'branch': RuntimeError: Unable to find input 'x'"   # onnx 1.23: "... in known results [...]"
+    small = {"x": np.array([1e-3, -1e-3], np.float16), "cond": np.array(True)}
+    overflow, alone = first_overflow(model, small)
+    assert overflow is None and [a[:len(why)] for a in alone] == ([why] if branch else [])
+    overflow, alone = first_overflow(model, {**small, "x": np.array([2.0, -2.0], np.float16)})
+    assert overflow == "Mul 'mul': overflow encountered in multiply" and len(alone) == int(branch)
+
+
 def run_fp16(tmp_path: Path, scale: float) -> dict:
     """The fp16 file of the model at `scale` against its fp32 original, on ONNX Runtime's CPU provider."""
     original = layer_norm_file(tmp_path / "original.onnx", scale, float16=False)

@@ -34,6 +34,25 @@ def _chain_model(path, scale_middle: float = 1.0):
 
 # --------------------------------------------------------------------------- the pieces
 
+def test_a_graph_whose_shape_inference_stops_is_warned_of_not_passed_over(tmp_path):
+    """Once silent: the walk then leaves out every tensor whose type the file does not declare."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph = load_graph(_chain_model(tmp_path / "chain.onnx"))
+    assert graph.types["m"] == TensorProto.FLOAT   # inferred: the file declares only x and y
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r"], ["y"])]   # its shape left out
+    path = tmp_path / "reshape.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]),
+              str(path))
+    with pytest.warns(UserWarning, match=r"reshape\.onnx: ONNX shape inference stopped \(InferenceError: "
+                                         r"\[ShapeInferenceError\] \(op_type:Reshape\): Input 1 is out of bounds"):
+        graph = load_graph(path)
+    assert "r" not in graph.types
+
 def test_the_bound_is_the_output_tolerance_over_its_magnitude():
     comparison = {"ref_dtype": "float32", "max_ref": 10.0, "output_range": None,
                   "tolerance": {"atol": 1e-3, "rtol": 1e-4, "atol_by_max": 0.0, "min_snr_db": 12.0}}

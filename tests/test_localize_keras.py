@@ -193,6 +193,26 @@ def test_subclassed_model_gives_a_reason_not_an_error():
     assert values.unmapped == {"model without a layer graph (subclassed)": 1}
 
 
+@pytest.mark.parametrize("planted", [False, True])
+def test_shapes_onnx_cannot_infer_at_the_fed_sizes_are_said_in_how(planted):
+    """Once silent: the matcher then holds Keras outputs to the shapes the graph declares."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    nodes = [helper.make_node("Relu", ["x"], ["r"])] + ([helper.make_node("Reshape", ["r"], ["y"])] if planted
+                                                        else [helper.make_node("Neg", ["r"], ["y"])])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    values = LayerValues(how="probed")
+    shapes = keras_layers._concrete_shapes(model, [("x", ["N", 3])], [np.zeros((2, 3), np.float32)], values)
+    if planted:
+        assert values.how == ("probed; shapes as the graph declares them (inference stopped: InferenceError: "
+                              "[ShapeInferenceError] (op_type:Reshape): Input 1 is out of bounds.)")
+        assert shapes == {"y": None}
+    else:
+        assert values.how == "probed" and shapes == {"r": [2, 3], "y": [2, 3]}
+
+
 def test_layout_that_shapes_cannot_tell_is_left_unmapped():
     from harness.localize.keras_layers import onnx_layout
 

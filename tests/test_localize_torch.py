@@ -118,6 +118,21 @@ def test_the_softmax_of_an_attention_is_mapped(transformer_dynamo):
     assert max(errors(values, ort_values)[t] for t in softmax) < AGREE
 
 
+def test_an_inner_value_torch_cannot_compute_again_is_a_reason_on_the_record(transformer_dynamo, monkeypatch):
+    """Once dropped in silence: a linear's MatMul left unmapped with no word of why."""
+    def planted_error(args, kwargs, value):
+        raise RuntimeError("planted: an odd call of the op")
+
+    clean = transformer_dynamo.layer_values()[0]
+    monkeypatch.setitem(torch_layers.INSIDE, torch.ops.aten.linear.default, (("MatMul", planted_error),))
+    values = transformer_dynamo.layer_values()[0]
+    reasons = [r for r in values.unmapped if "planted: an odd call of the op" in r]
+    assert reasons and all(r.startswith("MatMul inside ") and " not computed again: RuntimeError: " in r
+                           for r in reasons)
+    assert not any("not computed again" in r for r in clean.unmapped)
+    assert len(values.values) < len(clean.values)   # the MatMuls' values, given by the clean run alone
+
+
 def test_a_graph_of_over_100_nodes_maps_most_of_its_float_tensors_in_seconds(tmp_path_factory):
     """hf_bert (117 nodes): its scaled_dot_product_attention's Softmax (inside
     one FX node's translation) and its linears' MatMuls are mapped too."""

@@ -124,6 +124,57 @@ def test_noise_rescues_an_elementwise_failure_never_a_threshold_missed():
     assert not threshold_only.passed and threshold_only.accepted_by is None
 
 
+FLOAT32_ONLY_MODEL_FILE = '''
+import torch
+from harness import InputSpec, register_model
+
+class Tripled(torch.nn.Module):
+    def forward(self, x):
+        return x * 3
+
+class Float32Only(Tripled):
+    """A kernel with no float64 version (a fused custom op's): its float64 twin raises."""
+    def forward(self, x):
+        if x.dtype == torch.float64:
+            raise RuntimeError("no float64 kernel for this op")
+        return x * 3
+
+register_model("tripled", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Tripled)
+register_model("float32_only", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"],
+               torch=Float32Only)
+'''
+
+
+@pytest.fixture(scope="module")
+def float32_only_models(tmp_path_factory):
+    path = tmp_path_factory.mktemp("float32_only") / "float32_only.py"
+    path.write_text(FLOAT32_ONLY_MODEL_FILE)
+    return path
+
+
+@pytest.mark.parametrize("model", ["tripled", "float32_only"])
+def test_a_float64_twin_that_raises_is_recorded_as_the_noise_floor_unavailable(float32_only_models, tmp_path, model):
+    """Once an empty noise record, as if the floor had never been asked for."""
+    from harness.cache import ArtifactCache
+    from harness.engine import prepare_case, run_example
+    from harness.inputs import example_recipe, make_inputs
+    from harness.matrix import build_cases
+    from harness.options import RunOptions
+
+    options = RunOptions(models=(str(float32_only_models),), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+    [case] = [c for c in build_cases(options) if c.model == model]
+    assert case.error is None, case.error
+    prepared = prepare_case(case, options, ArtifactCache(options.cache_dir))
+    outcome = run_example(prepared, make_inputs(case.spec, example_recipe(case.spec)), noise_wanted=lambda c: True)
+    assert outcome.passed
+    if model == "tripled":
+        assert set(outcome.noise["y"]) == {"noise_max_abs", "noise_normalized", "error_over_noise"}
+    else:
+        assert outcome.noise == {"y": {"unavailable": "the original's float64 twin raised on these inputs: "
+                                                      "RuntimeError: no float64 kernel for this op"}}
+
+
 CLASSIFIER_MODEL_FILE = '''
 import torch
 from harness import InputSpec, OutputSpec, register_model

@@ -126,7 +126,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         symbol_file, params_file = export_pair(model, out_dir / PAIR_PREFIX, example)
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # mxnet raises MXNetError, the user's hybrid_forward any type
         raise CaseError("convert", f"exporting model {spec.name!r} to an mxnet symbol/params pair failed: "
                                    f"{summarize_exception(error, 6)}\nThe model must be a HybridBlock whose "
                                    "hybrid_forward runs on the example inputs.") from None
@@ -143,7 +143,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
             proto, tool = _export(mx, sym, params, in_shapes, in_types, dynamic_shapes, opset, out_dir, edits)
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # mx2onnx's translations raise any type (AttributeError, KeyError, MXNetError)
         raise CaseError("convert", f"mx.onnx.export_model (opset {opset}) failed for model {spec.name!r}: "
                                    f"{summarize_exception(error, 8)}\n"
                                    "An mxnet op without an ONNX translation must be replaced in the model "

@@ -31,7 +31,7 @@ def check_file(path: Path, model_name: str) -> None:
 
     try:
         onnx.checker.check_model(str(path))
-    except Exception as error:
+    except onnx.checker.ValidationError as error:   # by path, a file that does not parse raises it too
         raise CaseError("convert", f"the ONNX file converted for {model_name!r} fails onnx.checker: "
                                    f"{summarize_exception(error, 4)}") from None
 
@@ -56,7 +56,7 @@ def check_source(source: Path, refusal: str) -> None:
                                    "to ONNX first, or give the path of an .onnx file")
     try:
         onnx.checker.check_model(str(source))
-    except Exception as error:
+    except onnx.checker.ValidationError as error:   # by path, a file that does not parse raises it too
         raise CaseError("convert", f"the ONNX file {source} {refusal}: {summarize_exception(error, 4)}\nExport it "
                                    "again, or fix what the checker names (external data must lie in the model's "
                                    "own folder)") from None

@@ -147,7 +147,7 @@ def _prepared(source: Path, folder: Path) -> tuple[Path, str]:
         with contextlib.chdir(folder):
             quant_pre_process(*where, skip_optimization=True, skip_symbolic_shape=False)
         return prepared, "symbolic"
-    except Exception as error:
+    except Exception as error:   # the symbolic inference stops in any type (an assertion, a KeyError): ONNX's then
         quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
         return prepared, f"onnx (the symbolic inference stopped: {summarize_exception(error, 1)})"
 
@@ -168,7 +168,7 @@ def _quantize_static(source: Path, path: Path, spec: ModelSpec, feed: list[dict[
                             calibration_providers=["CPUExecutionProvider"])
         except CaseError:
             raise
-        except Exception as error:
+        except Exception as error:   # the quantizer's Python and onnxruntime's errors (Fail: an Exception) alike
             raise _quantizer_error(spec, "int8", feed, error) from None
     return {"tool": "onnxruntime.quantization.quantize_static", "quantization": settings, "shape_inference": inference,
             **_qdq_counts(path),
@@ -184,7 +184,7 @@ def _quantize_dynamic(source: Path, path: Path, spec: ModelSpec) -> dict[str, An
         try:
             prepared, inference = _prepared(source, Path(folder))
             quantize_dynamic(str(prepared), str(path), per_channel=True, weight_type=QuantType.QInt8)
-        except Exception as error:
+        except Exception as error:   # the quantizer's Python and onnxruntime's errors (Fail: an Exception) alike
             raise _quantizer_error(spec, "int8-dynamic", [], error) from None
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "quantization": settings, "shape_inference": inference,
             **_qdq_counts(path)}
@@ -224,12 +224,12 @@ def _to_float16(source: Path, path: Path, spec: ModelSpec, feed: list[dict[str, 
         lowered = float16.convert_float_to_float16(
             model, min_positive_val=FLOAT16_MIN_POSITIVE, max_finite_val=FLOAT16_MAX, keep_io_types=True,
             op_block_list=block_list, node_block_list=[node.name for node in kept])
-    except Exception as error:
+    except Exception as error:   # onnxconverter-common's Python raises any type on a graph it does not foresee
         raise CaseError("convert", f"onnxconverter-common could not convert model {spec.name!r} to float16: "
                                    f"{summarize_exception(error, 4)}") from None
     try:   # it can leave a node reading float32 from a float16 tensor, which every runtime refuses
         onnx.shape_inference.infer_shapes(lowered, check_type=True, strict_mode=True)
-    except Exception as error:
+    except (onnx.shape_inference.InferenceError, ValueError) as error:   # ValueError: a graph over protobuf's 2 GiB
         raise CaseError("convert", f"onnxconverter-common's float16 model of {spec.name!r} does not type-check: "
                                    f"{summarize_exception(error, 3)}\nA limitation of its conversion for the op "
                                    "named above; that op's model has no fp16 case through ONNX") from None
@@ -274,7 +274,7 @@ def _intermediate_peaks(model, feed: list[dict[str, np.ndarray]], spec: ModelSpe
             for name, value in zip(names, session.run(names, sample)):
                 if value.size and value.dtype.kind == "f":
                     peaks[name] = max(peaks[name], float(np.max(np.abs(value))))
-    except Exception as error:
+    except Exception as error:   # onnxruntime's errors (Fail, InvalidArgument) derive from Exception alone
         raise CaseError("convert", f"the float32 model {spec.name!r} could not run on its calibration feed "
                                    f"(to find the nodes float16 would overflow): {summarize_exception(error, 4)}"
                                    "\nIf the feed does not fit the model, fix the input spec or --calibration") from None

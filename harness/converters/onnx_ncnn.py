@@ -42,6 +42,8 @@ from harness.specs import ModelSpec
 NAME = "pnnx (onnx)"
 READS = ("onnx",)
 WRITES = "ncnn"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("pnnx",)
 REVISION = 1
 FILENAME = "model.ncnn.param"   # model.ncnn.bin beside it
 OPTIONS = ()
@@ -109,13 +111,14 @@ def _read_onnx(source: Path, spec: ModelSpec) -> Any:
     """The ONNX model (without its external data), or this case's error for a
     file that is missing or does not parse."""
     import onnx
+    from google.protobuf.message import DecodeError
 
     if not source.is_file():
         raise CaseError("convert", f"the ONNX file {source} does not exist or is not a file: export the model "
                                    "to ONNX first, or give the path of an .onnx file")
     try:
         proto = onnx.load(str(source), load_external_data=False)
-    except Exception as error:
+    except (OSError, DecodeError) as error:
         raise CaseError("convert", f"the ONNX file {source} of model {spec.name!r} does not parse as an ONNX "
                                    f"model, so pnnx is not run on it: {summarize_exception(error, 4)}\nExport it "
                                    "again: the file is truncated, or is not an ONNX model") from None

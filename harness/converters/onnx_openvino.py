@@ -66,7 +66,7 @@ def convert(source: Path, spec: ModelSpec, example: Sequence[np.ndarray], out_di
     check_source(source, "does not parse or fails onnx.checker, so it is not converted to OpenVINO")
     try:
         model = ov.convert_model(str(source))
-    except Exception as error:
+    except Exception as error:   # OpenVINO's frontends raise their own types (OpConversionFailure, GeneralFailure)
         raise CaseError("convert", f"openvino.convert_model could not convert {source} for model {spec.name!r}: "
                                    f"{summarize_exception(error, 6)}\nAn op OpenVINO cannot convert is named above: "
                                    "replace it, or run the ONNX file on another target") from None

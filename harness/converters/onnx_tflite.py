@@ -229,7 +229,7 @@ def _input_layouts(path: Path, spec: ModelSpec, onnx_layouts: dict[str, str | No
     dims; onnx2tf's rule where it is one of them."""
     try:
         details = _interpreter(path).get_input_details()
-    except Exception as error:
+    except ValueError as error:   # LiteRT's binding raises it for a file it cannot open or parse
         raise CaseError("convert", f"onnx2tf wrote {path} for model {spec.name!r}, but LiteRT cannot load it: "
                                    f"{summarize_exception(error, 4)}") from None
     by_name = {d["name"]: d for d in details}
@@ -298,7 +298,7 @@ def _probe(source: Path, path: Path, spec: ModelSpec, example: Sequence[np.ndarr
     except CaseError as error:
         raise CaseError("convert", f"the TFLite file onnx2tf wrote for {spec.name!r} does not run on the example "
                                    f"(inputs laid out {tflite_in}): {error}") from None
-    except Exception as error:
+    except Exception as error:   # LiteRT raises ValueError or RuntimeError from C++, numpy its own: the file's error
         raise CaseError("convert", f"the TFLite file onnx2tf wrote for {spec.name!r} does not run on the example "
                                    f"(inputs laid out {tflite_in}): {summarize_exception(error, 4)}") from None
     layouts: dict[str, str | None] = {}

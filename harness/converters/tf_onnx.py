@@ -68,6 +68,8 @@ from harness.specs import ModelSpec
 NAME = "tf->onnx"
 READS = ("keras", "tensorflow")
 WRITES = "onnx"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("tf2onnx",)
 REVISION = 3
 OPTIONS = ("opset", "layout_variant")
 DEFAULT_OPSET = 17
@@ -130,7 +132,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
                                                       tensors_to_rename=spec_names)
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # tf2onnx's handlers raise any type on an op or attribute they do not foresee
         raise CaseError("convert", f"tf2onnx.convert.from_graph_def (opset {opset}) failed for model {spec.name!r} "
                                    f"({kind}): {summarize_exception(error, 8)}\n"
                                    "Try another --opset; an op tf2onnx does not know needs a custom op handler.") from None
@@ -287,7 +289,7 @@ def spec_function(model: Any, spec: ModelSpec, input_layouts: dict[str, str | No
         function.get_concrete_function()
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # tracing runs the user's call(): TypeError, ValueError, tf's errors, anything
         shapes = ", ".join(f"{s.name}: {s.dtype.name}{s.shape.as_list()}" for s in signature)
         raise CaseError("convert", f"tracing model {spec.name!r} ({kind}) with the spec's input signature ({shapes}) "
                                    f"failed: {summarize_exception(error, 6)}\nCheck the input spec (order, shape, "
@@ -308,7 +310,7 @@ def _frozen_graph(function, spec: ModelSpec, kind: str) -> tuple[Any, list[str],
     try:
         with quiet():
             frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
-    except Exception as error:
+    except Exception as error:   # tf's freezing raises its own types (ValueError, InvalidArgumentError, ...)
         raise CaseError("convert", f"freezing the traced function of model {spec.name!r} ({kind}) into constants "
                                    f"failed: {summarize_exception(error, 6)}") from None
     inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
@@ -393,7 +395,7 @@ def _check_ops(proto, spec: ModelSpec) -> None:
             if node.domain in ("", "ai.onnx"):
                 try:
                     onnx.defs.get_schema(node.op_type, main_opset(proto), node.domain)
-                except Exception:
+                except onnx.defs.SchemaError:   # no such op in the opset: the op this counts
                     yield node.op_type
             for attribute in node.attribute:
                 for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):

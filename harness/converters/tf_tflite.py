@@ -172,7 +172,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
             timing["convert_s"] = round(time.perf_counter() - start, 4)
     except CaseError:
         raise
-    except Exception as error:
+    except Exception as error:   # the TFLite converter raises ConverterError, tf's errors, a feed's: any type
         raise _conversion_error(error, spec, kind, precision) from None
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / FILENAME

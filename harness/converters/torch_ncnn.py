@@ -36,6 +36,8 @@ from harness.specs import ModelSpec
 NAME = "pnnx"
 READS = ("torch",)
 WRITES = "ncnn"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("pnnx",)
 REVISION = 1
 FILENAME = "model.ncnn.param"   # model.ncnn.bin beside it
 OPTIONS = ()
@@ -67,7 +69,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
             with torch.inference_mode(False), torch.no_grad():
                 module = torch.jit.trace(model.eval(), tuple(torch.from_numpy(x) for x in first), check_trace=False)
             module.save(str(traced))
-        except Exception as error:
+        except Exception as error:   # tracing runs the user's forward(): any type
             raise CaseError("convert", f"torch.jit.trace (pnnx's input) could not trace torch model {spec.name!r}: "
                                        f"{summarize_exception(error, 6)}") from None
         arguments, layers, (in_blobs, out_blobs), seconds = run_pnnx(

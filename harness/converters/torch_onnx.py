@@ -24,6 +24,8 @@ from harness.specs import ModelSpec
 NAME = "torch->onnx"
 READS = ("torch",)
 WRITES = "onnx"
+# The pip distributions whose versions every record carries, where installed (backends.distributions).
+DISTRIBUTIONS = ("onnxscript",)   # the dynamo exporter's
 # Bumped whenever this module changes what it writes, so that cached artifacts
 # (and their provenance) from an older harness are not reused.
 # 5: a file at another opset than --opset asked for is refused, not cached.
@@ -90,7 +92,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         with warnings.catch_warnings(), guards, quiet_export_logs():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(path), dynamo=(exporter == "dynamo"), verbose=False, **kwargs)
-    except Exception as error:
+    except Exception as error:   # the exporters run the user's forward() and raise any type
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise CaseError("convert", f"torch.onnx.export ({exporter} exporter, opset {opset}) failed for model "
                                    f"{spec.name!r}: {summarize_exception(error, 8)}\n"

@@ -47,7 +47,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
         with torch.inference_mode():
             converted = ov.convert_model(model, example_input=tuple(torch.from_numpy(x) for x in example),
                                          input=shapes)
-    except Exception as error:
+    except Exception as error:   # OpenVINO's frontend traces the user's forward(): any type
         raise CaseError("convert", f"openvino.convert_model could not convert torch model {spec.name!r}: "
                                    f"{summarize_exception(error, 6)}\nThe path through ONNX (the default) may "
                                    "still work: --path=onnx") from None

@@ -5,10 +5,13 @@ outputs, the paths between two tensors, and subgraphs cut out of it
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.errors import summarize_exception
 
 # onnx.TensorProto element types whose values are compared: FLOAT, FLOAT16, DOUBLE, BFLOAT16
 FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
@@ -88,8 +91,9 @@ def load_graph(path: Path) -> Graph:
     model = onnx.load(str(path))
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # a graph ONNX cannot infer keeps the types it declares
-        pass
+    except (onnx.shape_inference.InferenceError, ValueError) as error:   # ValueError: a graph over protobuf's 2 GiB
+        warnings.warn(f"{path}: ONNX shape inference stopped ({summarize_exception(error, 1)}); the localization "
+                      "walks only the tensors whose types the graph declares", stacklevel=2)
     graph = Graph(model=model, path=Path(path))
     initializers = {t.name for t in model.graph.initializer}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:

@@ -76,14 +76,14 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
     onnx_inputs = _onnx_inputs(onnx_model)
     try:
         outputs, ops = _probe(model, function, inputs, [dims for _, dims in onnx_inputs])
-    except Exception as error:  # a model the probe cannot trace: the localizer goes on without layer values
+    except Exception as error:  # keras/tf raise any type on a model the probe cannot trace: go on without its values
         result.how = f"the Keras layers could not be probed: {summarize_exception(error, 2)}"
         result.skip("probe failed")
         return result
     result.seen = len({o.layer for o in outputs})
     try:
         _Matcher(onnx_model, onnx_inputs, inputs, outputs, ops, result).match()
-    except Exception as error:  # a graph this does not foresee: what was mapped still helps
+    except Exception as error:  # a graph this does not foresee fails in any type: what was mapped still helps
         result.how += f"; matching stopped: {summarize_exception(error, 2)}"
         result.skip("matching failed")
     return result
@@ -176,9 +176,10 @@ def _dims(value: Any) -> list[int | None] | None:
 
 
 def _concrete_shapes(onnx_model: Any, onnx_inputs: list[tuple[str, list[int | None] | None]],
-                     arrays: Sequence[np.ndarray]) -> dict[str, list[int | None] | None]:
+                     arrays: Sequence[np.ndarray], result: LayerValues) -> dict[str, list[int | None] | None]:
     """Every tensor's shape, inferred with each fed input at its array's size
-    (laid out as the file declares it); the declared shapes where that fails."""
+    (laid out as the file declares it); the declared shapes where that fails,
+    said in `result.how`."""
     import onnx
 
     copy = onnx.ModelProto()
@@ -196,7 +197,8 @@ def _concrete_shapes(onnx_model: Any, onnx_inputs: list[tuple[str, list[int | No
             declared.dim.add().dim_value = int(size)
     try:
         copy = onnx.shape_inference.infer_shapes(copy, strict_mode=False, data_prop=True)
-    except Exception:  # keep what the graph declares
+    except (onnx.shape_inference.InferenceError, ValueError) as error:   # ValueError: a graph over protobuf's 2 GiB
+        result.how += f"; shapes as the graph declares them (inference stopped: {summarize_exception(error, 1)})"
         copy = onnx_model
     return {v.name: _dims(v) for v in [*copy.graph.value_info, *copy.graph.output]}
 
@@ -246,7 +248,7 @@ class _Matcher:
                  arrays: Sequence[np.ndarray], outputs: list[_Output], ops: set[str], result: LayerValues):
         self.arrays, self.outputs, self.result = arrays, outputs, result
         self.fed = [name for name, _ in onnx_inputs]
-        self.shapes = _concrete_shapes(onnx_model, onnx_inputs, arrays)
+        self.shapes = _concrete_shapes(onnx_model, onnx_inputs, arrays, result)
         self.types = {v.name: v.type.tensor_type.elem_type
                       for v in [*onnx_model.graph.value_info, *onnx_model.graph.output]}
         self.nodes = list(onnx_model.graph.node)

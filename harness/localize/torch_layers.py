@@ -84,7 +84,7 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
         # The converter exports on the CPU, and a copy leaves the reference's model where it is.
         on_cpu = model if _device(model) == "cpu" else copy.deepcopy(model).cpu()
         tensors = [torch.from_numpy(np.asarray(x, order="C")) for x in inputs]
-    except Exception as error:
+    except Exception as error:   # onnx, a model's deepcopy and torch raise any type: said in the layer values
         reason = f"the ONNX graph, the model or the inputs could not be read: {_why(error)}"
         found.how = f"nothing mapped: {reason}"
         found.skip(reason)
@@ -94,7 +94,7 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
         try:
             how = _from_fx_nodes(on_cpu, tensors, index, found)
             hows.append(f"{how}: {len(found.values) - before} tensors.")
-        except Exception as error:
+        except Exception as error:   # torch.export raises any type on a model it cannot trace: said in the values
             reason = f"the dynamo export could not be made again: {_why(error)}"
             found.skip(reason)
             hows.append(f"FX nodes: none ({reason}).")
@@ -102,7 +102,7 @@ def layer_values(model: Any, inputs: Sequence[np.ndarray], onnx_model: Any) -> L
     try:
         how = _from_module_outputs(on_cpu, tensors, index, found)
         hows.append(f"{how}: {len(found.values) - before} more tensors.")
-    except Exception as error:
+    except Exception as error:   # the user's forward raises any type under hooks: said in the layer values
         reason = f"the model's forward with hooks failed: {_why(error)}"
         found.skip(reason)
         hows.append(f"Module outputs: none ({reason}).")
@@ -367,7 +367,8 @@ class _FxMapping:
                 continue
             try:
                 computed = compute(args, kwargs, value)
-            except Exception:  # an odd call of the op: that inner value is not given
+            except Exception as error:  # torch raises any type on an odd call of the op: that inner value is not given
+                self.found.skip(f"{op} inside {label} not computed again: {_why(error)}")
                 computed = None
             if computed is not None and self.index.fits(inside[0], computed) is None:
                 self.found.add(inside[0], _numpy(computed), f"{label} > {op}")
