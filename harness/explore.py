@@ -67,6 +67,7 @@ class Exploration:
     examples: int = 0                 # drawn (corners and hypothesis' search), not counting shrink steps
     shrink_steps: int = 0             # calls hypothesis made while shrinking its first failure
     shrink_cut_s: float | None = None  # SHRINK_SECONDS, where shrinking stopped at it
+    drawn_failure_clock: float = 0.0   # time.perf_counter() when the last failing example drawn was recorded
     corners: int = 0                  # of `examples`, the corner recipes
     first_failure_at: int | None = None   # the number of the first failing example drawn
     worst: dict[str, dict[str, Any]] = field(default_factory=dict)     # per output: comparison + noise + recipe
@@ -133,6 +134,8 @@ class Exploration:
                                                "noise": outcome.noise.get(comparison.name), "recipe": recipe}
         if not outcome.passed:
             self.failure, self.failure_recipe, self.failure_inputs = outcome, recipe, tensors
+            if not shrinking:
+                self.drawn_failure_clock = time.perf_counter()
             if self.first_failure_at is None:
                 self.first_failure_at = self.examples
 
@@ -253,9 +256,10 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
             database_path: Path | None) -> None:
     spec = prepared.spec
     found = {"failure": False}  # hypothesis found one: every later call is a shrink step
-    shrink_start = {"at": None}  # when it did
     redraws = {"draws": 0}       # examples redrawn for the original's NaN/Inf share
 
+    # check()'s source seeds the derandomized (ci) draws, hypothesis hashing it: an edit inside it
+    # changes every case's examples, so what it must know goes through `exploration`.
     @settings(
         max_examples=max_examples,
         deadline=None,
@@ -276,8 +280,6 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
             reject()
         exploration.record(recipe, tensors, outcome, shrinking=found["failure"])
         if not outcome.passed:
-            if not found["failure"]:
-                shrink_start["at"] = time.perf_counter()
             found["failure"] = True
             raise ParityMismatch(outcome.message)
 
@@ -294,7 +296,8 @@ def _search(prepared: PreparedCase, exploration: Exploration, max_examples: int,
         pass  # the failure and its shrunk inputs are in `exploration`
     finally:
         conjecture_engine.MAX_SHRINKING_SECONDS = limit
-    if shrink_start["at"] is not None and time.perf_counter() - shrink_start["at"] >= SHRINK_SECONDS:
+    # hypothesis shrinks from its first failure, the last failing example drawn (not a shrink step)
+    if exploration.shrink_steps and time.perf_counter() - exploration.drawn_failure_clock >= SHRINK_SECONDS:
         exploration.shrink_cut_s = SHRINK_SECONDS
 
 
