@@ -115,6 +115,7 @@ def test_a_static_image_model_converts_on_sample_images_made_without_the_network
     assert provenance["layout_evidence"]["outputs"]["y"]["probe_max_abs_err"] < 1e-4
 
 
+@pytest.mark.slow  # the torch zoo through onnx2tf; test_converted_file_with_its_layout_passes takes the path in make test
 def test_torch_zoo_through_onnx2tf_on_litert(run_parity):
     run = run_parity("--model=cnn,mlp", "--target=tflite", "-p", "no:randomly")
     assert run.result.ret == 0, run.output[-3000:]
@@ -181,6 +182,7 @@ register_model("net", inputs=[image], outputs=[OUTPUT], torch=build_net)
 '''
 
 
+@pytest.mark.slow  # two conversions through onnx2tf, followed to a pass
 def test_an_output_moved_channels_last_without_a_declared_layout_names_the_declaration_and_it_works(
         run_parity, tmp_path):
     """onnx2tf lays a conv's NCHW output out NHWC: where the spec declares no layout for it, the

@@ -173,6 +173,7 @@ def test_correct_lowered_conversions_pass_with_the_defaults(run_parity):
     assert outputs["snr_db"] > INT8_STATIC.min_snr_db and outputs["cosine"] > INT8_STATIC.min_cosine
 
 
+@pytest.mark.slow  # a whole int8 build and run; tests/test_qdq_check.py plants activation scales in make test
 def test_a_qdq_model_with_one_activation_scale_doubled_fails(run_parity, cnn_onnx, tmp_path):
     _lower(cnn_onnx, tmp_path, "int8")
     good = tmp_path / "int8" / "model.onnx"

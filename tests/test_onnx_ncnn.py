@@ -49,6 +49,7 @@ def test_registered_and_the_paths_it_opens():
 
 # --- through the plugin ------------------------------------------------------------------
 
+@pytest.mark.slow  # four conversions through ONNX to ncnn; the torch ones run in make test
 def test_keras_and_mxnet_cnn_mlp_through_onnx_to_ncnn(run_parity):
     """keras cnn (both layout variants), keras mlp and mxnet cnn pass at the
     default tolerances. mxnet mlp does not: a canary for a pnnx bug (pnnx

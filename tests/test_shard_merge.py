@@ -84,6 +84,7 @@ def test_three_shard_processes_merged_are_the_unsharded_run(runs, tmp_path, caps
         assert gate(baseline, out, tmp_path) == gate(baseline, runs["whole"], tmp_path) == verdict
 
 
+@pytest.mark.slow  # the module's four whole runs of the zoo; tests/test_merge.py holds missing shards in make test
 def test_a_shard_left_out_is_its_missing_cases_and_fails_the_gate(runs, tmp_path, capsys):
     out = tmp_path / "parity.json"
     left_out = load_baseline(runs["shards"][1])
@@ -103,6 +104,7 @@ def test_a_shard_left_out_is_its_missing_cases_and_fails_the_gate(runs, tmp_path
     assert gate(runs["whole"], out, tmp_path) == 1
 
 
+@pytest.mark.slow  # the module's four whole runs of the zoo; tests/test_merge.py refuses mixed splits in make test
 def test_shards_of_one_count_split_from_different_collections_are_refused(runs, tmp_path, capsys):
     other = json.loads(runs["shards"][2].read_text())
     other["run"]["shard"]["collected_sha256"] = "0" * 64   # shard 3 of a run with other matrix options

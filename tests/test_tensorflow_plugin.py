@@ -34,6 +34,7 @@ def test_zoo_cnn_variants_and_tflite_pass(run_parity):
         assert record["outputs"]["features"]["error_ratio"] < 1
 
 
+@pytest.mark.slow  # a published architecture; the zoo's Keras models pass in make test
 def test_published_architecture_mobilenet_v2_passes(run_parity):
     run = run_parity("--model=mobilenet_v2", *KERAS, "--target=onnxruntime", examples=3)
     run.result.assert_outcomes(passed=2)

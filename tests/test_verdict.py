@@ -193,6 +193,7 @@ def test_the_class_axis_of_a_registered_output_reaches_the_verdict(run_parity, p
     assert run.single["status"] == "failed" and "< min_snr_db 400 dB" in run.single["message"]
 
 
+@pytest.mark.slow  # tests/test_planted_bugs.py's weight test fails a perturbed weight in make test
 def test_planted_weight_bug_fails_with_the_noise_view_too(run_parity, tmp_path):
     """The perturbed CNN of test_planted_bugs: its error is hundreds of times
     the model's own noise, far beyond the noise multiple."""
