@@ -405,18 +405,24 @@ def test_draws_whose_original_is_mostly_nan_are_redrawn_and_the_case_says_so(tmp
 
 
 def test_shrinking_stops_at_its_time_budget_and_keeps_a_real_failure(tmp_path, run_converted, monkeypatch):
-    """A converted file off by 0.01 everywhere fails on every example: hypothesis
-    shrinks its first failure for many steps, unless the budget stops it after a
-    step or two; either way the failure kept replays as a failure."""
+    """A converted file off by 0.01 where x > 0.5: hypothesis shrinks a failure toward the
+    smallest such value for many steps, unless the budget stops it after a step or two;
+    either way the failure kept replays as a failure."""
+    from onnx import TensorProto, helper
+
     from harness import explore
     from harness.results import load_failure
 
-    original, converted = _plus(tmp_path / "model.onnx", np.zeros(NAN_SHAPE)), \
-        _plus(tmp_path / "converted.onnx", np.full(NAN_SHAPE, 0.01))
+    original = _plus(tmp_path / "model.onnx", np.zeros(NAN_SHAPE))
+    converted = _elementwise_file(tmp_path / "converted.onnx", [
+        helper.make_node("Greater", ["x", "half"], ["above"]),
+        helper.make_node("Cast", ["above"], ["above_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["above_f", "step"], ["off"]), helper.make_node("Add", ["x", "off"], ["y"])],
+        [("half", 0.5), ("step", 0.01)])
     record = run_converted(original, converted)
-    assert record["status"] == "failed" and record["shrink_steps"] > 1 and "shrink_cut_s" not in record
+    assert record["status"] == "failed" and record["shrink_steps"] > 2 and "shrink_cut_s" not in record
     monkeypatch.setattr(explore, "SHRINK_SECONDS", 0.0)
     cut = run_converted(original, converted)
     assert cut["status"] == "failed" and cut["shrink_steps"] <= 2 and cut["shrink_cut_s"] == 0.0
     _, inputs = load_failure(tmp_path / "reports" / cut["failure"]["npz"].split("reports/", 1)[1])
-    assert np.isfinite(inputs["x"]).all() and inputs["x"].shape == tuple(NAN_SHAPE)
+    assert (inputs["x"] > 0.5).any()   # a failing input: the converted file differs only there
