@@ -55,7 +55,7 @@ EMULATED_PRECISIONS = ("bf16",)
 # 0.97x), which only the file's own Q/DQ pairs show (harness/qdq_check.py). 3x passes every
 # correct build with 1.3x to spare. The largest error is recorded beside it, not judged:
 # correct asymmetric recipes reach 6.35x the floor's on the transformer's worst element.
-# TFLite files against TFLite's own build (tests/test_tflite_floor.py, the README): correct
+# TFLite files against TFLite's own build (tests/test_tflite_floor.py, docs/how-to/precision.md): correct
 # files by other converter settings 1.02x to 1.26x, calibration bugs on the cnn 5.1x to 106x.
 FLOOR_MULTIPLE = 3.0
 

@@ -7,7 +7,7 @@ HYPOTHESIS_PROFILE, no conftest that loaded one), loads `dev` (`ci` where the
 CI environment variable is set): a user's project gets the harness's budget,
 not hypothesis' own default of 100 examples per case. Every case runs its
 corner examples first (`inputs.corner_recipes`), which is what lets `dev`'s 10
-catch every planted bug of the harness's tests (README, "Corners first").
+catch every planted bug of the harness's tests (docs/reference/benchmarks.md, "Corners first").
 """
 
 from __future__ import annotations
