@@ -175,7 +175,7 @@ class ArtifactCache:
                 os.rename(entry, old)
                 os.rename(work, entry)
                 work = old
-        except BaseException:
+        except BaseException:   # re-raised: an interrupt too leaves no half-made entry behind
             remove_path(work)
             remove_path(copy)
             raise
@@ -341,7 +341,7 @@ def _checked_copy(entry: Path, copy: Path) -> str | None:
     _fresh_folder(copy)
     try:
         reason = verify_entry(entry, copy_to=copy)
-    except BaseException:
+    except BaseException:   # re-raised: an interrupt too leaves no half-made copy behind
         remove_path(copy)
         raise
     if reason is not None:

@@ -44,3 +44,104 @@ def test_the_float64_twin_gets_float64_inputs_and_must_give_float64_outputs():
     assert prepare_inputs([x], float64=False)[0].dtype == np.float32
     with pytest.raises(CaseError, match=r"the float64 twin returned \['float32'\]"):
         check_twin_outputs([np.zeros(2), np.zeros(2, np.float32)])
+
+
+LOCKED_MODEL_FILE = '''
+import threading
+
+import torch
+from harness import InputSpec, register_model
+
+class Tripled(torch.nn.Module):
+    def forward(self, x):
+        return x * 3
+
+class Locked(Tripled):
+    """A model that holds a lock (a cache shared between threads): deepcopy cannot copy it."""
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+register_model("tripled", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Tripled)
+register_model("locked", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Locked)
+'''
+
+
+@pytest.fixture(scope="module")
+def locked_models(tmp_path_factory):
+    path = tmp_path_factory.mktemp("locked") / "locked.py"
+    path.write_text(LOCKED_MODEL_FILE)
+    return path
+
+
+@pytest.mark.parametrize("model, twin", [
+    ("tripled", "float64 twin"),
+    ("locked", "no noise floor: the model could not be copied to float64 (TypeError: cannot pickle '_thread.lock' "
+               "object)"),
+])
+def test_the_record_says_why_a_model_has_no_float64_twin(locked_models, tmp_path, model, twin):
+    """Once "no float64 twin: no noise floor for this source", as if torch never had one."""
+    from harness.cache import ArtifactCache
+    from harness.engine import prepare_case
+    from harness.matrix import build_cases
+    from harness.options import RunOptions
+
+    options = RunOptions(models=(str(locked_models),), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+    [case] = [c for c in build_cases(options) if c.model == model]
+    assert case.error is None, case.error
+    prepared = prepare_case(case, options, ArtifactCache(options.cache_dir))
+    assert (prepared.model64 is None) == (model == "locked")
+    assert prepared.provenance["reference"]["float64_twin"] == twin
+
+
+def test_a_keras_model_whose_custom_layer_has_no_config_says_why_it_has_no_float64_twin():
+    """The twin is rebuilt from the model's config: a custom layer made with an argument
+    Keras cannot serialize, and no get_config of its own, cannot be."""
+    import keras
+
+    from harness.sources import keras as keras_source
+
+    class Scaled(keras.layers.Layer):
+        def __init__(self, table, **kwargs):
+            super().__init__(**kwargs)
+            self.table = table
+
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((4,))
+    custom = keras.Model(inputs, Scaled(object())(keras.layers.Dense(3)(inputs)))
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    assert keras_source.float64_copy(custom) is None
+    assert keras_source.float64_status(custom) == (
+        "no noise floor: the model could not be rebuilt in float64 from its config (NotImplementedError: Object "
+        "Scaled was created by passing non-serializable argument values in `__init__()`, and therefore the object "
+        "must override `get_config()` in)")
+    assert keras_source.float64_copy(plain) is not None and keras_source.float64_status(plain) == "float64 twin"
+
+
+def test_an_mxnet_block_that_cannot_hybridize_says_why_it_has_no_float64_twin():
+    """The twin is the block's exported graph cast to float64: a plain (imperative) Block has none."""
+    from harness.sources import mxnet as mxnet_source
+
+    mx = mxnet_source.import_mxnet()
+
+    class Doubled(mx.gluon.Block):
+        def __init__(self):
+            super().__init__()
+            with self.name_scope():
+                self.dense = mx.gluon.nn.Dense(3, in_units=4)
+
+        def forward(self, x):
+            return self.dense(x) * 2
+
+    imperative, hybrid = Doubled(), mx.gluon.nn.HybridSequential()
+    hybrid.add(mx.gluon.nn.Dense(3, in_units=4))
+    for block in (imperative, hybrid):
+        block.initialize()
+    assert mxnet_source.float64_copy(imperative) is None
+    assert mxnet_source.float64_status(imperative) == ("no noise floor: the model could not be copied to float64 "
+                                                       "(AttributeError: 'Doubled' object has no attribute "
+                                                       "'hybrid_forward')")
+    assert mxnet_source.float64_copy(hybrid) is not None and mxnet_source.float64_status(hybrid) == "float64 twin"

@@ -440,7 +440,7 @@ def _onnxruntime_values(path: Path, feed: Mapping[str, np.ndarray], outputs: Seq
 
     try:
         session = cpu_session(str(path))
-    except Exception as error:
+    except Exception as error:   # onnxruntime's errors (Fail, InvalidGraph, ...) derive from Exception alone
         raise CaseError("localize", f"ONNX Runtime's CPU provider cannot load {path.name}: "
                                     f"{summarize_exception(error, 2)}") from None
     names = [i.name for i in session.get_inputs()]

@@ -113,7 +113,7 @@ def main():
     print(f"case {CASE!r}: model.onnx on {RUNTIME} ({DEVICE})")
     try:
         outputs = run(str(HERE / "model.onnx"), inputs, list(expected))
-    except Exception:
+    except Exception:   # each runtime raises its own types: printed whole, and the exit status says it could not run
         traceback.print_exc()
         cannot_run(f"{RUNTIME} failed to run model.onnx (the error above)")
     exceeded = []
@@ -178,7 +178,7 @@ def write_repro(folder: Path, subgraph: Path, inputs: dict[str, np.ndarray], exp
             os.rename(work, folder)
             work = old
         # else: swapped, and `work` now holds the old folder
-    except BaseException as error:
+    except BaseException as error:   # an interrupt too leaves no half-written folder; all but a full disk re-raised
         if work is not None:
             remove_path(work)
         full = disk_full(error, folder)

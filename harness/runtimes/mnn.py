@@ -87,7 +87,7 @@ class Session:
             # The graph, read once for what the file declares: its inputs' names, dims, types.
             graph = F.load_as_dict(str(path))
             inputs, outputs = F.get_inputs_and_outputs(graph)
-        except Exception as error:
+        except Exception as error:   # MNN's C++ bindings raise any type where they fail (SystemError, measured)
             raise CaseError("runtime", f"MNN could not read {path}: it does not parse as an MNN model (truncated, "
                                        "or not an .mnn file); convert the model again.\n"
                                        f"{summarize_exception(error, 4)}") from None
@@ -123,7 +123,7 @@ class Session:
             self.module = nn.load_module_from_file(str(self.path), list(self._input_names),
                                                    list(self._output_names), runtime_manager=self.runtime_manager,
                                                    shape_mutable=True)
-        except Exception as error:
+        except Exception as error:   # MNN's C++ bindings raise any type (a garbage file: SystemError, measured)
             raise CaseError("runtime", f"MNN could not load {self.path} as a module: "
                                        f"{summarize_exception(error, 4)}\nThe file is damaged or uses an op this "
                                        "MNN cannot run; convert the model again") from None

@@ -117,7 +117,7 @@ class Session:
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        except Exception as error:
+        except Exception as error:   # onnxruntime's errors (Fail, InvalidGraph, ...) derive from Exception alone
             message = f"onnxruntime could not load {path}: {summarize_exception(error, 4)}"
             # No kernel for an op at this opset and type, or an op of a domain it does not know
             # (ai.onnx.preview.training): its limit, not the file's fault.
@@ -183,7 +183,7 @@ def _full_check_refusal(path: Path) -> str | None:
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except Exception as error:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:   # the check, the inference
         return summarize_exception(error, 4)
     return None
 

@@ -221,10 +221,11 @@ def _onnx_summary(path: Path) -> tuple[list[str], set[str]]:
     """The file's graph input names (initializers left out) and the op types
     of its main graph, read without its weights."""
     import onnx
+    from google.protobuf.message import DecodeError
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:
+    except (OSError, DecodeError) as error:
         raise CaseError("runtime", f"{path} does not read as an ONNX model: {summarize_exception(error, 3)}") from None
     initializers = {i.name for i in model.graph.initializer}
     return ([i.name for i in model.graph.input if i.name not in initializers],

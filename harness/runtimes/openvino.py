@@ -158,7 +158,7 @@ class Session:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             self.compiled = _core().compile_model(self.model, _OV_DEVICES[device], config)
-        except Exception as error:
+        except RuntimeError as error:   # OpenVINO's Core raises RuntimeError for every C++ failure (measured)
             # A file OpenVINO read but its plugin cannot compile (an op with a dynamic rank, a type it has no
             # kernel for) is OpenVINO's limit, as an op it cannot convert is.
             raise RuntimeLimit(f"OpenVINO could not compile {path} for the {_OV_DEVICES[device]}: "
@@ -277,7 +277,7 @@ def _read(path: Path, fmt: str):
                                        "convert the model again")
     try:
         return _core().read_model(str(path))
-    except Exception as error:
+    except RuntimeError as error:
         # OpenVINO raises one RuntimeError for every way a file can be wrong: its
         # message is all there is to tell them apart.
         text = str(error)

@@ -431,10 +431,11 @@ def onnx_io(path: Path) -> tuple[list[tuple[str, str | None, list[int | None]]],
     None where a dim may vary), initializers left out, and its output names;
     read without its weights."""
     import onnx
+    from google.protobuf.message import DecodeError
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:
+    except (OSError, DecodeError) as error:
         raise CaseError("runtime", f"{path} does not read as an ONNX model: {summarize_exception(error, 3)}") from None
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
@@ -559,7 +560,7 @@ class Session:
         try:
             with G_LOGGER.verbosity(G_LOGGER.ERROR):
                 outputs = self.runner.infer(feed)
-        except Exception as error:
+        except Exception as error:   # PolygraphyException, TensorRT's and CUDA's own types (none documented per call)
             raise CaseError("runtime", f"TensorRT failed to run {self.path.name} on inputs "
                                        f"{ {k: list(v) for k, v in shapes.items()} }: "
                                        f"{summarize_exception(error, 4)}") from None
@@ -593,7 +594,7 @@ class Session:
                 self.engine = engine_from_bytes((folder / ENGINE_FILE).read_bytes())
                 self.runner = TrtRunner(self.engine)
                 self.runner.activate()
-        except Exception as error:
+        except Exception as error:   # PolygraphyException, TensorRT's and CUDA's own types (none documented per call)
             raise CaseError("runtime", f"TensorRT could not load the engine built for {self.path} "
                                        f"({folder / ENGINE_FILE}): {summarize_exception(error, 4)}") from None
         self.provenance.update({
@@ -638,7 +639,7 @@ class Session:
             with G_LOGGER.verbosity(G_LOGGER.ERROR):
                 serialized = EngineBytesFromNetwork((builder, network, parser), config=config,
                                                     save_timing_cache=str(timing) if timing is not None else None)()
-        except Exception as error:
+        except Exception as error:   # the builder raises PolygraphyException, TensorRT's own types, MemoryError: said
             raise CaseError("runtime", build_failure_message(self.path, logger.lines, self.own.workspace_mb,
                                                              error)) from None
         build_s = time.perf_counter() - start

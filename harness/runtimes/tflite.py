@@ -147,7 +147,7 @@ class Session:
             self.interpreter = Interpreter(model_path=str(path))
             self.interpreter.allocate_tensors()  # a file that parses but cannot be prepared fails here, not mid-run
             signatures = self.interpreter.get_signature_list()
-        except Exception as error:
+        except (ValueError, RuntimeError) as error:   # no flatbuffer: ValueError; an op failing to prepare: RuntimeError
             raise CaseError("runtime", f"the TFLite interpreter could not load {path}: "
                                        f"{summarize_exception(error, 4)}") from None
         # Signature runners are not kept: one that is alive holds a reference to

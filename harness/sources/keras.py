@@ -46,7 +46,8 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import CONFIG_MEMBER_BUDGET, check_zip, read_member, require_file
-from harness.sources.model_io import check_twin_outputs, prepare_inputs, select_outputs
+from harness.sources.model_io import float64_status  # noqa: F401  (the twin's account, which the engine asks for)
+from harness.sources.model_io import check_twin_outputs, prepare_inputs, refuse_twin, select_outputs
 
 NAME = "keras"
 # The pip distributions whose versions every record carries, where installed (backends.distributions).
@@ -177,7 +178,7 @@ def _load_checkpoint(path: Path, prefix: str, architecture: Callable[[], Any] | 
     require_file(Path(prefix + ".index"), named=f"TF checkpoint {path}: {Path(prefix).name}.index")
     try:
         keys = [name for name, _ in tf.train.list_variables(prefix)]
-    except Exception as error:
+    except tf.errors.OpError as error:   # DataLossError, NotFoundError, or OpError's "not an sstable"
         raise CaseError("load", f"TF checkpoint {path} cannot be read; it may be truncated or corrupt "
                                 f"({summarize_exception(error, 1)})") from None
     if architecture is None:
@@ -204,7 +205,7 @@ def _load_checkpoint(path: Path, prefix: str, architecture: Callable[[], Any] | 
                                 f"corrupt ({_short(error)})") from None
     try:
         status.assert_existing_objects_matched()
-    except Exception as error:
+    except AssertionError as error:
         raise CaseError("load", f"weights in {path} do not fit the architecture: {_short(error)}") from None
     finalize_states(model)
     return model
@@ -243,7 +244,7 @@ def _load_weights_file(path: Path, architecture: Callable[[], Any] | None, keras
         warnings.simplefilter("always")
         try:
             model.load_weights(str(path))
-        except Exception as error:
+        except Exception as error:   # Keras raises ValueError, KeyError, TypeError, h5py's: any says they do not fit
             raise CaseError("load", f"weights in {path} do not fit the architecture: {_short(error)}") from None
     for warning in caught:
         text = str(warning.message)
@@ -271,7 +272,7 @@ def _load_model(path: Path, config: dict, trust_model_code: bool) -> Any:
                                 "the model.")
     try:
         return keras.models.load_model(str(path), safe_mode=not trust_model_code, compile=False)
-    except Exception as error:
+    except Exception as error:   # loading runs the layers' own from_config, custom ones too: any type, said next
         unknown = _unknown_names(error)
         users = [layer for name in unknown for layer in _users_of(config, name)]
         if users:
@@ -315,7 +316,7 @@ def _h5_open_check(path: Path) -> None:
     try:
         with h5py.File(path, "r"):
             pass
-    except Exception as error:
+    except OSError as error:   # h5py's "file signature not found", "truncated file"
         raise CaseError("load", f"model file {path} is not a readable HDF5 file: it is truncated or corrupt "
                                 f"({summarize_exception(error, 1)})") from None
 
@@ -479,7 +480,7 @@ def fingerprint(model: Any) -> str:
     digest = hashlib.sha256()
     try:
         layers = [model] + list(model._flatten_layers(include_self=False))
-    except Exception:
+    except AttributeError:   # a Keras without the private _flatten_layers
         layers = [model] + list(getattr(model, "layers", []))
     for cls in sorted({type(layer) for layer in layers}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         digest.update(f"{cls.__module__}.{cls.__qualname__}".encode())
@@ -493,7 +494,7 @@ def fingerprint(model: Any) -> str:
 
         config = keras.saving.serialize_keras_object(model)
         digest.update(json.dumps(_canonical_op_names(_without_ids(config)), sort_keys=True, default=str).encode())
-    except Exception:
+    except Exception:   # a custom layer's get_config is the user's code (NotImplementedError, ...): names stand in
         digest.update(repr([(type(layer).__name__, layer.name) for layer in layers]).encode())
     for index, variable in enumerate(model.weights):
         array = np.ascontiguousarray(np.asarray(variable.numpy()))
@@ -578,13 +579,20 @@ def float64_copy(model: Any) -> Any | None:
             twin = type(model).from_config(config)
         weights = model.get_weights()
         if len(twin.weights) != len(weights):
+            refuse_twin(model, f"rebuilt in float64 from its config, the model holds {len(twin.weights)} weights, "
+                               f"not its {len(weights)}")
             return None
         twin.set_weights([w.astype(np.float64) if np.issubdtype(w.dtype, np.floating) else w for w in weights])
         finalize_states(twin)
         if any(str(v.dtype) != "float64" for v in twin.weights if "float" in str(v.dtype)):
+            refuse_twin(model, "rebuilt in float64 from its config, a layer keeps weights in another float type")
             return None
-        return twin if isinstance(twin, keras.Model) else None
-    except Exception:
+        if not isinstance(twin, keras.Model):
+            refuse_twin(model, f"rebuilt from its config, the model is a {type(twin).__name__}, not a keras.Model")
+            return None
+        return twin
+    except Exception as error:   # get_config/from_config run the model's own (custom) layers: any type; recorded
+        refuse_twin(model, f"the model could not be rebuilt in float64 from its config ({_short(error)})")
         return None
 
 

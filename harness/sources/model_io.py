@@ -9,6 +9,7 @@ Imports no framework: each source says what its tensors are (`is_tensor`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator, Sequence
 
@@ -16,6 +17,22 @@ import numpy as np
 
 from harness.errors import CaseError
 
+# Why a model's float64 twin could not be made, by model, for the record (float64_status);
+# weak, so that a refusal never keeps a model alive.
+_TWIN_REFUSALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def refuse_twin(model: Any, why: str) -> None:
+    """Keep why `model` has no float64 twin (its source's float64_copy gives
+    None), so that the record says it rather than the source having none."""
+    _TWIN_REFUSALS[model] = why
+
+
+def float64_status(model: Any) -> str:
+    """What became of the float64 twin, for the record: "float64 twin", or
+    "no noise floor: WHY" where the source's float64_copy refused it."""
+    why = _TWIN_REFUSALS.get(model)
+    return "float64 twin" if why is None else f"no noise floor: {why}"
 
 def prepare_inputs(inputs: Sequence[np.ndarray], float64: bool) -> list[np.ndarray]:
     """The inputs contiguous, and every floating one in float64 for the float64 twin."""

@@ -54,7 +54,8 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import glob_escape, require_file
-from harness.sources.model_io import check_twin_outputs, prepare_inputs, select_outputs
+from harness.sources.model_io import float64_status  # noqa: F401  (the twin's account, which the engine asks for)
+from harness.sources.model_io import check_twin_outputs, prepare_inputs, refuse_twin, select_outputs
 
 NAME = "mxnet"
 # The pip distributions whose versions every record carries, where installed (backends.distributions).
@@ -125,7 +126,7 @@ def _shim_onnx_mapping() -> bool:
             continue
         try:
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type))
-        except Exception:
+        except KeyError:   # a type onnx maps to no numpy dtype
             continue
         # Only dtypes numpy itself holds: bfloat16/float8/int4 map to ml_dtypes or stand-ins.
         if dtype.type.__module__ != "numpy" or dtype.kind == "V":
@@ -136,7 +137,7 @@ def _shim_onnx_mapping() -> bool:
         try:
             if helper.np_dtype_to_tensor_dtype(dtype) == tensor_type:
                 np_to_tensor.setdefault(dtype, int(tensor_type))
-        except Exception:
+        except KeyError:   # a numpy dtype onnx maps to no tensor type: the old mapping lacked it too
             pass
     mapping = types.ModuleType("onnx.mapping")
     mapping.__doc__ = ("Shim of the module onnx 1.19 removed, for mxnet 1.9.1's mx.onnx.export_model; "
@@ -169,7 +170,7 @@ def missing(device: str) -> str | None:
     if device == "cuda":
         try:
             gpus = mx.context.num_gpus()
-        except Exception:
+        except mx.base.MXNetError:   # a CUDA build without a driver: no GPU, said next
             gpus = 0
         if gpus == 0:
             return (f"no GPU visible to MXNet {mx.__version__} (mx.context.num_gpus() is 0; the PyPI mxnet "
@@ -259,7 +260,7 @@ def _read_params(path: Path) -> dict[str, Any]:
     require_file(path, "params file")
     try:
         loaded = mx.nd.load(str(path))
-    except Exception as error:
+    except mx.base.MXNetError as error:
         raise CaseError("load", f"params file {path} is not a readable MXNet NDArray file: it is truncated or "
                                 f"corrupt ({_short(error)})") from None
     if not isinstance(loaded, dict):
@@ -280,7 +281,7 @@ def _read_symbol(path: Path) -> Any:
         raise CaseError("load", f"symbol file {path} is JSON but not an MXNet symbol (no 'nodes' and 'heads')")
     try:
         return mx.sym.load_json(text)
-    except Exception as error:
+    except mx.base.MXNetError as error:
         raise CaseError("load", f"symbol file {path} is not a graph MXNet can read ({_short(error)})") from None
 
 
@@ -328,14 +329,14 @@ def _load_pair(symbol_file: Path, params_file: Path, input_names: Sequence[str] 
     try:
         # Shape inference from the parameters alone: catches what the graph can tell without the inputs.
         symbol.infer_shape_partial(**{n: params[n].shape for n in wanted})
-    except Exception as error:
+    except mx.base.MXNetError as error:
         raise CaseError("load", f"params file {params_file} does not fit symbol {symbol_file.name}: "
                                 f"{_short(error)}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Cannot decide type for the following arguments" for the inputs
             return mx.gluon.SymbolBlock.imports(str(symbol_file), input_names, str(params_file), ctx=mx.cpu())
-    except Exception as error:
+    except (AssertionError, mx.base.MXNetError) as error:   # Gluon asserts a parameter the file lacks
         raise CaseError("load", f"symbol {symbol_file} with params {params_file} could not be loaded: "
                                 f"{_short(error)}") from None
 
@@ -363,7 +364,7 @@ def _load_into_architecture(path: Path, architecture: Callable[[], Any]) -> Any:
     model = build(architecture)
     try:
         model.load_parameters(str(path), ctx=mx.cpu(), allow_missing=False, ignore_extra=False)
-    except Exception as error:
+    except (AssertionError, mx.base.MXNetError) as error:   # Gluon asserts a shape or a name that differs
         raise CaseError("load", f"weights in {path} do not fit the architecture: {_short(error)}") from None
     return model
 
@@ -421,13 +422,13 @@ def fingerprint(model: Any) -> str:
     try:
         _, outputs = symbol_graph(model)
         digest.update(canonical(outputs.tojson()).encode())
-    except Exception:
+    except Exception:   # tracing runs the user's hybrid_forward (any type): the class and its text stand in
         digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
         digest.update(repr(model).encode())
     for name, parameter in sorted(model.collect_params().items()):
         try:
             array = np.ascontiguousarray(parameter.data().asnumpy())
-        except Exception:  # deferred initialization: no values yet (the block has not run)
+        except RuntimeError:  # deferred initialization (DeferredInitializationError): no values until the block runs
             digest.update(f"{canonical(name)}:{parameter.dtype}:{parameter.shape}:deferred".encode())
             continue
         digest.update(f"{canonical(name)}:{array.dtype}:{array.shape}".encode())
@@ -462,7 +463,8 @@ def float64_copy(model: Any) -> Any | None:
         twin.cast("float64")
         twin.hybridize()
         return twin
-    except Exception:
+    except Exception as error:   # the copy runs the user's hybrid_forward (any type) and MXNet's export; recorded
+        refuse_twin(model, f"the model could not be copied to float64 ({_short(error)})")
         return None
 
 
@@ -483,7 +485,7 @@ def model_context(model: Any) -> Any:
     for parameter in model.collect_params().values():
         try:
             return parameter.list_ctx()[0]
-        except Exception:
+        except RuntimeError:   # a parameter not initialized yet has no context: the next one may
             continue
     return mx.cpu()
 

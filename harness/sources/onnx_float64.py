@@ -189,7 +189,7 @@ def _float32_names(model: Any) -> set[str]:
 
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:
+    except (onnx.shape_inference.InferenceError, ValueError):   # ValueError: a model over protobuf's 2 GiB
         inferred = model  # inference is a help here, not a requirement: declared types still count
     names = set()
     for graph in _graphs(inferred):

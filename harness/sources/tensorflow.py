@@ -135,7 +135,7 @@ def configure_tf(tf, device: str, strict_cuda: bool) -> dict[str, Any]:
     if gpus:
         try:
             flags["gpu"] = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-        except Exception:
+        except Exception:   # the details are a nicety (untestable on this CPU machine): the device's own name stands in
             flags["gpu"] = gpus[0].name
     return flags
 
@@ -259,7 +259,7 @@ def load_saved_model(path: Path, input_names: list[str] | None, output_names: li
         _refuse_unsafe_ops(f"SavedModel {path}", tf_graph_scan.scan_saved_model(_saved_model_proto(path)))
     try:
         loaded = tf.saved_model.load(str(path))
-    except Exception as error:
+    except Exception as error:   # TF's loader raises any type on a damaged folder (OpError, ValueError, KeyError, ...)
         raise CaseError("load", f"SavedModel {path} could not be loaded; it may be truncated or corrupt "
                                 f"({summarize_exception(error, 2)})") from None
     signatures = dict(getattr(loaded, "signatures", {}) or {})
@@ -367,25 +367,26 @@ def _signature_placeholders(function, available: dict) -> dict[str, str]:
     try:
         flat = function.inputs[:len(available)]
         return {k: t.name for k, t in zip(sorted(available), flat)}
-    except Exception:
+    except AttributeError:   # a function with no graph inputs: the keys' own names stand in
         return {}
 
 
 def _tensor_name(tensor: Any, fallback: str) -> str:
     try:
         return tensor.name
-    except Exception:
+    except AttributeError:   # an eager tensor has no name
         return fallback
 
 
 def _saved_model_proto(path: Path) -> Any:
     """The SavedModel protobuf of a folder, parsed without loading anything."""
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     try:
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
-    except Exception as error:
+    except DecodeError as error:
         raise CaseError("load", f"SavedModel {path}: saved_model.pb is not a SavedModel protobuf; it is truncated "
                                 f"or corrupt ({summarize_exception(error, 1)})") from None
     return proto
@@ -412,6 +413,7 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
     `convert_variables_to_constants_v2` does).
     """
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
     path = Path(path)
     require_file(path, "frozen graph")
@@ -422,7 +424,7 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(data)
-    except Exception as error:
+    except DecodeError as error:
         raise CaseError("load", f"{path} is not a TensorFlow GraphDef, or it is truncated or corrupt "
                                 f"({summarize_exception(error, 1)})") from None
     if not graph_def.node:
@@ -440,7 +442,7 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
 
     try:
         wrapped = tf.compat.v1.wrap_function(_import, [])
-    except Exception as error:
+    except (ValueError, tf.errors.OpError) as error:   # an unknown input: ValueError; an unknown op: NotFoundError
         raise CaseError("load", f"graph {path} could not be imported; it may be truncated or corrupt, or use ops "
                                 f"this TensorFlow lacks ({summarize_exception(error, 2)})") from None
     graph = wrapped.graph
@@ -448,7 +450,7 @@ def load_frozen_graph(path: Path, input_names: list[str], output_names: list[str
     fetches = [_graph_tensor(graph, path, name, "output") for name in output_names]
     try:
         pruned = wrapped.prune(feeds=feeds, fetches=fetches)
-    except Exception as error:
+    except Exception as error:   # TF's pruning raises ValueError, KeyError, its own errors on a cut it cannot make
         raise CaseError("load", f"graph {path}: the outputs {list(output_names)} cannot be computed from the "
                                 f"inputs {list(input_names)} ({summarize_exception(error, 2)})") from None
 
@@ -516,7 +518,7 @@ def _graph_digest(concrete: Any) -> str:
     of appearance, so that two traces of the same function hash the same."""
     try:
         data = concrete.graph.as_graph_def().SerializeToString(deterministic=True)
-    except Exception:
+    except ValueError:   # a graph over protobuf's 2 GiB: its repr stands in (no cache hit across runs)
         return repr(concrete)
     names: dict[bytes, bytes] = {}
 

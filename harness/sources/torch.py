@@ -37,7 +37,8 @@ import numpy as np
 
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import check_zip, read_member, require_file
-from harness.sources.model_io import prepare_inputs, select_outputs
+from harness.sources.model_io import float64_status  # noqa: F401  (the twin's account, which the engine asks for)
+from harness.sources.model_io import prepare_inputs, refuse_twin, select_outputs
 
 NAME = "torch"
 # The pip distributions whose versions every record carries, where installed (backends.distributions).
@@ -121,12 +122,12 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
                                     "state dict: --model ARCH=weights.pth")
         try:
             return torch.jit.load(str(path), map_location="cpu").eval()
-        except Exception as error:
+        except RuntimeError as error:   # PyTorch's archive reader and TorchScript's interpreter (torch.jit.Error)
             raise CaseError("load", f"TorchScript archive {path} could not be loaded: "
                                     f"{summarize_exception(error, 3)}") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except Exception as error:   # a corrupt file raises any type (fuzzed: RuntimeError, EOFError, struct.error, ...)
         named = _pickled_globals(path, kind)
         if named is None:
             raise CaseError("load", f"model file {path} is a torch.save file whose pickle does not parse: it is "
@@ -143,7 +144,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None, trust_model_co
                                     "instead.") from None
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error2:
+        except Exception as error2:   # unpickling runs the file's own code (the user trusted it): any type
             raise CaseError("load", f"model file {path} could not be unpickled: {summarize_exception(error2, 3)}") from None
     if isinstance(loaded, torch.nn.Module):
         return loaded.eval()
@@ -181,7 +182,7 @@ def _file_kind(path: Path) -> str:
         head = handle.read(64)  # the magic number's pickle takes 15 bytes
     try:
         magic = _DataOnlyUnpickler(io.BytesIO(head)).load()
-    except Exception:
+    except Exception:   # pickle raises any type on other bytes (UnpicklingError, ValueError, ...): no magic, said next
         magic = None
     if magic != torch.serialization.MAGIC_NUMBER:
         raise CaseError("load", f"model file {path} is neither a TorchScript archive nor a torch.save file (not a "
@@ -213,7 +214,7 @@ def _pickled_globals(path: Path, kind: str) -> list[str] | None:
                 for _ in range(3):  # torch's magic number, protocol version and system info come first
                     list(pickletools.genops(handle))
                 ops = list(pickletools.genops(handle))
-    except Exception:
+    except Exception:   # pickletools and zipfile raise any type on a damaged file: not a pickle, the caller says so
         return None
     if not ops or ops[-1][0].name != "STOP":
         return None
@@ -316,7 +317,8 @@ def float64_copy(model: Any) -> Any | None:
     """A float64 twin of the model for the noise floor, or None if it cannot be made."""
     try:
         return copy.deepcopy(model).double()
-    except Exception:
+    except Exception as error:   # deepcopy reaches the user's attributes (a lock, a generator): any type; recorded
+        refuse_twin(model, f"the model could not be copied to float64 ({summarize_exception(error, 1)})")
         return None
 
 
