@@ -90,6 +90,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from harness.cache import ArtifactCache
+    from harness.calibration_settings import parse_calibration
+    from harness.labels import parse_labels
     from harness.matrix import build_cases
     from harness.options import RunOptions
     from harness.registry import register_model
@@ -115,12 +117,12 @@ def main() -> None:
                                   ("generated: uniform", "uniform"),
                                   ("64 training images (--calibration=PATH)", str(folder / "calibration.npz"))):
             options = RunOptions(models=("shapes10",), sources=("torch",), targets=("onnxruntime",),
-                                 devices=("cpu",), precisions=("int8",), calibration=calibration, examples=5,
+                                 devices=("cpu",), precisions=("int8",), calibration=parse_calibration(calibration), examples=5,
                                  parity_inputs=str(folder / "held_out.npz"),
-                                 parity_labels=str(folder / "labels.npy"), cache_dir=folder / "cache",
+                                 parity_labels=parse_labels(str(folder / "labels.npy")), cache_dir=folder / "cache",
                                  reports_dir=folder / "reports", localize="off")
             (case,) = build_cases(options)
-            record = run_case(case, options, ArtifactCache(options.cache_dir))
+            record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
             accuracy, user = record.get("accuracy"), record.get("user_inputs")
             if accuracy is None:
                 print(f"| {name} | - | - | - | {record['status']}: {record['message'].splitlines()[0][:120]} |")

@@ -186,7 +186,7 @@ def run_file(model: Path, out: Path, converted: Path | None = None,
                          converted=converted,
                          cache_dir=out / "cache", reports_dir=out / "reports")
     cache = ArtifactCache(options.cache_dir)
-    return [run_case(case, options, cache) for case in build_cases(options)]
+    return [run_case(case, options, cache).to_json() for case in build_cases(options)]
 
 
 def main(argv: list[str] | None = None) -> int:

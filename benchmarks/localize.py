@@ -70,7 +70,7 @@ def measure(model: str, source: str, folder: Path) -> dict:
     reader = planted_copy(exported, bad)
     options = replace(options, converted=bad, cache_dir=folder / f"cache-{model}")
     case = [c for c in build_cases(options) if not c.skip and not c.error][0]
-    record = run_case(case, options, ArtifactCache(options.cache_dir, True))
+    record = run_case(case, options, ArtifactCache(options.cache_dir, True)).to_json()
     localization = record.get("localization") or {}
     first = localization.get("first") or {}
     row = {"model": model, "source": source, "case": case.id, "status": record["status"],

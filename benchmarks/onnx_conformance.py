@@ -381,9 +381,9 @@ def harness_records(tests: list[Path], targets: tuple[str, ...], out: Path) -> d
         try:
             for case in build_cases(options):
                 if case.skip or case.error:
-                    record = run_case(case, options, cache)   # a skip or an error found as the matrix was built
+                    record = run_case(case, options, cache).to_json()   # a skip or an error found as the matrix was built
                 else:
-                    record = workers.run(case, "the conformance benchmark runs every case in a worker")
+                    record = workers.run(case, "the conformance benchmark runs every case in a worker").to_json()
                 test = by_ref.get(record.get("model_ref", ""), record.get("model", ""))
                 # A model the matrix could not resolve is one case with no target: each target's error.
                 for target in ([record["target"]] if record.get("target") else targets):

@@ -140,7 +140,8 @@ def export_large_transformer(out_dir: Path) -> Path:
 
 def calibration_feed(spec_name: str) -> list[dict[str, np.ndarray]]:
     """The feed the harness calibrates `spec_name`'s int8 build on (its defaults)."""
-    from harness.calibration import Calibration, calibration_inputs
+    from harness.calibration import calibration_inputs
+    from harness.calibration_settings import Calibration
     from harness.registry import get_model
 
     spec = get_model(spec_name)

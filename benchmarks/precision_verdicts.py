@@ -116,7 +116,7 @@ def run_build(build: Build, profile: str, cache: Path, reports: Path) -> dict[st
     (case,) = build_cases(options)
     start = time.perf_counter()
     try:
-        record = run_case(case, options, ArtifactCache(cache))
+        record = run_case(case, options, ArtifactCache(cache)).to_json()
     finally:   # a test's process keeps the profile it chose
         settings.load_profile(previous)
     seconds = time.perf_counter() - start

@@ -60,10 +60,10 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
 
     from harness.cache import ArtifactCache
     from harness.engine import distribution_outcome, prepare_case, run_example
-    from harness.errors import CaseError, summarize_exception
+    from harness.errors import CaseError, OptionError, summarize_exception
     from harness.explore import RANDOM_DRAWS
     from harness.matrix import availability_checked, build_cases
-    from harness.options import OptionError, RunOptions
+    from harness.options import RunOptions
     from harness.registry import zoo_models
     from harness.results import load_failure
 
@@ -152,7 +152,8 @@ def replay(path: Path, model: str | None, converted: Path | None, trust_model_co
 
 def localize(model: str, converted: Path, input_path: Path | None, source: str | None, target: str, device: str,
              input_specs: list[str], trust_model_code: bool, mode: str, out: Path, cache_dir: Path,
-             cache_seed: Path | None = None) -> int:
+             cache_seed: Path | None = None, hop_options: dict | None = None,
+             runtime_options: dict | None = None) -> int:
     """Localize a user's pair (`--model` and `--converted`) on one input: a
     saved failure's, a .npz of arrays by input name, or the spec's example.
     Prints what a failed case's record says; writes it as JSON and the
@@ -166,14 +167,16 @@ def localize(model: str, converted: Path, input_path: Path | None, source: str |
     from harness.inputs import example_recipe, make_inputs
     from harness.localize.locate import localize as localize_walk, walkable_case
     from harness.matrix import availability_checked, build_cases
-    from harness.options import OptionError, RunOptions, parse_input_specs
+    from harness.errors import OptionError
+    from harness.options import RunOptions, parse_input_specs
 
     try:
         options = RunOptions(models=(model,), converted=converted, sources=(source,) if source else (),
                              targets=(target,), devices=(device,),
                              input_specs=parse_input_specs(input_specs),
                              trust_model_code=trust_model_code, cache_dir=cache_dir, cache_seed=cache_seed,
-                             reports_dir=out, localize=mode)
+                             reports_dir=out, localize=mode, hop_options=hop_options or {},
+                             runtime_options=runtime_options or {})
         built = build_cases(options)
     except OptionError as error:
         print(f"python -m harness localize: {error}", file=sys.stderr)
@@ -447,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     localize_parser.add_argument("--cache-dir", type=Path, default=Path(".parity-cache"), metavar="DIR",
                                  help="converted-artifact cache (default .parity-cache)")
     localize_parser.add_argument("--cache-seed", default=None, metavar="DIR", help=CACHE_SEED_HELP)
+    from harness.options import BACKEND_OPTION_KINDS, backend_option_arguments
+
+    for kind in BACKEND_OPTION_KINDS:   # each hop's and runtime's own settings, as pytest takes them
+        for flag, keywords in backend_option_arguments(kind):
+            localize_parser.add_argument(flag, **keywords)
     commands.add_parser("report", help="rebuild the HTML report").add_argument(
         "json", type=Path, nargs="?", default=Path("reports/parity.json"))
     diff_parser = commands.add_parser("diff", help="compare two runs' results (versions, then drift per output)")
@@ -493,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "cache_seed", None):
-        from harness.options import OptionError, parse_cache_seed
+        from harness.errors import OptionError
+        from harness.options import parse_cache_seed
 
         try:
             args.cache_seed = parse_cache_seed("--cache-seed", args.cache_seed)
@@ -503,9 +512,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         return replay(args.npz, args.model, args.converted, args.trust_model_code, args.cache_dir, args.cache_seed)
     if args.command == "localize":
+        from functools import partial
+
+        from harness.errors import OptionError
+        from harness.options import BACKEND_OPTION_KINDS, parse_backend_options
+
+        try:
+            given = {kind: parse_backend_options(kind, partial(getattr, args)) for kind in BACKEND_OPTION_KINDS}
+        except OptionError as error:
+            print(f"python -m harness localize: {error}", file=sys.stderr)
+            return 2
         return localize(args.model, args.converted, args.input, args.source, args.target, args.device,
                         args.input_spec, args.trust_model_code, "all" if args.all else "first", args.out,
-                        args.cache_dir, args.cache_seed)
+                        args.cache_dir, args.cache_seed, given["hop"], given["runtime"])
     if args.command == "diff":
         return diff(args.old, args.new, args.html, args.compare_fail, args.allow_lost_coverage)
     if args.command == "merge":

@@ -1,7 +1,7 @@
 """Top-1 accuracy on the user's labelled examples (`--parity-labels=FILE[:OUTPUT]`
 with `--parity-inputs=PATH`), the figure quantization users report: each
 side's accuracy over the labelled examples and their difference, in the record
-(`record["accuracy"]`) and the summary; `--max-accuracy-drop` fails a case
+(its `accuracy`) and the summary; `--max-accuracy-drop` fails a case
 whose converted model loses more than that.
 
 The labels are integer class ids, one per row of the classifier output's
@@ -14,81 +14,48 @@ No framework is imported here.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.errors import CaseError
+from harness.case_record import CaseRecord
+from harness.errors import CaseError, OptionError
+from harness.labels import OPTION, Labels, read_labels
 from harness.layouts import relaid
-from harness.model_file import not_a_file
-from harness.options import OptionError
 from harness.specs import ModelSpec, OutputSpec
 
-OPTION = "--parity-labels"
-LABEL_SUFFIXES = (".npy", ".txt")
-
-
-def parse_labels(text: str) -> tuple[Path, str | None]:
-    """`FILE[:OUTPUT]` -> (the labels file, the output it labels or None)."""
-    file, output = text, None
-    if Path(text).suffix not in LABEL_SUFFIXES and ":" in text:
-        file, output = text.rsplit(":", 1)
-    if Path(file).suffix not in LABEL_SUFFIXES or output == "":
-        raise OptionError(f"{OPTION} {text}: expected FILE[:OUTPUT] with FILE a .npy or .txt of integer class "
-                          "labels, e.g. labels.npy:logits")
-    return Path(file), output
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """The labels in `path` as a 1-D int64 array; OptionError, one line, for anything else."""
-    if not path.is_file():
-        raise OptionError(f"{OPTION} {path} {not_a_file(path)}: give a .npy or a .txt of integer class labels")
-    try:
-        labels = (np.load(path, allow_pickle=False) if path.suffix == ".npy"
-                  else np.loadtxt(path, dtype=np.int64, ndmin=1))
-    except (OSError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise OptionError(f"{OPTION} {path} cannot be read as integer labels ({first}): save them with "
-                          "numpy.save(path, labels.astype('int64')) or one integer per line") from None
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or not labels.size:
-        raise OptionError(f"{OPTION} {path} holds {labels.dtype}{list(labels.shape)}: give one integer class label "
-                          "per example, a 1-D integer array")
-    return labels.astype(np.int64)
-
-
-def check_accuracy_options(parity_labels: str, parity_inputs: str, max_accuracy_drop: float | None) -> None:
+def check_accuracy_options(labels: Labels | None, parity_inputs: str, max_accuracy_drop: float | None) -> None:
     """Refuse, before any case, labels without the examples they label and a
     drop bound without labels or outside 0..1."""
-    if parity_labels:
-        read_labels(parse_labels(parity_labels)[0])
+    if labels is not None:
+        read_labels(labels.file)
         if not parity_inputs:
-            raise OptionError(f"{OPTION} {parity_labels}: the labels name the examples of --parity-inputs; give "
+            raise OptionError(f"{OPTION} {labels.text}: the labels name the examples of --parity-inputs; give "
                               "--parity-inputs=PATH too")
     if max_accuracy_drop is not None:
-        if not parity_labels:
+        if labels is None:
             raise OptionError(f"--max-accuracy-drop {max_accuracy_drop}: a drop in top-1 accuracy needs labels; "
                               "give --parity-labels=FILE and --parity-inputs=PATH")
         if not 0 <= max_accuracy_drop <= 1:
             raise OptionError(f"--max-accuracy-drop {max_accuracy_drop}: a share of the examples in 0..1, e.g. 0.01")
 
 
-def classifier_output(spec: ModelSpec, named: str | None, option: str) -> OutputSpec:
-    """The output the labels are of: `named`, else the one with a class_axis,
+def classifier_output(spec: ModelSpec, labels: Labels) -> OutputSpec:
+    """The output the labels are of: the one they name, else the one with a class_axis,
     else the only output; CaseError naming the outputs where none is clear."""
     names = [o.name for o in spec.outputs]
-    if named is not None:
-        if named not in names:
-            raise CaseError("inputs", f"{OPTION} {option}: model {spec.name!r} has no output {named!r}; its "
-                                      f"outputs are {names}")
-        return spec.outputs[names.index(named)]
+    if labels.output is not None:
+        if labels.output not in names:
+            raise CaseError("inputs", f"{OPTION} {labels.text}: model {spec.name!r} has no output "
+                                      f"{labels.output!r}; its outputs are {names}")
+        return spec.outputs[names.index(labels.output)]
     classifiers = [o for o in spec.outputs if o.class_axis is not None]
     if len(classifiers) == 1:
         return classifiers[0]
     if len(spec.outputs) == 1:
         return spec.outputs[0]
-    raise CaseError("inputs", f"{OPTION} {option}: model {spec.name!r} has the outputs {names}; name the one the "
-                              f"labels are of, e.g. {OPTION}={parse_labels(option)[0]}:{names[0]}")
+    raise CaseError("inputs", f"{OPTION} {labels.text}: model {spec.name!r} has the outputs {names}; name the one "
+                              f"the labels are of, e.g. {OPTION}={labels.file}:{names[0]}")
 
 
 def top1_accuracy(labels: np.ndarray, original: np.ndarray, converted: np.ndarray) -> dict[str, Any]:
@@ -103,16 +70,16 @@ def top1_accuracy(labels: np.ndarray, original: np.ndarray, converted: np.ndarra
             "drop": original_top1 - converted_top1}
 
 
-def add_accuracy(record: dict[str, Any], prepared: Any, options: Any) -> None:
+def add_accuracy(record: CaseRecord, prepared: Any, options: Any) -> None:
     """The labelled examples of --parity-inputs through both sides: the record's
     `accuracy`, and a failed case where the drop exceeds --max-accuracy-drop.
     prepared: engine.PreparedCase; options: options.RunOptions."""
     from harness.engine import run_example   # not at configure time, where the plugin imports this module
 
-    path, named = parse_labels(options.parity_labels)
+    path = options.parity_labels.file
     labels = read_labels(path)
     spec = prepared.spec
-    output = classifier_output(spec, named, options.parity_labels)
+    output = classifier_output(spec, options.parity_labels)
     index = [o.name for o in spec.outputs].index(output.name)
     class_axis = -1 if output.class_axis is None else output.class_axis
     source_out = prepared.source_layouts[1][output.name]
@@ -133,11 +100,9 @@ def add_accuracy(record: dict[str, Any], prepared: Any, options: Any) -> None:
                                   f"{output.name!r}: give one label per prediction, in the examples' order")
     entry = {"labels": str(path), "output": output.name, **top1_accuracy(labels, original, converted),
              "max_drop": options.max_accuracy_drop}
-    record["accuracy"] = entry
+    record.accuracy = entry
     if options.max_accuracy_drop is not None and entry["drop"] > options.max_accuracy_drop:
-        failure = accuracy_line(entry)
-        record["message"] = failure if record["status"] != "failed" else f"{failure}\n{record['message']}"
-        record["status"] = "failed"
+        record.set_status("failed", accuracy_line(entry))
 
 
 def accuracy_line(entry: dict[str, Any]) -> str:

@@ -16,8 +16,12 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
 - a **hop** converts one format into another: `NAME`, `READS` (the formats it
   takes: a source's in-memory model, or a file format), `WRITES`, `REVISION`
   (bumped when its output changes, so cached artifacts are remade),
-  `FILENAME`, `OPTIONS` (the run options it takes, which enter its cache key),
-  `versions()`, `convert(...)` -> provenance; optionally `VARIANTS` (layout
+  `FILENAME`, `OPTIONS` (the case's settings it takes besides its own:
+  layout_variant, precision, calibration; they enter its cache key),
+  `versions()`, `convert(...)` -> provenance; optionally `Options` (its own
+  settings, as a runtime's below: each field a flag `--HOP-FIELD`, the arrow
+  read as a dash, whose value `convert` is given by the field's name and its
+  cache key holds, `hop_option_values`), `VARIANTS` (layout
   variants), `CHANGES_PROCESS_STATE` and `PRECISIONS` (the precisions it can
   write, of `options.PRECISIONS`; ("fp32",) where absent: a hop without fp32
   only lowers, and may write the format it reads). A hop whose OPTIONS name
@@ -48,16 +52,21 @@ typed by the Protocols `Source`, `Hop` and `Runtime` below:
   suffix -> format: how a user's --converted file is read, `artifact_suffixes`),
   `TOLERANCES` (its default tolerances of float outputs, by reduced precision),
   `REPRO` (by device, a `Repro`: how localize/repro.py's script runs a file on
-  it) and `WALK_REFERENCE` (the device whose values are the reference side of
-  a localization walk: ONNX Runtime's CPU). Every Session takes `precision`, one of its
-  PRECISIONS: "fp32" means "run the artifact as its own types say", which is
+  it), `WALK_REFERENCE` (the device whose values are the reference side of
+  a localization walk: ONNX Runtime's CPU) and `OPT_IN` (why a built-in runtime
+  runs only where --target names it; absent: a default target, `opt_in_runtimes`).
+  Every Session takes `precision`, one of its PRECISIONS: "fp32" means "run the artifact as its own types say", which is
   what a runtime is given where a hop lowered the model (`paths.lowering`), so
   that the engine opens every runtime the same way. A runtime's own settings are an
   `Options` dataclass: each field (a default, and `metadata` with `help` and
   the values it takes: `choices`, or `range` (LOW, HIGH), inclusive, HIGH None
-  for no upper bound) becomes a command-line flag `--RUNTIME-FIELD`, whose
+  for no upper bound, or `check`, a function of the value saying what is wrong
+  with it, with its `type`) becomes a command-line flag `--RUNTIME-FIELD`, whose
   value is held to them (`option_problem`), and the Session reads them with
-  `own_options(NAME, options)`.
+  `own_options(NAME, options)`. A flag older than the contract keeps its name,
+  help and metavar by `flag`, `flag_help` and `metavar`, and says what a run
+  that cannot use it lacks by `unused` ("exports torch to ONNX");
+  `python -m harness localize` takes the same flags (`options.backend_option_arguments`).
 
 Built-ins are listed here by module name and imported only when a case needs
 them. Other packages add backends through the `parity_backends` entry point
@@ -95,10 +104,8 @@ BUILTIN: dict[str, dict[str, str]] = {
                 "tensorrt": "harness.runtimes.tensorrt",
                 "onnxruntime-tensorrt": "harness.runtimes.onnxruntime_tensorrt",
                 "onnx-reference": "harness.runtimes.onnx_reference",
-                "ncnn": "harness.runtimes.ncnn", "mnn": "harness.runtimes.mnn"},
+                "ncnn": "harness.runtimes.ncnn", "mnn": "harness.runtimes.mnn", "tvm": "harness.runtimes.tvm"},
 }
-# Built-in runtimes a run targets only when named (--target): slow ones that serve one purpose.
-OPT_IN_RUNTIMES = ("onnx-reference",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +253,18 @@ def runtime_repro(name: str) -> dict[str, Repro]:
     return dict(getattr(runtime(name), "REPRO", {}))
 
 
+def opt_in_reason(name: str) -> str | None:
+    """Why runtime `name` runs only where --target names it: its OPT_IN (slow, serving
+    one purpose, or unable to run part of the zoo); None where it declares none (a default target)."""
+    return getattr(runtime(name), "OPT_IN", None)
+
+
+@lru_cache(maxsize=None)
+def opt_in_runtimes() -> tuple[str, ...]:
+    """The built-in runtimes a run targets only when named (--target): those that declare OPT_IN."""
+    return tuple(name for name in BUILTIN["runtime"] if opt_in_reason(name))
+
+
 @lru_cache(maxsize=None)
 def walk_reference() -> tuple[str, str]:
     """(runtime, device) whose values on an ONNX file are the reference side of a localization
@@ -336,20 +355,39 @@ def runtime_missing_precision(name: str, device: str, precision: str) -> str | N
     return check(device, precision) if check is not None else None
 
 
-def option_fields(name: str) -> tuple[dataclasses.Field, ...]:
-    """The fields of runtime `name`'s own `Options` dataclass (none without one)."""
-    options = getattr(runtime(name), "Options", None)
+def option_fields(name: str, kind: str = "runtime") -> tuple[dataclasses.Field, ...]:
+    """The fields of backend `name`'s own `Options` dataclass, a runtime's or a hop's (none without one)."""
+    options = getattr(get(kind, name), "Options", None)
     return dataclasses.fields(options) if options is not None else ()
 
 
+def declared_options(kind: str) -> list[tuple[str, dataclasses.Field]]:
+    """(name, field) for each field of the `Options` of every backend of `kind` that imports
+    and declares one: its flags (a backend that does not import has none; its cases say why)."""
+    return [(name, option) for name, options in declared(kind, "Options") for option in dataclasses.fields(options)]
+
+
 def option_flag(name: str, option: dataclasses.Field) -> str:
-    """The command-line flag of a runtime's option: `--RUNTIME-FIELD`, or the
-    flag its metadata names (for options older than the contract)."""
-    return option.metadata.get("flag") or f"--{name}-{option.name.replace('_', '-')}"
+    """The command-line flag of a backend's option: `--NAME-FIELD` (the arrow of a hop's
+    name read as a dash), or the flag its metadata names (for options older than
+    the contract; hops that declare one flag alike share its value: --opset)."""
+    return option.metadata.get("flag") or f"--{name.replace('->', '-')}-{option.name.replace('_', '-')}"
+
+
+def option_type(option: dataclasses.Field) -> type:
+    """The type its flag's value is read as: its default's, or its metadata's `type` (a default of None)."""
+    return option.metadata.get("type", type(option.default))
+
+
+def option_help(name: str, option: dataclasses.Field) -> str:
+    """Its flag's help: its metadata's `help` with the values it takes and its default, or
+    the whole `flag_help` an option older than the contract always showed."""
+    return option.metadata.get("flag_help") or (f"{option.metadata.get('help', option.name)} "
+                                                f"({name}: {allowed_values(option)}; default {option.default})")
 
 
 def allowed_values(option: dataclasses.Field) -> str:
-    """The values a runtime's option takes, as its help and its errors say them."""
+    """The values a backend's option takes, as its help and its errors say them."""
     if "choices" in option.metadata:
         return f"one of {', '.join(map(str, option.metadata['choices']))}"
     low, high = option.metadata["range"]
@@ -357,10 +395,14 @@ def allowed_values(option: dataclasses.Field) -> str:
 
 
 def option_problem(name: str, option: dataclasses.Field, value: Any) -> str | None:
-    """Why `value` is not one that runtime `name`'s option declares (its
-    metadata's `choices` or `range`), or None."""
+    """Why `value` is not one that backend `name`'s option declares (its
+    metadata's `choices` or `range`, or what its `check` says: a function of
+    the value returning the problem in one line naming the flag, or None, for
+    values only a framework knows), or None."""
+    if "check" in option.metadata:
+        return option.metadata["check"](value)
     choices, bounds = option.metadata.get("choices"), option.metadata.get("range")
-    if type(value) is type(option.default):   # a value read back from a file may be of any type
+    if type(value) is option_type(option):   # a value read back from a file may be of any type
         if choices is not None and value in choices:
             return None
         if bounds is not None and bounds[0] <= value and (bounds[1] is None or value <= bounds[1]):
@@ -368,15 +410,22 @@ def option_problem(name: str, option: dataclasses.Field, value: Any) -> str | No
     return f"{option_flag(name, option)} {value!r}: give {allowed_values(option)} (default {option.default})"
 
 
-def own_options(name: str, run_options: Any) -> Any:
-    """Runtime `name`'s `Options`, with the values the run gave its flags. The
+def own_options(name: str, run_options: Any, kind: str = "runtime") -> Any:
+    """Backend `name`'s `Options`, with the values the run gave its flags (a
+    runtime's in `run_options.runtime_options`, a hop's in `hop_options`). The
     flags were held to what each option declares; the values of a run read
     back from a file (a replay, a worker) are held to it here."""
     from harness.errors import CaseError
 
-    given = getattr(run_options, "runtime_options", {}).get(name, {})
-    for option in option_fields(name):
+    given = getattr(run_options, f"{kind}_options", {}).get(name, {})
+    for option in option_fields(name, kind):
         problem = option_problem(name, option, given[option.name]) if option.name in given else None
         if problem:
-            raise CaseError("runtime", problem)
-    return runtime(name).Options(**given)
+            raise CaseError("runtime" if kind == "runtime" else "convert", problem)
+    return get(kind, name).Options(**given)
+
+
+def hop_option_values(name: str, run_options: Any) -> dict[str, Any]:
+    """The keyword arguments hop `name`'s `convert` takes from its `Options` (each
+    field: the run's value, else its default), which enter its cache key; none without one."""
+    return dataclasses.asdict(own_options(name, run_options, "hop")) if option_fields(name, "hop") else {}

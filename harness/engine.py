@@ -17,7 +17,9 @@ import numpy as np
 
 from harness import backends
 from harness.cache import ArtifactCache, release_private_copies
-from harness.calibration import Calibration, calibration_inputs, calibration_of
+from harness.calibration import calibration_inputs
+from harness.calibration_settings import Calibration
+from harness.case import CONVERTED, Case
 from harness.compare import (OutputComparison, accept_argmax_flips, accept_saturation, compare_distributions,
                              compare_outputs, out_of_bound)
 from harness.converters import bf16_emulation
@@ -25,7 +27,6 @@ from harness.errors import CaseError, summarize_exception
 from harness.file_arithmetic import computed_in
 from harness.inputs import check_tensor_budget, example_recipe, make_inputs
 from harness.layouts import relaid
-from harness.matrix import CONVERTED, Case
 from harness.paths import RUNTIME
 from harness.precision_floor import FLOOR_MULTIPLE, FloorBuild, floor_case, floor_recipe, judge, why_no_floor
 from harness.random_ops import random_ops
@@ -121,6 +122,8 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
     # The cache's private copies of the case before, whose runtime loaded them (cases run one at a time).
     release_private_copies()
     check_tensor_budget(spec, options.max_tensor_mb)   # before any model is built or tensor made
+    if case.precision == "int8":   # its feed: a saved run's --calibration=PATH, refused where it is not here
+        options.calibration.check_file()
     # the user's examples are refused, if they do not fit the spec, before any model is built too
     user_inputs = (load_user_inputs(options.parity_inputs, spec, spec.source_layouts(case.source)[0],
                                     options.max_tensor_mb, options.parity_preprocess)
@@ -212,7 +215,7 @@ def prepare_case(case: Case, options: RunOptions, cache: ArtifactCache,
                               artifact_layouts[0], where, user_file=options.converted is not None)
     calibrated_on = next((hop.get("calibrated_on") for hop in provenance.get("hops", [provenance])
                           if hop.get("calibrated_on")), None)
-    calibration = calibration_of(options)
+    calibration = options.calibration
     if case.precision == "int8" and case.lowered_by == CONVERTED:
         # a user's int8 file: checked on what it is deployed for, as the spec or --calibration says
         calibrated_on = calibration.for_spec(spec).distribution
@@ -331,7 +334,7 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         path, provenance = source.artifact(model)
         return path, _with_random_ops(path, provenance), False, [(path, *layouts)]
     offered = options.conversion_options(case.variant)
-    calibration = calibration_of(options).for_spec(spec).to_json()
+    calibration = options.calibration.for_spec(spec).to_json()
     given: Any = model
     upstream = {"model": source.fingerprint(model)}
     hops, hits, path, files = [], [], None, []
@@ -342,7 +345,7 @@ def _artifact(case: Case, options: RunOptions, cache: ArtifactCache, source, mod
         # re-converts only the files it changes
         offered.update(precision=precision,
                        calibration=calibration if precision in getattr(hop, "CALIBRATES", ()) else None)
-        conversion = {option: offered[option] for option in hop.OPTIONS}
+        conversion = {**backends.hop_option_values(name, options), **{option: offered[option] for option in hop.OPTIONS}}
         key = {
             **upstream,
             "spec": {"inputs": [repr(i) for i in spec.inputs], "outputs": [o.name for o in spec.outputs],
@@ -523,8 +526,7 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     """(inputs as the source takes them, the original's outputs) for one
     example; the time it took is added to `prepared.timings[timing]`."""
     spec, case = prepared.spec, prepared.case
-    source_in = prepared.source_layouts[0]
-    ordered = [relaid(tensors[i.name], i.layout, source_in[i.name]) for i in spec.inputs]
+    ordered = _as_source_takes(prepared, tensors)
     start = time.perf_counter()
     try:
         reference = prepared.source.run(prepared.model, ordered, case.reference_device)
@@ -541,20 +543,34 @@ def reference_outputs(prepared: PreparedCase, tensors: dict[str, np.ndarray],
     return ordered, reference
 
 
+def _as_source_takes(prepared: PreparedCase, tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """An example's inputs (by the spec's names, in its layouts) in the spec's order, laid out as the source takes them."""
+    source_in = prepared.source_layouts[0]
+    return [relaid(tensors[i.name], i.layout, source_in[i.name]) for i in prepared.spec.inputs]
+
+
 def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
                 noise_wanted: Callable[[OutputComparison], bool] | None = None,
-                elementwise: bool = True) -> ExampleOutcome:
+                elementwise: bool = True, expected: list[np.ndarray] | None = None) -> ExampleOutcome:
     """Feed the same tensors through the original and the converted model, and compare
     (elementwise False: only run both, for a comparison by distribution).
 
     The float64 twin runs only when its numbers are needed: for the verdict of
     an output out of tolerance that its noise multiple may still pass, or where
     `noise_wanted(comparison)` asks for them (a replay shows them all; a case's
-    worst examples get theirs afterwards, from `measure_noise`)."""
+    worst examples get theirs afterwards, from `measure_noise`).
+
+    `expected`: outputs stored with the inputs (a golden set, a user's example with its outputs), in the
+    spec's order and the original's layouts, that the converted model is held to in the original's place:
+    the original does not run (a golden set judges a target its reference cannot run), and no noise floor is
+    measured (the twin measures the original's own float32 error, which says nothing of stored outputs)."""
     spec = prepared.spec
     artifact_in, artifact_out = prepared.artifact_layouts
     source_in, source_out = prepared.source_layouts
-    ordered, reference = reference_outputs(prepared, tensors)
+    if expected is None:
+        ordered, reference = reference_outputs(prepared, tensors)
+    else:
+        ordered, reference = _as_source_takes(prepared, tensors), list(expected)
     laid_out = [relaid(x, source_in[i.name], artifact_in[i.name]) for i, x in zip(spec.inputs, ordered)]
     start = time.perf_counter()
     try:
@@ -578,8 +594,9 @@ def run_example(prepared: PreparedCase, tensors: dict[str, np.ndarray],
                    for o, r, g in zip(spec.outputs, reference, converted)]
     prepared.timings["compare_s"] = prepared.timings.get("compare_s", 0.0) + time.perf_counter() - start
     noise: dict[str, dict[str, float | None]] = {}
-    if prepared.model64 is not None and (any(_noise_may_pass(c) for c in comparisons)
-                                         or (noise_wanted is not None and any(map(noise_wanted, comparisons)))):
+    if expected is None and prepared.model64 is not None and (
+            any(_noise_may_pass(c) for c in comparisons)
+            or (noise_wanted is not None and any(map(noise_wanted, comparisons)))):
         start = time.perf_counter()
         noise = _noise_floor(prepared, ordered, reference, comparisons)
         prepared.timings["noise_s"] = prepared.timings.get("noise_s", 0.0) + time.perf_counter() - start

@@ -22,6 +22,11 @@ class CaseError(Exception):
         return f"[{self.stage}] {self.message}"
 
 
+class OptionError(ValueError):
+    """An option value the harness cannot use; the message says what would do. Here, below every
+    module that parses an option's value, so that RunOptions can hold the parsed value."""
+
+
 class RuntimeLimit(CaseError):
     """A runtime that cannot run a file by its own limits: no kernel for an op
     and type (ONNX Runtime's NOT_IMPLEMENTED), an op it cannot convert

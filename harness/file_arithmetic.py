@@ -9,7 +9,7 @@ this without a circle. No framework is imported here.
 from __future__ import annotations
 
 from harness import backends
-from harness.matrix import Case
+from harness.case import Case
 from harness.paths import RUNTIME
 
 # a lowered file's precision -> the element type its arithmetic is in

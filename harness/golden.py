@@ -24,7 +24,12 @@ replace the case's. A case at a reduced precision (a hop or the runtime
 lowered the model) keeps its own tolerance: the stored outputs are the
 model's in its own types, and lowering moves them by that precision's error,
 far beyond rtol 1e-3. The record keeps each output's tolerance
-(`golden.tolerance`).
+(`golden.tolerance`). A set runs through the drawn examples' own runner
+(engine.run_example, its stored outputs in the original's place), so it is
+treated as they are: a tolerance that scales with the output's range takes the
+range over the calibration feed, and a reduced precision's floor, saturation
+and argmax verdicts apply; only the noise floor does not (the float64 twin
+measures the original's error, not the stored outputs').
 
 A graph with random operators (Case.random_ops) draws anew on every run,
 and each stored set is one draw: its outputs are held to their shape and
@@ -38,17 +43,16 @@ whatever the source.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from harness.compare import OutputComparison, compare_outputs, kind_mismatch
+from harness.compare import OutputComparison, kind_mismatch
 from harness.engine import PreparedCase, distribution_outcome, run_example, stored_outputs
 from harness.explore import RANDOM_DRAWS
 from harness.layouts import relaid
-from harness.errors import summarize_exception
 from harness.options import RunOptions
 from harness.specs import Tolerance
 from harness.tolerances import command_line_fields
@@ -84,33 +88,33 @@ def check_golden(prepared: PreparedCase,
     if not prepared.golden:
         return None
     spec = prepared.spec
-    # The stored tensors are named as the model's own inputs and outputs; bind() put them in the spec's order.
+    source_in = prepared.source_layouts[0]
+    # The stored tensors are named as the model's own inputs and outputs, in its layouts; bind() put them in the
+    # spec's order.
     feeds = getattr(prepared.model, "feeds", None) or [i.name for i in spec.inputs]
-    sets = [({i.name: inputs[feed] for i, feed in zip(spec.inputs, feeds)},
+    sets = [({i.name: relaid(inputs[feed], source_in[i.name], i.layout) for i, feed in zip(spec.inputs, feeds)},
              stored_outputs(prepared.model, spec, outputs), name) for inputs, outputs, name in prepared.golden]
     return {"folder": str(Path(spec.origin)), **check_stored_sets(prepared, sets, tolerance_overrides)}
 
 
 def check_stored_sets(prepared: PreparedCase, sets: list[tuple[dict[str, np.ndarray], list[np.ndarray], str]],
                       tolerance_overrides: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
-    """Stored sets (inputs by the spec's names in the original's layouts, outputs in the spec's order,
-    set name) through the target, each compared with its stored outputs under `stored_set_tolerances`."""
-    spec = prepared.spec
+    """Stored sets (inputs by the spec's names in its layouts, outputs in the spec's order and the original's
+    layouts, set name) through the target by the drawn examples' runner (engine.run_example: the output ranges,
+    the precision's floor and its other verdicts apply alike), each compared with its stored outputs under
+    `stored_set_tolerances`."""
     tolerances = stored_set_tolerances(prepared, sets[0][1], tolerance_overrides)
-    artifact_in, artifact_out = prepared.artifact_layouts
-    source_in, source_out = prepared.source_layouts
-    compare = _shape_and_dtype if prepared.case.random_ops else compare_outputs
+    # the same case held to the stored sets' tolerances (a copy: the drawn examples keep the case's own)
+    held = replace(prepared, tolerances=tolerances)
     results = []
     for inputs, outputs, name in sets:
-        try:
-            laid = [relaid(inputs[i.name], source_in[i.name], artifact_in[i.name]) for i in spec.inputs]
-            got = prepared.session.run(laid)
-        except Exception as error:  # the target refused the stored inputs: that set's failure, not the run's
-            results.append({"set": name, "passed": False, "error": summarize_exception(error, 3)})
+        outcome = run_example(held, inputs, expected=outputs, elementwise=not prepared.case.random_ops)
+        if outcome.error:   # the target refused the stored inputs: that set's failure, not the run's
+            results.append({"set": name, "passed": False, "error": outcome.error})
             continue
-        comparisons = [compare(o.name, stored, relaid(g, artifact_out[o.name], source_out[o.name]),
-                               tolerances[o.name], o.class_axis, o.top_k)
-                       for o, stored, g in zip(spec.outputs, outputs, got)]
+        comparisons = (outcome.comparisons if not prepared.case.random_ops else
+                       [_shape_and_dtype(o.name, stored, got)
+                        for o, stored, got in zip(prepared.spec.outputs, outputs, outcome.converted)])
         results.append({"set": name, "passed": all(c.passed for c in comparisons),
                         "outputs": [c.to_json() for c in comparisons],
                         "message": "; ".join(c.message for c in comparisons if not c.passed)})
@@ -138,7 +142,6 @@ def check_user_inputs(prepared: PreparedCase, options: RunOptions) -> tuple[dict
     with stored outputs through the target against them (`check_stored_sets`). Returns the record's
     `user_inputs` entry and the first failing example (None where all pass)."""
     user = prepared.user_inputs
-    source_in = prepared.source_layouts[0]
     results: list[dict[str, Any]] = [{"example": example.name, "passed": True} for example in user.examples]
     worst: dict[str, dict[str, Any]] = {}
     if prepared.reference_error is None:   # a reference to run them against
@@ -162,9 +165,7 @@ def check_user_inputs(prepared: PreparedCase, options: RunOptions) -> tuple[dict
     if user.note:
         entry["note"] = user.note
     if stored:
-        golden = check_stored_sets(prepared, [({inp.name: relaid(example.inputs[inp.name], inp.layout,
-                                                                 source_in[inp.name]) for inp in prepared.spec.inputs},
-                                               example.outputs, example.name) for _, example in stored],
+        golden = check_stored_sets(prepared, [(example.inputs, example.outputs, example.name) for _, example in stored],
                                    options.tolerance_overrides)
         for (index, _), outcome in zip(stored, golden["results"]):
             if not outcome["passed"]:

@@ -16,14 +16,14 @@ what SPEC says.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.options import OptionError
+from harness.errors import OptionError
 
 OPTION = "--parity-preprocess"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -46,9 +46,11 @@ class Preprocess:
     channels: str = "rgb"
     layout: str = "NCHW"
     dtype: str = "float32"
+    text: str = field(default="", compare=False)   # --parity-preprocess as typed, for the run header; no step
 
     def to_json(self) -> dict[str, Any]:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()
+                if key != "text"}
 
 
 def parse_preprocess(text: str) -> Preprocess | None:
@@ -67,7 +69,7 @@ def parse_preprocess(text: str) -> Preprocess | None:
         if key in values:
             raise OptionError(f"{OPTION} {text}: {key} is given twice; give it once")
         values[key] = _value(text, key, value.strip())
-    preprocess = Preprocess(**values)
+    preprocess = Preprocess(**values, text=text)
     channels = CHANNELS[preprocess.channels]
     for key in ("mean", "std"):
         if len(getattr(preprocess, key)) not in (1, channels):
@@ -83,11 +85,10 @@ def parse_preprocess(text: str) -> Preprocess | None:
     return preprocess
 
 
-def check_preprocess_option(text: str, parity_inputs: str, calibration: str) -> None:
-    """Refuse, before any case, a malformed SPEC and one with neither --parity-inputs nor --calibration
-    to apply to."""
-    if parse_preprocess(text) and not (parity_inputs or calibration):
-        raise OptionError(f"{OPTION} {text}: it declares how the images of --parity-inputs=FOLDER or "
+def check_preprocess_option(preprocess: Preprocess | None, parity_inputs: str, calibration: str) -> None:
+    """Refuse, before any case, a preprocessing with neither --parity-inputs nor --calibration to apply to."""
+    if preprocess is not None and not (parity_inputs or calibration):
+        raise OptionError(f"{OPTION} {preprocess.text}: it declares how the images of --parity-inputs=FOLDER or "
                           "--calibration=FOLDER become the model's input; give either too")
 
 

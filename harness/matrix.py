@@ -11,62 +11,20 @@ import importlib
 import inspect
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Iterable
 
 from harness import backends, paths
-from harness.errors import CaseError
+from harness.case import CONVERTED, Case
+from harness.errors import CaseError, OptionError
 from harness.model_file import not_a_file
-from harness.options import DEVICES, PRECISIONS, OptionError, RunOptions
+from harness.options import DEVICES, PRECISIONS, RunOptions
 from harness.random_ops import random_ops
 from harness.registry import broken_zoos, get_model, load_model_file, zoo_models
 from harness.sources import onnx as onnx_source
 from harness.specs import FLOAT_DTYPES, INT_DTYPES, ModelSpec, SpecError
-
-CONVERTED = "converted"   # Case.lowered_by of a user's file that holds its precision itself
-
-
-@dataclass(frozen=True)
-class Case:
-    """One point of the matrix; `model_ref` is what the user typed for the model.
-
-    `device` is the target's; the reference (the source) runs on
-    `reference_device`, which is the target's device unless given otherwise.
-    The id names a precision other than fp32, and a reference device other than
-    the target's, at its end, so that the ids of fp32 cases with both sides on
-    one device are those of the runs before either axis (saved baselines match)."""
-
-    model: str
-    source: str
-    target: str
-    device: str
-    model_ref: str
-    spec: ModelSpec | None = field(default=None, compare=False, repr=False)
-    variant: str | None = None
-    skip: str | None = None
-    error: str | None = None
-    path: tuple[str, ...] = ()          # the hops from the source to the target's format
-    path_label: str | None = None       # how the id names a path other than the target's default
-    precision: str = "fp32"             # what the converted model computes in
-    # which step lowers it to `precision`: "" (fp32), a hop of `path`, paths.RUNTIME,
-    # or CONVERTED (a user's file that is lowered already)
-    lowered_by: str = ""
-    reference_device: str | None = None   # None when made: the target's `device`
-    # The random operators of an ONNX original (random_ops.py): compared by distribution, never elementwise.
-    random_ops: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.reference_device is None:
-            object.__setattr__(self, "reference_device", self.device)
-
-    @property
-    def id(self) -> str:
-        parts = (self.model, self.source, self.target, self.device, self.variant, self.path_label,
-                 None if self.precision == "fp32" else self.precision,
-                 None if self.reference_device == self.device else f"ref-{self.reference_device}")
-        return "-".join(p for p in parts if p)
 
 
 def _safe_name(text: str) -> str:
@@ -284,14 +242,14 @@ def _unknown_path(wanted: str, sources: list[str], targets: list[str], precision
     """Why `--path` names no path this run could take, listing those it could; or None."""
     if wanted in ("shortest", "all"):
         return None
-    chain = tuple(f.strip() for f in wanted.split(",") if f.strip())
-    offered = {paths.written(p) for s in sources for t in targets for precision in precisions
-               for p, _ in paths.precision_paths(s, t, precision)}
-    if chain in offered:
+    available = tuple(p for s in sources for t in targets for precision in precisions
+                      for p, _ in paths.precision_paths(s, t, precision))
+    if paths.choose(available, wanted):   # the one reading of the formats --path names
         return None
+    offered = {paths.written(p) for p in available}
     listed = "; ".join(",".join(c) or "(none: the target runs the source's own file)" for c in sorted(offered))
     return (f"--path {wanted}: no conversion path from {', '.join(sources)} to {', '.join(targets)} writes "
-            f"{', '.join(chain) or 'nothing'}; the paths there are: {listed or 'none'} (or shortest, all)")
+            f"{wanted}; the paths there are: {listed or 'none'} (or shortest, all)")
 
 
 def _model_names(resolved: list[tuple[str, ModelSpec | None, str | None]]) -> list[str]:
@@ -416,7 +374,7 @@ def _type_limit(ref: str, source: str, target: str) -> str | None:
         return None
     try:
         ports = onnx_source.declared_types(Path(ref))
-    except Exception:
+    except (CaseError, OSError, ValueError):   # unreadable (its case's load says why), or a type onnx has no name for
         return None
     handled = FLOAT_DTYPES + INT_DTYPES
     takers = ((target, backends.element_types("runtime", target)),
@@ -451,9 +409,11 @@ def _random_ops(spec: ModelSpec) -> tuple[str, ...]:
     file that cannot be read (its case's load says why)."""
     if spec.origin == "zoo":
         return ()
+    from google.protobuf.message import DecodeError
+
     try:
         return random_ops(onnx_source.model_file(Path(spec.origin)))
-    except Exception:
+    except (CaseError, OSError, DecodeError):   # a file that cannot be read or parsed: its case's load says why
         return ()
 
 

@@ -13,11 +13,12 @@ ParityWarning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Collection, Sequence
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, Collection, Sequence
 
 from harness import backends
-from harness.matrix import Case, reachable_precisions
+from harness.case import Case
+from harness.matrix import reachable_precisions
 from harness.options import DEVICES, TOLERANCE_FIELDS, RunOptions
 from harness.precision_floor import floor_case
 from harness.specs import InputSpec, ModelSpec
@@ -28,7 +29,7 @@ FLAGS = {
     "sources": "--source", "targets": "--target", "devices": "--device", "models": "--model", "tiers": "--tier",
     "reference_device": "--reference-device", "precisions": "--precision",
     "converted": "--converted", "converted_layouts": "--converted-layouts", "input_specs": "--input-spec",
-    "output_names": "--output-names", "exporter": "--exporter", "opset": "--opset",
+    "output_names": "--output-names",
 "strict_cuda": "--strict-cuda", "trust_model_code": "--trust-model-code",
     "use_cache": "--no-parity-cache", "cache_dir": "--parity-cache-dir", "cache_seed": "--parity-cache-seed",
     "reports_dir": "--parity-reports",
@@ -56,6 +57,8 @@ def changed_flags(options: RunOptions) -> list[str]:
             continue
         if option.name == "tolerance_overrides":
             changed += [_tolerance_flag(name) for name in TOLERANCE_FIELDS if options.tolerance_overrides.get(name)]
+        elif option.name == "hop_options":
+            changed += list(_changed_hop_options(options))
         elif option.name == "runtime_options":
             changed += [_runtime_flag(runtime, name) for runtime, given in options.runtime_options.items()
                         for name in given]
@@ -107,16 +110,14 @@ def option_findings(options: RunOptions, cases: Sequence[Case], gate_flags: Coll
     # with --converted, the harness converts only the floors of its reduced precisions (precision_floor.py)
     converting = loaded if options.converted is None else [
         f for f in (floor_case(case, options.converted) for case in loaded) if f is not None]
-    if options.exporter != defaults.exporter and not any(_converter_takes(c, "exporter") for c in converting):
-        found.warnings.append(f"--exporter {options.exporter}: no case of this run exports torch to ONNX"
-                              f"{_converted_note(options)}")
-    if options.opset is not None and not any(_converter_takes(c, "opset") for c in converting):
-        found.warnings.append(f"--opset {options.opset}: no case of this run converts to ONNX"
-                              f"{_converted_note(options)}")
+    for flag, (value, option, hops) in _changed_hop_options(options).items():
+        if not any(hop in c.path for c in converting for hop in hops):
+            unused = option.metadata.get("unused", f"converts with {' or '.join(hops)}")
+            found.warnings.append(f"{flag} {value}: no case of this run {unused}{_converted_note(options)}")
     if options.precisions != defaults.precisions:
         found.warnings += _undeclared_precisions(options)
-    if options.calibration and not any(_calibrates(c) for c in converting):
-        found.warnings.append(f"--calibration {options.calibration}: no case of this run quantizes a model with a "
+    if options.calibration.text and not any(_calibrates(c) for c in converting):
+        found.warnings.append(f"--calibration {options.calibration.text}: no case of this run quantizes a model with a "
                               f"calibration feed (--precision int8 makes such cases){_converted_note(options)}")
     for runtime, given in options.runtime_options.items():
         if given and not any(c.target == runtime for c in loaded):
@@ -264,9 +265,15 @@ def on_cuda(case: Case) -> bool:
     return "cuda" in (case.device, case.reference_device)
 
 
-def _converter_takes(case: Case, option: str) -> bool:
-    """Whether a hop on the case's path takes `option`."""
-    return any(option in backends.hop(name).OPTIONS for name in case.path)
+def _changed_hop_options(options: RunOptions) -> dict[str, tuple[Any, Field, list[str]]]:
+    """flag -> (value, field, the hops that declare it) for each hop option given another
+    value than its default (a flag several hops share, --opset, is one)."""
+    changed: dict[str, tuple[Any, Field, list[str]]] = {}
+    for name, option in backends.declared_options("hop"):
+        value = options.hop_options.get(name, {}).get(option.name, option.default)
+        if value != option.default:
+            changed.setdefault(backends.option_flag(name, option), (value, option, []))[2].append(name)
+    return changed
 
 
 def _calibrates(case: Case) -> bool:

@@ -11,14 +11,19 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from harness.backends import BUILTIN, OPT_IN_RUNTIMES
+from harness.backends import (BUILTIN, declared_options, opt_in_runtimes, option_flag, option_help, option_problem,
+                              option_type)
+from harness.calibration_settings import Calibration, saved_calibration
+from harness.errors import OptionError
+from harness.image_inputs import Preprocess, parse_preprocess
+from harness.labels import Labels, parse_labels
 from harness.specs import FLOAT_DTYPES, FRACTION_FIELDS, INT_DTYPES, TIERS, TOLERANCE_FIELDS, InputSpec, SpecError
 
 SOURCES = tuple(BUILTIN["source"])
 # the default targets: the built-in ones but the opt-in ones (others by name)
-TARGETS = tuple(name for name in BUILTIN["runtime"] if name not in OPT_IN_RUNTIMES)
+TARGETS = tuple(name for name in BUILTIN["runtime"] if name not in opt_in_runtimes())
 DEVICES = ("cpu", "cuda")
 # What a case's converted model computes in: a runtime lowers an fp32 artifact
 # by its own settings (its PRECISIONS), or a conversion hop writes a lowered one
@@ -26,9 +31,6 @@ DEVICES = ("cpu", "cuda")
 # "int8-dynamic" quantizes weights ahead and activations as it runs). A case's
 # id names any but fp32, so that fp32 ids stay those of runs before the axis.
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-dynamic")
-EXPORTERS = ("dynamo", "torchscript")
-# The lowest ONNX opset ONNX Runtime still runs; the highest is what the installed onnx knows.
-LOWEST_OPSET = 7
 # The largest input tensor a case may make, in MiB. Fixed rather than a share of
 # this machine's memory, so that a spec accepted on a workstation is not refused
 # in CI. 1 GiB is some 2700 times the zoo's largest input at its bounds (378 KiB),
@@ -47,10 +49,6 @@ LOCALIZE_MODES = ("off", "first", "all")
 DEFAULT_TIMEOUT_S = 600.0
 
 
-class OptionError(ValueError):
-    """An option value the harness cannot use; the message says what would do."""
-
-
 @dataclass
 class RunOptions:
     """Everything that shapes a parity run, besides the cases themselves."""
@@ -60,10 +58,10 @@ class RunOptions:
     devices: tuple[str, ...] = DEVICES    # the targets' devices, and the reference's unless reference_device
     reference_device: str | None = None   # where the source runs; None: on each case's target device
     precisions: tuple[str, ...] = ("fp32",)   # a case per precision its target or a path to it reaches
-    calibration: str = ""                 # --calibration DIST[:SAMPLES[:SEED]] or PATH (int8); "": the spec's, 32, 0
+    calibration: Calibration = Calibration()   # --calibration DIST[:SAMPLES[:SEED]] or PATH (int8), parsed
     parity_inputs: str = ""               # --parity-inputs PATH: the user's own examples (user_inputs.py); "": none
-    parity_preprocess: str = ""           # --parity-preprocess SPEC: an image folder's preprocessing (image_inputs.py)
-    parity_labels: str = ""               # --parity-labels FILE[:OUTPUT]: their class labels (accuracy.py); "": none
+    parity_preprocess: Preprocess | None = None   # --parity-preprocess SPEC parsed: an image folder's (image_inputs)
+    parity_labels: Labels | None = None   # --parity-labels FILE[:OUTPUT] parsed: their class labels (accuracy.py)
     max_accuracy_drop: float | None = None   # --max-accuracy-drop: the top-1 drop that fails a case; None: no bound
     models: tuple[str, ...] = ()          # empty: the zoo's models of `tiers`
     tiers: tuple[str, ...] = ("core",)    # which tiers of the zoo run when no model is named
@@ -71,8 +69,7 @@ class RunOptions:
     converted_layouts: dict[str, str] = field(default_factory=dict)   # its tensors' layouts, where not the original's
     input_specs: tuple[InputSpec, ...] = ()
     output_names: tuple[str, ...] = ()
-    exporter: str = "dynamo"
-    opset: int | None = None
+    hop_options: dict[str, dict[str, Any]] = field(default_factory=dict)       # hop -> its Options given
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # runtime -> its Options given
     strict_cuda: bool = False
     tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -93,13 +90,16 @@ class RunOptions:
     durations: Path | None = None         # --parity-durations: an earlier parity.json, whose durations balance it
 
     def conversion_options(self, layout_variant: str | None = None) -> dict:
-        """Every option a converter may take; each converter uses those it names
-        in its OPTIONS (and only those enter its cache key and provenance)."""
-        return {"exporter": self.exporter, "opset": self.opset, "layout_variant": layout_variant}
+        """The case's settings a converter may take besides its own Options; each converter
+        uses those it names in its OPTIONS (and only those enter its cache key and provenance)."""
+        return {"layout_variant": layout_variant}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_specs"] = [asdict(i) for i in self.input_specs]
+        data["calibration"] = self.calibration.text   # the flags as typed: a replay parses them again
+        data["parity_preprocess"] = self.parity_preprocess.text if self.parity_preprocess else ""
+        data["parity_labels"] = self.parity_labels.text if self.parity_labels else ""
         return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
     @classmethod
@@ -108,6 +108,10 @@ class RunOptions:
         defaults = cls()
         for name in ("sources", "targets", "devices", "precisions", "models", "tiers", "output_names"):
             values[name] = tuple(values.get(name, getattr(defaults, name)))
+        # parsed again here, where the options are built (a PATH no longer on this machine: saved_calibration)
+        values["parity_preprocess"] = parse_preprocess(values.get("parity_preprocess") or "")
+        values["parity_labels"] = parse_labels(values.get("parity_labels") or "")
+        values["calibration"] = saved_calibration(values.get("calibration") or "", values["parity_preprocess"])
         values["input_specs"] = tuple(InputSpec(**{**i, "shape": tuple(i["shape"]),
                                                    "dims": {k: tuple(v) for k, v in i["dims"].items()},
                                                    "domain": tuple(i["domain"])})
@@ -118,7 +122,54 @@ class RunOptions:
         if values.get("shard") is not None:
             values["shard"] = tuple(values["shard"])
         known = {f.name for f in fields(cls)}
+        if "hop_options" not in values:   # written before hops declared Options: their flags' values at the top
+            values["hop_options"] = _hop_options_at_top({k: v for k, v in values.items() if k not in known})
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _hop_options_at_top(older: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """hop -> {field: value} from the options of a parity.json, a shard header or a worker's
+    options written before hop_options, which held each hop option's value under its flag's
+    name (`"exporter": "torchscript"`, `"opset": 17`), its default whether given or not."""
+    given: dict[str, dict[str, Any]] = {}
+    for name, option in declared_options("hop") if older else ():
+        key = _option_dest(option_flag(name, option))
+        if key in older and older[key] != option.default:
+            given.setdefault(name, {})[option.name] = older[key]
+    return given
+
+
+BACKEND_OPTION_KINDS = ("hop", "runtime")   # the kinds of backend that declare Options: their fields are flags
+
+
+def backend_option_arguments(kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """(flag, keywords) for each option the registered backends of `kind` ("hop" or
+    "runtime") declare in their Options, as pytest's addoption and argparse's
+    add_argument both take them; backends that declare one flag alike share it (--opset)."""
+    arguments: dict[str, dict[str, Any]] = {}
+    for name, option in declared_options(kind):
+        flag = option_flag(name, option)
+        arguments.setdefault(flag, dict(dest=_option_dest(flag), default=None, type=option_type(option),
+                                        metavar=option.metadata.get("metavar", "VALUE"), help=option_help(name, option)))
+    return list(arguments.items())
+
+
+def parse_backend_options(kind: str, value_of: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    """NAME -> {field: value} for the flags of `kind`'s backends that were given
+    (`value_of(dest)` is not None), each held to what its field declares."""
+    given: dict[str, dict[str, Any]] = {}
+    for name, option in declared_options(kind):
+        value = value_of(_option_dest(option_flag(name, option)))
+        if value is not None:
+            problem = option_problem(name, option, value)
+            if problem:
+                raise OptionError(problem)
+            given.setdefault(name, {})[option.name] = value
+    return given
+
+
+def _option_dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
 
 
 def split_list(values: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -210,19 +261,6 @@ def parse_per_output(option: str, values: Iterable[str]) -> dict[str, float]:
                                   "passes every error)")
             result[name if sep else ""] = parsed
     return result
-
-
-def parse_opset(value: int | None) -> int | None:
-    """--opset N: an ONNX opset the installed onnx knows and ONNX Runtime runs."""
-    if value is None:
-        return None
-    import onnx
-
-    highest = onnx.defs.onnx_opset_version()
-    if not LOWEST_OPSET <= value <= highest:
-        raise OptionError(f"--opset {value}: no such ONNX opset here; choose from {LOWEST_OPSET}..{highest} "
-                          f"(the highest is what onnx {onnx.__version__} knows)")
-    return value
 
 
 def parse_max_tensor_mb(value: float) -> float:

@@ -17,13 +17,17 @@ from typing import Any
 import pytest
 
 from harness.accuracy import check_accuracy_options
-from harness.backends import OPT_IN_RUNTIMES
-from harness.calibration import parse_calibration
-from harness.image_inputs import check_preprocess_option
-from harness.options import (DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, EXPORTERS, ISOLATION_MODES,
-                             LOCALIZE_MODES, PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS, OptionError,
-                             RunOptions, parse_input_specs, parse_cache_seed, parse_layouts, parse_list, parse_max_tensor_mb,
-                             parse_opset, parse_path, parse_precisions, parse_shard, parse_tiers,
+from harness.backends import opt_in_runtimes
+from harness.calibration_settings import parse_calibration
+from harness.case_record import CaseRecord
+from harness.errors import OptionError
+from harness.image_inputs import check_preprocess_option, parse_preprocess
+from harness.labels import parse_labels
+from harness.options import (BACKEND_OPTION_KINDS, DEFAULT_MAX_TENSOR_MB, DEFAULT_TIMEOUT_S, DEVICES, ISOLATION_MODES,
+                             LOCALIZE_MODES, PRECISIONS, SOURCES, TARGETS, TOLERANCE_FIELDS,
+                             RunOptions, backend_option_arguments, parse_backend_options, parse_input_specs,
+                             parse_cache_seed, parse_layouts, parse_list, parse_max_tensor_mb,
+                             parse_path, parse_precisions, parse_shard, parse_tiers,
                              parse_tolerance_overrides)
 
 PARITY_OPTIONS = ("source", "target", "device", "model", "tier", "converted", "parity")
@@ -41,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"source frameworks, comma-separated (default: all): {','.join(SOURCES)}")
     add("--target", action="append", metavar="NAMES",
         help=f"target runtimes, comma-separated (default: {','.join(TARGETS)}; by name only: "
-             f"{','.join(OPT_IN_RUNTIMES)})")
+             f"{','.join(opt_in_runtimes())})")
     add("--device", action="append", metavar="NAMES",
         help=f"devices, comma-separated (default: {','.join(DEVICES)}): the target's, and the reference's unless "
              "--reference-device")
@@ -93,9 +97,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--path", default="shortest", metavar="PATHS",
         help="which conversion paths to a target run where there are several: shortest (default), all, or the "
              "formats a path writes, e.g. onnx,openvino-ir")
-    add("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default: dynamo)")
-    add("--opset", type=int, default=None, help="ONNX opset to export (default: 18 dynamo, 17 torchscript)")
-    _add_runtime_options(add)
+    for kind in BACKEND_OPTION_KINDS:   # each hop's and each runtime's own settings: the fields of its Options
+        for flag, keywords in backend_option_arguments(kind):
+            add(flag, **keywords)
     add("--strict-cuda", action="store_true", help="turn TF32 off on CUDA and hold it to CPU tolerances")
     for name, help_text in (("atol", "absolute tolerance"), ("rtol", "relative tolerance"),
                             ("atol-by-max", "absolute tolerance as a fraction of max|ref|"),
@@ -181,46 +185,6 @@ def option_definitions() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     return definitions
 
 
-def _runtime_option_fields():
-    """(runtime, field) for each field of each registered runtime's Options; a
-    runtime that does not import has no flags here (its cases say why)."""
-    from harness import backends
-
-    for name in backends.names("runtime"):
-        try:
-            fields = backends.option_fields(name)
-        except ImportError:   # a built-in runtime module whose package is missing here: its cases say why
-            continue
-        yield from ((name, option) for option in fields)
-
-
-def _add_runtime_options(add) -> None:
-    """Each runtime's own settings (the fields of its Options dataclass) as flags."""
-    from harness import backends
-
-    for name, option in _runtime_option_fields():
-        add(backends.option_flag(name, option), dest=f"runtime_{name}_{option.name}", default=None,
-            type=type(option.default), metavar="VALUE",
-            help=f"{option.metadata.get('help', option.name)} ({name}: {backends.allowed_values(option)}; "
-                 f"default {option.default})")
-
-
-def runtime_options(config: pytest.Config) -> dict[str, dict[str, Any]]:
-    """runtime -> {field: value} for the runtime flags given on the command line,
-    each held to the choices or range its field declares."""
-    from harness import backends
-
-    given: dict[str, dict[str, Any]] = {}
-    for name, option in _runtime_option_fields():
-        value = config.getoption(f"runtime_{name}_{option.name}")
-        if value is not None:
-            problem = backends.option_problem(name, option, value)
-            if problem:
-                raise OptionError(problem)
-            given.setdefault(name, {})[option.name] = value
-    return given
-
-
 def parity_requested(config: pytest.Config) -> bool:
     return any(config.getoption(name.replace("-", "_")) for name in PARITY_OPTIONS)
 
@@ -238,21 +202,23 @@ def run_options(config: pytest.Config) -> RunOptions:
     if not 0 < get("parity_timeout") < float("inf"):
         raise pytest.UsageError(f"--parity-timeout: a number of seconds > 0, got {get('parity_timeout')}")
     try:
-        parse_calibration(get("calibration"), get("parity_preprocess"))   # a malformed value is refused now, not at the first int8 case
-        check_accuracy_options(get("parity_labels"), get("parity_inputs"), get("max_accuracy_drop"))
-        check_preprocess_option(get("parity_preprocess"), get("parity_inputs"), get("calibration"))   # now, not at the first case
+        preprocess = parse_preprocess(get("parity_preprocess"))   # these three parsed once here, for every case
+        calibration = parse_calibration(get("calibration"), preprocess)
+        labels = parse_labels(get("parity_labels"))
+        check_accuracy_options(labels, get("parity_inputs"), get("max_accuracy_drop"))
+        check_preprocess_option(preprocess, get("parity_inputs"), get("calibration"))   # now, not at the first case
         defaults = RunOptions()
         return RunOptions(
             sources=parse_list("--source", get("source"), f"one or more of {', '.join(SOURCES)}") or defaults.sources,
             targets=parse_list("--target", get("target"),
-                               f"one or more of {', '.join(TARGETS + OPT_IN_RUNTIMES)}") or defaults.targets,
+                               f"one or more of {', '.join(TARGETS + opt_in_runtimes())}") or defaults.targets,
             devices=parse_list("--device", get("device"), f"one or more of {', '.join(DEVICES)}") or defaults.devices,
             reference_device=get("reference_device"),
             precisions=parse_precisions(get("precision")),
-            calibration=get("calibration"),
+            calibration=calibration,
             parity_inputs=get("parity_inputs"),
-            parity_preprocess=get("parity_preprocess"),
-            parity_labels=get("parity_labels"),
+            parity_preprocess=preprocess,
+            parity_labels=labels,
             max_accuracy_drop=get("max_accuracy_drop"),
             models=parse_list("--model", get("model"), "zoo names or model files (e.g. simple,mlp or model.onnx)"),
             tiers=parse_tiers(get("tier")),
@@ -261,9 +227,8 @@ def run_options(config: pytest.Config) -> RunOptions:
             input_specs=parse_input_specs(get("input_spec") or ()),
             output_names=parse_list("--output-names", get("output_names"),
                                     "the model's output names (e.g. logits,probs)"),
-            exporter=get("exporter"),
-            opset=parse_opset(get("opset")),
-            runtime_options=runtime_options(config),
+            hop_options=parse_backend_options("hop", get),
+            runtime_options=parse_backend_options("runtime", get),
             strict_cuda=get("strict_cuda"),
             tolerance_overrides=parse_tolerance_overrides({f: get(f) for f in TOLERANCE_FIELDS}),
             trust_model_code=get("trust_model_code"),
@@ -324,7 +289,7 @@ class ParityItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.run = run
-        self.record: dict[str, Any] | None = None
+        self.record: CaseRecord | None = None
         self._prepared = None
         self.add_marker("parity")
         for part in (case.model, case.source, case.target, case.device, case.variant):
@@ -340,16 +305,16 @@ class ParityItem(pytest.Item):
             # started shows as a pytest ERROR, as it does in process.
             self.record = self.run.workers.run(self.case, reason)
             # a skip (what collection only looked up, found unusable as the case starts) reports as one too
-            if self.record["status"] not in ("error", "skipped") or self.record["isolation"]["stage_reached"] == "run":
+            if self.record.status not in ("error", "skipped") or self.record.isolation["stage_reached"] == "run":
                 return
         else:
             self.record, self._prepared = start_case(self.case, self.run.options, self.run.cache)
         if self._prepared is None:
             self.run.add(self.record)
             self._publish()
-            if self.record["status"] == "skipped":
-                pytest.skip(self.record["message"])
-            pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
+            if self.record.status == "skipped":
+                pytest.skip(self.record.message)
+            pytest.fail(f"{self.case.id}: [{self.record.stage}] {self.record.message}", pytrace=False)
 
     def runtest(self) -> None:
         from harness.runner import finish_case
@@ -359,22 +324,22 @@ class ParityItem(pytest.Item):
             self.record = finish_case(self.record, prepared, self.run.options)
         self.run.add(self.record)
         self._publish()
-        if self.record["status"] == "error":
-            pytest.fail(f"{self.case.id}: [{self.record['stage']}] {self.record['message']}", pytrace=False)
-        if self.record["status"] == "failed":
-            pytest.fail(f"{self.case.id}: {self.record['message']}", pytrace=False)
-        for finding in self.record.get("warnings", ()):
+        if self.record.status == "error":
+            pytest.fail(f"{self.case.id}: [{self.record.stage}] {self.record.message}", pytrace=False)
+        if self.record.status == "failed":
+            pytest.fail(f"{self.case.id}: {self.record.message}", pytrace=False)
+        for finding in self.record.warnings or ():
             warnings.warn(ParityWarning(f"{self.case.id}: {finding['message']}"))
-        if self.record["status"] == "inconclusive":
+        if self.record.status == "inconclusive":
             if self.run.options.strict:
-                pytest.fail(f"{self.case.id}: {self.record['message']} (--parity-strict)", pytrace=False)
-            warnings.warn(ParityWarning(f"{self.case.id}: {self.record['message']}"))
+                pytest.fail(f"{self.case.id}: {self.record.message} (--parity-strict)", pytrace=False)
+            warnings.warn(ParityWarning(f"{self.case.id}: {self.record.message}"))
 
     def _publish(self) -> None:
         """The record's numbers as properties, for --junitxml and the like."""
         from harness.report.extras import junit_properties
 
-        self.user_properties.extend(junit_properties(self.record))
+        self.user_properties.extend(junit_properties(self.record.to_json()))
 
     def reportinfo(self):
         return self.path, None, f"parity {self.case.id}"
@@ -389,7 +354,7 @@ class ParityRun:
         self.config = config
         self.options = options
         self.cache = ArtifactCache(options.cache_dir, enabled=options.use_cache, seed=options.cache_seed)
-        self.records: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []   # as parity.json holds them: under xdist, read from the workers' files
         self._writer = None
         self._reports_lock = self._claim_reports(options)
         self._workers = None
@@ -521,16 +486,16 @@ class ParityRun:
         shard = {"shard": self.shard.header()} if self.shard else {}
         self._writer = ResultsWriter(self.results_path, {"options": self.options.to_json(), **shard})
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: CaseRecord) -> None:
         from harness.results import ReportsFolderError
 
-        self.records.append(record)
+        self.records.append(record.to_json())
         try:
             if self._writer is None:
                 self._open_writer()
             self._writer.add(record)
         except ReportsFolderError as error:   # a full disk: the writer keeps the record for its next write
-            pytest.fail(f"{record['id']}: [report] {error}", pytrace=False)
+            pytest.fail(f"{record.id}: [report] {error}", pytrace=False)
 
     def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
         # `pytest --target=onnxruntime` with no paths runs the parity matrix alone,
@@ -635,12 +600,13 @@ class ParityRun:
         html_plugin = item.config.pluginmanager.getplugin("html")
         # One table per case, on the report of the phase that finished its record.
         if (html_plugin is None or not isinstance(item, ParityItem) or item.record is None
-                or "status" not in item.record or report.when == "teardown"
+                or not item.record.has("status") or report.when == "teardown"
                 or (report.when == "setup" and report.passed)):
             return
         from harness.report.extras import outputs_table_html
 
-        report.extras = getattr(report, "extras", []) + [html_plugin.extras.html(outputs_table_html(item.record))]
+        report.extras = getattr(report, "extras", []) + [
+            html_plugin.extras.html(outputs_table_html(item.record.to_json()))]
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
         from harness.report.summary import summary_lines

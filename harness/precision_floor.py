@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends, paths
+from harness.case import Case
 from harness.compare import OutputComparison
-from harness.matrix import Case
 from harness.specs import Tolerance
 
 # The floor of a file in a format with no standard build of its own (an OpenVINO IR, ...), and at an

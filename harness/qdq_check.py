@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:   # the engine imports the frameworks' adapters: not at import time here
-    from harness.calibration import Calibration
+    from harness.calibration_settings import Calibration
     from harness.engine import PreparedCase
 
 INT8_RANGE = (-128, 127)

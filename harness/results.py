@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, Mapping
 import numpy as np
 
 from harness import backends
+from harness.case_record import CaseRecord
 from harness.errors import CaseError, disk_full
 from harness.locks import FileLock, LockHeld
 from harness.user_json import loads_user_json, read_user_json
@@ -139,7 +140,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException as error:
+    except BaseException as error:   # an interrupt too leaves no temporary file; all but a full disk re-raised
         tmp.unlink(missing_ok=True)
         full = disk_full(error, path)
         if full:
@@ -179,9 +180,9 @@ class ResultsWriter:
         self._encoded: dict[str, str] = {}   # case id -> its "id": record entry, laid out as the file nests it
         self.flush()
 
-    def add(self, record: Mapping[str, Any]) -> None:
-        case_id = record["id"]
-        self.data["cases"][case_id] = to_jsonable(record)
+    def add(self, record: CaseRecord) -> None:
+        case_id = record.id
+        self.data["cases"][case_id] = to_jsonable(record.to_json())
         # json.dumps(self.data, indent=1)'s text of this entry, two levels in
         self._encoded[case_id] = (f"  {json.dumps(str(case_id))}: "
                                   + json.dumps(self.data["cases"][case_id], indent=1).replace("\n", "\n  "))
@@ -234,7 +235,7 @@ def save_failure(reports_dir: Path, case_id: str, inputs: Mapping[str, np.ndarra
             write_npz(handle, {"__replay__": np.array(json.dumps(to_jsonable(replay_info))),
                                **{f"input:{name}": array for name, array in inputs.items()}})
         os.replace(tmp, path)
-    except BaseException as error:
+    except BaseException as error:   # an interrupt too leaves no temporary file; all but a full disk re-raised
         tmp.unlink(missing_ok=True)
         full = disk_full(error, path)
         if full:

@@ -15,13 +15,14 @@ import numpy as np
 
 from harness.accuracy import add_accuracy
 from harness.cache import ArtifactCache
-from harness.calibration import calibration_of
+from harness.case_record import CaseRecord
+from harness.case import Case
 from harness.engine import PreparedCase, Progress, no_progress, prepare_case
 from harness.errors import CaseError, RuntimeLimit, summarize_exception
 from harness.explore import Exploration, explore_case
 from harness.file_precision import check_file, examples_to_check
 from harness.golden import check_golden, check_user_inputs, golden_failure
-from harness.matrix import Case, availability_checked
+from harness.matrix import availability_checked
 from harness.model_file import describe as describe_model_file
 from harness.option_effects import on_cuda
 from harness.options import RunOptions
@@ -35,49 +36,49 @@ def examples_database(options: RunOptions) -> Path:
     return options.reports_dir / "hypothesis-examples"
 
 
-def base_record(case: Case) -> dict[str, Any]:
-    record = {"id": case.id, "model": case.model, "model_ref": case.model_ref, "source": case.source,
-              "target": case.target, "device": case.device, "reference_device": case.reference_device,
-              "precision": case.precision, "variant": case.variant}
+def base_record(case: Case) -> CaseRecord:
+    record = CaseRecord(id=case.id, model=case.model, model_ref=case.model_ref, source=case.source,
+                        target=case.target, device=case.device, reference_device=case.reference_device,
+                        precision=case.precision, variant=case.variant)
     if case.random_ops:   # compared by distribution, never elementwise (explore.py)
-        record["random_ops"] = list(case.random_ops)
+        record.random_ops = list(case.random_ops)
     # The user's file the model came from, with its sha256 (model_file.describe): what exactly was tested.
     described = describe_model_file(case.spec.origin) if case.spec is not None and case.spec.origin != "zoo" else None
     if described:
-        record["model_file"] = described
+        record.model_file = described
     return record
 
 
 def start_case(case: Case, options: RunOptions, cache: ArtifactCache,
-               progress: Progress = no_progress) -> tuple[dict[str, Any], PreparedCase | None]:
+               progress: Progress = no_progress) -> tuple[CaseRecord, PreparedCase | None]:
     """Everything before the examples. The record comes back finished (status
     set) for a skip or an error; otherwise with the prepared case to explore.
     `progress(stage)` is told each stage as it starts."""
     record = base_record(case)
-    record["_start"] = time.perf_counter()
+    record.started_at = time.perf_counter()
     if case.error:
-        record.update(status="error", stage="options", message=case.error)
+        record.set_status("error", case.error, stage="options")
         return _finished(record), None
     case = availability_checked(case)   # imports what collection only looked up (matrix.py)
     if case.skip:
-        record.update(status="skipped", message=case.skip)
+        record.set_status("skipped", case.skip)
         return _finished(record), None
     try:
         return record, prepare_case(case, options, cache, progress)
     except RuntimeLimit as error:
         if case.source == "onnx" and not case.path and options.converted is None:   # the user's file, as it is
-            record.update(status="skipped", message=f"{case.target} cannot run this file: {error.message}")
+            record.set_status("skipped", f"{case.target} cannot run this file: {error.message}")
         else:   # a file the harness converted: the conversion path produced what its target cannot run
-            record.update(status="error", stage=error.stage, message=error.message)
+            record.set_status("error", error.message, stage=error.stage)
     except CaseError as error:
-        record.update(status="error", stage=error.stage, message=error.message)
+        record.set_status("error", error.message, stage=error.stage)
     except Exception as error:  # a bug in an adapter must not end the run
-        record.update(status="error", stage="internal", message=summarize_exception(error, 10))
+        record.set_status("error", summarize_exception(error, 10), stage="internal")
     return _finished(record), None
 
 
-def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOptions,
-                progress: Progress = no_progress) -> dict[str, Any]:
+def finish_case(record: CaseRecord, prepared: PreparedCase, options: RunOptions,
+                progress: Progress = no_progress) -> CaseRecord:
     """Run the golden examples stored with the model, if any, then the drawn
     examples, and complete the record. Where the drawn examples cannot run (the
     reference cannot load the model, or rejects the inputs) the golden sets
@@ -85,7 +86,7 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
     an output (inconclusive), the golden sets judge it (`_judged_by_stored_sets`)."""
     progress("run")
     if prepared.case.random_ops:   # found as the case was prepared (engine.py): the matrix's case may lack them
-        record["random_ops"] = list(prepared.case.random_ops)
+        record.random_ops = list(prepared.case.random_ops)
     try:
         golden = check_golden(prepared, options.tolerance_overrides)
         user_entry, user_failing = check_user_inputs(prepared, options) if prepared.user_inputs else (None, None)
@@ -99,64 +100,59 @@ def finish_case(record: dict[str, Any], prepared: PreparedCase, options: RunOpti
                     raise
                 drawn_error = error
         if drawn_error is not None:
-            record.update(_golden_only(golden, drawn_error, prepared))
+            _golden_only(record, golden, drawn_error, prepared)
         else:
-            record.update(_describe(prepared, exploration, options))
+            _describe(record, prepared, exploration, options)
             file_check = check_file(prepared, examples_to_check(prepared, exploration))
             if file_check is not None:   # the target computed the file wider than its types: its own verdict
-                record["file_precision"] = file_check
+                record.file_precision = file_check
                 if file_check["verdict"] == "failed":   # a failure of the file, which the target hid
-                    record["message"] = (f"{file_check['message']}\n{prepared.case.target} "
-                                         f"{prepared.case.device}'s own verdict: {record['message']}")
-                    record["status"] = "failed"
-            qdq = check_qdq_case(prepared, calibration_of(options))
+                    record.set_status("failed", file_check["message"], earlier_as=(
+                        f"{prepared.case.target} {prepared.case.device}'s own verdict: "))
+            qdq = check_qdq_case(prepared, options.calibration)
             if qdq is not None:   # each Q/DQ pair against its tensor (qdq_check.py): a bad scale no output shows
-                record["qdq_pairs"] = qdq.pop("pairs", [])
-                record["qdq_check"] = qdq
+                record.qdq_pairs = qdq.pop("pairs", [])
+                record.qdq_check = qdq
                 if qdq.get("findings"):
-                    record["message"] = "\n".join([*qdq["findings"], f"outputs: {record['message']}"])
-                    record["status"] = "failed"
-            if "failure" in record and options.localize != "off" and prepared.case.random_ops:
+                    record.set_status("failed", "\n".join(qdq["findings"]), earlier_as="outputs: ")
+            if record.has("failure") and options.localize != "off" and prepared.case.random_ops:
                 # a walk compares tensors element by element, which two runs of a random graph never match
-                record["localization"] = {"status": "unavailable", "seconds": 0.0,
-                                          "message": "random operators: compared by distribution, which no "
-                                                     "element-by-element walk can localize"}
-            elif "failure" in record and options.localize != "off":
+                record.localization = {"status": "unavailable", "seconds": 0.0,
+                                       "message": "random operators: compared by distribution, which no "
+                                                  "element-by-element walk can localize"}
+            elif record.has("failure") and options.localize != "off":
                 progress("localize")
                 _add_localization(record, prepared, exploration, options)
         if golden is not None:
-            record["golden"] = golden
+            record.golden = golden
             failure = golden_failure(golden)
             if failure:  # the stored outputs are the model author's word: they fail the case on their own
-                record["message"] = failure if record["status"] != "failed" else f"{failure}\n{record['message']}"
-                record["status"] = "failed"
+                record.set_status("failed", failure)
                 if drawn_error is not None:
-                    record["message"] += f"\n{_drawn_note(drawn_error)}"
-            elif record["status"] == "inconclusive":
-                record.update(_judged_by_stored_sets(golden, exploration))
+                    record.message += f"\n{_drawn_note(drawn_error)}"
+            elif record.status == "inconclusive":
+                _judged_by_stored_sets(record, golden, exploration)
             if "note" in golden and not failure:   # what the matching sets were held to (golden.py)
-                record["message"] += f"\n{golden['note']}"
+                record.message += f"\n{golden['note']}"
         if user_entry is not None:
-            record["user_inputs"] = user_entry
+            record.user_inputs = user_entry
             if user_failing is not None:   # the user's own data fails the case on its own, as a golden set does
                 saved = _save_user_failure(user_entry, prepared, user_failing, options)
-                failure = f"{user_inputs_failure(user_entry)}\n{saved}"
-                record["message"] = failure if record["status"] != "failed" else f"{failure}\n{record['message']}"
-                record["status"] = "failed"
+                record.set_status("failed", f"{user_inputs_failure(user_entry)}\n{saved}")
         if options.parity_labels and prepared.user_inputs:   # the user's examples, labelled: top-1 accuracy
             add_accuracy(record, prepared, options)
     except CaseError as error:
-        record.update(status="error", stage=error.stage, message=error.message)
+        record.set_status("error", error.message, stage=error.stage)
     except Exception as error:   # a bug in an adapter or a check must not end the run: the case's internal error
-        record.update(status="error", stage="internal", message=summarize_exception(error, 10))
-    record.setdefault("provenance", prepared.provenance)
-    record.setdefault("versions", prepared.versions)
-    record.setdefault("timings", prepared.timings)
+        record.set_status("error", summarize_exception(error, 10), stage="internal")
+    for name in ("provenance", "versions", "timings"):   # an error before the examples: what was prepared
+        if not record.has(name):
+            setattr(record, name, getattr(prepared, name))
     return _finished(record)
 
 
 def run_case(case: Case, options: RunOptions, cache: ArtifactCache, writer: ResultsWriter | None = None,
-             progress: Progress = no_progress) -> dict[str, Any]:
+             progress: Progress = no_progress) -> CaseRecord:
     """One case from start to record, outside pytest."""
     record, prepared = start_case(case, options, cache, progress)
     if prepared is not None:
@@ -166,17 +162,17 @@ def run_case(case: Case, options: RunOptions, cache: ArtifactCache, writer: Resu
     return record
 
 
-def _golden_only(golden: dict[str, Any], drawn_error: CaseError, prepared: PreparedCase) -> dict[str, Any]:
+def _golden_only(record: CaseRecord, golden: dict[str, Any], drawn_error: CaseError, prepared: PreparedCase) -> None:
     """The record of a case its golden sets judge alone: passed on its stored
     examples only (a stored set the target misses fails it afterwards, as
     always), the reason the drawn examples could not run kept beside."""
-    return {"status": "passed", "examples": 0,
-            "message": f"passed on its {golden['sets']} stored example(s) only; {_drawn_note(drawn_error)}",
-            "drawn_error": {"stage": drawn_error.stage, "message": drawn_error.message},
-            "outputs": {o.name: {"tolerance": prepared.tolerances[o.name].__dict__} for o in prepared.spec.outputs}}
+    record.set_status("passed", f"passed on its {golden['sets']} stored example(s) only; {_drawn_note(drawn_error)}")
+    record.examples = 0
+    record.drawn_error = {"stage": drawn_error.stage, "message": drawn_error.message}
+    record.outputs = {o.name: {"tolerance": prepared.tolerances[o.name].__dict__} for o in prepared.spec.outputs}
 
 
-def _judged_by_stored_sets(golden: dict[str, Any], exploration: Exploration) -> dict[str, Any]:
+def _judged_by_stored_sets(record: CaseRecord, golden: dict[str, Any], exploration: Exploration) -> None:
     """A case the drawn examples found inconclusive, passed on its stored sets,
     which all match: a target that computed a wrong shape, count or value from
     the stored inputs would have missed them, whatever the drawn inputs could
@@ -187,29 +183,30 @@ def _judged_by_stored_sets(golden: dict[str, Any], exploration: Exploration) -> 
     reasons = _inconclusive_outputs(exploration)
     measured = {o["name"] for result in golden["results"] for o in result["outputs"] if o["finite_elements"]}
     if not set(reasons) <= measured:
-        return {}
+        return
     short = []
     for name, (kind, detail) in reasons.items():
         short.append({"nonfinite": detail, "empty": detail,
                       "constant": f"{name}: it does not depend on the input ({detail})",
                       "loose": f"{name}: ill-conditioned, {detail}"}[kind])
-    return {"status": "passed", "drawn_inconclusive": list(reasons),
-            "message": f"passed on its {golden['sets']} stored example(s); the drawn examples could not judge "
-                       f"{'; '.join(short)}"}
+    record.set_status("passed", f"passed on its {golden['sets']} stored example(s); the drawn examples could not "
+                                f"judge {'; '.join(short)}")
+    record.drawn_inconclusive = list(reasons)
 
 
 def _drawn_note(drawn_error: CaseError) -> str:
     return f"the drawn examples could not run: {drawn_error.message.splitlines()[0]}"
 
 
-def _finished(record: dict[str, Any]) -> dict[str, Any]:
-    record["duration_s"] = time.perf_counter() - record.pop("_start")
+def _finished(record: CaseRecord) -> CaseRecord:
+    record.duration_s = time.perf_counter() - record.started_at
     # In UTC to the millisecond: `merge --prefer=newest` orders records of machines in other time zones by it.
-    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    record.finished = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return record
 
 
-def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOptions) -> dict[str, Any]:
+def _describe(record: CaseRecord, prepared: PreparedCase, exploration: Exploration, options: RunOptions) -> None:
+    """The drawn examples' verdict and numbers, into `record`."""
     outputs = {}
     for out in prepared.spec.outputs:
         tolerance = prepared.tolerances[out.name].__dict__
@@ -227,57 +224,53 @@ def _describe(prepared: PreparedCase, exploration: Exploration, options: RunOpti
     raised = exploration.failure is not None and exploration.failure.error is not None
     ratios = [o.get("error_ratio") for o in outputs.values() if isinstance(o.get("error_ratio"), (int, float))]
     normalized = [o.get("normalized_error") for o in outputs.values() if isinstance(o.get("normalized_error"), (int, float))]
-    record: dict[str, Any] = {
-        "status": "passed" if exploration.passed else "failed",
-        "message": "all outputs within tolerance" if exploration.passed else _failure_message(exploration),
-        "examples": exploration.examples,
-        "corner_examples": exploration.corners,
-        "shrink_steps": exploration.shrink_steps,
-        "first_failure_at": exploration.first_failure_at,
-        "worst_error_ratio": max(ratios) if ratios and not raised else None,
-        "worst_normalized_error": max(normalized) if normalized and not raised else None,
-        "outputs": outputs,
-        "provenance": prepared.provenance,
-        "versions": prepared.versions,
-        "timings": prepared.timings,
-    }
+    record.set_status("passed" if exploration.passed else "failed",
+                      "all outputs within tolerance" if exploration.passed else _failure_message(exploration))
+    record.examples = exploration.examples
+    record.corner_examples = exploration.corners
+    record.shrink_steps = exploration.shrink_steps
+    record.first_failure_at = exploration.first_failure_at
+    record.worst_error_ratio = max(ratios) if ratios and not raised else None
+    record.worst_normalized_error = max(normalized) if normalized and not raised else None
+    record.outputs = outputs
+    record.provenance = prepared.provenance
+    record.versions = prepared.versions
+    record.timings = prepared.timings
     if exploration.shrink_cut_s is not None:
-        record["shrink_cut_s"] = exploration.shrink_cut_s
-    record["cost"] = _cost(prepared.timings, exploration.examples + exploration.shrink_steps)
+        record.shrink_cut_s = exploration.shrink_cut_s
+    record.cost = _cost(prepared.timings, exploration.examples + exploration.shrink_steps)
     if exploration.passed and any(o.get("accepted_by") == "noise" for o in outputs.values()):
         noisy = [name for name, o in outputs.items() if o.get("accepted_by") == "noise"]
-        record["message"] = (f"all outputs within tolerance, or within {_multiples(outputs, noisy)} the original's "
-                             f"own float32 error ({', '.join(noisy)})")
+        record.message = (f"all outputs within tolerance, or within {_multiples(outputs, noisy)} the original's "
+                          f"own float32 error ({', '.join(noisy)})")
     floored = [name for name, o in outputs.items() if (o.get("floor") or {}).get("passed")]
     if exploration.passed and floored:   # held to a standard build's error too (harness/precision_floor.py)
         floor = outputs[floored[0]]["floor"]
-        record["message"] += (f"; within {floor['multiple']:g}x the error of {floor['recipe']} of the same model "
-                              f"({', '.join(floored)})")
+        record.message += (f"; within {floor['multiple']:g}x the error of {floor['recipe']} of the same model "
+                           f"({', '.join(floored)})")
     # passed beyond its fixed tolerance by what the precision explains (precision_floor.py, compare.accept_argmax_flips,
     # compare.accept_saturation)
     explained = [o["message"] for o in outputs.values() if o.get("accepted_by") in ("floor", "argmax", "saturation")]
     if exploration.passed and explained:
-        record["message"] += "; beyond its fixed tolerance, as the precision explains: " + "; ".join(explained)
+        record.message += "; beyond its fixed tolerance, as the precision explains: " + "; ".join(explained)
     if exploration.passed and not prepared.spec.inputs:   # nothing to draw: explore.py ran each side once
-        record["message"] = f"the model takes no inputs: one run of each side compared; {record['message']}"
+        record.message = f"the model takes no inputs: one run of each side compared; {record.message}"
     if prepared.warnings:
-        record["warnings"] = [w.to_json() for w in prepared.warnings]
+        record.warnings = [w.to_json() for w in prepared.warnings]
     if exploration.passed and prepared.case.random_ops:
-        record["message"] = (f"random operators in the graph ({', '.join(prepared.case.random_ops)}): compared by "
-                             f"distribution over {exploration.examples} runs of one input, never elementwise; every "
-                             "output's shape, dtype, mean, variance, range and spread across draws within the bounds its record "
-                             "states")
+        record.message = (f"random operators in the graph ({', '.join(prepared.case.random_ops)}): compared by "
+                          f"distribution over {exploration.examples} runs of one input, never elementwise; every "
+                          "output's shape, dtype, mean, variance, range and spread across draws within the bounds its "
+                          "record states")
     if exploration.passed and exploration.inconclusive:
-        record["status"] = "inconclusive"
         # --strict-cuda is advice only where it changes the arithmetic: a case on CUDA that runs without it.
         strict_cuda_helps = on_cuda(prepared.case) and not options.strict_cuda
-        record["message"] = _inconclusive_message(exploration, strict_cuda_helps)
+        record.set_status("inconclusive", _inconclusive_message(exploration, strict_cuda_helps))
     if not exploration.passed:
         _add_failure(record, prepared, exploration, options)
-    return record
 
 
-def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Exploration,
+def _add_failure(record: CaseRecord, prepared: PreparedCase, exploration: Exploration,
                  options: RunOptions) -> None:
     """The failing input saved beside the reports, with the command that replays
     it, its statistics and its outputs' comparisons, into the record."""
@@ -288,24 +281,24 @@ def _add_failure(record: dict[str, Any], prepared: PreparedCase, exploration: Ex
         replay["draws"] = exploration.examples
     path, command = save_failure(options.reports_dir, case.id, exploration.failure_inputs, replay)
     command += _replay_flags(case, options)
-    record["failure"] = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
-                         "corner": exploration.failure_corner,
-                         "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
-                         "input_stats": {k: _statistics(v) for k, v in exploration.failure_inputs.items()},
-                         "outputs": [c.to_json() for c in failure.comparisons]}
+    record.failure = {"recipe": exploration.failure_recipe.to_json(), "npz": str(path), "replay": command,
+                      "corner": exploration.failure_corner,
+                      "shapes": {k: list(v.shape) for k, v in exploration.failure_inputs.items()},
+                      "input_stats": {k: _statistics(v) for k, v in exploration.failure_inputs.items()},
+                      "outputs": [c.to_json() for c in failure.comparisons]}
     if failure.error:
-        record["failure"]["error"] = failure.error
-        record["failure"]["error_kinds"] = dict(exploration.errors)
+        record.failure["error"] = failure.error
+        record.failure["error_kinds"] = dict(exploration.errors)
     # Only hypothesis' draws are shrunk: not a corner, nor the one input of a model without inputs or with
     # random operators (explore.py).
     unshrunk = exploration.failure_corner or not prepared.spec.inputs or case.random_ops
     shrunk = "failing input" if unshrunk else "shrunk failing input"
-    record["message"] += f"\n{shrunk}: {path}\nreplay: {command}"
+    record.message += f"\n{shrunk}: {path}\nreplay: {command}"
     # The likely cause, found before the first example; dims the harness bounded by default only where the
     # converted model raised (at a size it may not take), never before an error of values.
     causes = [w.message for w in prepared.warnings if w.kind != "default_bounds" or failure.error]
     if causes:
-        record["message"] = "\n".join(causes) + "\n" + record["message"]
+        record.message = "\n".join(causes) + "\n" + record.message
 
 
 def _save_user_failure(entry: dict[str, Any], prepared: PreparedCase, example: UserExample,
@@ -322,14 +315,14 @@ def _save_user_failure(entry: dict[str, Any], prepared: PreparedCase, example: U
     return f"failing user example: {path}\nreplay: {command}"
 
 
-def _add_localization(record: dict[str, Any], prepared: PreparedCase, exploration: Exploration,
+def _add_localization(record: CaseRecord, prepared: PreparedCase, exploration: Exploration,
                       options: RunOptions) -> None:
     """Where the failing input first diverges (harness.localize), with its
     reproduction beside the .npz, into the record and its message."""
     from harness.localize.locate import localize, walkable_case
 
     failure = exploration.failure
-    case_seconds = time.perf_counter() - record["_start"]
+    case_seconds = time.perf_counter() - record.started_at
     if failure.error:
         localization = {"status": "unavailable", "seconds": 0.0,
                         "message": "the converted model raised on the failing input: no values to walk"}
@@ -343,15 +336,15 @@ def _add_localization(record: dict[str, Any], prepared: PreparedCase, exploratio
             localization = {"status": "unavailable", "message": walkable,
                             "seconds": round(time.perf_counter() - start, 4)}
         else:
-            folder = Path(record["failure"]["npz"]).with_suffix(".repro")
-            pair_check = {**record["qdq_check"], "pairs": record["qdq_pairs"]} if "qdq_check" in record else None
+            folder = Path(record.failure["npz"]).with_suffix(".repro")
+            pair_check = {**record.qdq_check, "pairs": record.qdq_pairs} if record.has("qdq_check") else None
             localization = localize(walkable, [c.to_json() for c in failure.comparisons if not c.passed], folder,
                                     options.localize, pair_check)
     localization["case_seconds"] = round(case_seconds, 4)
-    record["localization"] = localization
-    record["message"] += f"\nlocalized: {localization['message']}"
+    record.localization = localization
+    record.message += f"\nlocalized: {localization['message']}"
     if localization.get("repro"):
-        record["message"] += f"\nreproduction: {localization['repro']['command']}"
+        record.message += f"\nreproduction: {localization['repro']['command']}"
 
 
 def _replay_flags(case: Case, options: RunOptions) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness.options import OptionError
+from harness.errors import OptionError
 from harness.results import load_results
 
 DURATIONS_EXAMPLE = "--parity-durations=reports/parity.json (the parity.json of an earlier run)"

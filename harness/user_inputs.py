@@ -50,10 +50,9 @@ import numpy as np
 from harness.errors import CaseError
 from harness.image_inputs import EXAMPLE as PREPROCESS_EXAMPLE
 from harness.image_inputs import OPTION as PREPROCESS_OPTION
-from harness.image_inputs import ImageTooLarge, Preprocess, is_image, parse_preprocess, read_image
+from harness.image_inputs import ImageTooLarge, Preprocess, is_image, read_image
 from harness.layouts import permutation, relaid
 from harness.model_file import check_zip_budget, format_bytes, not_a_file
-from harness.options import OptionError
 from harness.shape_check import dims_fit, other_layout, show_dims, spec_shape
 from harness.specs import ModelSpec
 
@@ -80,17 +79,17 @@ class UserInputs:
 
 
 def load_user_inputs(path: str, spec: ModelSpec, source_layouts: dict[str, str | None], max_tensor_mb: float,
-                     preprocess: str | None = "", option: str = OPTION) -> UserInputs:
+                     preprocess: Preprocess | None = None, option: str = OPTION) -> UserInputs:
     """The examples at `path`, each checked against `spec`; CaseError("inputs"), one line naming the file,
     `option` (the one PATH was given to) and what to do, for anything else. source_layouts: the original's
-    input layouts (a test-data set's); preprocess: --parity-preprocess, for an image folder ('': none given;
-    None: `option` reads arrays only)."""
+    input layouts (a test-data set's); preprocess: --parity-preprocess, for an image folder (None: none
+    given)."""
     root = Path(path)
     budget = int(max_tensor_mb * 2**20)
     if root.is_dir() and any(is_image(file) for file in root.iterdir()):
         return _read_images(root, spec, preprocess, budget, option)
-    if preprocess:
-        raise CaseError("inputs", f"{PREPROCESS_OPTION} {preprocess}: {option} {root} holds no image, and "
+    if preprocess is not None:
+        raise CaseError("inputs", f"{PREPROCESS_OPTION} {preprocess.text}: {option} {root} holds no image, and "
                                   f"{PREPROCESS_OPTION} applies to images only; drop it")
     if root.is_file():
         sets = _read_npz(root, budget, option)
@@ -106,18 +105,10 @@ def load_user_inputs(path: str, spec: ModelSpec, source_layouts: dict[str, str |
     return UserInputs(path=str(root), examples=examples)
 
 
-def _read_images(root: Path, spec: ModelSpec, preprocess_text: str | None, budget: int,
+def _read_images(root: Path, spec: ModelSpec, preprocess: Preprocess | None, budget: int,
                  option: str) -> UserInputs:
     """An image folder's examples, each file preprocessed as declared; B files to an example where the
     spec's batch dim is B (module docstring)."""
-    if preprocess_text is None:
-        raise CaseError("inputs", f"{option} {root} is a folder of images, which {option} does not preprocess: "
-                                  "save the preprocessed images in an .npz of arrays named by input "
-                                  f"({', '.join(i.name for i in spec.inputs)})")
-    try:
-        preprocess = parse_preprocess(preprocess_text)
-    except OptionError as error:
-        raise CaseError("inputs", str(error)) from None
     if preprocess is None:
         raise CaseError("inputs", f"{option} {root} is a folder of images: declare how each becomes the model's "
                                   f"input, e.g. {PREPROCESS_OPTION}={PREPROCESS_EXAMPLE}")

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends
-from harness.matrix import Case
+from harness.case import Case
+from harness.case_record import CaseRecord
 from harness.options import RunOptions
 
 # How long a worker may take to start and import the frameworks its cases need.
@@ -208,7 +209,7 @@ class CaseWorkers:
         if self._worker is None:
             self._worker = self._start()
 
-    def run(self, case: Case, reason: str) -> dict[str, Any]:
+    def run(self, case: Case, reason: str) -> CaseRecord:
         """The record of `case`, run in a worker; a worker that fails becomes the case's error."""
         from harness.runner import base_record
 
@@ -220,21 +221,21 @@ class CaseWorkers:
             worker.wait_for("ready", self.startup_timeout_s, "the worker's start-up limit")
             worker.stage = "start"
             worker.requests.send(("case", case.id, _hypothesis_settings()))
-            record = worker.wait_for("record", self.options.timeout_s, "--parity-timeout")
+            record = CaseRecord.from_json(worker.wait_for("record", self.options.timeout_s, "--parity-timeout"))
         except WorkerFailure as failure:
             record = base_record(case)
-            record.update(status="error", stage=failure.stage, duration_s=time.perf_counter() - started,
-                          message=self._failure_message(case, failure, worker))
+            record.set_status("error", self._failure_message(case, failure, worker), stage=failure.stage)
+            record.duration_s = time.perf_counter() - started
             self._discard()
-        except BaseException:
-            self._discard()  # an interrupt must not leave a worker running the case
+        except BaseException:   # re-raised: an interrupt must not leave a worker running the case
+            self._discard()
             raise
         else:
             if _changes_process_state(case, self.options):
                 self._discard()
         # The last stage the worker entered: before "run", the case ended in its preparation.
-        record["isolation"] = {"reason": reason, "worker_pid": worker.process.pid if worker else None,
-                               "stage_reached": worker.stage if worker else "start"}
+        record.isolation = {"reason": reason, "worker_pid": worker.process.pid if worker else None,
+                            "stage_reached": worker.stage if worker else "start"}
         return record
 
     @staticmethod
@@ -312,13 +313,14 @@ def _serve(requests: Connection, replies: Connection) -> None:
         hypothesis.settings.load_profile("parity-worker")
         case = cases.get(case_id)
         if case is None:
-            record = {"id": case_id, "status": "error", "stage": "internal", "duration_s": 0.0,
-                      "message": f"the worker could not rebuild case {case_id} from the run's options (a model "
-                                 "registered while the run was running, not in the zoo or a model file?); "
-                                 "run it with --parity-isolate=never"}
+            record = CaseRecord(id=case_id)
+            record.set_status("error", f"the worker could not rebuild case {case_id} from the run's options (a "
+                                       "model registered while the run was running, not in the zoo or a model "
+                                       "file?); run it with --parity-isolate=never", stage="internal")
+            record.duration_s = 0.0
         else:
             record = run_case(case, options, cache, progress=lambda stage: replies.send(("stage", stage)))
-        replies.send(("record", to_jsonable(record)))
+        replies.send(("record", to_jsonable(record.to_json())))   # rebuilt by CaseRecord.from_json in the parent
         replies.send(("ready", os.getpid()))
 
 

@@ -181,6 +181,6 @@ def run_converted(tmp_path):
                              devices=("cpu",), examples=examples, converted=converted,
                              cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
         (case,) = build_cases(options)
-        return run_case(case, options, ArtifactCache(options.cache_dir))
+        return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
     return run

@@ -5,18 +5,22 @@ its correct twin passes; the options refused where they cannot apply."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from harness.accuracy import check_accuracy_options, classifier_output, parse_labels, top1_accuracy
+from harness.accuracy import check_accuracy_options, classifier_output, top1_accuracy
 from harness.cache import ArtifactCache
-from harness.calibration import Calibration
+from harness.calibration_settings import Calibration
 from harness.converters import onnx_lower
-from harness.errors import CaseError
+from harness.errors import CaseError, OptionError
+from harness.labels import Labels, parse_labels
 from harness.matrix import build_cases
-from harness.options import OptionError, RunOptions
+from harness.options import RunOptions
 from harness.registry import get_model
 from harness.report.summary import summary_lines
 from harness.runner import run_case
@@ -34,24 +38,24 @@ def test_top1_accuracy_and_its_drop():
 
 
 def test_the_labelled_output_is_named_or_found():
-    assert classifier_output(get_model("mlp"), None, "labels.npy").name == "logits"        # the one with classes
-    assert classifier_output(get_model("cnn"), None, "labels.npy").name == "features"      # the only output
-    assert parse_labels("labels.npy:logits") == (parse_labels("labels.npy")[0], "logits")
+    assert classifier_output(get_model("mlp"), parse_labels("labels.npy")).name == "logits"   # the one with classes
+    assert classifier_output(get_model("cnn"), parse_labels("labels.npy")).name == "features"  # the only output
+    assert parse_labels("labels.npy:logits") == Labels(Path("labels.npy"), "logits", "labels.npy:logits")
     with pytest.raises(CaseError) as error:
-        classifier_output(get_model("mlp"), "probs", "labels.npy:probs")
+        classifier_output(get_model("mlp"), parse_labels("labels.npy:probs"))
     assert error.value.message == "--parity-labels labels.npy:probs: model 'mlp' has no output 'probs'; its outputs are ['logits']"
 
 
 def test_labels_without_the_examples_they_label_are_refused(tmp_path):
     np.save(tmp_path / "labels.npy", np.zeros(3, np.int64))
-    labels = str(tmp_path / "labels.npy")
+    labels = parse_labels(str(tmp_path / "labels.npy"))
     with pytest.raises(OptionError, match="give --parity-inputs=PATH too"):
         check_accuracy_options(labels, "", None)
     with pytest.raises(OptionError, match="give --parity-labels=FILE and --parity-inputs=PATH"):
-        check_accuracy_options("", "", 0.01)
+        check_accuracy_options(None, "", 0.01)
     np.save(tmp_path / "floats.npy", np.zeros(3, np.float32))
     with pytest.raises(OptionError, match="holds float32\\[3\\]: give one integer class label per example"):
-        check_accuracy_options(str(tmp_path / "floats.npy"), "inputs.npz", None)
+        check_accuracy_options(parse_labels(str(tmp_path / "floats.npy")), "inputs.npz", None)
     check_accuracy_options(labels, "inputs.npz", 0.01)   # both given: accepted
 
 
@@ -86,11 +90,12 @@ def labelled(tmp_path_factory):
 def _case(folder, converted, tmp_path) -> dict:
     options = RunOptions(models=("mlp",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
                          precisions=("int8",), converted=converted, examples=2,
-                         parity_inputs=str(folder / "inputs.npz"), parity_labels=str(folder / "labels.npy"),
+                         parity_inputs=str(folder / "inputs.npz"),
+                         parity_labels=parse_labels(str(folder / "labels.npy")),
                          max_accuracy_drop=0.05, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports",
                          localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_a_correct_int8_build_keeps_its_accuracy(labelled, tmp_path):
@@ -113,3 +118,12 @@ def test_an_int8_build_with_its_final_bias_shifted_fails_the_drop(labelled, tmp_
     assert (f"top-1 accuracy of 'logits' on {EXAMPLES} labelled examples: original 1.0000, converted "
             f"{accuracy['converted_top1']:.4f}, drop {accuracy['drop']:.4f} > --max-accuracy-drop 0.05"
             ) in record["message"]
+
+
+def test_the_run_header_keeps_the_labels_as_typed_and_reads_them_back_parsed():
+    """RunOptions holds the parsed Labels; parity.json's run header (a worker's, a shard's) the flag's text."""
+    options = RunOptions(parity_labels=parse_labels("labels.npy:logits"))
+    header = json.loads(json.dumps(options.to_json()))
+    assert header["parity_labels"] == "labels.npy:logits"
+    assert RunOptions.from_json(header).parity_labels == Labels(Path("labels.npy"), "logits", "labels.npy:logits")
+    assert RunOptions.from_json(RunOptions().to_json()).parity_labels is None   # the benign twin: none given

@@ -36,7 +36,7 @@ imported = {name for name in %r if sys.modules.get(name) is not None}
 started = {case.id: start_case(case, options, ArtifactCache(options.cache_dir, enabled=False))[0]
            for case in cases if case.skip or case.id in sys.argv[3].split(",")}
 print(json.dumps({"collection_skips": {case.id: case.skip for case in cases}, "imported": sorted(imported),
-                  "started": {i: [r["status"], r["message"]] for i, r in started.items()}}))
+                  "started": {i: [r.status, r.message] for i, r in started.items()}}))
 """ % (FRAMEWORKS,)
 
 

@@ -9,6 +9,7 @@ on the path. Its planted twin scales every output by 1.001 and must fail.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import textwrap
@@ -95,12 +96,31 @@ def test_every_registered_backend_meets_the_contract(kind):
                 assert device in DEVICES and isinstance(repro, backends.Repro) and repro.package, f"runtime {name}"
                 compile(script_text(name, device, 0.1, 0.0, "case"), f"{name}-{device}-repro.py", "exec")
             assert getattr(backend, "WALK_REFERENCE", "cpu") in DEVICES, f"runtime {name}"
-            for option in backends.option_fields(name):   # every flag says which values it takes, and is held to them
-                where = f"runtime {name}, option {option.name}"
-                assert ("choices" in option.metadata) != ("range" in option.metadata), where
-                assert "range" not in option.metadata or type(option.default) is int, where
+            # why it runs only where --target names it, where it does: a reason in words
+            assert backends.opt_in_reason(name) is None or backends.opt_in_reason(name).strip(), f"runtime {name}"
+        if kind in ("hop", "runtime"):
+            for option in backends.option_fields(name, kind):   # every flag says which values it takes, and is held to them
+                where = f"{kind} {name}, option {option.name}"
+                assert sum(key in option.metadata for key in ("choices", "range", "check")) == 1, where
+                assert "range" not in option.metadata or backends.option_type(option) is int, where
+                assert "check" not in option.metadata or "flag_help" in option.metadata, where   # it says its values
                 assert backends.option_problem(name, option, option.default) is None, where
+                if kind == "hop":   # convert takes each field, by its name
+                    assert option.name in inspect.signature(backend.convert).parameters, where
+                    assert option.name not in backend.OPTIONS, where   # a field is given once, from its flag
     print(f"{kind}s unavailable here: {unavailable or 'none'}")
+
+
+def test_backends_that_share_a_flag_declare_it_alike():
+    """--opset is every ONNX-writing hop's: one flag, one value, so one declaration (default, type, values)."""
+    declared = {}
+    for kind in ("hop", "runtime"):
+        for name, option in backends.declared_options(kind):
+            flag = backends.option_flag(name, option)
+            declared.setdefault(flag, []).append((name, option.default, dict(option.metadata)))
+    assert len(declared["--opset"]) == 3
+    for flag, declarations in declared.items():
+        assert all(d[1:] == declarations[0][1:] for d in declarations), flag
 
 
 def test_each_artifact_suffix_and_the_walk_reference_is_declared_once():
@@ -214,7 +234,8 @@ def install_in_process(tmp_path, monkeypatch):
     site, installed = tmp_path / "site", []
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
-    cached = (backends._entry_points, backends.artifact_suffixes, backends.distributions, backends.walk_reference)
+    cached = (backends._entry_points, backends.artifact_suffixes, backends.distributions, backends.walk_reference,
+              paths._edges, paths.paths)   # the graph of formats: a hop installed is an edge of it
 
     def install(package: str, module: str, name: str) -> str:
         install_package(site, package, module, backends.ENTRY_POINT_GROUP, f"{name} = {package}")
@@ -381,6 +402,76 @@ def test_a_runtime_option_read_back_from_a_file_is_held_to_what_it_declares():
             backends.own_options("tensorrt", stored(bad))
         assert info.value.message == f"--tensorrt-workspace-mb {bad!r}: give a whole number >= 0 (default 0)"
     assert backends.own_options("tensorrt", stored(64)).workspace_mb == 64
+
+
+def test_a_hop_option_read_back_from_a_file_is_held_to_what_it_declares():
+    from harness.errors import CaseError
+    from harness.options import RunOptions
+
+    def stored(value):
+        return RunOptions.from_json({"hop_options": {"torch->onnx": {"exporter": value}}})
+
+    with pytest.raises(CaseError) as info:
+        backends.hop_option_values("torch->onnx", stored("onnx"))
+    assert info.value.stage == "convert"
+    assert info.value.message == "--exporter 'onnx': give one of dynamo, torchscript (default dynamo)"
+    assert backends.hop_option_values("torch->onnx", stored("torchscript")) == {"exporter": "torchscript", "opset": None}
+
+
+# A hop of another package with a setting of its own: torch -> ONNX through the TorchScript exporter,
+# at the opset its Options field says (a real export; the harness's torch->onnx writes the file).
+SCRIPTED_HOP = textwrap.dedent('''
+    import dataclasses
+
+    from harness.converters import torch_onnx
+
+    KIND = "hop"
+    NAME = "torch->onnx-scripted"
+    READS = ("torch",)
+    WRITES = "onnx"
+    REVISION = 1
+    FILENAME = "model.onnx"
+    OPTIONS = ()
+
+
+    @dataclasses.dataclass
+    class Options:
+        opset: int = dataclasses.field(default=17, metadata={"range": (14, 18), "help": "the opset it exports at"})
+
+
+    def versions():
+        return torch_onnx.versions()
+
+
+    def convert(model, spec, example, out_dir, *, layouts, opset=17):
+        return torch_onnx.convert(model, spec, example, out_dir, layouts=layouts, exporter="torchscript", opset=opset)
+''')
+
+
+def test_a_hop_from_another_package_declares_options_whose_flag_reaches_its_convert(install_in_process, tmp_path):
+    from harness.cache import ArtifactCache
+    from harness.plugin import option_definitions
+    from harness.runner import run_case
+    from tests.test_options import _command_line
+
+    hop = install_in_process("parity_scripted_hop", SCRIPTED_HOP, "torch->onnx-scripted")
+    assert any(flags == ("--torch-onnx-scripted-opset",) and keywords["help"] ==
+               "the opset it exports at (torch->onnx-scripted: a whole number from 14 to 18; default 17)"
+               for flags, keywords in option_definitions())   # on `pytest --help` and the docs' options page
+    with pytest.raises(pytest.UsageError, match=r"^--torch-onnx-scripted-opset 13: give a whole number from 14 to 18 "
+                                                r"\(default 17\)$"):
+        _command_line("--torch-onnx-scripted-opset=13")
+    given = _command_line("--torch-onnx-scripted-opset=15", "--model=mlp", "--source=torch", "--device=cpu",
+                          "--target=onnxruntime", "--path=all")
+    assert given.hop_options == {hop: {"opset": 15}}
+    options = dataclasses.replace(given, examples=2, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports",
+                                  localize="off")
+    (case,) = [c for c in matrix.build_cases(options) if c.path == (hop,)]
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
+    assert record["status"] == "passed", record["message"]
+    assert record["provenance"]["opset_requested"] == record["provenance"]["opset"] == 15
+    # the benign twin: the built-in hops keep their own flags, and a run without the hop's flag its default
+    assert backends.hop_option_values(hop, RunOptions()) == {"opset": 17}
 
 
 def test_runtime_option_flags_are_made_from_each_runtime_s_options_dataclass():

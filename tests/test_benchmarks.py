@@ -124,7 +124,7 @@ def test_conformance_third_opinion_confirms_a_harness_failure_on_tied_top_k(tmp_
                          examples=5, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports",
                          isolate="never", localize="off")
     [case] = build_cases(options)
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == "failed", record.get("message")
     npz = conformance.failing_input(record, {"verdict": "pass"})
     assert npz is not None and npz.is_file()

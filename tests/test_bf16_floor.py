@@ -91,7 +91,7 @@ def _options(tmp_path: Path, **options) -> RunOptions:
 
 def _run(options: RunOptions) -> dict:
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_a_bf16_case_on_openvino_is_judged_against_the_bf16_floor_and_passes(tmp_path, shared_cache):

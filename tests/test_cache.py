@@ -254,18 +254,18 @@ def test_an_entry_rewritten_between_its_check_and_the_load_changes_nothing_for_t
     from harness.runner import run_case
 
     case, options = simple_case(tmp_path)
-    assert run_case(case, options, ArtifactCache(options.cache_dir))["status"] == "passed"
+    assert run_case(case, options, ArtifactCache(options.cache_dir)).status == "passed"
     (cached,) = options.cache_dir.glob("*/*/model.onnx")
     loaded = rewrite_before_load(monkeypatch, cached)
 
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == "passed", record["message"]
     assert record["provenance"]["cache_hit"] is True
     assert loaded[0].parent.parent.parent.name == "in-use" and loaded[0].read_bytes() != cached.read_bytes()
 
     # The entry is damaged now: the next case to use it finds so, evicts it and converts again.
     monkeypatch.undo()
-    again = run_case(case, options, ArtifactCache(options.cache_dir))
+    again = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert again["status"] == "passed" and again["provenance"]["cache_evicted"].startswith("model.onnx changed on disk")
 
 
@@ -274,10 +274,10 @@ def test_an_untouched_hit_is_loaded_as_before_and_its_copy_goes_with_the_next_ca
     from harness.runtimes import onnxruntime
 
     case, options = simple_case(tmp_path)
-    first = run_case(case, options, ArtifactCache(options.cache_dir))
+    first = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     loaded, real = [], onnxruntime.Session
     monkeypatch.setattr(onnxruntime, "Session", lambda path, *a, **k: loaded.append(Path(path)) or real(path, *a, **k))
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == first["status"] == "passed" and record["provenance"]["cache_hit"] is True
     assert record["provenance"]["cache_key"] == first["provenance"]["cache_key"] == loaded[0].parent.name
     (cached,) = options.cache_dir.glob("*/*/model.onnx")
@@ -358,3 +358,36 @@ def test_the_copies_of_a_killed_process_are_removed_by_the_next_and_a_live_ones_
     assert list(in_use.iterdir())
     live.stdin.close()
     assert live.wait(timeout=60) == 0 and not in_use.exists()   # removed by its process as it ended
+
+
+class KeyRecordingCache(ArtifactCache):
+    """The cache as the engine uses it, keeping the parts each hop's key is hashed from."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.parts: list[dict] = []
+
+    def get_or_create(self, parts, create):
+        self.parts.append(dict(parts))
+        return super().get_or_create(parts, create)
+
+
+def test_a_hop_s_options_key_its_cache_entry_as_before_they_were_its_own(tmp_path):
+    """--exporter and --opset moved onto torch->onnx's Options: the key still holds
+    {"exporter": ..., "opset": ...} under "options", so an existing cache still hits."""
+    from harness.matrix import build_cases
+    from harness.options import RunOptions
+    from harness.runner import run_case
+
+    options = RunOptions(models=("mlp",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
+                         hop_options={"torch->onnx": {"exporter": "torchscript", "opset": 17}}, examples=2,
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+    (case,) = build_cases(options)
+    for run in ("cold", "warm"):
+        cache = KeyRecordingCache(options.cache_dir)
+        record = run_case(case, options, cache).to_json()
+        assert record["status"] == "passed", record["message"]
+        (parts,) = cache.parts
+        assert parts["converter"] == "torch->onnx@5" and parts["options"] == {"exporter": "torchscript", "opset": 17}
+        assert record["provenance"]["cache_key"] == cache_key(parts)
+        assert record["provenance"]["cache_hit"] is (run == "warm")

@@ -18,7 +18,8 @@ import pytest
 from harness.__main__ import main
 from harness.cache import MANIFEST, ArtifactCache, cache_entries, cache_key, verify_entry
 from harness.locks import FileLock
-from harness.options import OptionError, parse_cache_seed
+from harness.errors import OptionError
+from harness.options import parse_cache_seed
 from harness.runner import run_case
 from tests.test_cache import CONTENT, PARTS, flip_sign_of_largest_weight, simple_case, write_artifact
 
@@ -48,7 +49,7 @@ def writable(folder: Path) -> None:
 def made_seed(tmp_path_factory) -> Path:
     """A cache holding the mlp's torch -> ONNX conversion, made by a real case."""
     case, options = simple_case(tmp_path_factory.mktemp("seeding"), "mlp")
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == "passed" and record["provenance"]["cache_hit"] is False, record["message"]
     return options.cache_dir
 
@@ -68,7 +69,7 @@ def seeded_run(tmp_path: Path, seed: Path) -> tuple[dict, Path]:
     """The mlp case with an empty local cache and `seed`: its record and the local cache."""
     case, options = simple_case(tmp_path / "local", "mlp")
     options = replace(options, cache_seed=seed)
-    return run_case(case, options, ArtifactCache(options.cache_dir, seed=options.cache_seed)), options.cache_dir
+    return run_case(case, options, ArtifactCache(options.cache_dir, seed=options.cache_seed)).to_json(), options.cache_dir
 
 
 def test_a_seed_hit_is_checked_copied_into_the_local_cache_and_the_seed_is_never_written(seed, tmp_path):
@@ -110,7 +111,7 @@ def test_a_corrupted_seed_entry_is_named_never_used_and_converted_again_locally(
 
     # The twin: the seed's file used as it is fails the case, which the checksum kept from the run above.
     case, options = simple_case(tmp_path / "twin", "mlp")
-    used = run_case(case, replace(options, converted=seeded), ArtifactCache(options.cache_dir))
+    used = run_case(case, replace(options, converted=seeded), ArtifactCache(options.cache_dir)).to_json()
     assert used["status"] == "failed"
 
 

@@ -5,20 +5,25 @@ layout, dtype, names) is refused with one line that says how to fix it."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
 from harness.cache import ArtifactCache
-from harness.calibration import Calibration, calibration_inputs, parse_calibration
+from harness.calibration import calibration_inputs
+from harness.calibration_settings import Calibration, parse_calibration
 from harness.converters import onnx_lower
-from harness.errors import CaseError
+from harness.errors import CaseError, OptionError
 from harness.matrix import build_cases
-from harness.options import OptionError, RunOptions
+from harness.options import RunOptions
 from harness.registry import get_model
 from harness.runner import run_case
 from tests import planted
+from tests.test_cache import KeyRecordingCache
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +76,10 @@ def test_a_folder_of_examples_is_a_feed_too(tmp_path):
 
 def _int8_case(tmp_path, feed) -> dict:
     options = RunOptions(models=("cnn",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
-                         precisions=("int8",), calibration=str(feed), examples=2,
+                         precisions=("int8",), calibration=parse_calibration(str(feed)), examples=2,
                          cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def _spec_drawn_images(seed: int) -> np.ndarray:
@@ -130,3 +135,51 @@ def test_a_path_that_is_no_feed_is_refused_at_once(tmp_path):
     assert str(error.value) == (f"--calibration {tmp_path / 'missing.npz'} does not exist: give an .npz of arrays "
                                 "named by input, or a folder of them (what --parity-inputs reads)")
     assert parse_calibration("uniform:64:7") == Calibration("uniform", 64, 7)   # a distribution, as before
+
+
+@pytest.mark.parametrize("typed", ["", "uniform:64:7", ":8", "feed.npz"])
+def test_the_run_header_keeps_calibration_as_typed_and_reads_it_back_parsed(tmp_path, monkeypatch, typed):
+    """RunOptions holds the parsed settings; parity.json's run header (and a worker's, a shard's) the flag's
+    text, exactly as before; from_json parses it again, where the options are built."""
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "feed.npz", image=_spec_drawn_images(0))
+    options = RunOptions(calibration=parse_calibration(typed))
+    header = json.loads(json.dumps(options.to_json()))
+    assert header["calibration"] == typed
+    back = RunOptions.from_json(header)
+    assert isinstance(back.calibration, Calibration) and back == options and back.calibration.text == typed
+
+
+def test_a_saved_run_whose_feed_file_is_gone_replays_fp32_and_refuses_int8_naming_it(tmp_path):
+    feed = tmp_path / "feed.npz"
+    header = RunOptions(models=("cnn",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
+                        examples=2, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports",
+                        localize="off").to_json() | {"calibration": str(feed)}   # saved where the feed was
+    options = RunOptions.from_json(header)   # on a machine without it: not refused
+    (fp32,) = build_cases(options)
+    assert run_case(fp32, options, ArtifactCache(options.cache_dir)).status == "passed"
+    at_int8 = replace(options, precisions=("int8",))
+    (int8,) = build_cases(at_int8)
+    record = run_case(int8, at_int8, ArtifactCache(options.cache_dir)).to_json()
+    assert (record["status"], record["message"]) == ("error", (
+        f"--calibration {feed} does not exist on this machine, and this int8 case calibrates on it: put the feed "
+        "there again, or give --calibration a feed that is here"))
+    np.savez(feed, image=_spec_drawn_images(0))   # the advice, followed
+    options = RunOptions.from_json(header | {"precisions": ["int8"]})
+    record = run_case(int8, options, ArtifactCache(options.cache_dir)).to_json()
+    assert record["status"] == "passed", record["message"]
+    assert record["provenance"]["hops"][-1]["calibration"]["sha256"] == parse_calibration(str(feed)).sha256
+
+
+def test_an_int8_case_keys_its_feed_settings_as_before(tmp_path):
+    """The settings moved into RunOptions parsed: the quantizing hop's cache key still holds the
+    settings alone (not the flag's text), so an existing cache still hits."""
+    options = RunOptions(models=("cnn",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
+                         precisions=("int8",), calibration=parse_calibration("uniform:8:3"), examples=2,
+                         cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
+    (case,) = build_cases(options)
+    cache = KeyRecordingCache(options.cache_dir)
+    assert run_case(case, options, cache).status == "passed"
+    (quantized,) = [parts for parts in cache.parts if parts["options"].get("calibration")]
+    assert quantized["options"]["calibration"] == {"distribution": "uniform", "samples": 8, "seed": 3, "file": None,
+                                                   "sha256": None, "preprocess": None}

@@ -147,7 +147,7 @@ def test_an_all_zero_mask_row_is_a_corner_that_catches_its_bug(tmp_path, bug):
                          input_specs=(parse_input_spec("mask:int64[N=1..3,16]::0..1"),), converted=converted,
                          use_cache=False, examples=10, reports_dir=tmp_path / "reports")
     [case] = matrix.build_cases(options)
-    record = runner.run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    record = runner.run_case(case, options, ArtifactCache(tmp_path / "cache")).to_json()
     assert record["status"] == ("failed" if bug else "passed"), record["message"]
     if bug:
         assert record["failure"]["corner"] == "every integer input at its low end"

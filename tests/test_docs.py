@@ -82,6 +82,32 @@ def test_an_option_added_to_the_plugin_is_on_the_page_without_editing_the_docs(m
     assert "| `--parity-new-thing N` |  | a flag only this test declares |" in table.splitlines()
 
 
+def test_every_field_of_the_case_record_is_on_the_results_page(site):
+    from harness.case_record import WRITTEN_FIELDS
+
+    page = (site / "reference" / "results" / "index.html").read_text()
+    generated = page[page.index('id="the-record-of-a-case"'):]
+    assert {"status", "message", "outputs", "qdq_check", "isolation"} <= WRITTEN_FIELDS
+    assert sorted(name for name in WRITTEN_FIELDS if f"<code>{name}</code></td>" not in generated) == []
+    assert "<code>started_at</code>" not in generated   # the case's timer, never written
+
+
+def test_a_field_added_to_the_case_record_is_on_the_page_without_editing_the_docs(monkeypatch):
+    from dataclasses import dataclass, field
+
+    from harness import case_record
+
+    @dataclass(init=False)
+    class WithNewField(case_record.CaseRecord):
+        new_thing: dict[str, int] | None = field(default=None, metadata={"doc": "a field only this test declares",
+                                                                         "written": True})
+
+    monkeypatch.setattr(case_record, "CaseRecord", WithNewField)
+    page = hooks().on_page_markdown("<!-- record-table -->", page=None, config=None, files=None)
+    assert "| `new_thing` | <code>dict[str, int] &#124; None</code> | a field only this test declares |" in \
+        page.splitlines()
+
+
 def test_a_pipe_in_a_table_s_code_is_rendered_as_a_pipe():
     # `--tier core\|real\|all` in a table: GitHub shows core|real|all; the site must not show the backslash.
     page = hooks().on_page_markdown("| `--tier core\\|real\\|all` | text a\\|b |\n`x\\|y` outside a table\n",

@@ -88,7 +88,7 @@ def run_fp16(tmp_path: Path, scale: float) -> dict:
                          precisions=("fp16",), examples=4, converted=lowered, cache_dir=tmp_path / "cache",
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_onnxruntime_cpu_hides_a_float16_overflow_that_the_file_check_fails(tmp_path):
@@ -121,7 +121,7 @@ def test_a_file_at_fp32_gets_no_file_check(tmp_path):
     options = RunOptions(models=(str(original),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
                          examples=2, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == "passed" and "file_precision" not in record
     assert "computed_in" not in record["provenance"]["precision"]
 
@@ -166,7 +166,7 @@ def run_large_sum(tmp_path: Path, model_file: Path, converted: Path | None = Non
                          precisions=("fp16",), examples=4, converted=converted, cache_dir=tmp_path / "cache",
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_the_harness_own_fp16_build_passes_the_file_check_and_its_slip_fails_it(large_sum_file, tmp_path):
@@ -196,7 +196,7 @@ def test_openvino_runs_a_lowered_fp16_file_in_float32_and_the_record_says_so(tmp
                          precisions=("fp16",), path="all", examples=4, cache_dir=tmp_path / "cache",
                          reports_dir=tmp_path / "reports", localize="off")
     case = {c.id: c for c in build_cases(options)}["mlp-torch-openvino-cpu-via-onnx-onnx-fp16-fp16"]
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == "passed", record["message"]
     assert record["provenance"]["precision"]["computed_in"] == "float32"
     assert record["file_precision"]["message"].startswith("computed in float32 by openvino cpu: the file's float16 "
@@ -219,7 +219,7 @@ def run_transformer_fp16(tmp_path: Path, model: Path, converted: Path) -> dict:
                          precisions=("fp16",), examples=4, converted=converted, cache_dir=tmp_path / "cache",
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_a_cast_to_float16_on_a_large_float32_path_is_named_as_the_overflow(large_transformer, tmp_path):

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from harness.cache import IN_USE, MANIFEST, ArtifactCache, cache_key, verify_entry
+from harness.case_record import CaseRecord
 from harness.errors import CaseError
 from harness.results import ReportsFolderError, ResultsWriter, save_failure
 from tests.conftest import REPO
@@ -128,8 +129,8 @@ def fill(path: Path) -> None:
             assert error.errno == errno.ENOSPC
 
 
-def record(name: str) -> dict:
-    return {"id": name, "status": "passed", "message": "all outputs within tolerance"}
+def record(name: str) -> CaseRecord:
+    return CaseRecord.from_json({"id": name, "status": "passed", "message": "all outputs within tolerance"})
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -179,7 +180,7 @@ CONFTEST = textwrap.dedent("""
 
 
     def add(self, record):
-        if not record["id"].startswith("mlp"):
+        if not record.id.startswith("mlp"):
             return written(self, record)
         with FullDisk(self.options.reports_dir):
             return written(self, record)
@@ -269,7 +270,7 @@ def run_failing_case(tmp_path: Path, converted: Path, reports: Path) -> dict:
     options = RunOptions(models=("simple",), sources=("torch",), targets=("onnxruntime",), devices=("cpu",),
                          examples=3, converted=converted, cache_dir=tmp_path / "cache", reports_dir=reports)
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_a_failed_case_whose_input_finds_the_disk_full_is_an_error_naming_the_disk(tmp_path, failing_converted):

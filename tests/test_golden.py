@@ -124,7 +124,7 @@ def run_folder(tmp_path: Path, folder: Path, target: str, converted: Path | None
                          cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off",
                          converted=converted, **options)
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
@@ -290,6 +290,43 @@ def test_tolerances_given_on_the_command_line_apply_to_the_stored_sets(tmp_path)
     assert record["golden"]["tolerance"]["y"]["rtol"] == 1e-3   # the fields not given stay the backend test's
 
 
+def write_small_outputs_folder(folder: Path, stored_error: float) -> Path:
+    """y = x @ w with two stored sets: one of small inputs (x ~ 1e-3, so |y| ~ 3e-3), its y[0, 0] off by
+    `stored_error` (absolute), and one of x ~ N(0, 1), exact, which widens the inputs' domain (the stored
+    inputs' range, onnx.spec_from_file) so that the calibration feed's outputs reach several units."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "small",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = (1e-3 * rng.standard_normal((2, 8))).astype(np.float32)
+    y = (x.astype(np.float64) @ w).astype(np.float32)
+    y[0, 0] += np.float32(stored_error)
+    write_test_data(folder, model, {"x": x}, {"y": y})
+    wide = folder / "test_data_set_1"
+    wide.mkdir()
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    (wide / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+    y = (x.astype(np.float64) @ w).astype(np.float32)
+    (wide / "output_0.pb").write_bytes(numpy_helper.from_array(y, "y").SerializeToString())
+    return folder
+
+
+@pytest.mark.parametrize("stored_error, status", [(0.0, "passed"), (0.02, "passed"), (1.0, "failed")])
+def test_atol_by_range_holds_a_stored_set_to_the_outputs_range_as_it_holds_a_drawn_example(tmp_path, stored_error,
+                                                                                          status):
+    """--atol-by-range 0.01 allows 1% of the output's range over the calibration feed (3.04 here): 0.02 off is
+    within it, 1.0 is not. The stored set of small outputs was held to 1% of its own largest magnitude (2e-4),
+    so it failed at 0.02 where a drawn example passes."""
+    from harness.options import parse_tolerance_overrides
+
+    record = run_folder(tmp_path, write_small_outputs_folder(tmp_path / "small", stored_error), "onnxruntime",
+                        tolerance_overrides=parse_tolerance_overrides({"atol_by_range": ["0.01"]}))
+    assert record["status"] == status, record["message"]
+
+
 def test_at_a_reduced_precision_the_stored_sets_are_held_to_that_precisions_tolerance(tmp_path):
     """OpenVINO computing in bfloat16 is off by about 5e-3 relative: the stored float32 outputs cannot hold it to
     rtol 1e-3, so the case's bf16 tolerance judges them."""
@@ -337,6 +374,7 @@ def test_stored_sets_judge_an_ill_conditioned_output_but_not_one_they_hold_no_fi
     the case stays inconclusive."""
     from harness.compare import compare_outputs
     from harness.explore import Exploration
+    from harness.case_record import CaseRecord
     from harness.golden import STORED_SET_TOLERANCE
     from harness.runner import _judged_by_stored_sets
 
@@ -350,11 +388,19 @@ def test_stored_sets_judge_an_ill_conditioned_output_but_not_one_they_hold_no_fi
         return {"sets": 1, "passed": 1, "results": [{"set": "test_data_set_0", "passed": comparison.passed,
                                                      "outputs": [comparison.to_json()]}]}
 
-    judged = _judged_by_stored_sets(golden(stored), exploration)
-    assert judged["status"] == "passed" and judged["drawn_inconclusive"] == ["Y"]
-    assert judged["message"] == ("passed on its 1 stored example(s); the drawn examples could not judge Y: "
-                                 "ill-conditioned, the noise multiple allowed an error of 2.51 of max|ref|")
-    assert _judged_by_stored_sets(golden(np.full(12, np.nan, np.float32)), exploration) == {}
+    def inconclusive() -> CaseRecord:
+        record = CaseRecord(id="case")
+        record.set_status("inconclusive", "passed, but inconclusive")
+        return record
+
+    judged = inconclusive()
+    _judged_by_stored_sets(judged, golden(stored), exploration)
+    assert judged.status == "passed" and judged.drawn_inconclusive == ["Y"]
+    assert judged.message == ("passed on its 1 stored example(s); the drawn examples could not judge Y: "
+                              "ill-conditioned, the noise multiple allowed an error of 2.51 of max|ref|")
+    unjudged = inconclusive()
+    _judged_by_stored_sets(unjudged, golden(np.full(12, np.nan, np.float32)), exploration)
+    assert unjudged.to_json() == inconclusive().to_json()
 
 
 @pytest.mark.parametrize("devices, strict_cuda, advised", [
@@ -374,7 +420,7 @@ def test_an_ill_conditioned_output_names_strict_cuda_only_where_it_would_change_
     from harness.explore import Exploration
     from harness.matrix import build_cases
     from harness.options import RunOptions
-    from harness.runner import _describe
+    from harness.runner import _describe, base_record
 
     folder = write_relu_folder(tmp_path / "relu", 0.0)
     options = RunOptions(models=(str(folder),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
@@ -385,7 +431,9 @@ def test_an_ill_conditioned_output_names_strict_cuda_only_where_it_would_change_
     # What explore.py finds for an output passed only by a noise multiple that allowed 2.51 of its range.
     exploration = Exploration(examples=10, noise_allowance={"y": 2.51},
                               sensitivity={"y": {"inconclusive": False, "ratio": 40.0}})
-    message = _describe(prepared, exploration, options)["message"]
+    record = base_record(prepared.case)
+    _describe(record, prepared, exploration, options)
+    message = record.message
     assert message.startswith("passed, but inconclusive: y (the noise multiple allowed an error of 2.51 of max|ref|)")
     advice = "try --strict-cuda on CUDA, or a better-conditioned model" if advised else "try a better-conditioned model"
     assert f"ill-conditioned in this arithmetic ({advice}). --parity-strict fails such cases" in message

@@ -20,9 +20,10 @@ HARNESS = Path(__file__).resolve().parent.parent / "harness"
 LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["harness.errors", "harness.layouts", "harness.specs", "harness.user_json", "harness.locks",
               "harness.model_file", "harness.profiles", "harness.registry", "harness.backends",
-              "harness.paths", "harness.options", "harness.image_inputs", "harness.inputs", "harness.compare",
+              "harness.paths", "harness.calibration_settings", "harness.labels", "harness.options",
+              "harness.image_inputs", "harness.inputs", "harness.compare",
               "harness.tolerances", "harness.shape_check", "harness.shape_profile", "harness.random_ops",
-              "harness.results", "harness.cache",
+              "harness.case_record", "harness.results", "harness.cache", "harness.case",
               # no conversion edge: onnx.checker and the opset an ONNX file is stamped with, which the
               # ONNX source reads too
               "harness.converters.onnx_checks"]),
@@ -31,10 +32,12 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("feeds", ["harness.user_inputs", "harness.calibration"]),
     ("converters", ["harness.converters", "harness.converters.*"]),
     ("localize", ["harness.localize", "harness.localize.*"]),
-    ("matrix", ["harness.matrix", "harness.precision_floor", "harness.file_arithmetic", "harness.option_effects"]),
+    ("floor", ["harness.precision_floor", "harness.file_arithmetic"]),
     ("engine", ["harness.engine"]),
     ("explore", ["harness.explore", "harness.golden", "harness.file_precision", "harness.qdq_check",
                  "harness.accuracy"]),
+    # the case builder, above what runs a case: the engine takes a Case (harness.case), never the matrix
+    ("matrix", ["harness.matrix", "harness.option_effects"]),
     ("runner", ["harness.runner", "harness.worker", "harness.shards"]),
     ("report", ["harness.report", "harness.report.*", "harness.merge"]),
     # the entry points, and the package's public API (`import harness`)

@@ -21,7 +21,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from harness.cache import IN_USE
-from harness.matrix import Case
+from harness.case import Case
 from harness.options import RunOptions
 from harness.worker import isolation_plan
 

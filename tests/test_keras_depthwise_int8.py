@@ -27,7 +27,7 @@ def run_depthwise(cache: Path, reports: Path, precision: str, target: str, conve
     options = RunOptions(models=("depthwise",), sources=("keras",), targets=(target,), devices=("cpu",),
                          precisions=(precision,), examples=10, converted=converted, cache_dir=cache,
                          reports_dir=reports, localize="off")
-    return {case.id: run_case(case, options, ArtifactCache(cache)) for case in build_cases(options)}
+    return {case.id: run_case(case, options, ArtifactCache(cache)).to_json() for case in build_cases(options)}
 
 
 @pytest.fixture(scope="module")

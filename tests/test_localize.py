@@ -332,3 +332,21 @@ def test_all_localizes_every_failing_output_first_only_the_first(run_parity, tmp
     assert all((run.path / loc["repro"]["folder"] / "repro.py").is_file() for loc in (localization, label))
     first = run_parity("--model=two_outputs", f"--converted={bad}")
     assert "more" not in _localization(first)
+
+
+def test_the_localize_command_takes_the_runtime_and_hop_flags_pytest_takes(transformer_pair, tmp_path, capsys):
+    """Made from the same Options declarations as the plugin's flags: a value one does not
+    take is a one-line error naming it, as pytest's is."""
+    from harness.__main__ import main
+
+    good, bad, _ = transformer_pair
+    args = ["localize", "--model", str(good), "--converted", str(bad), _input_spec("transformer"),
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--ort-opt-level=bogus"]) == 2
+    assert capsys.readouterr().err == ("python -m harness localize: --ort-opt-level 'bogus': give one of disable, "
+                                       "basic, extended, all (default all)\n")
+    assert main([*args, "--opset=3"]) == 2
+    assert capsys.readouterr().err.startswith("python -m harness localize: --opset 3: no such ONNX opset here")
+    # the benign twin: values the flags take, and the walk runs
+    assert main([*args, "--ort-opt-level=basic", "--opset=17", "--exporter=torchscript"]) == 1
+    assert "localized: the first diverging tensor" in capsys.readouterr().out

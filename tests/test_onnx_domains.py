@@ -59,7 +59,7 @@ def _options(path: Path, tmp_path: Path, *input_specs: str, **more) -> RunOption
 
 def _run(options: RunOptions, tmp_path: Path) -> dict:
     [case] = matrix.build_cases(options)
-    return runner.run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    return runner.run_case(case, options, ArtifactCache(tmp_path / "cache")).to_json()
 
 
 def _every_draw_runs(path: Path, spec: ModelSpec, draws: int = 8) -> list[dict[str, np.ndarray]]:

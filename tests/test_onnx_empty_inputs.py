@@ -51,7 +51,7 @@ def _run(model: Path, target: str, tmp_path: Path, converted: Path | None = None
     options = _options(model, target, tmp_path, converted)
     [case] = matrix.build_cases(options)
     assert (case.skip, case.error) == (None, None)
-    return runner.run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    return runner.run_case(case, options, ArtifactCache(tmp_path / "cache")).to_json()
 
 
 # ---------------------------------------------------------------- inputs fixed at 0

@@ -16,13 +16,14 @@ import pytest
 from onnx import numpy_helper
 
 from harness import paths
-from harness.calibration import Calibration, calibration_inputs, describe, parse_calibration
+from harness.calibration import calibration_inputs, describe
+from harness.calibration_settings import Calibration, parse_calibration
 from harness.converters import onnx_lower
-from harness.errors import CaseError
+from harness.errors import CaseError, OptionError
 from harness.inputs import corner_recipes
 from harness.matrix import build_cases
 from harness.option_effects import option_findings
-from harness.options import OptionError, RunOptions
+from harness.options import RunOptions
 from harness.registry import get_model
 from harness.tolerances import INT8_DYNAMIC, INT8_STATIC, QUANTIZED_INTEGER, resolve_tolerance
 from tests import planted
@@ -139,7 +140,7 @@ def test_precision_cases_are_named_and_lowered_where_the_path_says():
 
 def test_calibration_that_nothing_uses_warns():
     run = RunOptions(models=("cnn",), sources=("torch",), devices=("cpu",), targets=("onnxruntime",),
-                     calibration="uniform")
+                     calibration=parse_calibration("uniform"))
     assert option_findings(run, build_cases(run)).warnings == [
         "--calibration uniform: no case of this run quantizes a model with a calibration feed (--precision int8 "
         "makes such cases)"]

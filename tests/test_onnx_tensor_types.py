@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness import matrix, runner
 from harness.cache import ArtifactCache
+from harness.case import Case
 from harness.inputs import corner_recipes, make_inputs
 from harness.options import RunOptions, parse_input_spec
 from harness.specs import InputSpec, ModelSpec
@@ -39,7 +40,7 @@ def _run(model: Path, target: str, tmp_path: Path, converted: Path | None = None
                          input_specs=tuple(parse_input_spec(text) for text in input_specs))
     [case] = matrix.build_cases(options)
     assert (case.skip, case.error) == (None, None)
-    return runner.run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    return runner.run_case(case, options, ArtifactCache(tmp_path / "cache")).to_json()
 
 
 # ---------------------------------------------------------------- 0-d tensors
@@ -119,7 +120,7 @@ def _cast_output(path: Path, elem: int) -> Path:
                  [_value("y", [3], elem)], opset=21)
 
 
-def _cases(model: Path, targets=ONNX_TARGETS) -> dict[str, matrix.Case]:
+def _cases(model: Path, targets=ONNX_TARGETS) -> dict[str, Case]:
     options = RunOptions(models=(str(model),), sources=("onnx",), targets=targets, devices=("cpu",))
     return {case.target: case for case in matrix.build_cases(options)}
 

@@ -436,7 +436,7 @@ def test_an_empty_input_openvino_drops_is_not_fed_and_the_case_passes(tmp_path):
     options = RunOptions(models=(str(model),), sources=("onnx",), targets=("openvino",), devices=("cpu",),
                          examples=5, cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    record = run_case(case, options, ArtifactCache(options.cache_dir))
+    record = run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
     assert record["status"] == "passed", record["message"]
     runtime = record["provenance"]["runtime"]
     assert list(runtime["dropped_inputs"]) == ["axes"] and "(0,)" in runtime["dropped_inputs"]["axes"]

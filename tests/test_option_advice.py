@@ -29,11 +29,12 @@ import pytest
 from onnx import helper
 
 from harness.__main__ import build_parser, main
-from harness.accuracy import parse_labels
-from harness.calibration import parse_calibration
+from harness.labels import parse_labels
+from harness.calibration_settings import parse_calibration
 from harness.matrix import build_cases, resolve_models
 from harness.option_effects import option_findings
-from harness.options import OptionError, RunOptions, parse_input_specs, parse_layouts, parse_path
+from harness.errors import OptionError
+from harness.options import RunOptions, parse_input_specs, parse_layouts, parse_path
 from harness.report.baseline import parse_compare_fail
 from tests.conftest import REPO
 

@@ -23,6 +23,9 @@ from harness.option_effects import changed_flags, option_findings, options_witho
 from harness.options import RunOptions, parse_input_spec
 
 TORCH_CPU = dict(sources=("torch",), devices=("cpu",))
+# What --opset N gives: the value for every hop that writes ONNX.
+def opset(value: int) -> dict[str, dict[str, int]]:
+    return {hop: {"opset": value} for hop in ("torch->onnx", "tf->onnx", "mxnet->onnx")}
 
 
 def findings(gate_flags=(), **options):
@@ -33,7 +36,8 @@ def findings(gate_flags=(), **options):
 # --------------------------------------------------------------------------- values that change nothing
 
 def test_defaults_and_options_that_apply_say_nothing():
-    found = findings(models=("cnn", "mlp"), exporter="torchscript", opset=16, runtime_options={"onnxruntime": {"opt_level": "basic"}},
+    found = findings(models=("cnn", "mlp"), hop_options={**opset(16), "torch->onnx": {"exporter": "torchscript", "opset": 16}},
+                     runtime_options={"onnxruntime": {"opt_level": "basic"}},
                      tolerance_overrides={"atol": {"": 1e-4, "logits": 1e-3}, "rtol": {"features": 1e-3}})
     assert found.errors == [] and found.warnings == []
 
@@ -110,11 +114,11 @@ def test_converted_layouts_without_a_converted_file_is_an_error():
      "--source mxnet --device cpu: no model selected (the zoo's real tier) has a builder"),
     (dict(models=("cnn",), tiers=("real",)), (), "--tier real: --model names the models, so the tier selects nothing"),
     # Keras to LiteRT takes the TFLite converter: nothing is exported to ONNX
-    (dict(models=("cnn",), sources=("keras",), targets=("tflite",), exporter="torchscript"), (),
+    (dict(models=("cnn",), sources=("keras",), targets=("tflite",), hop_options={"torch->onnx": {"exporter": "torchscript"}}), (),
      "--exporter torchscript: no case of this run exports torch to ONNX"),
-    (dict(models=("cnn",), sources=("keras",), targets=("tflite",), opset=11), (),
+    (dict(models=("cnn",), sources=("keras",), targets=("tflite",), hop_options=opset(11)), (),
      "--opset 11: no case of this run converts to ONNX"),
-    (dict(models=("cnn",), converted=Path("cnn.onnx"), opset=11), (),
+    (dict(models=("cnn",), converted=Path("cnn.onnx"), hop_options=opset(11)), (),
      "--opset 11: no case of this run converts to ONNX (with --converted the harness converts nothing)"),
     (dict(models=("cnn",), targets=("tflite",), runtime_options={"onnxruntime": {"opt_level": "basic"}}), (),
      "--ort-opt-level basic: no case of this run runs on onnxruntime"),
@@ -149,7 +153,7 @@ def test_strict_cuda_says_why_cuda_cases_do_not_run():
 
 def test_changed_flags_and_options_without_parity():
     assert changed_flags(RunOptions()) == []
-    options = RunOptions(opset=11, tolerance_overrides={"atol": {"": 1.0}, "rtol": {}}, max_tensor_mb=10.0)
+    options = RunOptions(hop_options=opset(11), tolerance_overrides={"atol": {"": 1.0}, "rtol": {}}, max_tensor_mb=10.0)
     assert changed_flags(options) == ["--opset", "--atol", "--parity-max-tensor-mb"]
     assert options_without_parity(RunOptions()) == []
     (message,) = options_without_parity(options, ["--parity-baseline"])

@@ -22,7 +22,6 @@ from harness.options import (
     parse_layouts,
     parse_list,
     parse_max_tensor_mb,
-    parse_opset,
     parse_per_output,
     parse_tolerance_overrides,
     split_list,
@@ -262,19 +261,29 @@ def test_metric_flags_reach_the_verdict_and_the_record(run_parity):
     assert "< min_snr_db 300 dB" in run.output   # the terminal's failure says which metric and its threshold
 
 
-def test_parse_opset_accepts_what_onnx_knows():
-    assert parse_opset(None) is None
+ONNX_HOPS = ("torch->onnx", "tf->onnx", "mxnet->onnx")   # the hops that write ONNX: each takes --opset
+
+
+def test_opset_accepts_what_onnx_knows_and_reaches_every_hop_that_writes_onnx():
+    assert _command_line().hop_options == {}
     highest = onnx.defs.onnx_opset_version()
     for opset in (7, 11, 18, highest):
-        assert parse_opset(opset) == opset
+        assert _command_line(f"--opset={opset}").hop_options == {hop: {"opset": opset} for hop in ONNX_HOPS}
 
 
 @pytest.mark.parametrize("opset", [999, -1, 0, 6])
-def test_parse_opset_rejects_an_impossible_opset_with_the_range(opset):
+def test_opset_rejects_an_impossible_opset_with_the_range(opset):
     highest = onnx.defs.onnx_opset_version()
-    with pytest.raises(OptionError) as info:
-        parse_opset(opset)
+    with pytest.raises(pytest.UsageError) as info:
+        _command_line(f"--opset={opset}")
     assert str(info.value).startswith(f"--opset {opset}: no such ONNX opset here; choose from 7..{highest}")
+
+
+def test_exporter_reaches_the_torch_export_and_an_unknown_one_is_a_usage_error():
+    assert _command_line("--exporter=torchscript").hop_options == {"torch->onnx": {"exporter": "torchscript"}}
+    with pytest.raises(pytest.UsageError) as info:
+        _command_line("--exporter=onnx")
+    assert str(info.value) == "--exporter 'onnx': give one of dynamo, torchscript (default dynamo)"
 
 
 def test_parse_max_tensor_mb():
@@ -383,7 +392,8 @@ def test_run_options_json_round_trip():
         devices=("cpu",), models=("mlp", "cnn"), converted=Path("/tmp/model.onnx"),
         input_specs=(parse_input_spec("image:float32[N=1..4,3,H=16..64,W=16..64]:NCHW:-3..3"),
                      parse_input_spec("ids:int64[N=1..4,T=2..8]::0..99")),
-        output_names=("logits",), exporter="torchscript", opset=17, runtime_options={"onnxruntime": {"opt_level": "basic"}}, strict_cuda=True,
+        output_names=("logits",), hop_options={"torch->onnx": {"exporter": "torchscript", "opset": 17}},
+        runtime_options={"onnxruntime": {"opt_level": "basic"}}, strict_cuda=True,
         tolerance_overrides={"atol": {"": 1e-4, "logits": 1e-3}}, trust_model_code=True, use_cache=False,
         cache_dir=Path("some/cache"), reports_dir=Path("out/reports"), examples=7,
     )
@@ -407,13 +417,27 @@ def test_run_options_defaults_round_trip_and_unknown_keys():
     assert data["converted"] is None and data["cache_dir"] == ".parity-cache"
     assert RunOptions.from_json(data) == opts
     assert RunOptions.from_json(data | {"from_the_future": 1}) == opts  # unknown keys are dropped
-    assert RunOptions.from_json(data | {"opset": 18}) == RunOptions(opset=18)
-    assert opts.conversion_options() == {"exporter": "dynamo", "opset": None, "layout_variant": None}
+    assert RunOptions.from_json(data | {"devices": ["cpu"]}) == RunOptions(devices=("cpu",))
+    assert opts.conversion_options() == {"layout_variant": None}
     assert opts.conversion_options("nchw")["layout_variant"] == "nchw"
 
 
 def test_run_options_from_partial_json_keeps_defaults():
-    assert RunOptions.from_json({"opset": 18}) == RunOptions(opset=18)
+    assert RunOptions.from_json({"devices": ["cpu"]}) == RunOptions(devices=("cpu",))
+
+
+# The options header of a parity.json, a shard's or a worker's, as the harness wrote it before hops
+# declared Options: every hop option at the top level under its flag's name, at its default if not given.
+OLDER_HEADER = {"sources": [], "targets": ["onnxruntime"], "devices": ["cpu"], "exporter": "dynamo", "opset": None,
+                "runtime_options": {}, "cache_dir": ".parity-cache", "reports_dir": "reports"}
+
+
+def test_options_written_before_hop_options_load_with_each_hop_s_value():
+    older = OLDER_HEADER | {"exporter": "torchscript", "opset": 16}
+    assert RunOptions.from_json(older).hop_options == {"torch->onnx": {"exporter": "torchscript", "opset": 16},
+                                                       "tf->onnx": {"opset": 16}, "mxnet->onnx": {"opset": 16}}
+    # the benign twin: the defaults it always wrote are no value given
+    assert RunOptions.from_json(OLDER_HEADER) == RunOptions(targets=("onnxruntime",), devices=("cpu",))
 
 
 # --------------------------------------------------------------------------- specs validation

@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+from harness.backends import opt_in_runtimes
+from harness.options import TARGETS
+
 
 def test_zoo_model_passes_and_is_recorded(run_parity):
     run = run_parity("--model=simple,mlp")
@@ -77,8 +80,8 @@ def _usage_error_line(run) -> str:
                      "output (e.g. logits:1e-3 or 1e-4)"),
     ("--openvino-threads=-1", "--openvino-threads -1: give a whole number >= 0 (default 0)"),
     ("--tensorrt-workspace-mb=-1", "--tensorrt-workspace-mb -1: give a whole number >= 0 (default 0)"),
-    ("--target=", "--target '': an empty list; give one or more of onnxruntime, tflite, openvino, tensorrt, "
-                  "onnxruntime-tensorrt, ncnn, mnn, onnx-reference, or leave --target out for its default"),
+    ("--target=", f"--target '': an empty list; give one or more of {', '.join(TARGETS + opt_in_runtimes())}, "
+                  "or leave --target out for its default"),
 ])
 def test_an_option_that_once_was_ignored_is_a_usage_error(run_parity, flag, message):
     assert _usage_error_line(run_parity("--model=simple", flag)) == message
@@ -262,7 +265,7 @@ def test_torch_only_run_imports_no_other_framework(tmp_path):
         "from harness.runner import run_case\n"
         f"options = RunOptions(sources=('torch',), targets=('onnxruntime',), devices=('cpu',), models=('cnn',), examples=2, cache_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n"
         "records = [run_case(c, options, ArtifactCache(options.cache_dir)) for c in build_cases(options)]\n"
-        "assert [r['status'] for r in records] == ['passed'], records\n"
+        "assert [r.status for r in records] == ['passed'], records\n"
         "loaded = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'ai_edge_litert', 'mxnet') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

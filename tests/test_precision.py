@@ -11,7 +11,8 @@ import pytest
 
 from harness.matrix import availability_checked, build_cases
 from harness.option_effects import changed_flags, option_findings
-from harness.options import OptionError, RunOptions, parse_precisions
+from harness.errors import OptionError
+from harness.options import RunOptions, parse_precisions
 from harness.runner import base_record
 from harness.runtimes import openvino as ov_runtime
 from harness.sources import torch as torch_source
@@ -109,7 +110,7 @@ def test_reference_device_apart_is_named_in_the_id_and_the_record():
     apart = cases["mlp-torch-onnxruntime-cuda-ref-cpu"]
     assert (apart.device, apart.reference_device) == ("cuda", "cpu")
     record = base_record(apart)
-    assert (record["device"], record["reference_device"], record["precision"]) == ("cuda", "cpu", "fp32")
+    assert (record.device, record.reference_device, record.precision) == ("cuda", "cpu", "fp32")
     if apart.skip is not None:   # no CUDA here: the target's reason, not the reference's
         assert "CUDAExecutionProvider" in apart.skip
     both = _cases(targets=("openvino",), precisions=("bf16",), reference_device="cuda")

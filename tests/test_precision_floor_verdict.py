@@ -56,12 +56,13 @@ def run(tmp_path: Path, original: Path, converted: Path | None, cache: Path) -> 
 
     run_options = options(tmp_path, original, converted, cache)
     (case,) = build_cases(run_options)
-    return run_case(case, run_options, ArtifactCache(cache))
+    return run_case(case, run_options, ArtifactCache(cache)).to_json()
 
 
 def feed(tmp_path: Path, original: Path) -> list[dict[str, np.ndarray]]:
     """The harness's own calibration feed of `original` (a user's ONNX file)."""
-    from harness.calibration import Calibration, calibration_inputs
+    from harness.calibration import calibration_inputs
+    from harness.calibration_settings import Calibration
     from harness.matrix import build_cases
 
     (case,) = build_cases(options(tmp_path, original, None, tmp_path / "unused"))
@@ -93,7 +94,7 @@ def run_zoo_cnn(tmp_path: Path, converted: Path, cache: Path) -> dict:
                              examples=DEV_EXAMPLES, precisions=("int8",), converted=converted, cache_dir=cache,
                              reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(run_options)
-    return run_case(case, run_options, ArtifactCache(cache))
+    return run_case(case, run_options, ArtifactCache(cache)).to_json()
 
 
 def test_a_weight_channel_scale_x2_fails_against_the_floor_that_fixed_thresholds_pass(tmp_path, shared_cache,
@@ -161,12 +162,13 @@ def test_the_harness_own_lowering_builds_no_floor_and_says_why(tmp_path, shared_
 def test_the_cache_and_the_calibration_build_a_converted_files_floor_so_neither_is_said_to_change_nothing(tmp_path):
     from dataclasses import replace
 
+    from harness.calibration_settings import parse_calibration
     from harness.matrix import build_cases
     from harness.option_effects import option_findings
 
     original = classifier(tmp_path / "cnn.onnx", classes=16)
     at_int8 = replace(options(tmp_path, original, original, tmp_path / "elsewhere"), use_cache=False,
-                      calibration="uniform")
+                      calibration=parse_calibration("uniform"))
     assert option_findings(at_int8, build_cases(at_int8)).warnings == []
     at_fp32 = replace(at_int8, precisions=("fp32",))   # no floor: nothing is converted
     assert [w.split(":")[0] for w in option_findings(at_fp32, build_cases(at_fp32)).warnings] == [

@@ -139,7 +139,7 @@ def _on_example(build: Build, x: np.ndarray, tmp_path: Path, cache: Path) -> dic
     previous = settings.get_current_profile_name()
     settings.load_profile(DEV_DERANDOMIZED)
     try:
-        return run_case(case, options, ArtifactCache(cache))
+        return run_case(case, options, ArtifactCache(cache)).to_json()
     finally:
         settings.load_profile(previous)
 

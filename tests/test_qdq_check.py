@@ -36,7 +36,7 @@ def run_int8(model: Path, converted: Path | None, tmp_path: Path, localize: str 
                          precisions=("int8",), examples=5, converted=converted, input_specs=get_model("cnn").inputs,
                          cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize=localize)
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_an_activation_scale_x4_fails_naming_its_pair(cnn, tmp_path):
@@ -159,7 +159,7 @@ def _run_torch(converted: Path, cache: Path, tmp_path: Path) -> dict:
                          precisions=("int8",), examples=5, converted=converted, cache_dir=cache,
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_a_converted_qdq_file_of_a_torch_original_is_judged_against_the_floors_fp32_export(cnn, torch_cache, tmp_path):

@@ -160,7 +160,7 @@ def run_torch(torch_models, tmp_path_factory):
                              examples=5, converted=converted, path=path, cache_dir=folder / "cache",
                              reports_dir=folder / "reports", localize="off")
         (case,) = [c for c in build_cases(options) if c.model == model]
-        return run_case(case, options, ArtifactCache(options.cache_dir)), options
+        return run_case(case, options, ArtifactCache(options.cache_dir)).to_json(), options
 
     return run
 
@@ -293,7 +293,7 @@ def test_a_random_op_failure_is_not_walked_element_by_element(tmp_path):
                              examples=5, converted=converted, cache_dir=tmp_path / "cache",
                              reports_dir=tmp_path / "reports")
         (case,) = build_cases(options)
-        return run_case(case, options, ArtifactCache(options.cache_dir))
+        return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
     record = run(uniform_noise(tmp_path / "model.onnx"), uniform_noise(tmp_path / "wide.onnx", high=2.0))
     assert record["status"] == "failed" and record["localization"]["status"] == "unavailable"

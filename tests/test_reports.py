@@ -249,14 +249,17 @@ def test_the_results_file_put_together_from_each_records_encoding_is_the_whole_e
     """The writer encodes each record once and joins the texts: the file must be what encoding the
     whole run at once writes, byte for byte, through a replaced record, non-finite floats, nested
     and empty values and a message with quotes and newlines."""
+    from harness.case_record import CaseRecord
     from harness.results import ResultsWriter
 
     writer = ResultsWriter(tmp_path / "parity.json", {"options": {"models": ["cnn"]}})
     assert (tmp_path / "parity.json").read_text() == json.dumps(writer.data, indent=1)
-    writer.add({"id": "cnn-torch-onnxruntime-cpu", "status": "passed", "worst": [1.0, float("nan"), np.float32(2)],
-                "outputs": {"logits": {"noise": {}, "top": []}}})
-    writer.add({"id": "mlp-torch-onnxruntime-cpu", "status": "failed", "message": 'logits: "x"\nworst at [0, 1]'})
-    writer.add({"id": "cnn-torch-onnxruntime-cpu", "status": "error", "message": "replaced"})
+    writer.add(CaseRecord.from_json({"id": "cnn-torch-onnxruntime-cpu", "status": "passed",
+                                     "outputs": {"logits": {"worst": [1.0, float("nan"), np.float32(2)], "noise": {},
+                                                            "top": []}}}))
+    writer.add(CaseRecord.from_json({"id": "mlp-torch-onnxruntime-cpu", "status": "failed",
+                                     "message": 'logits: "x"\nworst at [0, 1]'}))
+    writer.add(CaseRecord.from_json({"id": "cnn-torch-onnxruntime-cpu", "status": "error", "message": "replaced"}))
     assert (tmp_path / "parity.json").read_text() == json.dumps(writer.data, indent=1)
     assert list(json.loads((tmp_path / "parity.json").read_text())["cases"]) == ["cnn-torch-onnxruntime-cpu",
                                                                                "mlp-torch-onnxruntime-cpu"]

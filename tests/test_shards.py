@@ -18,7 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.matrix import build_cases
-from harness.options import OptionError, RunOptions, parse_shard
+from harness.errors import OptionError
+from harness.options import RunOptions, parse_shard
 from harness.shards import assign_shards, case_costs, read_durations, select_shard
 from tests.conftest import REPO
 

@@ -24,10 +24,10 @@ from onnx import TensorProto, helper, numpy_helper
 from harness import matrix
 from harness.cache import ArtifactCache
 from harness.compare import compare_outputs
-from harness.errors import CaseError
+from harness.errors import CaseError, OptionError
 from harness.inputs import example_recipe
 from harness.inputs import make_inputs
-from harness.options import OptionError, RunOptions, parse_input_spec
+from harness.options import RunOptions, parse_input_spec
 from harness.runner import run_case
 from harness.runtimes import onnxruntime as ort_runtime
 from harness.shape_check import input_findings
@@ -224,7 +224,7 @@ def test_a_case_with_default_bounds_passes_and_its_record_carries_the_warning(tm
     options = RunOptions(models=(str(path),), targets=("onnxruntime",), devices=("cpu",), use_cache=False,
                          examples=5, reports_dir=tmp_path / "reports")
     [case] = matrix.build_cases(options)
-    record = run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    record = run_case(case, options, ArtifactCache(tmp_path / "cache")).to_json()
     assert record["status"] == "passed", record["message"]
     assert [(w["tensor"], w["kind"]) for w in record["warnings"]] == [("x", "default_bounds")]
     assert "--input-spec 'x:float32[batch=1..4,3]'" in record["warnings"][0]["message"]
@@ -239,11 +239,11 @@ def test_a_model_that_rejects_the_default_bounds_is_told_to_give_input_spec(tmp_
     options = RunOptions(models=(str(path),), targets=("onnxruntime",), devices=("cpu",), use_cache=False,
                          examples=5, reports_dir=tmp_path / "reports")
     [case] = matrix.build_cases(options)
-    record = run_case(case, options, ArtifactCache(tmp_path / "cache"))
+    record = run_case(case, options, ArtifactCache(tmp_path / "cache")).to_json()
     assert record["status"] == "error" and "--input-spec" in record["message"], record["message"]
     options = replace(options, input_specs=(parse_input_spec("x:float32[batch=2..2,3]"),))
     [case] = matrix.build_cases(options)
-    assert run_case(case, options, ArtifactCache(tmp_path / "cache"))["status"] == "passed"
+    assert run_case(case, options, ArtifactCache(tmp_path / "cache")).status == "passed"
 
 
 def test_bounds_for_a_dim_the_file_names_twice_are_given_once(tmp_path):

@@ -119,7 +119,7 @@ def run_cnn(tmp_path: Path, converted: Path | None, cache: Path) -> dict:
                          examples=DEV_EXAMPLES, precisions=("int8",), converted=converted, cache_dir=cache,
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(cache))
+    return run_case(case, options, ArtifactCache(cache)).to_json()
 
 
 @pytest.mark.parametrize("build", ["8 samples", "per-tensor"])

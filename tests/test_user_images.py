@@ -14,9 +14,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.errors import CaseError
+from harness.errors import CaseError, OptionError
 from harness.image_inputs import EXAMPLE, Preprocess, parse_preprocess
-from harness.options import OptionError
 
 IMAGENET = "mean=0.485/0.456/0.406,std=0.229/0.224/0.225"
 # The test model's input: NCHW images of any size the example resizes to, batch 1..2, the default domain -4..4.
@@ -88,9 +87,9 @@ def run(tmp_path: Path, converted: Path, images: Path | None, preprocess: str = 
     options = RunOptions(models=(str(original),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
                          examples=5, converted=converted, input_specs=parse_input_specs([IMAGE_SPEC]),
                          cache_dir=tmp_path / "cache", reports_dir=tmp_path / "reports", localize="off",
-                         parity_inputs=str(images) if images else "", parity_preprocess=preprocess)
+                         parity_inputs=str(images) if images else "", parity_preprocess=parse_preprocess(preprocess))
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 # ---------------------------------------------------------------- through both sides
@@ -145,7 +144,8 @@ def load(folder: Path, preprocess: str, spec=None, option: str = "--parity-input
     from harness.user_inputs import load_user_inputs
 
     spec = spec or cnn_spec()
-    return load_user_inputs(str(folder), spec, {i.name: i.layout for i in spec.inputs}, 1024.0, preprocess, option)
+    return load_user_inputs(str(folder), spec, {i.name: i.layout for i in spec.inputs}, 1024.0,
+                            parse_preprocess(preprocess), option)
 
 
 def test_each_step_of_the_preprocessing_gives_the_tensor_it_declares(tmp_path):
@@ -219,11 +219,12 @@ def test_an_image_past_the_tensor_budget_is_refused_before_it_is_decoded(tmp_pat
     folder = write_images(tmp_path / "images", 1)   # 20x24 RGB: 11520 bytes in float64, its PNG some 2 KiB
     spec = cnn_spec()
     with pytest.raises(CaseError) as raised:
-        load_user_inputs(str(folder), spec, {"image": "NCHW"}, 0.01, "scale=1/255")
+        load_user_inputs(str(folder), spec, {"image": "NCHW"}, 0.01, parse_preprocess("scale=1/255"))
     assert raised.value.message == (f"--parity-inputs {folder / 'img0.png'} decodes to 11.2 KiB, more than the "
                                     "tensor budget of 10.2 KiB (--parity-max-tensor-mb): store it smaller, or raise "
                                     "--parity-max-tensor-mb")
-    assert len(load_user_inputs(str(folder), spec, {"image": "NCHW"}, 0.02, "scale=1/255").examples) == 1
+    preprocess = parse_preprocess("scale=1/255")
+    assert len(load_user_inputs(str(folder), spec, {"image": "NCHW"}, 0.02, preprocess).examples) == 1
 
 
 @pytest.mark.parametrize("text, says", [
@@ -266,7 +267,8 @@ def test_the_command_line_options_reach_the_case(run_parity, parity_dir):
 
 
 def test_calibration_on_an_image_folder_asks_for_its_preprocessing_and_reads_it_as_parity_inputs_does(tmp_path):
-    from harness.calibration import calibration_inputs, parse_calibration
+    from harness.calibration import calibration_inputs
+    from harness.calibration_settings import parse_calibration
 
     spec = cnn_spec()
     folder = write_images(tmp_path / "images", 2)
@@ -274,14 +276,14 @@ def test_calibration_on_an_image_folder_asks_for_its_preprocessing_and_reads_it_
         parse_calibration(str(folder))
     assert str(raised.value) == (f"--calibration {folder} is a folder of images: declare how each becomes the "
                                  f"model's input, e.g. --parity-preprocess={EXAMPLE}")
-    settings = parse_calibration(str(folder), "scale=1/255")   # the advice, followed
+    settings = parse_calibration(str(folder), parse_preprocess("scale=1/255"))   # the advice, followed
     assert settings.preprocess == "scale=1/255"
     feed = calibration_inputs(spec, settings, {"image": "NHWC"})
     expected = [e.inputs["image"] for e in load(folder, "scale=1/255").examples]
     assert len(feed) == 2 and all(np.array_equal(f["image"], x.transpose(0, 2, 3, 1)) for f, x in zip(feed, expected))
     # a preprocessing is for images only: an .npz feed's settings carry none
     np.savez(tmp_path / "feed.npz", image=np.stack(expected))
-    assert parse_calibration(str(tmp_path / "feed.npz"), "scale=1/255").preprocess is None
+    assert parse_calibration(str(tmp_path / "feed.npz"), parse_preprocess("scale=1/255")).preprocess is None
 
 
 # The model takes images in 0..1 (ImageNet's normalisation folded in) and outputs its convolution's features.
@@ -293,6 +295,7 @@ def run_int8_calibrated(tmp_path: Path, images: Path, preprocess: str) -> dict:
     `preprocess` says, on ONNX Runtime's CPU provider."""
     from harness.cache import ArtifactCache
     from harness.matrix import build_cases
+    from harness.calibration_settings import parse_calibration
     from harness.options import RunOptions, parse_input_specs
     from harness.runner import run_case
 
@@ -301,10 +304,11 @@ def run_int8_calibrated(tmp_path: Path, images: Path, preprocess: str) -> dict:
         write_normalising(original, pixel_max=1.0, pooled=False)
     options = RunOptions(models=(str(original),), sources=("onnx",), targets=("onnxruntime",), devices=("cpu",),
                          precisions=("int8",), examples=10, input_specs=parse_input_specs([UNIT_IMAGE_SPEC]),
-                         calibration=str(images), parity_preprocess=preprocess, cache_dir=tmp_path / "cache",
+                         calibration=parse_calibration(str(images), parse_preprocess(preprocess)),
+                         parity_preprocess=parse_preprocess(preprocess), cache_dir=tmp_path / "cache",
                          reports_dir=tmp_path / "reports", localize="off")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def test_int8_calibrated_on_images_passes_and_a_changed_preprocessing_builds_again(tmp_path):
@@ -334,16 +338,33 @@ def test_int8_calibrated_on_images_read_at_255x_their_range_fails_by_the_whole_o
 def test_a_preprocessing_with_nothing_to_apply_to_is_refused(tmp_path):
     from harness.image_inputs import check_preprocess_option
 
+    preprocess = parse_preprocess("scale=1/255")
     with pytest.raises(OptionError) as raised:
-        check_preprocess_option("scale=1/255", "", "")
+        check_preprocess_option(preprocess, "", "")
     assert str(raised.value) == ("--parity-preprocess scale=1/255: it declares how the images of "
                                  "--parity-inputs=FOLDER or --calibration=FOLDER become the model's input; give "
                                  "either too")
-    check_preprocess_option("scale=1/255", "images", "")   # the advice, followed
-    check_preprocess_option("scale=1/255", "", "images")
+    check_preprocess_option(preprocess, "images", "")   # the advice, followed
+    check_preprocess_option(preprocess, "", "images")
     np.savez(tmp_path / "arrays.npz", image=np.zeros((1, 3, 20, 24), np.float32))
     with pytest.raises(CaseError) as refused:
         load(tmp_path / "arrays.npz", "scale=1/255")
     assert refused.value.message == (f"--parity-preprocess scale=1/255: --parity-inputs {tmp_path / 'arrays.npz'} "
                                      "holds no image, and --parity-preprocess applies to images only; drop it")
     assert len(load(tmp_path / "arrays.npz", "").examples) == 1
+
+
+def test_the_run_header_keeps_the_preprocessing_as_typed_and_reads_it_back_parsed():
+    """RunOptions holds the parsed Preprocess; parity.json's run header (a worker's, a shard's) the flag's text."""
+    import json
+
+    from harness.options import RunOptions
+
+    typed = "resize=32x40,scale=1/255,bgr"
+    options = RunOptions(parity_preprocess=parse_preprocess(typed))
+    header = json.loads(json.dumps(options.to_json()))
+    assert header["parity_preprocess"] == typed
+    back = RunOptions.from_json(header)
+    assert back == options and back.parity_preprocess == Preprocess(resize=(32, 40), scale=1 / 255, channels="bgr")
+    assert back.parity_preprocess.text == typed and "text" not in back.parity_preprocess.to_json()
+    assert RunOptions.from_json(RunOptions().to_json()).parity_preprocess is None   # the benign twin: none given

@@ -28,7 +28,7 @@ def run(tmp_path: Path, cache: Path, model: str, source: str, inputs: Path | Non
                          cache_dir=cache, reports_dir=tmp_path / "reports", localize="off", converted=converted,
                          parity_inputs=str(inputs) if inputs else "")
     (case,) = build_cases(options)
-    return run_case(case, options, ArtifactCache(options.cache_dir))
+    return run_case(case, options, ArtifactCache(options.cache_dir)).to_json()
 
 
 def cnn_images(count: int, seed: int = 0) -> np.ndarray:

@@ -39,6 +39,7 @@ mxnet and onnx are imported inside the functions, never at module level.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -50,7 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.converters.onnx_names import check_count, rename_values
-from harness.converters.onnx_checks import check_file, check_opset, main_opset
+from harness.converters.onnx_checks import check_file, check_opset, main_opset, opset_option
 from harness.errors import CaseError, summarize_exception
 from harness.layouts import permutation
 from harness.specs import ModelSpec
@@ -59,10 +60,17 @@ NAME = "mxnet->onnx"
 READS = ("mxnet",)
 WRITES = "onnx"
 REVISION = 1
-OPTIONS = ("opset",)
+OPTIONS = ()
 DEFAULT_OPSET = 13
 FILENAME = "model.onnx"
 PAIR_PREFIX = "mxnet_model"
+
+
+@dataclasses.dataclass
+class Options:
+    """mx2onnx's settings: the --opset every hop that writes ONNX shares."""
+
+    opset: int | None = opset_option()
 
 
 def versions() -> dict[str, str]:

@@ -3,9 +3,33 @@ read the opset the file is stamped with."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from harness.errors import CaseError, summarize_exception
+
+# The lowest ONNX opset ONNX Runtime still runs; the highest is what the installed onnx knows.
+LOWEST_OPSET = 7
+
+
+def opset_problem(value: Any) -> str | None:
+    """Why --opset VALUE is no ONNX opset the installed onnx knows and ONNX Runtime runs, or None."""
+    import onnx
+
+    highest = onnx.defs.onnx_opset_version()
+    if value is None or (type(value) is int and LOWEST_OPSET <= value <= highest):
+        return None
+    return (f"--opset {value}: no such ONNX opset here; choose from {LOWEST_OPSET}..{highest} "
+            f"(the highest is what onnx {onnx.__version__} knows)")
+
+
+def opset_option() -> Any:
+    """The `opset` field of the Options of every hop that writes ONNX: one --opset flag,
+    older than the contract, whose value each of them is given (None: the hop's own default)."""
+    return dataclasses.field(default=None, metadata={
+        "flag": "--opset", "type": int, "check": opset_problem, "metavar": None, "unused": "converts to ONNX",
+        "flag_help": "ONNX opset to export (default: 18 dynamo, 17 torchscript)"})
 
 
 def main_opset(proto) -> int | None:

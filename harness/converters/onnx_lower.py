@@ -40,7 +40,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.calibration import Calibration, calibration_inputs, describe
+from harness.calibration import calibration_inputs, describe
+from harness.calibration_settings import Calibration
 from harness.converters.onnx_checks import check_file
 from harness.errors import CaseError, summarize_exception
 from harness.model_file import file_sha256

@@ -52,6 +52,7 @@ tensorflow and tf2onnx are imported inside the functions, never at module level.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -60,7 +61,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.converters.onnx_names import rename_values
-from harness.converters.onnx_checks import check_file, check_opset, main_opset
+from harness.converters.onnx_checks import check_file, check_opset, main_opset, opset_option
 from harness.errors import CaseError, summarize_exception
 from harness.layouts import permutation
 from harness.specs import ModelSpec
@@ -71,11 +72,18 @@ WRITES = "onnx"
 # The pip distributions whose versions every record carries, where installed (backends.distributions).
 DISTRIBUTIONS = ("tf2onnx",)
 REVISION = 3
-OPTIONS = ("opset", "layout_variant")
+OPTIONS = ("layout_variant",)
 DEFAULT_OPSET = 17
 FILENAME = "model.onnx"
 VARIANTS = ("nhwc", "nchw")
 NHWC_TO_NCHW = (0, 3, 1, 2)
+
+
+@dataclasses.dataclass
+class Options:
+    """tf2onnx's settings: the --opset every hop that writes ONNX shares."""
+
+    opset: int | None = opset_option()
 
 
 def versions() -> dict[str, str]:

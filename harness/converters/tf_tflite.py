@@ -76,7 +76,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.calibration import Calibration, calibration_inputs, describe
+from harness.calibration import calibration_inputs, describe
+from harness.calibration_settings import Calibration
 from harness.converters.tf_onnx import quiet, spec_function
 from harness.errors import CaseError, summarize_exception
 from harness.runtimes.tflite import port_quantization
@@ -134,7 +135,7 @@ def convert(model: Any, spec: ModelSpec, example: Sequence[np.ndarray], out_dir:
             chosen = Calibration(**(calibration or {}))
         except TypeError as error:
             raise CaseError("convert", f"tf->tflite: calibration settings {calibration!r} are not those of "
-                                       f"harness.calibration.Calibration: {error}") from None
+                                       f"harness.calibration_settings.Calibration: {error}") from None
         start = time.perf_counter()
         feed = calibration_inputs(spec, chosen, input_layouts)
         _check_feed(feed, spec, signature, input_layouts)

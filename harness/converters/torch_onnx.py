@@ -7,6 +7,7 @@ TorchScript-based one on request. Symbolic dims of the spec become dynamic axes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import inspect
 import logging
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.converters.onnx_checks import check_file, check_opset, declared_input_dims, main_opset
+from harness.converters.onnx_checks import check_file, check_opset, declared_input_dims, main_opset, opset_option
 from harness.errors import CaseError, summarize_exception
 from harness.shape_check import input_findings
 from harness.specs import ModelSpec
@@ -34,8 +35,19 @@ REVISION = 5
 # rather than in a "model.onnx.data" sidecar that would have to travel with it.
 EXTERNAL_DATA_ABOVE_BYTES = 1 << 30
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
-OPTIONS = ("exporter", "opset")
+EXPORTERS = tuple(DEFAULT_OPSET)
+OPTIONS = ()
 FILENAME = "model.onnx"
+
+
+@dataclasses.dataclass
+class Options:
+    """torch.onnx.export's settings: flags older than the contract, named and described as they always were."""
+
+    exporter: str = dataclasses.field(default="dynamo", metadata={
+        "flag": "--exporter", "choices": EXPORTERS, "metavar": f"{{{','.join(EXPORTERS)}}}",
+        "unused": "exports torch to ONNX", "flag_help": "torch.onnx exporter (default: dynamo)"})
+    opset: int | None = opset_option()
 
 
 def versions() -> dict[str, str]:

@@ -28,7 +28,8 @@ from harness.specs import FLOAT_DTYPES, INT_DTYPES
 
 NAME = "onnx-reference"
 REFERENCE_OPSET = 21   # where the evaluator has every op the harness's converters write (QDQ's from 19)
-FORMATS = ("onnx",)   # opt-in (backends.OPT_IN_RUNTIMES): see the module docstring
+FORMATS = ("onnx",)
+OPT_IN = "slow on large models; it serves fp16 overflow on a machine without a GPU"   # backends.opt_in_reason
 ELEMENT_TYPES = FLOAT_DTYPES + INT_DTYPES   # numpy's, and bfloat16 through ml_dtypes
 # How a reproduction script (localize/repro.py) runs a file here, by device.
 REPRO = {"cpu": Repro("onnx", '''\
@@ -86,7 +87,7 @@ class Session:
                 converted = {"from": _opset(self.model), "to": REFERENCE_OPSET}
                 self.model = onnx.version_converter.convert_version(self.model, REFERENCE_OPSET)
                 self.evaluator = ReferenceEvaluator(self.model)
-        except Exception as error:
+        except Exception as error:   # onnx.load, the evaluator's operators and the version converter raise any type
             raise CaseError("runtime", f"onnx's reference evaluator could not load {path}: "
                                        f"{summarize_exception(error, 3)}\nIt implements each op from a given opset "
                                        "on: an op it lacks is named above; run the file on another target") from None

@@ -52,9 +52,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from harness.errors import CaseError, summarize_exception
+from harness.errors import CaseError, OptionError, summarize_exception
 from harness.model_file import not_a_file, require_file
-from harness.options import OptionError
 from harness.runtimes.binding import bound_names
 from harness.runtimes.onnxruntime import ELEMENT_TYPES as ORT_ELEMENT_TYPES, cpu_session, run_session
 from harness.sources import onnx_domains
@@ -182,7 +181,7 @@ def load_file(path: Path, architecture: Callable[[], Any] | None = None, trust_m
         digest.update(data_file.read_bytes())
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(file.parent))
-    except Exception as error:
+    except (OSError, ValueError, onnx.checker.ValidationError) as error:   # short: ValueError; not a file: the last
         raise CaseError("load", f"ONNX file {file}: its external data could not be read "
                                 f"({summarize_exception(error, 2)}); write the model and its data files "
                                 "again") from None
@@ -234,7 +233,7 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
 
     try:
         twin, kept = onnx_float64.widen(model.proto)
-    except Exception as error:
+    except Exception as error:   # onnx's helpers raise any type on a graph the widening does not foresee; recorded
         model.float64_status = ("no noise floor: the model could not be widened to float64 "
                                 f"({summarize_exception(error, 2)})")
         return None
@@ -252,7 +251,7 @@ def float64_copy(model: OnnxModel) -> OnnxModel | None:
             from onnx.reference import ReferenceEvaluator
 
             session, runner = ReferenceEvaluator(twin), "onnx.reference"
-        except Exception as reference_error:
+        except Exception as reference_error:   # onnx.reference's operators raise any type as they load; recorded
             reference_reason = _first_line(summarize_exception(reference_error, 1))
             model.float64_status = (f"no noise floor: onnxruntime cannot run the float64 twin ({ort_reason}) "
                                     f"and onnx.reference cannot either ({reference_reason})")
@@ -441,6 +440,7 @@ def read_test_data_sets(folder: Path, inputs: Sequence[str], outputs: Sequence[s
     """(inputs by `inputs`' names, outputs in `outputs`' order, set name) for
     each `test_data_set_N` of `folder`, in N's order, whatever model they
     belong to (--parity-inputs reads them for any source)."""
+    from google.protobuf.message import DecodeError
     from onnx import TensorProto, numpy_helper
 
     sets = sorted((int(GOLDEN_SET.match(p.name)[1]), p) for p in folder.iterdir()
@@ -456,7 +456,7 @@ def read_test_data_sets(folder: Path, inputs: Sequence[str], outputs: Sequence[s
             tensor = TensorProto()
             try:
                 tensor.ParseFromString(tensor_file.read_bytes())
-            except Exception as error:
+            except DecodeError as error:
                 raise CaseError("load", f"golden tensor {tensor_file} does not parse as an ONNX TensorProto: it is "
                                         f"truncated or corrupt ({summarize_exception(error, 1)}); write it "
                                         "again") from None
@@ -482,7 +482,7 @@ def _golden_tensors(set_folder: Path, kind: str, stored: list[tuple[int, Any]], 
         ordered = [by_name[name] for name in names]
     try:
         return [numpy_helper.to_array(tensor) for tensor in ordered]
-    except Exception as error:
+    except (ValueError, TypeError, KeyError) as error:   # a short buffer, an UNDEFINED type, an unknown type
         raise CaseError("load", f"golden set {set_folder}: a stored {kind} cannot be read as an array "
                                 f"({summarize_exception(error, 1)})") from None
 
@@ -493,12 +493,13 @@ def _parse(file: Path) -> tuple[Any, bytes]:
     """(ModelProto without its external data, the file's bytes); CaseError
     for bytes that are no ONNX model."""
     import onnx
+    from google.protobuf.message import DecodeError
 
     data = file.read_bytes()
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
-    except Exception as error:
+    except DecodeError as error:
         raise CaseError("load", f"ONNX file {file} does not parse as an ONNX model: it is truncated or corrupt, or "
                                 f"not an ONNX file ({summarize_exception(error, 1)}); export it again") from None
     if not proto.HasField("graph") or not proto.opset_import:
@@ -517,7 +518,7 @@ def _check(file: Path) -> None:
 
     try:
         onnx.checker.check_model(str(file), full_check=False)
-    except Exception as error:
+    except onnx.checker.ValidationError as error:   # by path, a file that does not parse raises it too
         raise CaseError("load", f"ONNX file {file} fails onnx.checker: {summarize_exception(error, 4)}\n"
                                 "Fix the exporter's output (or export it again with a supported opset)") from None
 
@@ -638,13 +639,13 @@ def _reference_session(file: Path, proto: Any) -> tuple[Any, str, str]:
     without a reference can still be held to its golden examples."""
     try:
         return cpu_session(str(file)), "onnxruntime", "onnxruntime"
-    except Exception as error:
+    except Exception as error:   # onnxruntime's errors (Fail, InvalidGraph, ...) derive from Exception alone; said
         ort_reason = _ort_reason(error)
     try:
         from onnx.reference import ReferenceEvaluator
 
         return ReferenceEvaluator(proto), "onnx.reference", f"onnx-reference (onnxruntime: {ort_reason})"
-    except Exception as error:
+    except Exception as error:   # onnx.reference's operators raise any type as they load; said in the status
         reference_reason = _first_line(summarize_exception(error, 1))
         return None, "none", (f"none: onnxruntime's CPU provider cannot load it ({ort_reason}) and onnx.reference "
                               f"cannot either ({reference_reason})")
