@@ -194,6 +194,7 @@ def flip_sign_of_largest_weight(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow  # three whole runs (24 s); test_hit_is_verified_and_a_corrupted_file_is_evicted_and_converted_again evicts a corrupted entry in make test
 def test_corrupted_cached_onnx_is_evicted_and_the_rerun_passes(run_parity, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     run_parity("--model=simple", cache=cache, examples=3).result.assert_outcomes(passed=1)

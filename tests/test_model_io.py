@@ -62,8 +62,8 @@ class Locked(Tripled):
         super().__init__()
         self.lock = threading.Lock()
 
-register_model("tripled", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Tripled)
-register_model("locked", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Locked)
+register_model("copyable_tripled", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Tripled)
+register_model("locked_tripled", inputs=[InputSpec("x", ("N", 4), dims={"N": (1, 2)})], outputs=["y"], torch=Locked)
 '''
 
 
@@ -75,8 +75,8 @@ def locked_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model, twin", [
-    ("tripled", "float64 twin"),
-    ("locked", "no noise floor: the model could not be copied to float64 (TypeError: cannot pickle '_thread.lock' "
+    ("copyable_tripled", "float64 twin"),
+    ("locked_tripled", "no noise floor: the model could not be copied to float64 (TypeError: cannot pickle '_thread.lock' "
                "object)"),
 ])
 def test_the_record_says_why_a_model_has_no_float64_twin(locked_models, tmp_path, model, twin):
@@ -91,7 +91,7 @@ def test_the_record_says_why_a_model_has_no_float64_twin(locked_models, tmp_path
     [case] = [c for c in build_cases(options) if c.model == model]
     assert case.error is None, case.error
     prepared = prepare_case(case, options, ArtifactCache(options.cache_dir))
-    assert (prepared.model64 is None) == (model == "locked")
+    assert (prepared.model64 is None) == (model == "locked_tripled")
     assert prepared.provenance["reference"]["float64_twin"] == twin
 
 

@@ -32,6 +32,7 @@ def test_correct_conversion_passes(run_parity, artifacts, model):
     assert run.single["provenance"]["converter"] == "user"
 
 
+@pytest.mark.slow  # 19 s; tests/test_backends.py's test_the_direct_torch_path_catches_a_weight_changed_by_1e_3 keeps the planted weight in make test
 def test_weight_perturbed_by_1e_3_relative_fails(run_parity, artifacts):
     run = run_parity("--model=cnn", "--source=torch", f"--converted={artifacts['cnn-perturbed']}", examples=8)
     run.result.assert_outcomes(failed=1)

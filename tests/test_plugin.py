@@ -300,6 +300,7 @@ class NWCHInput(__import__("torch").nn.Module):
         return self.inner(image.permute(0, 2, 3, 1))
 
 
+@pytest.mark.slow  # 16 s; tests/test_layouts.py's any-order test and test_verdict's file laid out otherwise than declared keep it in make test
 def test_a_layout_in_any_axis_order_is_declared_and_checked(run_parity, tmp_path):
     from dataclasses import replace
 
