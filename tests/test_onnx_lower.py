@@ -187,6 +187,7 @@ def test_a_qdq_model_with_one_activation_scale_doubled_fails(run_parity, cnn_onn
     assert outputs["snr_db"] < INT8_STATIC.min_snr_db or outputs["normalized_error"] > INT8_STATIC.atol_by_max
 
 
+@pytest.mark.slow  # 19 s; tests/test_file_precision.py's test_the_harness_own_fp16_build_passes_the_file_check_and_its_slip_fails_it keeps the slip in make test
 def test_an_op_that_overflows_in_float16_is_kept_in_float32_and_its_slip_fails(run_parity, large_sum_file,
                                                                                    tmp_path):
     from harness.registry import load_model_file

@@ -219,6 +219,7 @@ def test_misspelled_output_of_a_tolerance_stops_the_run_before_any_case(run_pari
     assert run.json == {}   # no case ran
 
 
+@pytest.mark.slow  # two whole runs (12 s); tests/test_planted_bugs.py's test_tolerance_override_on_command_line_is_applied and test_options' metric flags keep it in make test
 def test_a_tolerance_for_a_real_output_changes_the_verdict(run_parity):
     by_default = run_parity("--model=mlp")
     by_default.result.assert_outcomes(passed=1)

@@ -76,6 +76,7 @@ def test_nan_on_both_sides_at_same_places_passes(run_parity, sqrt_model_file, tm
     run.result.assert_outcomes(passed=1)
 
 
+@pytest.mark.slow  # 9 s; tests/test_compare.py's test_nonfinite_on_one_side_fails keeps it in make test
 def test_nan_on_one_side_only_fails(run_parity, sqrt_model_file, tmp_path):
     from harness.registry import load_model_file
 

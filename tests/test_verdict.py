@@ -184,6 +184,7 @@ register_model("classifier", inputs=[InputSpec("x", ("N", 6), dims={"N": (2, 4)}
 '''
 
 
+@pytest.mark.slow  # 9 s; tests/test_compare.py's class-axis tests and test_option_effects' top-k test keep it in make test
 def test_the_class_axis_of_a_registered_output_reaches_the_verdict(run_parity, parity_dir):
     (parity_dir / "classifier.py").write_text(CLASSIFIER_MODEL_FILE)
     run = run_parity("--model=classifier.py", "--min-top1=1", "--min-topk-overlap=1", "--min-snr-db=400")
