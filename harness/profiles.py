@@ -24,8 +24,11 @@ PROFILES = {
 def register_profiles() -> None:
     from hypothesis import HealthCheck, settings
 
+    # Each from hypothesis' own default, never from whatever profile is loaded now (register_profile's
+    # parent where none is given): registered while a profile without shrinking was loaded, `ci` kept
+    # no shrink phase for the rest of the process.
     for name, values in PROFILES.items():
-        settings.register_profile(name, deadline=None,
+        settings.register_profile(name, settings.get_profile("default"), deadline=None,
                                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                                   **values)
 

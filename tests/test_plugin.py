@@ -289,6 +289,28 @@ def test_outside_the_repo_the_plugin_loads_its_own_profile(tmp_path):
     assert record["examples"] == PROFILES[default_profile()]["max_examples"]
 
 
+def test_the_harness_profiles_are_made_from_hypothesis_default_whatever_profile_is_loaded():
+    """A profile without shrinking was loaded (a test's, a user's conftest's) when the harness
+    registered its own: `ci` was made from it and shrank nothing for the rest of the process
+    (test_verdict's shrink-budget test saw 1 shrink step instead of 159 after test_exported_onnx)."""
+    from hypothesis import Phase, settings
+
+    from harness.profiles import PROFILES, register_profiles
+
+    loaded = settings.get_current_profile_name()
+    settings.register_profile("parity-test-no-shrink", settings.get_profile(loaded), phases=(Phase.generate,),
+                              max_examples=3)
+    settings.load_profile("parity-test-no-shrink")
+    try:
+        register_profiles()
+    finally:
+        settings.load_profile(loaded)
+    for name, values in PROFILES.items():
+        profile = settings.get_profile(name)
+        assert Phase.shrink in profile.phases and profile.max_examples == values["max_examples"], name
+        assert profile.phases == settings.get_profile("default").phases, name
+
+
 class NWCHInput(__import__("torch").nn.Module):
     """The zoo CNN taking its image as [N, W, C, H], as onnx2tf lays out an NHWC input."""
 
